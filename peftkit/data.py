@@ -1,0 +1,111 @@
+"""Recipe → train / validation / test examples: catalogue, local files or hub, split deterministically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+from peftkit import catalog
+from peftkit.errors import PeftkitError
+from peftkit.heads.base import Head
+from peftkit.recipe import DataSection
+
+#: File suffix → `datasets` builder name.
+FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SPLITS = ("train", "validation", "test")
+
+
+def read_file(path: str | Path) -> Dataset:
+    """One local file as a Dataset; the format comes from the suffix."""
+    path = Path(path)
+    builder = FILE_FORMATS.get(path.suffix.lower())
+    if builder is None:
+        raise PeftkitError(
+            f"data file '{path}': unsupported format '{path.suffix}' (expected one of {', '.join(FILE_FORMATS)})"
+        )
+    if not path.is_file():
+        raise PeftkitError(f"data file '{path}' does not exist")
+    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        loaded = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except UnicodeDecodeError as exc:
+        raise PeftkitError(f"data file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except Exception as exc:  # datasets wraps parser errors in many types; the message is what matters
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UnicodeDecodeError):
+            raise PeftkitError(f"data file '{path}': not UTF-8 text ({cause.reason})") from None
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise PeftkitError(f"data file '{path}': could not be read as {builder} ({first})") from None
+    if len(loaded) == 0:
+        raise PeftkitError(f"data file '{path}' holds no rows")
+    return loaded
+
+
+def load_source(data: DataSection) -> DatasetDict:
+    """The data as its source gives it: one split, or the splits it has."""
+    if data.files:
+        return DatasetDict({split: read_file(path) for split, path in data.files.items()})
+    if data.source in catalog.DATASETS:
+        return DatasetDict({"train": Dataset.from_list(catalog.load_records(data.source))})
+    if Path(data.source).expanduser().exists():
+        return DatasetDict({"train": read_file(Path(data.source).expanduser())})
+    try:
+        loaded = load_dataset(data.source, data.hub_config)
+    except Exception as exc:  # offline, unknown id, bad config: all become one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PeftkitError(
+            f"data.source '{data.source}': not a catalogue data set (`peftkit data ls`), a local file, "
+            f"or a hub data set that could be loaded: {first}"
+        ) from None
+    if not isinstance(loaded, DatasetDict):
+        loaded = DatasetDict({"train": loaded})
+    if "train" not in loaded:
+        raise PeftkitError(f"data.source '{data.source}': no 'train' split (has {', '.join(loaded)})")
+    return DatasetDict({k: v for k, v in loaded.items() if k in SPLITS})
+
+
+def _size(value: float, total: int) -> int:
+    return round(value * total) if value < 1 else int(value)
+
+
+def split(source: DatasetDict, data: DataSection) -> DatasetDict:
+    """Train / validation / test: the source's own splits, the rest carved from train with split_seed."""
+    train = source["train"]
+    test = source.get("test")
+    if test is None:
+        parts = train.train_test_split(test_size=_size(data.test_size, len(train)), seed=data.split_seed)
+        train, test = parts["train"], parts["test"]
+    validation = source.get("validation")
+    if validation is None:
+        n_val = _size(data.validation_size, len(train))
+        if n_val > 0:
+            parts = train.train_test_split(test_size=n_val, seed=data.split_seed)
+            train, validation = parts["train"], parts["test"]
+        else:
+            validation = test
+    result = DatasetDict({"train": train, "validation": validation, "test": test})
+    if data.max_train_samples:
+        result["train"] = _first(result["train"].shuffle(seed=data.split_seed), data.max_train_samples)
+    if data.max_eval_samples:
+        for name in ("validation", "test"):
+            result[name] = _first(result[name], data.max_eval_samples)
+    for name, part in result.items():
+        if len(part) == 0:
+            raise PeftkitError(f"data: the {name} split is empty (data.test_size / data.validation_size too small?)")
+    return result
+
+
+def _first(dataset: Dataset, n: int) -> Dataset:
+    return dataset.select(range(min(n, len(dataset))))
+
+
+def load_splits(data: DataSection, head: Head, labels: list[str]) -> tuple[DatasetDict, list[str]]:
+    """Standardized train / validation / test splits and the label names in id order."""
+    source = load_source(data)
+    standardized = DatasetDict({name: head.standardize(part, data, name) for name, part in source.items()})
+    splits = split(standardized, data)
+    label_names = list(labels) or head.read_labels(splits["train"], head.label_field)
+    if len(label_names) < 2 and head.kind == "sequence_classification":
+        raise PeftkitError(f"data: the training split has only {len(label_names)} label(s); need at least 2")
+    return splits, label_names

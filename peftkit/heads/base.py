@@ -1,0 +1,80 @@
+"""What a task head declares: model class, peft task type, saved modules, tokenization, metrics, decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from datasets import Dataset
+from peft import TaskType
+from transformers import PreTrainedTokenizerBase
+
+from peftkit.schema import HeadConfig
+
+#: Module names transformers uses for task heads; kept out of quantization and saved with the adapter.
+KNOWN_HEAD_MODULES = ("classifier", "score", "qa_outputs")
+
+
+class Head:
+    """Base class of a task head. Subclass it, set the class attributes, and register it:
+
+    ``@HEADS.register("name")`` on the subclass (or an entry point in the ``peftkit.heads`` group).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # "sequence_classification" or "token_classification"; methods declare which they support
+    config_cls: ClassVar[type[HeadConfig]] = HeadConfig
+    auto_class: ClassVar[Any] = None
+    task_type: ClassVar[TaskType] = TaskType.SEQ_CLS
+    main_metric: ClassVar[str] = "accuracy"
+    label_field: ClassVar[str] = "label"  # canonical column that holds label names after standardize()
+
+    def __init__(self, config: HeadConfig) -> None:
+        self.config = config
+
+    def read_labels(self, dataset: Dataset, column: str) -> list[str]:
+        """Label names found in a data set, in a stable order."""
+        raise NotImplementedError
+
+    def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
+        """Rename and check the user's columns into the head's canonical ones, naming bad rows."""
+        raise NotImplementedError
+
+    def tokenize(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                 label2id: dict[str, int]) -> Dataset:
+        """Model inputs and label ids for every row (done once, cached by `datasets`)."""
+        raise NotImplementedError
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
+        """Pads each batch to its own longest example."""
+        raise NotImplementedError
+
+    def model_kwargs(self, label_names: list[str]) -> dict[str, Any]:
+        """Keyword arguments for ``auto_class.from_pretrained`` (label count and names)."""
+        return {
+            "num_labels": len(label_names),
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)},
+        }
+
+    def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
+        """A Trainer ``compute_metrics`` function for this head."""
+        raise NotImplementedError
+
+    def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
+        """Decoded predictions for raw texts, one dict per text, for `peftkit predict`."""
+        raise NotImplementedError
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        """One line of `peftkit predict` output."""
+        raise NotImplementedError
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float64))
+    return exp / exp.sum(axis=-1, keepdims=True)

@@ -1,0 +1,37 @@
+"""Sentiment: classification with sentiment label defaults and a polarity score in predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from peftkit.heads.classification import ClassificationHead
+from peftkit.registry import HEADS
+from peftkit.schema import HeadConfig, option
+
+
+class SentimentConfig(HeadConfig):
+    head: str = option("sentiment", "task head (`peftkit heads` lists them)")
+    labels: list[str] = option(["negative", "positive"], "label names in id order, most negative first")
+    positive_label: str = option("positive", "label whose probability counts towards +1 polarity")
+    negative_label: str = option("negative", "label whose probability counts towards −1 polarity")
+
+
+@HEADS.register("sentiment")
+class SentimentHead(ClassificationHead):
+    name = "sentiment"
+    description = "classification with sentiment labels; predictions add polarity = P(positive) − P(negative)"
+    config_cls = SentimentConfig
+
+    def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
+        results = self._predict_probabilities(model, tokenizer, texts, label_names, batch_size, max_length)
+        for result in results:
+            probs = result.pop("probabilities")
+            result["polarity"] = probs.get(self.config.positive_label, 0.0) - probs.get(self.config.negative_label, 0.0)
+        return results
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        return (f"{prediction['label']}\t{prediction['probability']:.3f}\t"
+                f"polarity={prediction['polarity']:+.3f}\t{prediction['text']}")

@@ -1,0 +1,77 @@
+"""The two baselines: full fine-tuning (every weight) and head-only (a linear probe on a frozen body)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from peftkit.errors import PeftkitError
+from peftkit.methods.base import BaseBuilder, Method
+from peftkit.registry import METHODS
+from peftkit.schema import MethodConfig, option
+
+HEAD_WEIGHTS = "head_model.safetensors"
+
+
+class FullOptions(MethodConfig):
+    name: str = option("full", "fine-tuning method (`peftkit methods` lists them)")
+
+
+@METHODS.register("full")
+class FullMethod(Method):
+    name = "full"
+    description = "baseline: every weight trained, the whole model saved"
+    config_cls = FullOptions
+    quantization_hint = "; quantized weights cannot be trained directly (use qlora)"
+    default_learning_rate = 3e-5
+
+    def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model
+
+    def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
+        return build_base(path=str(directory))
+
+
+class HeadOnlyOptions(MethodConfig):
+    name: str = option("head_only", "fine-tuning method (`peftkit methods` lists them)")
+
+
+@METHODS.register("head_only")
+class HeadOnlyMethod(Method):
+    name = "head_only"
+    description = "baseline: frozen body, only the task head trained (linear probe); saves just the head"
+    config_cls = HeadOnlyOptions
+    quantization_modes = ("none", "8bit", "4bit")
+    default_learning_rate = 2e-3
+
+    def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(any(_in_module(name, head) for head in head_modules))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise PeftkitError(f"method head_only: the model has no head module among {head_modules}")
+        return model
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        state = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(state, str(directory / HEAD_WEIGHTS))
+        model.config.save_pretrained(directory)
+
+    def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
+        model = build_base()
+        state = load_file(str(directory / HEAD_WEIGHTS))
+        missing = set(state) - {n for n, _ in model.named_parameters()}
+        if missing:
+            raise PeftkitError(f"{directory / HEAD_WEIGHTS}: weights for unknown modules {sorted(missing)[:3]}")
+        model.load_state_dict(state, strict=False)
+        return model
+
+
+def _in_module(parameter_name: str, module_name: str) -> bool:
+    return parameter_name == module_name or parameter_name.startswith(module_name + ".") or (
+        "." + module_name + "." in "." + parameter_name
+    )

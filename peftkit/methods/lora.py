@@ -1,0 +1,79 @@
+"""LoRA and its variants (QLoRA on a quantized base, DoRA, rsLoRA, PiSSA/OLoRA/Gaussian init)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from peft import LoraConfig, PeftConfig
+
+from peftkit.methods.base import ALL_QUANTIZATION, PeftMethod
+from peftkit.registry import METHODS
+from peftkit.schema import MethodConfig, option
+
+
+class LoraOptions(MethodConfig):
+    name: str = option("lora", "fine-tuning method (`peftkit methods` lists them)")
+    r: int = option(8, "rank of the low-rank update", ge=1)
+    alpha: float = option(16, "scaling numerator: the update is scaled by alpha / r (alpha / √r with rsLoRA)", gt=0)
+    dropout: float = option(0.1, "dropout on the LoRA branch input", ge=0, lt=1)
+    target_modules: list[str] | str | None = option(
+        None, "module names to adapt, or 'all-linear'; empty = peft's default for the architecture"
+    )
+    bias: Literal["none", "all", "lora_only"] = option("none", "which biases to train")
+    use_rslora: bool = option(False, "rank-stabilised scaling alpha / √r")
+    use_dora: bool = option(False, "weight-decomposed LoRA (DoRA)")
+    init_lora_weights: Literal["default", "gaussian", "pissa", "olora"] = option(
+        "default", "initialisation of the LoRA matrices"
+    )
+
+
+class LoraMethod(PeftMethod):
+    name = "lora"
+    description = "low-rank adapters on the attention / linear layers (Hu et al. 2021)"
+    config_cls = LoraOptions
+    quantization_modes = ALL_QUANTIZATION
+    default_learning_rate = 5e-4
+
+    def peft_config(self, head_modules: list[str], task_type: Any) -> PeftConfig:
+        cfg = self.config
+        init: bool | str = True if cfg.init_lora_weights == "default" else cfg.init_lora_weights
+        return LoraConfig(
+            task_type=task_type,
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=cfg.target_modules,
+            bias=cfg.bias,
+            use_rslora=cfg.use_rslora,
+            use_dora=cfg.use_dora,
+            init_lora_weights=init,
+            modules_to_save=head_modules,
+        )
+
+
+METHODS.register("lora")(LoraMethod)
+
+
+class QloraOptions(LoraOptions):
+    name: str = option("qlora", "fine-tuning method (`peftkit methods` lists them)")
+
+
+@METHODS.register("qlora")
+class QloraMethod(LoraMethod):
+    name = "qlora"
+    description = "LoRA on a 4-bit (NF4) or 8-bit quantized base (Dettmers et al. 2023)"
+    config_cls = QloraOptions
+    quantization_modes = ("4bit", "8bit")
+    quantization_hint = "; set quantization.mode: 4bit (or use method lora on an unquantized base)"
+
+
+class DoraOptions(LoraOptions):
+    name: str = option("dora", "fine-tuning method (`peftkit methods` lists them)")
+    use_dora: bool = option(True, "weight-decomposed LoRA (DoRA)")
+
+
+@METHODS.register("dora")
+class DoraMethod(LoraMethod):
+    name = "dora"
+    description = "LoRA with a learned magnitude per output feature (Liu et al. 2024)"
+    config_cls = DoraOptions

@@ -1,0 +1,107 @@
+"""Recipe → tokenizer and base model: catalogue name, local directory or hub id, quantized or not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+
+from peftkit import catalog
+from peftkit.errors import PeftkitError
+from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
+from peftkit.recipe import ModelSection, QuantizationSection
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(name: str) -> str:
+    """A catalogue model is fetched into the cache; a directory is used as is; anything else is a hub id."""
+    if name in catalog.MODELS:
+        return str(catalog.fetch_model(name))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise PeftkitError(f"model.name: directory '{name}' does not exist")
+    return name
+
+
+def quantization_config(section: QuantizationSection) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings for the recipe; task heads are never quantized."""
+    if section.mode == "none":
+        return None
+    if section.mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(KNOWN_HEAD_MODULES))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=section.quant_type,
+        bnb_4bit_use_double_quant=section.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[section.compute_dtype],
+        llm_int8_skip_modules=list(KNOWN_HEAD_MODULES),
+    )
+
+
+def _hub_error(source: str, exc: Exception) -> PeftkitError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+    return PeftkitError(
+        f"model.name '{source}': not a catalogue model (`peftkit models ls`), a local model directory, "
+        f"or a hub id that could be loaded{hint}: {first}"
+    )
+
+
+def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of the recipe's model (or of ``path``, a saved run)."""
+    source = path or resolve_model_path(model.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=model.trust_remote_code, revision=None if path else model.revision
+        )
+    except (OSError, ValueError) as exc:
+        raise _hub_error(source, exc) from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise PeftkitError(f"model.name '{model.name}': the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
+                    label_names: list[str], path: str | None = None) -> tuple[nn.Module, list[str]]:
+    """The base model with the head's task layer, and the names of the head modules to train and save.
+
+    Head modules are the ones transformers initialised fresh (missing from the checkpoint) plus the
+    usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them.
+    """
+    source = path or resolve_model_path(model.name)
+    kwargs: dict[str, Any] = dict(
+        dtype=DTYPES[model.dtype],
+        trust_remote_code=model.trust_remote_code,
+        quantization_config=quantization_config(quantization),
+        output_loading_info=True,
+        **head.model_kwargs(label_names),
+    )
+    if path is None and model.revision:
+        kwargs["revision"] = model.revision
+    try:
+        loaded, info = head.auto_class.from_pretrained(source, **kwargs)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise PeftkitError(
+                f"model.name '{model.name}': its architecture has no {head.auto_class.__name__} "
+                f"(needed by task.head '{head.name}')"
+            ) from None
+        raise _hub_error(source, exc) from None
+    except OSError as exc:
+        raise _hub_error(source, exc) from None
+    if getattr(loaded.config, "pad_token_id", None) is None:
+        loaded.config.pad_token_id = getattr(loaded.config, "eos_token_id", None)
+    fresh = {key.split(".")[0] for key in info["missing_keys"]}
+    children = {name for name, _ in loaded.named_children()}
+    head_modules = sorted((fresh | set(KNOWN_HEAD_MODULES)) & children)
+    return loaded, head_modules

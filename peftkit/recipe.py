@@ -1,0 +1,352 @@
+"""The recipe: schema (every option once, default + help), loading, dotted overrides and validation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import SerializeAsAny, ValidationError
+
+from peftkit.errors import PeftkitError, did_you_mean
+from peftkit.registry import HEADS, METHODS
+from peftkit.schema import HeadConfig, MethodConfig, Section, option
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelSection(Section):
+    name: str = option("minilm-l6", "catalogue model (`peftkit models ls`), local directory or hub id")
+    dtype: DType = option("float32", "dtype the base weights are loaded in (quantized layers aside)")
+    trust_remote_code: bool = option(False, "run code shipped with a hub model; only for sources you trust")
+    revision: str | None = option(None, "hub revision (branch, tag or commit) of a hub model")
+
+
+class QuantizationSection(Section):
+    mode: Literal["none", "8bit", "4bit"] = option("none", "bitsandbytes quantization of the base model")
+    quant_type: Literal["nf4", "fp4"] = option("nf4", "4-bit data type (4bit only)")
+    double_quant: bool = option(True, "also quantize the 4-bit quantization constants (4bit only)")
+    compute_dtype: DType = option("float32", "dtype 4-bit layers compute in (bfloat16 on recent GPUs)")
+
+
+class DataSection(Section):
+    source: str = option(
+        "movie-snippets",
+        "catalogue data set (`peftkit data ls`), a local CSV/JSON/JSONL/Parquet/CoNLL file or a hub id",
+    )
+    files: dict[Literal["train", "validation", "test"], str] = option(
+        {}, "pre-split local files by split name; overrides `source` when given"
+    )
+    hub_config: str | None = option(None, "configuration name of a hub data set")
+    text_column: str = option("text", "column holding the input text (classification heads)")
+    label_column: str = option("label", "column holding the label name or id (classification heads)")
+    tokens_column: str = option("tokens", "column holding the word list (token classification heads)")
+    tags_column: str = option("tags", "column holding one tag per word (token classification heads)")
+    validation_size: int | float = option(
+        0.05, "held-out validation share (<1) or row count (>=1) when the source has no such split", ge=0
+    )
+    test_size: int | float = option(
+        0.1, "held-out test share (<1) or row count (>=1) when the source has no test split", ge=0
+    )
+    split_seed: int = option(42, "seed of the deterministic train/validation/test split")
+    max_length: int = option(128, "longest tokenized input; longer ones are truncated", ge=8)
+    max_train_samples: int | None = option(None, "use only the first N training rows (after the split)", ge=1)
+    max_eval_samples: int | None = option(None, "use only the first N validation and test rows", ge=1)
+
+
+class TrainSection(Section):
+    epochs: float = option(3.0, "passes over the training data", gt=0)
+    max_steps: int = option(-1, "stop after this many optimizer steps; > 0 overrides epochs")
+    batch_size: int = option(32, "training examples per device per step", ge=1)
+    eval_batch_size: int = option(128, "examples per evaluation batch", ge=1)
+    grad_accum: int = option(1, "gradient accumulation steps (effective batch = batch_size × grad_accum)", ge=1)
+    learning_rate: float | None = option(
+        None, "peak learning rate; empty = the method's default (LoRA-style methods want ~10× full FT's)", gt=0
+    )
+    warmup: float = option(0.06, "linear warm-up: a share of all steps (<1) or a step count (>=1)", ge=0)
+    scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = option("linear", "learning-rate schedule after warm-up (transformers' schedulers)")
+    weight_decay: float = option(0.01, "decoupled weight decay (L2) of the AdamW family", ge=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 disables it", ge=0)
+    seed: int = option(42, "seed set before the model, adapter and head are initialised")
+    eval_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to evaluate on the validation split")
+    eval_steps: int = option(200, "evaluate every N steps (eval_strategy: steps)", ge=1)
+    save_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to write a checkpoint")
+    save_steps: int = option(200, "checkpoint every N steps (save_strategy: steps)", ge=1)
+    save_total_limit: int | None = option(2, "keep at most N checkpoints (the best one is always kept)", ge=1)
+    logging_steps: int = option(25, "log the training loss every N steps", ge=1)
+    early_stopping_patience: int | None = option(
+        None, "stop after N evaluations without improvement of metric_for_best_model", ge=1
+    )
+    metric_for_best_model: str | None = option(
+        None, "validation metric that picks the best checkpoint; empty = the head's main metric"
+    )
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    optim: Literal[
+        "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
+    ] = option("adamw_torch", "optimizer; bitsandbytes' 8-bit and paged AdamW are the ones QLoRA uses")
+    precision: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", "fp32, or bf16 / fp16 mixed precision (fp16 needs a CUDA GPU, bf16 a GPU or CPU that has it)"
+    )
+    group_by_length: bool = option(True, "batch texts of similar length together to cut padding")
+    dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0)
+
+
+class Recipe(Section):
+    description: str = option("", "one line shown by `peftkit recipes`")
+    model: ModelSection = option(ModelSection(), "the pretrained base model")
+    quantization: QuantizationSection = option(QuantizationSection(), "quantization of the base model")
+    method: SerializeAsAny[MethodConfig] = option(MethodConfig(), "fine-tuning method and its options")
+    task: SerializeAsAny[HeadConfig] = option(HeadConfig(), "task head and its options")
+    data: DataSection = option(DataSection(), "where the examples come from and how they are split")
+    train: TrainSection = option(TrainSection(), "optimisation and evaluation settings")
+    output_dir: str | None = option(None, "where the run is written; empty = runs/<recipe name>")
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML (every default filled in)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "model": ModelSection,
+    "quantization": QuantizationSection,
+    "data": DataSection,
+    "train": TrainSection,
+}
+
+
+def recipe_dirs() -> list[Path]:
+    """Where named recipes live: inside an installed wheel, or the source checkout's recipes/."""
+    package = Path(__file__).resolve().parent
+    return [d for d in (package / "_recipes", package.parent / "recipes") if d.is_dir()]
+
+
+def named_recipes() -> dict[str, Path]:
+    """Every named recipe, name → file."""
+    found: dict[str, Path] = {}
+    for directory in recipe_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file from a name (`sentiment-lora`) or a path; a clear error otherwise."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise PeftkitError(f"recipe file '{path}' does not exist")
+        return path
+    recipes = named_recipes()
+    if str(name_or_path) not in recipes:
+        raise PeftkitError(
+            f"unknown recipe '{name_or_path}'{did_you_mean(str(name_or_path), recipes)} "
+            "(`peftkit recipes` lists them; a file path must end in .yaml)"
+        )
+    return recipes[str(name_or_path)]
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping with the safe loader; syntax errors name the file and line."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PeftkitError(f"{path}{where}: invalid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise PeftkitError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PeftkitError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.epochs=2` → ("train.epochs", 2); the value is read as YAML (numbers, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise PeftkitError(f"override '{text}' must look like section.key=value (e.g. train.epochs=2)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` with dotted keys set; unknown keys are caught later by validation."""
+    result = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise PeftkitError(f"override '{dotted}': '{'.'.join(parts[: i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _describe_error(error: dict[str, Any], prefix: tuple[str, ...], fields: list[str]) -> str:
+    loc = prefix + tuple(str(p) for p in error["loc"])
+    path = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{path}'{did_you_mean(loc[-1], fields, prefix='.'.join(loc[:-1]) + '.')}"
+    if kind == "missing":
+        return f"'{path}' is required"
+    got = error.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    return f"'{path}': {error['msg'].lower()} (got {shown})"
+
+
+def _validate(cls: type[Section], data: Any, prefix: tuple[str, ...], source: str) -> Section:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        path = ".".join(prefix)
+        raise PeftkitError(f"{source}: '{path}' must be a mapping of options, got {data!r}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        owner = cls
+        for part in first["loc"][:-1]:  # suggest keys of the section the bad key sits in
+            field = owner.model_fields.get(str(part))
+            annotation = getattr(field, "annotation", None)
+            if isinstance(annotation, type) and issubclass(annotation, Section):
+                owner = annotation
+        message = _describe_error(first, prefix, list(owner.model_fields))
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise PeftkitError(f"{source}: {message}{more}") from None
+
+
+def _shorthand(value: Any, key: str) -> Any:
+    """`method: lora`, `task: ner`, `quantization: 4bit` stand for `{key: value}`."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return {key: str(value)}
+    return value
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a raw mapping into a Recipe; the first problem becomes a one-line PeftkitError."""
+    raw = dict(raw)
+    allowed = list(Recipe.model_fields)
+    for key in raw:
+        if key not in allowed:
+            raise PeftkitError(f"{source}: unknown section '{key}'{did_you_mean(str(key), allowed)}")
+    method_raw = _shorthand(raw.pop("method", None), "name") or {}
+    task_raw = _shorthand(raw.pop("task", None), "head") or {}
+    if "quantization" in raw:
+        raw["quantization"] = _shorthand(raw["quantization"], "mode")
+    for name in ("method", "task"):
+        value = method_raw if name == "method" else task_raw
+        if not isinstance(value, dict):
+            raise PeftkitError(f"{source}: '{name}' must be a mapping of options, got {value!r}")
+    method_name = str(method_raw.get("name", MethodConfig().name))
+    head_name = str(task_raw.get("head", HeadConfig().head))
+    try:
+        method = METHODS.get(method_name)
+        head = HEADS.get(head_name)
+    except PeftkitError as exc:
+        key = "method.name" if method_name not in METHODS else "task.head"
+        raise PeftkitError(f"{source}: '{key}': {exc}") from None
+    sections = {name: _validate(cls, raw.get(name), (name,), source) for name, cls in SECTIONS.items()}
+    sections["method"] = _validate(method.config_cls, method_raw, ("method",), source)
+    sections["task"] = _validate(head.config_cls, task_raw, ("task",), source)
+    top = {k: v for k, v in raw.items() if k not in SECTIONS}
+    recipe = Recipe.model_validate({**top, **sections})
+    check_combinations(recipe, source)
+    if recipe.train.learning_rate is None:
+        recipe.train.learning_rate = method.default_learning_rate
+    return recipe
+
+
+def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
+    """Refuse combinations of sections that cannot work, naming the keys involved."""
+    method = METHODS.get(recipe.method.name)
+    head = HEADS.get(recipe.task.head)
+    mode = recipe.quantization.mode
+    if mode not in method.quantization_modes:
+        supported = ", ".join(method.quantization_modes)
+        raise PeftkitError(
+            f"{source}: 'quantization.mode' {mode} does not work with method '{method.name}' "
+            f"(it supports: {supported}){method.quantization_hint}"
+        )
+    if head.kind not in method.head_kinds:
+        raise PeftkitError(
+            f"{source}: method '{method.name}' does not support task.head '{head.name}' "
+            f"({head.kind}); it supports {', '.join(method.head_kinds)}"
+        )
+    if recipe.train.early_stopping_patience and recipe.train.eval_strategy == "no":
+        raise PeftkitError(f"{source}: 'train.early_stopping_patience' needs train.eval_strategy epoch or steps")
+    if recipe.train.early_stopping_patience and recipe.train.save_strategy != recipe.train.eval_strategy:
+        raise PeftkitError(
+            f"{source}: 'train.early_stopping_patience' needs train.save_strategy equal to train.eval_strategy "
+            f"({recipe.train.save_strategy} vs {recipe.train.eval_strategy})"
+        )
+    data = recipe.data
+    for split, path in data.files.items():
+        if not Path(path).is_file():
+            raise PeftkitError(f"{source}: 'data.files.{split}': file '{path}' does not exist")
+    if not data.files and _looks_like_path(data.source) and not Path(data.source).exists():
+        raise PeftkitError(f"{source}: 'data.source': file '{data.source}' does not exist")
+    if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
+        raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in {
+        ".csv", ".json", ".jsonl", ".parquet", ".conll", ".txt", ".tsv"
+    }
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> Recipe:
+    """Load a named recipe or a YAML file, apply dotted overrides, validate, fill in defaults."""
+    path = resolve_recipe_path(name_or_path)
+    raw = read_yaml(path)
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    raw = apply_overrides(raw, overrides or {})
+    recipe = recipe_from_dict(raw, source=str(path) if path.parent not in recipe_dirs() else path.stem)
+    if recipe.output_dir is None:
+        recipe.output_dir = str(Path("runs") / path.stem)
+    return recipe
+
+
+def describe_options() -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every option of every section, method and head: the docs' source."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(cls: type[Section], prefix: str) -> None:
+        for name, field in cls.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section) and annotation not in (
+                MethodConfig, HeadConfig
+            ):
+                walk(annotation, f"{prefix}{name}.")
+            elif annotation is not None and name not in ("method", "task"):
+                default = field.get_default(call_default_factory=True)
+                rows.append((f"{prefix}{name}", yaml.safe_dump(default).strip().removesuffix("..."),
+                             field.description or ""))
+
+    walk(Recipe, "")
+    for label, registry, key in (("method", METHODS, "name"), ("task", HEADS, "head")):
+        for plugin_name, plugin in registry:
+            for name, field in plugin.config_cls.model_fields.items():
+                if name == key:
+                    continue
+                default = field.get_default(call_default_factory=True)
+                rows.append((f"{label}.{name} ({key}: {plugin_name})",
+                             yaml.safe_dump(default).strip().removesuffix("...").strip(),
+                             field.description or ""))
+    return rows

@@ -1,0 +1,97 @@
+"""The one registration mechanism: named plugins (heads, methods) incl. third-party entry points."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from peftkit.errors import PeftkitError, did_you_mean
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps a name to a plugin object; built-ins load from a package, third parties from entry points.
+
+    ``builtin_package`` is imported on first use so its modules can register themselves;
+    every installed entry point of ``entry_point_group`` is then loaded the same way.
+    """
+
+    def __init__(self, kind: str, builtin_package: str, entry_point_group: str) -> None:
+        self.kind = kind
+        self.builtin_package = builtin_package
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
+        self._loaded = False
+        self._loading = False
+
+    def register(self, name: str, origin: str = "peftkit") -> Callable[[T], T]:
+        """Decorator that registers an object under ``name``; a duplicate name is an error."""
+
+        def add(obj: T) -> T:
+            if name in self._items:
+                raise PeftkitError(
+                    f"{self.kind} '{name}' is registered twice "
+                    f"(by {self._origins[name]} and by {origin}); rename one of them"
+                )
+            self._items[name] = obj
+            self._origins[name] = origin
+            return obj
+
+        return add
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded or self._loading:
+            return
+        self._loading = True
+        try:
+            importlib.import_module(self.builtin_package)
+            for ep in entry_points(group=self.entry_point_group):
+                if ep.name in self._items:
+                    continue
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken plugin must not take the whole tool down silently
+                    raise PeftkitError(
+                        f"plugin {self.kind} '{ep.name}' ({ep.value}) failed to import: {exc}"
+                    ) from exc
+                if ep.name not in self._items:
+                    self.register(ep.name, origin=f"entry point {ep.value}")(obj)
+            self._loaded = True
+        finally:
+            self._loading = False
+
+    def get(self, name: str) -> T:
+        """The object registered as ``name``; an unknown name is a one-line error with a suggestion."""
+        self._ensure_loaded()
+        if name not in self._items:
+            raise PeftkitError(
+                f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)} "
+                f"(known: {', '.join(sorted(self._items))})"
+            )
+        return self._items[name]
+
+    def origin(self, name: str) -> str:
+        """Who registered ``name``: 'peftkit' or the entry point that did."""
+        self._ensure_loaded()
+        return self._origins[name]
+
+    def names(self) -> list[str]:
+        """All registered names, in registration order."""
+        self._ensure_loaded()
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, T]]:
+        self._ensure_loaded()
+        return iter(list(self._items.items()))
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
+        return name in self._items
+
+
+HEADS: Registry = Registry("head", "peftkit.heads", "peftkit.heads")
+METHODS: Registry = Registry("method", "peftkit.methods", "peftkit.methods")

@@ -1,0 +1,105 @@
+"""A saved run directory → the trained model again: evaluate it, predict with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from peftkit.data import load_splits
+from peftkit.errors import PeftkitError
+from peftkit.heads.base import Head
+from peftkit.methods.base import Method
+from peftkit.modeling import load_base_model, load_tokenizer
+from peftkit.recipe import Recipe, read_yaml, recipe_from_dict
+from peftkit.registry import HEADS, METHODS
+from peftkit.train import METRICS_FILE, RECIPE_FILE, split_metrics
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with everything needed to use it."""
+
+    directory: Path
+    recipe: Recipe
+    head: Head
+    method: Method
+    tokenizer: PreTrainedTokenizerBase
+    model: nn.Module
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.recipe.task.labels
+
+
+def read_run_recipe(directory: str | Path) -> Recipe:
+    """The resolved recipe a run was trained with; a clear error when the directory is not a run."""
+    directory = Path(directory)
+    recipe_path = directory / RECIPE_FILE
+    if not directory.is_dir():
+        raise PeftkitError(f"run directory '{directory}' does not exist")
+    if not recipe_path.is_file():
+        raise PeftkitError(f"'{directory}' is not a peftkit run (no {RECIPE_FILE}); train one with `peftkit train`")
+    return recipe_from_dict(read_yaml(recipe_path), source=str(recipe_path))
+
+
+def load_run(directory: str | Path) -> LoadedRun:
+    """Rebuild the trained model of a run directory in evaluation mode."""
+    directory = Path(directory)
+    recipe = read_run_recipe(directory)
+    head: Head = HEADS.get(recipe.task.head)(recipe.task)
+    method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    tokenizer = load_tokenizer(recipe.model, path=str(directory))
+
+    def build_base(path: str | None = None) -> nn.Module:
+        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path)
+        return model
+
+    model = method.load(directory, build_base)
+    model.eval()
+    if torch.cuda.is_available() and recipe.quantization.mode == "none":
+        model.to("cuda")
+    return LoadedRun(directory, recipe, head, method, tokenizer, model)
+
+
+def evaluate_run(directory: str | Path) -> dict[str, Any]:
+    """Metrics of a saved run on its recipe's test split (rebuilt deterministically)."""
+    run = load_run(directory)
+    splits, _ = load_splits(run.recipe.data, run.head, run.label_names)
+    label2id = {name: i for i, name in enumerate(run.label_names)}
+    test = run.head.tokenize(splits["test"], run.tokenizer, run.recipe.data.max_length, label2id)
+    args = TrainingArguments(
+        output_dir=str(run.directory / "eval"),
+        per_device_eval_batch_size=run.recipe.train.eval_batch_size,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=run.model,
+        args=args,
+        data_collator=run.head.collator(run.tokenizer),
+        compute_metrics=run.head.compute_metrics(run.label_names),
+    )
+    return split_metrics(trainer.evaluate(test, metric_key_prefix="test"), "test")
+
+
+def saved_metrics(directory: str | Path) -> dict[str, Any]:
+    """The metrics a run wrote when it finished training."""
+    path = Path(directory) / METRICS_FILE
+    if not path.is_file():
+        raise PeftkitError(f"'{directory}' has no {METRICS_FILE}: the run did not finish")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def predict(directory: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Predictions of a saved run for raw texts, decoded by its head."""
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise PeftkitError("predict: no text given (pass texts as arguments or --file with one text per line)")
+    run = load_run(directory)
+    return run.head.predict(run.model, run.tokenizer, texts, run.label_names, batch_size, run.recipe.data.max_length)

@@ -1,0 +1,36 @@
+"""Building blocks for recipe sections: every option is declared once, with its default and help."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are refused, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def option(default: Any, help: str, **constraints: Any) -> Any:
+    """Declare one recipe option: its default, its help text (shown by the CLI and the docs) and bounds."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return Field(default_factory=lambda: type(value)(value), description=help, **constraints)
+    return Field(default, description=help, **constraints)
+
+
+class MethodConfig(Section):
+    """Options of one fine-tuning method; a method's module subclasses this with its own fields."""
+
+    name: str = option("lora", "fine-tuning method (`peftkit methods` lists them)")
+
+
+class HeadConfig(Section):
+    """Options of one task head; a head's module subclasses this with its own fields."""
+
+    head: str = option("classification", "task head (`peftkit heads` lists them)")
+    labels: list[str] = option(
+        [], "label names in id order; empty = read them from the training data (sorted)"
+    )

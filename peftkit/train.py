@@ -1,0 +1,222 @@
+"""Recipe → head + method + data + model → HF Trainer → a run directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import DatasetDict
+from torch import nn
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+from peftkit.data import load_splits
+from peftkit.errors import PeftkitError
+from peftkit.heads.base import Head
+from peftkit.methods.base import Method
+from peftkit.modelcard import write_model_card
+from peftkit.modeling import load_base_model, load_tokenizer
+from peftkit.recipe import Recipe, TrainSection, load_recipe
+from peftkit.registry import HEADS, METHODS
+
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.json"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass
+class Prepared:
+    """A ready Trainer and the pieces it was built from."""
+
+    trainer: Trainer
+    tokenized: DatasetDict
+    head: Head
+    method: Method
+    label_names: list[str]
+
+
+@dataclass
+class RunResult:
+    """What `peftkit.train` returns: where the run is and what it measured."""
+
+    output_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_device(train: TrainSection) -> None:
+    """Refuse settings this machine cannot run, naming the key."""
+    cuda = torch.cuda.is_available()
+    if train.precision == "fp16" and not cuda:
+        raise PeftkitError("'train.precision': fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 here")
+    if train.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise PeftkitError("'train.precision': this GPU has no bf16 support; use fp16 or fp32")
+    if train.optim.startswith("paged_") and not cuda:
+        raise PeftkitError(
+            f"'train.optim': {train.optim} pages optimizer state between GPU and CPU memory and needs a "
+            "CUDA GPU; use adamw_bnb_8bit or adamw_torch here"
+        )
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; packed 4-bit weights count as their unpacked size."""
+    trainable = total = 0
+    for parameter in model.parameters():
+        n = parameter.numel()
+        if parameter.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if parameter.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validation: bool) -> TrainingArguments:
+    """Trainer settings from the recipe's `train` section."""
+    t = recipe.train
+    evaluate = t.eval_strategy if has_validation else "no"
+    return TrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS_DIR),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup,
+        lr_scheduler_type=t.scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy=evaluate,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=bool(t.early_stopping_patience) and evaluate != "no",
+        metric_for_best_model=t.metric_for_best_model or head.main_metric,
+        logging_steps=t.logging_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
+        optim=t.optim,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=t.dataloader_num_workers,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def split_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Trainer's `eval_accuracy`-style keys without their prefix."""
+    return {k.removeprefix(prefix + "_"): v for k, v in metrics.items()}
+
+
+def prepare_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse to overwrite a finished run unless asked; never touch anything outside ``path``."""
+    if path.exists() and not path.is_dir():
+        raise PeftkitError(f"output_dir '{path}' is a file, not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise PeftkitError(
+                f"output_dir '{path}' is not empty; choose another (output_dir=runs/new) or pass --overwrite"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
+    """Everything a run needs, with the seed set before any weight is initialised."""
+    check_device(recipe.train)
+    head: Head = HEADS.get(recipe.task.head)(recipe.task)
+    method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    tokenizer = load_tokenizer(recipe.model)
+    splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
+    label2id = {name: i for i, name in enumerate(label_names)}
+    tokenized = DatasetDict({
+        name: head.tokenize(part, tokenizer, recipe.data.max_length, label2id) for name, part in splits.items()
+    })
+    set_seed(recipe.train.seed)
+    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
+    model = method.apply(model, head_modules, head.task_type)
+    args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
+    callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=head.collator(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=head.compute_metrics(label_names),
+        callbacks=callbacks,
+    )
+    return Prepared(trainer, tokenized, head, method, label_names)
+
+
+def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any) -> RunResult:
+    """Train and evaluate a recipe (a Recipe, a name or a YAML path) with dotted-key overrides.
+
+    ``peftkit.train("sentiment-lora", **{"train.epochs": 2})`` returns the metrics and the run directory.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise PeftkitError("overrides apply to a recipe name or file, not to a Recipe object; edit it instead")
+    output_dir = Path(recipe.output_dir or "runs/run")
+    prepare_output_dir(output_dir, overwrite)
+    prepared = build_trainer(recipe, output_dir)
+    trainer, tokenized = prepared.trainer, prepared.tokenized
+    recipe.task.labels = prepared.label_names
+    started = time.perf_counter()
+    train_output = trainer.train()
+    train_seconds = time.perf_counter() - started
+    test = split_metrics(trainer.evaluate(tokenized["test"], metric_key_prefix="test"), "test")
+    trainable, total = count_parameters(trainer.model)
+    metrics = {
+        "test": test,
+        "train": {
+            "loss": train_output.training_loss,
+            "seconds": train_seconds,
+            "steps": train_output.global_step,
+            "samples_per_second": train_output.metrics.get("train_samples_per_second"),
+            "examples": len(tokenized["train"]),
+        },
+        "loss_history": [
+            {"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e
+        ],
+        "parameters": {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
+        "test_examples": len(tokenized["test"]),
+    }
+    save_run(recipe, trainer, prepared.method, output_dir, metrics)
+    return RunResult(output_dir=output_dir, metrics=metrics)
+
+
+def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any]) -> None:
+    """Write the trained weights, tokenizer, resolved recipe, metrics and model card.
+
+    Everything goes to a staging directory first and is moved into place file by file, so an
+    interrupted save never leaves a half-written file behind.
+    """
+    staging = output_dir / ".staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    method.save(trainer.model, staging)
+    trainer.processing_class.save_pretrained(staging)
+    (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+    metrics["adapter_bytes"] = sum(
+        p.stat().st_size for p in staging.iterdir() if p.suffix == ".safetensors"
+    )
+    (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_model_card(staging, recipe, metrics)
+    for item in staging.iterdir():
+        item.replace(output_dir / item.name)
+    staging.rmdir()
+    checkpoints = output_dir / CHECKPOINTS_DIR
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()

@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 
 def train(recipe: Any, overwrite: bool = False, **overrides: Any) -> Any:
-    """Train and evaluate a recipe (name, YAML path or Recipe); see :func:`peftkit.train.train`."""
-    from peftkit.train import train as run_training
+    """Train and evaluate a recipe (name, YAML path or Recipe); see :func:`peftkit.training.train`."""
+    from peftkit.training import train as run_training
 
     return run_training(recipe, overwrite=overwrite, **overrides)
 

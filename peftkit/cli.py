@@ -55,7 +55,7 @@ def cmd_cp(args: argparse.Namespace) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> None:
     from peftkit.recipe import load_recipe
-    from peftkit.train import check_device
+    from peftkit.training import check_device
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_device(recipe.train)
@@ -81,7 +81,7 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from peftkit.recipe import load_recipe
-    from peftkit.train import train
+    from peftkit.training import train
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.output_dir:

@@ -19,7 +19,9 @@ PEFT_LOADER = (
 
 
 def _format(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any]) -> None:
@@ -43,7 +45,7 @@ tags: [peftkit, {recipe.method.name}, {recipe.task.head}]
 Trained with [peftkit](https://github.com/peftkit/peftkit). {recipe.description}
 
 - base model: `{recipe.model.name}` ({recipe.model.dtype}, quantization: {recipe.quantization.mode})
-- method: `{recipe.method.name}`; trainable parameters: {params.get("trainable", "?"):,} of {params.get("total", "?"):,}
+- method: `{recipe.method.name}`; trainable parameters: {_format(params.get("trainable", "?"))} of {_format(params.get("total", "?"))}
 - task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels)}
 - data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
 

@@ -18,7 +18,7 @@ from peftkit.methods.base import Method
 from peftkit.modeling import load_base_model, load_tokenizer
 from peftkit.recipe import Recipe, read_yaml, recipe_from_dict
 from peftkit.registry import HEADS, METHODS
-from peftkit.train import METRICS_FILE, RECIPE_FILE, split_metrics
+from peftkit.training import METRICS_FILE, RECIPE_FILE, split_metrics
 
 
 @dataclass

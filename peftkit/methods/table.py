@@ -11,7 +11,7 @@ def trainable_percent(method_name: str, model_name: str) -> str:
     """Trainable share of parameters of a method on a model with a 2-label classification head."""
     from peftkit.modeling import load_base_model
     from peftkit.recipe import ModelSection, QuantizationSection
-    from peftkit.train import count_parameters
+    from peftkit.training import count_parameters
 
     method = METHODS.get(method_name)
     mode = "none" if "none" in method.quantization_modes else method.quantization_modes[0]

@@ -35,6 +35,7 @@ def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any]) -
         f"| {k} | {_format(v)} |" for k, v in metrics.get("test", {}).items() if not isinstance(v, list)
     )
     params = metrics.get("parameters", {})
+    trainable, total = (_format(params.get(k, "?")) for k in ("trainable", "total"))
     card = f"""---
 library_name: {"transformers" if recipe.method.name == "full" else "peft"}
 base_model: {recipe.model.name}
@@ -45,7 +46,7 @@ tags: [peftkit, {recipe.method.name}, {recipe.task.head}]
 Trained with [peftkit](https://github.com/peftkit/peftkit). {recipe.description}
 
 - base model: `{recipe.model.name}` ({recipe.model.dtype}, quantization: {recipe.quantization.mode})
-- method: `{recipe.method.name}`; trainable parameters: {_format(params.get("trainable", "?"))} of {_format(params.get("total", "?"))}
+- method: `{recipe.method.name}`; trainable parameters: {trainable} of {total}
 - task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels)}
 - data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -323,30 +324,38 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] 
     return recipe
 
 
+def _shown(default: Any) -> str:
+    return json.dumps(default, ensure_ascii=False)
+
+
 def describe_options() -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every option of every section, method and head: the docs' source."""
+    """(dotted key, default, help) for every option of every section, method and head: the docs' source.
+
+    An option that several methods (or heads) share with the same default and help is listed once.
+    """
     rows: list[tuple[str, str, str]] = []
 
     def walk(cls: type[Section], prefix: str) -> None:
         for name, field in cls.model_fields.items():
             annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, Section) and annotation not in (
-                MethodConfig, HeadConfig
-            ):
+            if name in ("method", "task"):
+                continue
+            if isinstance(annotation, type) and issubclass(annotation, Section):
                 walk(annotation, f"{prefix}{name}.")
-            elif annotation is not None and name not in ("method", "task"):
-                default = field.get_default(call_default_factory=True)
-                rows.append((f"{prefix}{name}", yaml.safe_dump(default).strip().removesuffix("..."),
+            else:
+                rows.append((f"{prefix}{name}", _shown(field.get_default(call_default_factory=True)),
                              field.description or ""))
 
     walk(Recipe, "")
-    for label, registry, key in (("method", METHODS, "name"), ("task", HEADS, "head")):
+    for section, registry, key in (("method", METHODS, "name"), ("task", HEADS, "head")):
+        rows.append((f"{section}.{key}", _shown(getattr((MethodConfig if section == "method" else HeadConfig)(), key)),
+                     f"{'method' if section == 'method' else 'task head'}: one of {', '.join(registry.names())}"))
+        shared: dict[tuple[str, str, str], list[str]] = {}
         for plugin_name, plugin in registry:
             for name, field in plugin.config_cls.model_fields.items():
-                if name == key:
-                    continue
-                default = field.get_default(call_default_factory=True)
-                rows.append((f"{label}.{name} ({key}: {plugin_name})",
-                             yaml.safe_dump(default).strip().removesuffix("...").strip(),
-                             field.description or ""))
+                if name != key:
+                    row = (name, _shown(field.get_default(call_default_factory=True)), field.description or "")
+                    shared.setdefault(row, []).append(plugin_name)
+        for (name, default, help_text), owners in shared.items():
+            rows.append((f"{section}.{name} ({key}: {', '.join(owners)})", default, help_text))
     return rows

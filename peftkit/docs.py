@@ -1,0 +1,46 @@
+"""README sections generated from the code (recipe options, …): `python -m peftkit.docs` rewrites them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from peftkit.recipe import describe_options
+
+
+def options_table() -> str:
+    """Every recipe option with its default and help, as a Markdown table."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, help_text in describe_options():
+        cell, meaning = (text.replace("\n", " ").replace("|", "\\|") for text in (default, help_text))
+        lines.append(f"| `{key}` | `{cell}` | {meaning} |")
+    return "\n".join(lines)
+
+
+#: Marker name → function rendering the text between `<!-- name:start -->` and `<!-- name:end -->`.
+SECTIONS: dict[str, Callable[[], str]] = {"options": options_table}
+
+
+def render(readme: str) -> str:
+    """``readme`` with every generated section replaced by its current rendering."""
+    for name, render_section in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        if not pattern.search(readme):
+            raise ValueError(f"README has no <!-- {name}:start --> … <!-- {name}:end --> markers")
+        text = render_section()
+        readme = pattern.sub(lambda m, text=text: m.group(1) + text + m.group(2), readme)
+    return readme
+
+
+def main() -> int:
+    """Rewrite the generated sections of README.md in place (or of the file given)."""
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "README.md"
+    path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,11 +26,11 @@ SECTIONS: dict[str, Callable[[], str]] = {"options": options_table}
 def render(readme: str) -> str:
     """``readme`` with every generated section replaced by its current rendering."""
     for name, render_section in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(readme):
             raise ValueError(f"README has no <!-- {name}:start --> … <!-- {name}:end --> markers")
         text = render_section()
-        readme = pattern.sub(lambda m, text=text: m.group(1) + text + m.group(2), readme)
+        readme = pattern.sub(lambda m, text=text: m.group(1) + text + "\n" + m.group(2), readme)
     return readme
 
 

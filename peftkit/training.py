@@ -22,6 +22,7 @@ from peftkit.modelcard import write_model_card
 from peftkit.modeling import load_base_model, load_tokenizer
 from peftkit.recipe import Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
+from peftkit.trainer import PeftkitTrainer
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
@@ -145,7 +146,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     model = method.apply(model, head_modules, head.task_type)
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
-    trainer = Trainer(
+    trainer = PeftkitTrainer(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
@@ -154,6 +155,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         processing_class=tokenizer,
         compute_metrics=head.compute_metrics(label_names),
         callbacks=callbacks,
+        loss_fn=head.loss_fn(label_names),
     )
     return Prepared(trainer, tokenized, head, method, label_names)
 

@@ -59,6 +59,10 @@ class Head:
             "label2id": {name: i for i, name in enumerate(label_names)},
         }
 
+    def loss_fn(self, label_names: list[str]) -> Callable[[Any, Any], Any] | None:
+        """A custom training loss ``(logits, labels) -> loss``; None = the model's own loss."""
+        return None
+
     def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
         """A Trainer ``compute_metrics`` function for this head."""
         raise NotImplementedError

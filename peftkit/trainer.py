@@ -1,0 +1,39 @@
+"""HF Trainer with peftkit's extension points: a head's own loss function and extra penalty terms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+#: ``loss_fn(logits, labels) -> loss``, e.g. class-weighted cross-entropy from a head.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``penalty(model) -> scalar`` added to every training loss, e.g. an L1 term on trainable weights.
+Penalty = Callable[[nn.Module], torch.Tensor]
+
+
+class PeftkitTrainer(Trainer):
+    """A Trainer whose loss can come from the head and carry penalty terms; otherwise HF's own."""
+
+    def __init__(self, *args: Any, loss_fn: LossFn | None = None, penalties: Sequence[Penalty] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.penalties = list(penalties)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.loss_fn is None:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+        else:
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            loss = self.loss_fn(outputs.logits, labels)
+        if model.training:
+            for penalty in self.penalties:
+                loss = loss + penalty(model)
+        return (loss, outputs) if return_outputs else loss

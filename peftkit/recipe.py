@@ -197,7 +197,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def _describe_error(error: dict[str, Any], prefix: tuple[str, ...], fields: list[str]) -> str:
-    loc = prefix + tuple(str(p) for p in error["loc"])
+    loc = prefix + tuple(str(p) for p in error["loc"] if p != "[key]")
     path = ".".join(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -265,7 +265,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     sections["method"] = _validate(method.config_cls, method_raw, ("method",), source)
     sections["task"] = _validate(head.config_cls, task_raw, ("task",), source)
     top = {k: v for k, v in raw.items() if k not in SECTIONS}
-    recipe = Recipe.model_validate({**top, **sections})
+    recipe = _validate(Recipe, {**top, **sections}, (), source)
     check_combinations(recipe, source)
     if recipe.train.learning_rate is None:
         recipe.train.learning_rate = method.default_learning_rate

@@ -1,0 +1,114 @@
+"""Data loading: every local file format, pre-split files, deterministic splits, catalogue data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import make_sentiment_rows, write_json_lines
+
+from peftkit.data import load_splits
+from peftkit.errors import PeftkitError
+from peftkit.heads.classification import ClassificationHead
+from peftkit.recipe import DataSection
+from peftkit.schema import HeadConfig
+
+ROWS = make_sentiment_rows(60)
+HEAD = ClassificationHead(HeadConfig())
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Write rows in the format the suffix names."""
+    suffix = path.suffix
+    if suffix in (".csv", ".tsv"):
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    elif suffix == ".jsonl":
+        write_json_lines(path, rows)
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows), encoding="utf-8")
+    elif suffix == ".parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
+def test_each_file_format_loads_and_splits(tmp_path: Path, suffix: str) -> None:
+    path = write_rows(tmp_path / f"data{suffix}", ROWS)
+    splits, labels = load_splits(DataSection(source=str(path), test_size=10, validation_size=5), HEAD, [])
+    assert labels == ["negative", "positive"]
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [45, 5, 10]
+    every_text = sorted(t for s in splits.values() for t in s["text"])
+    assert every_text == sorted(r["text"] for r in ROWS)
+
+
+def test_custom_columns_and_integer_labels(tmp_path: Path) -> None:
+    rows = [{"review": r["text"], "stars": int(r["label"] == "positive")} for r in ROWS]
+    path = write_rows(tmp_path / "d.csv", rows)
+    data = DataSection(source=str(path), text_column="review", label_column="stars", test_size=0.2)
+    splits, labels = load_splits(data, HEAD, [])
+    assert labels == ["0", "1"]
+    assert set(splits["train"].column_names) == {"text", "label"}
+
+
+def test_splits_are_deterministic_and_seeded(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "d.jsonl", ROWS)
+    first, _ = load_splits(DataSection(source=str(path)), HEAD, [])
+    again, _ = load_splits(DataSection(source=str(path)), HEAD, [])
+    other, _ = load_splits(DataSection(source=str(path), split_seed=7), HEAD, [])
+    assert first["test"]["text"] == again["test"]["text"]
+    assert first["test"]["text"] != other["test"]["text"]
+
+
+def test_pre_split_files_are_kept_as_given(tmp_path: Path) -> None:
+    files = {name: str(write_rows(tmp_path / f"{name}.csv", ROWS[i * 20:(i + 1) * 20]))
+             for i, name in enumerate(("train", "validation", "test"))}
+    splits, _ = load_splits(DataSection(files=files), HEAD, [])
+    assert splits["test"]["text"] == [r["text"] for r in ROWS[40:60]]
+    assert splits["train"]["text"] == [r["text"] for r in ROWS[:20]]
+
+
+def test_sample_limits(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "d.csv", ROWS)
+    data = DataSection(source=str(path), test_size=20, validation_size=10, max_train_samples=7, max_eval_samples=4)
+    splits, _ = load_splits(data, HEAD, [])
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [7, 4, 4]
+
+
+def test_catalogue_data_set(tmp_path: Path) -> None:
+    splits, labels = load_splits(DataSection(source="movie-snippets", test_size=1000, validation_size=500), HEAD, [])
+    assert labels == ["negative", "positive"]
+    assert len(splits["test"]) == 1000 and len(splits["validation"]) == 500
+    assert len(splits["train"]) == 10043 - 1500
+
+
+@pytest.mark.parametrize(
+    ("rows", "column", "expected"),
+    [
+        ([{"body": "x", "label": "a"}] * 3, {}, "column 'text' (data.text_column) not found; columns are: body, label"),
+        ([{"text": "fine", "label": "a"}, {"text": "  ", "label": "b"}], {}, "row 2: empty or missing text"),
+        ([{"text": "fine", "label": "a"}, {"text": "ok", "label": ""}], {}, "row 2: missing label in column 'label'"),
+        ([{"text": "fine", "y": "a"}], {"label_column": "label"}, "column 'label' (data.label_column) not found"),
+    ],
+)
+def test_bad_rows_name_the_row_or_column(tmp_path: Path, rows: list[dict], column: dict, expected: str) -> None:
+    path = write_rows(tmp_path / "bad.csv", rows)
+    with pytest.raises(PeftkitError) as info:
+        load_splits(DataSection(source=str(path), **column), HEAD, [])
+    assert expected in str(info.value)
+
+
+def test_unsupported_format_and_bad_encoding(tmp_path: Path) -> None:
+    sheet = tmp_path / "d.xlsx"
+    sheet.write_bytes(b"PK\x03\x04")
+    with pytest.raises(PeftkitError, match=r"unsupported format '\.xlsx' \(expected one of \.csv"):
+        load_splits(DataSection(source=str(sheet)), HEAD, [])
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9 cr\xe8me,positive\n".encode("latin-1"))
+    with pytest.raises(PeftkitError, match=r"latin\.csv': not UTF-8 text"):
+        load_splits(DataSection(source=str(latin)), HEAD, [])

@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     def recipe_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("recipe", help="recipe name (`peftkit recipes`) or YAML file")
         sub.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 method.r=16")
+        sub.set_defaults(trailing="overrides")
 
     verb("recipes", cmd_recipes, "list the named recipes")
     recipe_args(verb("show", cmd_show, "print a recipe with every default filled in"))
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = verb("predict", cmd_predict, "predict labels for texts with a saved run")
     predict.add_argument("run", help="run directory")
     predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.set_defaults(trailing="texts")
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -234,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `peftkit` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and (trailing is None or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # positionals typed after an option, e.g. `predict RUN --json "text"`
+        getattr(args, trailing).extend(extra)
     try:
         _quiet_libraries()
         args.func(args)

@@ -84,6 +84,7 @@ def evaluate_run(directory: str | Path) -> dict[str, Any]:
         args=args,
         data_collator=run.head.collator(run.tokenizer),
         compute_metrics=run.head.compute_metrics(run.label_names),
+        **run.head.trainer_kwargs(),
     )
     return split_metrics(trainer.evaluate(test, metric_key_prefix="test"), "test")
 

@@ -156,6 +156,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         compute_metrics=head.compute_metrics(label_names),
         callbacks=callbacks,
         loss_fn=head.loss_fn(label_names),
+        **head.trainer_kwargs(),
     )
     return Prepared(trainer, tokenized, head, method, label_names)
 

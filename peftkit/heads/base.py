@@ -59,6 +59,10 @@ class Head:
             "label2id": {name: i for i, name in enumerate(label_names)},
         }
 
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Extra Trainer keyword arguments for training and evaluation, e.g. ``preprocess_logits_for_metrics``."""
+        return {}
+
     def loss_fn(self, label_names: list[str]) -> Callable[[Any, Any], Any] | None:
         """A custom training loss ``(logits, labels) -> loss``; None = the model's own loss."""
         return None

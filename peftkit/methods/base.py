@@ -11,7 +11,7 @@ from torch import nn
 
 from peftkit.schema import MethodConfig
 
-ALL_HEAD_KINDS = ("sequence_classification", "token_classification")
+ALL_HEAD_KINDS = ("sequence_classification", "token_classification", "causal_lm")
 ALL_QUANTIZATION = ("none", "8bit", "4bit")
 
 #: Builds the base model; ``path`` replaces the recipe's model (used to reload fully fine-tuned runs).

@@ -1,0 +1,166 @@
+"""causal_lm head on the real SmolLM2-135M: response-only labels, packing, training, reload, predict."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+import peftkit
+from peftkit import catalog
+from peftkit.errors import PeftkitError
+from peftkit.heads.causal_lm import IGNORE, CausalLMConfig, CausalLMHead, response_nll
+from peftkit.modeling import load_tokenizer
+from peftkit.recipe import ModelSection, load_recipe
+from peftkit.run import evaluate_run, load_run, predict
+from peftkit.training import build_trainer, save_run
+
+COLOURS = {"banana": "yellow", "apple": "red", "lime": "green", "plum": "purple", "cherry": "red", "kiwi": "green"}
+PROMPTS = ["What colour is a ripe lime?", "What colour is a ripe plum?"]
+
+
+def fruit_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Prompt/response pairs with a fixed answer pattern: learnable in a dozen steps."""
+    rng = random.Random(seed)
+    fruits = [rng.choice(list(COLOURS)) for _ in range(n)]
+    return [{"question": f"What colour is a ripe {f}?", "answer": f"A ripe {f} is {COLOURS[f]}."} for f in fruits]
+
+
+@pytest.fixture(scope="module")
+def smollm_tokenizer():
+    return load_tokenizer(ModelSection(name="smollm2-135m"))
+
+
+@pytest.fixture(scope="module")
+def causal_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("causal")
+    data = root / "fruit.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in fruit_rows(160)), encoding="utf-8")
+    recipe: dict[str, Any] = {
+        "model": {"name": "smollm2-135m"},
+        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "task": {"head": "causal_lm", "prompt_column": "question", "response_column": "answer", "max_new_tokens": 12},
+        "data": {"source": str(data), "test_size": 16, "validation_size": 8, "max_length": 64},
+        "train": {"max_steps": 12, "batch_size": 8, "learning_rate": 2e-3, "eval_strategy": "no",
+                  "save_strategy": "no", "logging_steps": 3, "warmup": 0, "group_by_length": False},
+        "output_dir": str(root / "run"),
+    }
+    path = root / "causal.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(causal_recipe: Path) -> dict[str, Any]:
+    """Train once, keep the in-memory model's logits and the base model's test loss, save the run."""
+    recipe = load_recipe(causal_recipe)
+    output_dir = Path(recipe.output_dir)
+    output_dir.mkdir(parents=True)
+    prepared = build_trainer(recipe, output_dir)
+    trainer = prepared.trainer
+    with trainer.model.disable_adapter():
+        before = trainer.evaluate(prepared.tokenized["test"], metric_key_prefix="test")
+    trainer.train()
+    after = trainer.evaluate(prepared.tokenized["test"], metric_key_prefix="test")
+    model = trainer.model.eval()
+    tokenizer = trainer.processing_class
+    inputs = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    metrics = {"test": {k.removeprefix("test_"): v for k, v in after.items()}}
+    save_run(recipe, trainer, prepared.method, output_dir, metrics)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"dir": output_dir, "before": before, "after": after, "logits": logits, "inputs": inputs,
+            "losses": losses, "tokenized": prepared.tokenized, "head": prepared.head, "model": model}
+
+
+def test_labels_cover_only_the_response(smollm_tokenizer) -> None:
+    head = CausalLMHead(CausalLMConfig(instruction="Answer briefly."))
+    pair = head.encode_pair(smollm_tokenizer, "What colour is a lime?", "Green.", max_length=128)
+    ids, labels = pair["input_ids"], pair["labels"]
+    first = next(i for i, label in enumerate(labels) if label != IGNORE)
+    assert all(label == IGNORE for label in labels[:first])
+    assert labels[first:] == ids[first:]
+    assert smollm_tokenizer.decode(ids[first:]) == "Green." + smollm_tokenizer.eos_token
+    prompt = smollm_tokenizer.decode(ids[:first])
+    assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+    assert "Answer briefly.\n\nWhat colour is a lime?" in prompt
+
+
+def test_plain_template_and_truncation_keep_the_response(smollm_tokenizer) -> None:
+    head = CausalLMHead(CausalLMConfig(template="plain"))
+    pair = head.encode_pair(smollm_tokenizer, "word " * 200 + "END", "The answer.", max_length=32)
+    assert len(pair["input_ids"]) == 32
+    first = next(i for i, label in enumerate(pair["labels"]) if label != IGNORE)
+    assert smollm_tokenizer.decode(pair["input_ids"][:first]).endswith("END\n\n### Response:\n")
+    assert smollm_tokenizer.decode(pair["labels"][first:]) == "The answer." + smollm_tokenizer.eos_token
+
+
+def test_missing_prompt_column_names_the_key(causal_recipe: Path, tmp_path: Path) -> None:
+    with pytest.raises(PeftkitError, match=r"column 'prompt' \(task.prompt_column\) not found; columns are: "):
+        peftkit.train(causal_recipe, **{"task.prompt_column": "prompt", "output_dir": str(tmp_path / "r")})
+    assert not any((tmp_path / "r").iterdir())
+
+
+def test_training_lowers_the_response_loss(trained: dict[str, Any]) -> None:
+    losses = trained["losses"]
+    assert losses[-1] < losses[0] / 2, f"training loss did not fall: {losses}"
+    before, after = trained["before"], trained["after"]
+    assert after["test_token_loss"] < before["test_token_loss"] / 2
+    assert after["test_perplexity"] == pytest.approx(torch.tensor(after["test_token_loss"]).exp().item(), rel=1e-6)
+    assert after["test_tokens"] == sum(
+        sum(label != IGNORE for label in labels[1:]) for labels in trained["tokenized"]["test"]["labels"]
+    )
+
+
+def test_packing_gives_the_same_loss_as_padding(trained: dict[str, Any], smollm_tokenizer) -> None:
+    """Padding-free packing must keep attention inside each example: same per-token loss as padded batches."""
+    rows = [trained["tokenized"]["test"][i] for i in range(6)]
+    sums = {}
+    for packing in (False, True):
+        collate = CausalLMHead(CausalLMConfig(packing=packing)).collator(smollm_tokenizer)
+        batch = collate(rows)
+        assert batch["input_ids"].shape[0] == (1 if packing else 6)
+        with torch.no_grad():
+            logits = trained["model"](**{k: v for k, v in batch.items() if k != "labels"}).logits
+        sums[packing] = response_nll(logits, batch["labels"]).sum(dim=0)
+    assert sums[True][1] == sums[False][1]
+    assert sums[True][0] == pytest.approx(sums[False][0].item(), rel=1e-4)
+
+
+def test_reloaded_run_gives_identical_logits(trained: dict[str, Any]) -> None:
+    run = load_run(trained["dir"])
+    with torch.no_grad():
+        reloaded = run.model(**trained["inputs"]).logits
+    assert torch.equal(reloaded, trained["logits"])
+    base = AutoModelForCausalLM.from_pretrained(catalog.fetch_model("smollm2-135m"))
+    plain = PeftModel.from_pretrained(base, trained["dir"]).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(**trained["inputs"]).logits, trained["logits"])
+
+
+def test_eval_reproduces_saved_metrics(trained: dict[str, Any]) -> None:
+    saved = json.loads((trained["dir"] / "metrics.json").read_text())["test"]
+    metrics = evaluate_run(trained["dir"])
+    assert metrics["token_loss"] == pytest.approx(saved["token_loss"], rel=1e-5)
+    assert metrics["tokens"] == saved["tokens"]
+
+
+def test_predict_generates_a_bounded_learned_answer(trained: dict[str, Any]) -> None:
+    predictions = predict(trained["dir"], PROMPTS)
+    assert [p["prompt"] for p in predictions] == PROMPTS
+    colours = "|".join(set(COLOURS.values()))
+    assert re.fullmatch(rf"A ripe lime is ({colours})\.", predictions[0]["response"]), predictions
+    assert re.fullmatch(rf"A ripe plum is ({colours})\.", predictions[1]["response"]), predictions
+    tokenizer = load_run(trained["dir"]).tokenizer
+    short_head = CausalLMHead(CausalLMConfig(max_new_tokens=3))
+    short = short_head.predict(load_run(trained["dir"]).model, tokenizer, PROMPTS[:1], [], 4, 64)
+    assert len(tokenizer(short[0]["response"], add_special_tokens=False)["input_ids"]) <= 3

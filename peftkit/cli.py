@@ -80,13 +80,21 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from peftkit import distributed
     from peftkit.recipe import load_recipe
-    from peftkit.training import train
+    from peftkit.training import prepare_output_dir, train
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.output_dir:
         recipe.output_dir = args.output_dir
+    if args.nproc > 1:  # check here once, then run this same command in N processes
+        prepare_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, create=False)
+        argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else [])]
+        distributed.launch(args.nproc, argv + (["--overwrite"] if args.overwrite else []))
+        return
     result = train(recipe, overwrite=args.overwrite)
+    if not distributed.is_main_process():
+        return
     m = result.metrics
     _print_metrics(f"test metrics ({m['test_examples']} examples):", m["test"])
     print(
@@ -206,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(train)
     train.add_argument("--output-dir", help="where to write the run (same as output_dir=…)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="data-parallel processes on this machine, started through torchrun (DDP; FSDP / "
+                            "DeepSpeed from the recipe's distributed section)")
     evaluate = verb("eval", cmd_eval, "evaluate a saved run on its test split")
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument("--json", help="also write the metrics to this JSON file")

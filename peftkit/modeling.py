@@ -41,6 +41,7 @@ def quantization_config(section: QuantizationSection) -> BitsAndBytesConfig | No
         bnb_4bit_quant_type=section.quant_type,
         bnb_4bit_use_double_quant=section.double_quant,
         bnb_4bit_compute_dtype=DTYPES[section.compute_dtype],
+        bnb_4bit_quant_storage=section.quant_storage,
         llm_int8_skip_modules=list(KNOWN_HEAD_MODULES),
     )
 

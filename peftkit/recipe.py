@@ -29,6 +29,9 @@ class QuantizationSection(Section):
     quant_type: Literal["nf4", "fp4"] = option("nf4", "4-bit data type (4bit only)")
     double_quant: bool = option(True, "also quantize the 4-bit quantization constants (4bit only)")
     compute_dtype: DType = option("float32", "dtype 4-bit layers compute in (bfloat16 on recent GPUs)")
+    quant_storage: Literal["uint8", "float32", "bfloat16", "float16"] = option(
+        "uint8", "dtype packed 4-bit weights are stored in; FSDP needs it equal to model.dtype (4bit only)"
+    )
 
 
 class DataSection(Section):
@@ -95,6 +98,20 @@ class TrainSection(Section):
     dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0)
 
 
+class DistributedSection(Section):
+    backend: Literal["nccl", "gloo", "mpi", "ccl", "hccl"] | None = option(
+        None, "torch.distributed backend of multi-process runs; empty = nccl on GPUs, gloo on CPUs"
+    )
+    fsdp: str = option("", "FSDP mode passed to transformers, e.g. 'full_shard auto_wrap'; empty = DDP")
+    fsdp_config: dict[str, Any] = option({}, "FSDP settings passed through to transformers' fsdp_config")
+    deepspeed: str | dict[str, Any] | None = option(
+        None, "DeepSpeed config passed through to transformers: a JSON file or the config itself (ZeRO stage …)"
+    )
+    find_unused_parameters: bool | None = option(
+        None, "DDP find_unused_parameters; empty = transformers' choice (off unless gradient checkpointing)"
+    )
+
+
 class Recipe(Section):
     description: str = option("", "one line shown by `peftkit recipes`")
     model: ModelSection = option(ModelSection(), "the pretrained base model")
@@ -103,6 +120,7 @@ class Recipe(Section):
     task: SerializeAsAny[HeadConfig] = option(HeadConfig(), "task head and its options")
     data: DataSection = option(DataSection(), "where the examples come from and how they are split")
     train: TrainSection = option(TrainSection(), "optimisation and evaluation settings")
+    distributed: DistributedSection = option(DistributedSection(), "multi-process settings (`train --nproc N`)")
     output_dir: str | None = option(None, "where the run is written; empty = runs/<recipe name>")
 
     def to_yaml(self) -> str:
@@ -115,6 +133,7 @@ SECTIONS: dict[str, type[Section]] = {
     "quantization": QuantizationSection,
     "data": DataSection,
     "train": TrainSection,
+    "distributed": DistributedSection,
 }
 
 
@@ -294,6 +313,16 @@ def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
         raise PeftkitError(
             f"{source}: 'train.early_stopping_patience' needs train.save_strategy equal to train.eval_strategy "
             f"({recipe.train.save_strategy} vs {recipe.train.eval_strategy})"
+        )
+    dist = recipe.distributed
+    if dist.fsdp and dist.deepspeed:
+        raise PeftkitError(f"{source}: 'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
+    if isinstance(dist.deepspeed, str) and not Path(dist.deepspeed).is_file():
+        raise PeftkitError(f"{source}: 'distributed.deepspeed': file '{dist.deepspeed}' does not exist")
+    if dist.fsdp and recipe.quantization.mode == "4bit" and recipe.quantization.quant_storage != recipe.model.dtype:
+        raise PeftkitError(
+            f"{source}: 'quantization.quant_storage': FSDP shards 4-bit weights only when they are stored in "
+            f"model.dtype; set quantization.quant_storage: {recipe.model.dtype}"
         )
     data = recipe.data
     for split, path in data.files.items():

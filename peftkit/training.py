@@ -14,6 +14,7 @@ from datasets import DatasetDict
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from peftkit import distributed
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
@@ -109,6 +110,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         dataloader_num_workers=t.dataloader_num_workers,
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
+        **distributed.training_kwargs(recipe.distributed),
     )
 
 
@@ -117,8 +119,11 @@ def split_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k.removeprefix(prefix + "_"): v for k, v in metrics.items()}
 
 
-def prepare_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to overwrite a finished run unless asked; never touch anything outside ``path``."""
+def prepare_output_dir(path: Path, overwrite: bool, create: bool = True) -> None:
+    """Refuse to overwrite a finished run unless asked; never touch anything outside ``path``.
+
+    ``create=False`` only checks (the other ranks of a multi-process run: rank 0 alone writes).
+    """
     if path.exists() and not path.is_dir():
         raise PeftkitError(f"output_dir '{path}' is a file, not a directory")
     if path.is_dir() and any(path.iterdir()):
@@ -126,8 +131,10 @@ def prepare_output_dir(path: Path, overwrite: bool) -> None:
             raise PeftkitError(
                 f"output_dir '{path}' is not empty; choose another (output_dir=runs/new) or pass --overwrite"
             )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        if create:
+            shutil.rmtree(path)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
 
 
 def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
@@ -158,6 +165,9 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         loss_fn=head.loss_fn(label_names),
         **head.trainer_kwargs(),
     )
+    # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming
+    # it was divided by the global item count; classification models take **kwargs but return a plain mean.
+    trainer.model_accepts_loss_kwargs = head.token_level_loss and trainer.loss_fn is None
     return Prepared(trainer, tokenized, head, method, label_names)
 
 
@@ -171,7 +181,7 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
     elif overrides:
         raise PeftkitError("overrides apply to a recipe name or file, not to a Recipe object; edit it instead")
     output_dir = Path(recipe.output_dir or "runs/run")
-    prepare_output_dir(output_dir, overwrite)
+    prepare_output_dir(output_dir, overwrite, create=distributed.is_main_process())
     prepared = build_trainer(recipe, output_dir)
     trainer, tokenized = prepared.trainer, prepared.tokenized
     recipe.task.labels = prepared.label_names
@@ -188,6 +198,7 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
             "steps": train_output.global_step,
             "samples_per_second": train_output.metrics.get("train_samples_per_second"),
             "examples": len(tokenized["train"]),
+            "processes": trainer.args.world_size,
         },
         "loss_history": [
             {"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e
@@ -195,21 +206,34 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
         "parameters": {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
         "test_examples": len(tokenized["test"]),
     }
-    save_run(recipe, trainer, prepared.method, output_dir, metrics)
+    gathered = None
+    if distributed.is_sharded(trainer):  # FSDP / DeepSpeed: every rank takes part in gathering the weights
+        gathered = output_dir / ".gathered"
+        trainer.save_model(str(gathered))
+    if trainer.is_world_process_zero():
+        save_run(recipe, trainer, prepared.method, output_dir, metrics, weights=gathered)
     return RunResult(output_dir=output_dir, metrics=metrics)
 
 
-def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any]) -> None:
+def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any],
+             weights: Path | None = None) -> None:
     """Write the trained weights, tokenizer, resolved recipe, metrics and model card.
 
     Everything goes to a staging directory first and is moved into place file by file, so an
-    interrupted save never leaves a half-written file behind.
+    interrupted save never leaves a half-written file behind. ``weights``: a directory that
+    ``Trainer.save_model`` filled (sharded runs), used instead of the method's own save.
     """
     staging = output_dir / ".staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    method.save(trainer.model, staging)
+    if weights is None:
+        method.save(trainer.model, staging)
+    else:
+        for item in weights.iterdir():
+            if item.name != "training_args.bin":
+                item.replace(staging / item.name)
+        shutil.rmtree(weights)
     trainer.processing_class.save_pretrained(staging)
     (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
     metrics["adapter_bytes"] = sum(

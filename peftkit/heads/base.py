@@ -30,6 +30,9 @@ class Head:
     task_type: ClassVar[TaskType] = TaskType.SEQ_CLS
     main_metric: ClassVar[str] = "accuracy"
     label_field: ClassVar[str] = "label"  # canonical column that holds label names after standardize()
+    #: The model's own loss divides by the Trainer's ``num_items_in_batch`` (causal LM token counts). False: the
+    #: loss is a per-batch mean, which the Trainer must not rescale by the process count.
+    token_level_loss: ClassVar[bool] = False
 
     def __init__(self, config: HeadConfig) -> None:
         self.config = config

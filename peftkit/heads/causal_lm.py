@@ -52,6 +52,7 @@ class CausalLMHead(Head):
     task_type = TaskType.CAUSAL_LM
     main_metric = "token_loss"
     label_field = "response"
+    token_level_loss = True
     config: CausalLMConfig
 
     def read_labels(self, dataset: Dataset, column: str) -> list[str]:

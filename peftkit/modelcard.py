@@ -13,7 +13,7 @@ LOADERS = {
     "head_only": "# a head-only run holds just the head weights: use `peftkit predict` or peftkit.run.load_run",
 }
 PEFT_LOADER = (
-    "base = {auto}.from_pretrained(\"{base}\", num_labels={n})\n"
+    "base = {auto}.from_pretrained(\"{base}\"{labels})\n"
     "model = PeftModel.from_pretrained(base, run)"
 )
 
@@ -28,9 +28,8 @@ def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any]) -
     """A Markdown card: base model, method, data, test metrics and how to load the run."""
     head = HEADS.get(recipe.task.head)
     auto = head.auto_class.__name__
-    loader = LOADERS.get(recipe.method.name, PEFT_LOADER).format(
-        auto=auto, base=recipe.model.name, n=len(recipe.task.labels)
-    )
+    labels = f", num_labels={len(recipe.task.labels)}" if recipe.task.labels else ""
+    loader = LOADERS.get(recipe.method.name, PEFT_LOADER).format(auto=auto, base=recipe.model.name, labels=labels)
     rows = "\n".join(
         f"| {k} | {_format(v)} |" for k, v in metrics.get("test", {}).items() if not isinstance(v, list)
     )

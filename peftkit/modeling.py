@@ -31,18 +31,23 @@ def resolve_model_path(name: str) -> str:
 
 
 def quantization_config(section: QuantizationSection) -> BitsAndBytesConfig | None:
-    """bitsandbytes settings for the recipe; task heads are never quantized."""
+    """bitsandbytes settings for the recipe; task heads and a causal LM's output layer are never quantized.
+
+    Naming skip modules replaces transformers' default list, which keeps ``lm_head`` (often tied to the
+    input embeddings) in full precision; it is named here again.
+    """
+    skip = [*KNOWN_HEAD_MODULES, "lm_head"]
     if section.mode == "none":
         return None
     if section.mode == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(KNOWN_HEAD_MODULES))
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=section.quant_type,
         bnb_4bit_use_double_quant=section.double_quant,
         bnb_4bit_compute_dtype=DTYPES[section.compute_dtype],
         bnb_4bit_quant_storage=section.quant_storage,
-        llm_int8_skip_modules=list(KNOWN_HEAD_MODULES),
+        llm_int8_skip_modules=skip,
     )
 
 

@@ -164,3 +164,29 @@ def test_predict_generates_a_bounded_learned_answer(trained: dict[str, Any]) -> 
     short_head = CausalLMHead(CausalLMConfig(max_new_tokens=3))
     short = short_head.predict(load_run(trained["dir"]).model, tokenizer, PROMPTS[:1], [], 4, 64)
     assert len(tokenizer(short[0]["response"], add_special_tokens=False)["input_ids"]) <= 3
+
+
+def test_merged_export_reloads_as_a_plain_causal_lm(trained: dict[str, Any], tmp_path: Path) -> None:
+    """The adapter merges into the base and reloads with transformers alone (what an export does)."""
+    load_run(trained["dir"]).model.merge_and_unload().save_pretrained(tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        logits = merged(**trained["inputs"]).logits
+    torch.testing.assert_close(logits, trained["logits"], atol=1e-3, rtol=1e-4)
+    card = (trained["dir"] / "README.md").read_text()
+    assert 'base = AutoModelForCausalLM.from_pretrained("smollm2-135m")' in card
+
+
+def test_qlora_trains_on_a_4bit_base_and_reloads(causal_recipe: Path, tmp_path: Path) -> None:
+    """The output layer (tied to the embeddings) stays out of 4-bit quantization; the run reloads exactly."""
+    result = peftkit.train(causal_recipe, **{"method.name": "qlora", "quantization.mode": "4bit",
+                                             "train.max_steps": 6, "output_dir": str(tmp_path / "q")})
+    losses = [entry["loss"] for entry in result.metrics["loss_history"]]
+    assert losses[-1] < losses[0], losses
+    run = load_run(result.output_dir)
+    assert type(run.model.get_base_model().lm_head).__name__ == "Linear"
+    inputs = run.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        first = run.model(**inputs).logits
+        second = load_run(result.output_dir).model(**inputs).logits
+    assert torch.equal(first, second)

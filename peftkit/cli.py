@@ -54,11 +54,13 @@ def cmd_cp(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
+    from peftkit import distributed
     from peftkit.recipe import load_recipe
     from peftkit.training import check_device
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_device(recipe.train)
+    distributed.check_device(recipe.distributed)
     print(
         f"ok: {args.recipe} — model {recipe.model.name}, method {recipe.method.name}, "
         f"head {recipe.task.head}, data {recipe.data.source}, quantization {recipe.quantization.mode}"
@@ -89,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         recipe.output_dir = args.output_dir
     if args.nproc > 1:  # check here once, then run this same command in N processes
         prepare_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, create=False)
+        distributed.check_device(recipe.distributed)
         argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else [])]
         distributed.launch(args.nproc, argv + (["--overwrite"] if args.overwrite else []))
         return

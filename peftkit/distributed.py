@@ -62,6 +62,16 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
         ) from None
 
 
+def check_device(section: DistributedSection) -> None:
+    """Refuse sharding this machine cannot do instead of letting it fall back to DDP unseen."""
+    import torch
+
+    if section.fsdp and not torch.cuda.is_available():
+        raise PeftkitError(
+            "'distributed.fsdp' needs CUDA GPUs (on CPUs accelerate silently runs plain DDP); leave it empty here"
+        )
+
+
 def training_kwargs(section: DistributedSection) -> dict[str, Any]:
     """TrainingArguments for the recipe's `distributed` section (ignored by transformers in one process)."""
     if section.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:

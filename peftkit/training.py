@@ -140,6 +140,7 @@ def prepare_output_dir(path: Path, overwrite: bool, create: bool = True) -> None
 def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     """Everything a run needs, with the seed set before any weight is initialised."""
     check_device(recipe.train)
+    distributed.check_device(recipe.distributed)
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
     tokenizer = load_tokenizer(recipe.model)

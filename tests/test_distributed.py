@@ -105,6 +105,16 @@ def test_existing_output_is_refused_before_any_process_starts(write_recipe, tmp_
     assert (tmp_path / "run" / "keep.txt").read_text() == "x"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP runs on CUDA GPUs")
+def test_fsdp_without_gpus_is_refused_not_silently_ddp(write_recipe) -> None:
+    proc = run_cli("train", str(write_recipe()), "distributed.fsdp=full_shard", "--nproc", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "peftkit: error: 'distributed.fsdp' needs CUDA GPUs (on CPUs accelerate silently runs plain DDP); "
+        "leave it empty here"
+    ]
+
+
 def test_launch_hands_off_to_torchrun() -> None:
     assert launch_args(4, ["train", "r.yaml", "--overwrite"]) == [
         "--standalone", "--nproc-per-node=4", "--module", "peftkit", "train", "r.yaml", "--overwrite"

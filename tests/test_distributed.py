@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import peftkit
+from peftkit.cli import main
 from peftkit.distributed import launch_args, training_kwargs
 from peftkit.errors import PeftkitError
 from peftkit.recipe import DistributedSection, load_recipe
@@ -92,13 +93,12 @@ def test_worker_errors_stop_the_launch_with_exit_2(write_recipe, tmp_path: Path)
     assert "Traceback" not in proc.stderr
 
 
-def test_existing_output_is_refused_before_any_process_starts(write_recipe, tmp_path: Path) -> None:
+def test_existing_output_is_refused_before_any_process_starts(write_recipe, tmp_path: Path, capsys) -> None:
     recipe = write_recipe()
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")
-    proc = run_cli("train", str(recipe), "--nproc", "2")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    assert main(["train", str(recipe), "--nproc", "2"]) == 2  # refused in this process: nothing launched
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"peftkit: error: output_dir '{tmp_path / 'run'}' is not empty; choose another (output_dir=runs/new) "
         "or pass --overwrite"
     ]
@@ -106,10 +106,9 @@ def test_existing_output_is_refused_before_any_process_starts(write_recipe, tmp_
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP runs on CUDA GPUs")
-def test_fsdp_without_gpus_is_refused_not_silently_ddp(write_recipe) -> None:
-    proc = run_cli("train", str(write_recipe()), "distributed.fsdp=full_shard", "--nproc", "2")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+def test_fsdp_without_gpus_is_refused_not_silently_ddp(write_recipe, capsys) -> None:
+    assert main(["train", str(write_recipe()), "distributed.fsdp=full_shard", "--nproc", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "peftkit: error: 'distributed.fsdp' needs CUDA GPUs (on CPUs accelerate silently runs plain DDP); "
         "leave it empty here"
     ]

@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.output_dir:
         recipe.output_dir = args.output_dir
-    if args.nproc > 1:  # check here once, then run this same command in N processes
+    if args.nproc != 1:  # check here once, then run this same command in N processes
         prepare_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, create=False)
         distributed.check_device(recipe.distributed)
         argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else [])]

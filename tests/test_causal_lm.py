@@ -160,10 +160,22 @@ def test_predict_generates_a_bounded_learned_answer(trained: dict[str, Any]) -> 
     colours = "|".join(set(COLOURS.values()))
     assert re.fullmatch(rf"A ripe lime is ({colours})\.", predictions[0]["response"]), predictions
     assert re.fullmatch(rf"A ripe plum is ({colours})\.", predictions[1]["response"]), predictions
-    tokenizer = load_run(trained["dir"]).tokenizer
-    short_head = CausalLMHead(CausalLMConfig(max_new_tokens=3))
-    short = short_head.predict(load_run(trained["dir"]).model, tokenizer, PROMPTS[:1], [], 4, 64)
+    run = load_run(trained["dir"])
+    tokenizer = run.tokenizer
+    short = CausalLMHead(CausalLMConfig(max_new_tokens=3)).predict(run.model, tokenizer, PROMPTS[:1], [], 4, 64)
     assert len(tokenizer(short[0]["response"], add_special_tokens=False)["input_ids"]) <= 3
+
+
+
+def test_long_prompts_lose_their_start_not_the_response_cue(smollm_tokenizer) -> None:
+    head = CausalLMHead(CausalLMConfig())
+    inputs = head.prompt_inputs(smollm_tokenizer, ["word " * 100 + PROMPTS[0], PROMPTS[1]], max_length=48)
+    assert inputs["input_ids"].shape[1] == 48
+    long, short = (smollm_tokenizer.decode(ids, skip_special_tokens=False) for ids in inputs["input_ids"])
+    assert long.endswith("word What colour is a ripe lime?<|im_end|>\n<|im_start|>assistant\n")
+    assert short.endswith("What colour is a ripe plum?<|im_end|>\n<|im_start|>assistant\n")
+    assert inputs["attention_mask"][1, 0] == 0 and inputs["attention_mask"][1, -1] == 1  # padded on the left
+    assert smollm_tokenizer.padding_side == "right"  # training's side, restored
 
 
 def test_merged_export_reloads_as_a_plain_causal_lm(trained: dict[str, Any], tmp_path: Path) -> None:

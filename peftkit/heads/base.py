@@ -24,7 +24,7 @@ class Head:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    kind: ClassVar[str] = ""  # "sequence_classification" or "token_classification"; methods declare which they support
+    kind: ClassVar[str] = ""  # "sequence_classification", "token_classification" or "causal_lm"; methods declare which
     config_cls: ClassVar[type[HeadConfig]] = HeadConfig
     auto_class: ClassVar[Any] = None
     task_type: ClassVar[TaskType] = TaskType.SEQ_CLS

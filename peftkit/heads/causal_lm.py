@@ -136,26 +136,29 @@ class CausalLMHead(Head):
 
         return metrics
 
+    def prompt_inputs(self, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Any:
+        """Formatted prompts for generation, padded and truncated on the left (the end holds the response cue)."""
+        sides = tokenizer.padding_side, tokenizer.truncation_side
+        tokenizer.padding_side = tokenizer.truncation_side = "left"
+        try:
+            return tokenizer([self.format_prompt(tokenizer, text) for text in texts], add_special_tokens=False,
+                             truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        finally:
+            tokenizer.padding_side, tokenizer.truncation_side = sides
+
     @torch.no_grad()
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
         model.eval()
         device = next(model.parameters()).device
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
         results: list[dict[str, Any]] = []
-        try:
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start:start + batch_size]
-                prompts = [self.format_prompt(tokenizer, text) for text in chunk]
-                inputs = tokenizer(prompts, add_special_tokens=False, truncation=True, max_length=max_length,
-                                   padding=True, return_tensors="pt").to(device)
-                output = model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id)
-                generated = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-                results += [{"prompt": p, "response": g.strip()} for p, g in zip(chunk, generated, strict=True)]
-        finally:
-            tokenizer.padding_side = side
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            inputs = self.prompt_inputs(tokenizer, chunk, max_length).to(device)
+            output = model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+            generated = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            results += [{"prompt": p, "response": g.strip()} for p, g in zip(chunk, generated, strict=True)]
         return results
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

@@ -202,3 +202,8 @@ def test_qlora_trains_on_a_4bit_base_and_reloads(causal_recipe: Path, tmp_path: 
         first = run.model(**inputs).logits
         second = load_run(result.output_dir).model(**inputs).logits
     assert torch.equal(first, second)
+
+
+def test_head_only_is_refused_for_a_causal_lm(causal_recipe: Path) -> None:
+    with pytest.raises(PeftkitError, match=r"method 'head_only' does not support task.head 'causal_lm' \(causal_lm\)"):
+        load_recipe(causal_recipe, {"method": {"name": "head_only"}})

@@ -46,6 +46,7 @@ class HeadOnlyMethod(Method):
     name = "head_only"
     description = "baseline: frozen body, only the task head trained (linear probe); saves just the head"
     config_cls = HeadOnlyOptions
+    head_kinds = ("sequence_classification", "token_classification")  # a causal LM has no separate head
     quantization_modes = ("none", "8bit", "4bit")
     default_learning_rate = 2e-3
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from peftkit.registry import HEADS, METHODS
 
-HEAD_KIND_NAMES = {"sequence_classification": "seq", "token_classification": "token"}
+HEAD_KIND_NAMES = {"sequence_classification": "seq", "token_classification": "token", "causal_lm": "causal"}
 
 
 def trainable_percent(method_name: str, model_name: str) -> str:

@@ -113,7 +113,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = evaluate_run(args.run)
     _print_metrics(f"test metrics of {args.run}:", metrics)
     saved = saved_metrics(args.run).get("test", {})
-    main = [k for k in ("accuracy", "f1") if k in metrics and k in saved]
+    main = [k for k in ("accuracy", "f1", "token_loss") if k in metrics and k in saved]
     for key in main:
         print(f"  (saved at training time: {key} {saved[key]:.4f})")
     if args.json:

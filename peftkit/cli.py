@@ -100,6 +100,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     m = result.metrics
     _print_metrics(f"test metrics ({m['test_examples']} examples):", m["test"])
+    for sample in m["test"].get("samples", []):
+        print(f"  sample: {sample['prompt']!r} → {sample['response']!r} (reference {sample['reference']!r})")
     print(
         f"trained {m['train']['steps']} steps in {m['train']['seconds']:.0f} s; "
         f"trainable parameters {m['parameters']['trainable']:,} ({m['parameters']['trainable_percent']:.2f} %)"

@@ -86,7 +86,9 @@ def evaluate_run(directory: str | Path) -> dict[str, Any]:
         compute_metrics=run.head.compute_metrics(run.label_names),
         **run.head.trainer_kwargs(),
     )
-    return split_metrics(trainer.evaluate(test, metric_key_prefix="test"), "test")
+    metrics = split_metrics(trainer.evaluate(test, metric_key_prefix="test"), "test")
+    metrics.update(run.head.samples(run.model, run.tokenizer, splits["test"], run.recipe.data.max_length))
+    return metrics
 
 
 def saved_metrics(directory: str | Path) -> dict[str, Any]:

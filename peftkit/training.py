@@ -39,6 +39,7 @@ class Prepared:
     head: Head
     method: Method
     label_names: list[str]
+    splits: DatasetDict | None = None  # the standardized text splits the tokenized ones came from
 
 
 @dataclass
@@ -169,7 +170,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming
     # it was divided by the global item count; classification models take **kwargs but return a plain mean.
     trainer.model_accepts_loss_kwargs = head.token_level_loss and trainer.loss_fn is None
-    return Prepared(trainer, tokenized, head, method, label_names)
+    return Prepared(trainer, tokenized, head, method, label_names, splits)
 
 
 def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any) -> RunResult:
@@ -190,6 +191,8 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
     test = split_metrics(trainer.evaluate(tokenized["test"], metric_key_prefix="test"), "test")
+    test.update(prepared.head.samples(trainer.model, trainer.processing_class, prepared.splits["test"],
+                                      recipe.data.max_length))
     trainable, total = count_parameters(trainer.model)
     metrics = {
         "test": test,

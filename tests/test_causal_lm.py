@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 import peftkit
 from peftkit import catalog
+from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.causal_lm import IGNORE, CausalLMConfig, CausalLMHead, response_nll
 from peftkit.modeling import load_tokenizer
@@ -202,6 +203,12 @@ def test_qlora_trains_on_a_4bit_base_and_reloads(causal_recipe: Path, tmp_path: 
         first = run.model(**inputs).logits
         second = load_run(result.output_dir).model(**inputs).logits
     assert torch.equal(first, second)
+    samples = result.metrics["test"]["samples"]  # bounded generation on the first test prompts
+    test_split = load_splits(run.recipe.data, run.head, [])[0]["test"]
+    assert [(s["prompt"], s["reference"]) for s in samples] == list(zip(test_split["prompt"][:3],
+                                                                        test_split["response"][:3], strict=True))
+    assert all(s["response"] for s in samples)
+    assert evaluate_run(result.output_dir)["samples"] == samples
 
 
 def test_head_only_is_refused_for_a_causal_lm(causal_recipe: Path) -> None:

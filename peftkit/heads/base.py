@@ -79,6 +79,11 @@ class Head:
         """Decoded predictions for raw texts, one dict per text, for `peftkit predict`."""
         raise NotImplementedError
 
+    def samples(self, model: Any, tokenizer: PreTrainedTokenizerBase, test: Dataset,
+                max_length: int) -> dict[str, Any]:
+        """Extra test results made with the trained model itself (e.g. generated responses); none by default."""
+        return {}
+
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         """One line of `peftkit predict` output."""
         raise NotImplementedError

@@ -39,7 +39,8 @@ class CausalLMConfig(HeadConfig):
     packing: bool = option(
         False, "padding-free packing: each batch is one sequence, attention kept within each example"
     )
-    max_new_tokens: int = option(32, "longest generated response in `peftkit predict`", ge=1)
+    max_new_tokens: int = option(32, "longest generated response in `peftkit predict` and in test samples", ge=1)
+    test_samples: int = option(3, "test prompts answered by generation after training, kept in metrics.json", ge=0)
 
 
 @HEADS.register("causal_lm")
@@ -160,6 +161,14 @@ class CausalLMHead(Head):
             generated = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
             results += [{"prompt": p, "response": g.strip()} for p, g in zip(chunk, generated, strict=True)]
         return results
+
+    def samples(self, model: Any, tokenizer: PreTrainedTokenizerBase, test: Dataset,
+                max_length: int) -> dict[str, Any]:
+        rows = test.select(range(min(self.config.test_samples, len(test))))
+        if len(rows) == 0:
+            return {}
+        generated = self.predict(model, tokenizer, rows["prompt"], [], len(rows), max_length)
+        return {"samples": [{**g, "reference": ref} for g, ref in zip(generated, rows["response"], strict=True)]}
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         return f"{prediction['prompt']}\t→ {' '.join(prediction['response'].split())}"

@@ -7,6 +7,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, load_dataset
 
 from peftkit import catalog
+from peftkit.conll import CONLL_SUFFIXES, read_conll
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
 from peftkit.recipe import DataSection
@@ -19,6 +20,8 @@ SPLITS = ("train", "validation", "test")
 def read_file(path: str | Path) -> Dataset:
     """One local file as a Dataset; the format comes from the suffix."""
     path = Path(path)
+    if path.suffix.lower() in CONLL_SUFFIXES and path.is_file():
+        return read_conll(path)
     builder = FILE_FORMATS.get(path.suffix.lower())
     if builder is None:
         raise PeftkitError(

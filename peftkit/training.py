@@ -164,7 +164,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         processing_class=tokenizer,
         compute_metrics=head.compute_metrics(label_names),
         callbacks=callbacks,
-        loss_fn=head.loss_fn(label_names),
+        loss_fn=head.loss_fn(label_names, tokenized["train"]),
         **head.trainer_kwargs(),
     )
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming

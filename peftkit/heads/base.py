@@ -35,6 +35,9 @@ class Head:
     token_level_loss: ClassVar[bool] = False
 
     def __init__(self, config: HeadConfig) -> None:
+        if not isinstance(config, self.config_cls):  # e.g. a bare HeadConfig: keep what was set, fill our defaults
+            fields = self.config_cls.model_fields
+            config = self.config_cls(**{k: v for k, v in config.model_dump(exclude_unset=True).items() if k in fields})
         self.config = config
 
     def read_labels(self, dataset: Dataset, column: str) -> list[str]:
@@ -66,8 +69,11 @@ class Head:
         """Extra Trainer keyword arguments for training and evaluation, e.g. ``preprocess_logits_for_metrics``."""
         return {}
 
-    def loss_fn(self, label_names: list[str]) -> Callable[[Any, Any], Any] | None:
-        """A custom training loss ``(logits, labels) -> loss``; None = the model's own loss."""
+    def loss_fn(self, label_names: list[str], train: Dataset) -> Callable[[Any, Any], Any] | None:
+        """A custom training loss ``(logits, labels) -> loss``; None = the model's own loss.
+
+        ``train`` is the tokenized training split (``labels`` column), e.g. for class frequencies.
+        """
         return None
 
     def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
@@ -94,3 +100,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted.astype(np.float64))
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float64."""
+    return 1 / (1 + np.exp(-logits.astype(np.float64)))

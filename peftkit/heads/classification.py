@@ -1,34 +1,71 @@
-"""Sequence classification: one label per text, any number of labels."""
+"""Sequence classification: one label per text (or several, with ``task.multi_label``), any number of labels."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from datasets import Dataset
 from peft import TaskType
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    multilabel_confusion_matrix,
+    precision_recall_fscore_support,
+)
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, softmax
+from peftkit.heads.base import Head, sigmoid, softmax
 from peftkit.registry import HEADS
-from peftkit.schema import HeadConfig
+from peftkit.schema import HeadConfig, option
+
+
+class ClassificationConfig(HeadConfig):
+    multi_label: bool = option(
+        False, "each text may carry several labels (sigmoid per label, binary cross-entropy)"
+    )
+    label_separator: str = option("|", "multi_label: separator of several labels in one label cell, e.g. 'a|b'")
+    threshold: float = option(0.5, "multi_label: a label is predicted when its probability reaches this", gt=0, lt=1)
+    class_weights: Literal["none", "balanced"] | dict[str, float] = option(
+        "none",
+        "loss weight per label: none, balanced (inverse training frequency) or {label: weight} (others 1.0)",
+    )
+
+
+def _label_id(label: str, label2id: dict[str, int]) -> int | None:
+    """A label cell as an id: its name, or (when the data holds ids) a number below the label count."""
+    if label in label2id:
+        return label2id[label]
+    if label.isdigit() and int(label) < len(label2id) and not any(name.isdigit() for name in label2id):
+        return int(label)
+    return None
 
 
 @HEADS.register("classification")
 class ClassificationHead(Head):
     name = "classification"
-    description = "one label per text (topic, intent, spam, …); accuracy and macro P/R/F1"
+    description = "labels per text (topic, intent, spam; multi-label optional); accuracy, macro P/R/F1"
     kind = "sequence_classification"
-    config_cls = HeadConfig
+    config_cls = ClassificationConfig
     auto_class = AutoModelForSequenceClassification
     task_type = TaskType.SEQ_CLS
     main_metric = "accuracy"
+    config: ClassificationConfig
+
+    def _cell_labels(self, value: Any) -> list[str]:
+        """The label names of one cell: one name, or for multi-label a list or a separated string."""
+        if not self.config.multi_label:
+            return [str(value)]
+        if isinstance(value, (list, tuple)):
+            return [str(v).strip() for v in value if str(v).strip()]
+        return [part.strip() for part in str(value).split(self.config.label_separator) if part.strip()]
 
     def read_labels(self, dataset: Dataset, column: str) -> list[str]:
+        if self.config.multi_label:
+            return sorted({name for cell in dataset[column] for name in cell})
         return sorted({str(v) for v in dataset[column]})
 
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
@@ -43,43 +80,119 @@ class ClassificationHead(Head):
         for row, (text, label) in enumerate(zip(texts, labels, strict=True), start=1):
             if not isinstance(text, str) or not text.strip():
                 raise PeftkitError(f"data ({split} split) row {row}: empty or missing text in column '{text_col}'")
-            if label is None or (isinstance(label, str) and not label.strip()):
+            if label is None or (isinstance(label, str) and not label.strip()) or not self._cell_labels(label):
                 raise PeftkitError(f"data ({split} split) row {row}: missing label in column '{label_col}'")
-        return Dataset.from_dict({"text": texts, "label": [str(v) for v in labels]})
+            declared = {name: i for i, name in enumerate(self.config.labels)}
+            for name in self._cell_labels(label) if declared else ():
+                if _label_id(name, declared) is None:
+                    raise PeftkitError(
+                        f"data ({split} split) row {row}: label '{name}' is not one of task.labels "
+                        f"({', '.join(declared)})"
+                    )
+        return Dataset.from_dict({
+            "text": texts,
+            "label": [self._cell_labels(v) if self.config.multi_label else str(v) for v in labels],
+        })
+
+    def label_ids(self, dataset: Dataset, label2id: dict[str, int]) -> list[Any]:
+        """Label ids per row (multi-hot float vectors for multi-label); a label outside ``label2id`` is an error."""
+        ids: list[Any] = []
+        for cell, text in zip(dataset["label"], dataset["text"], strict=True):
+            names = cell if isinstance(cell, list) else [cell]
+            found = [_label_id(name, label2id) for name in names]
+            if None in found:
+                bad = names[found.index(None)]
+                raise PeftkitError(
+                    f"data: label '{bad}' (text {text[:40]!r}) is not one of the training labels "
+                    f"({', '.join(label2id)}); list every label in task.labels"
+                )
+            if self.config.multi_label:
+                hot = [0.0] * len(label2id)
+                for i in found:
+                    hot[i] = 1.0
+                ids.append(hot)
+            else:
+                ids.append(found[0])
+        return ids
 
     def tokenize(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  label2id: dict[str, int]) -> Dataset:
-        unknown = sorted(set(dataset["label"]) - set(label2id))
-        if unknown:
-            row = dataset["label"].index(unknown[0]) + 1
-            raise PeftkitError(
-                f"data row {row}: label '{unknown[0]}' is not one of task.labels ({', '.join(label2id)})"
-            )
-
-        def encode(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            encoded["labels"] = [label2id[label] for label in batch["label"]]
-            return encoded
-
-        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+        labels = self.label_ids(dataset, label2id)
+        encoded = dataset.map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+            batched=True, remove_columns=dataset.column_names, desc="tokenizing",
+        )
+        return encoded.add_column("labels", labels)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
         return DataCollatorWithPadding(tokenizer)
 
+    def model_kwargs(self, label_names: list[str]) -> dict[str, Any]:
+        kwargs = super().model_kwargs(label_names)
+        kwargs["problem_type"] = (
+            "multi_label_classification" if self.config.multi_label else "single_label_classification"
+        )
+        return kwargs
+
+    def class_weight_vector(self, label_names: list[str], train: Dataset) -> list[float] | None:
+        """Loss weight per label id from ``task.class_weights``; for multi-label, the positive-class weights."""
+        setting = self.config.class_weights
+        if setting == "none":
+            return None
+        if isinstance(setting, dict):
+            unknown = sorted(set(setting) - set(label_names))
+            if unknown:
+                raise PeftkitError(
+                    f"task.class_weights: '{unknown[0]}' is not one of the labels ({', '.join(label_names)})"
+                )
+            return [float(setting.get(name, 1.0)) for name in label_names]
+        labels = np.asarray(train["labels"])
+        if self.config.multi_label:
+            positives = labels.sum(axis=0)
+            return [float((len(labels) - p) / max(p, 1.0)) for p in positives]
+        counts = np.bincount(labels, minlength=len(label_names))
+        return [float(len(labels) / (len(label_names) * max(c, 1))) for c in counts]
+
+    def loss_fn(self, label_names: list[str], train: Dataset) -> Callable[[Any, Any], Any] | None:
+        weights = self.class_weight_vector(label_names, train)
+        if weights is None:
+            return None
+        weight = torch.tensor(weights)
+
+        def weighted(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            w = weight.to(logits.device, torch.float32)
+            if self.config.multi_label:
+                return torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits.float(), labels.float(), pos_weight=w
+                )
+            return torch.nn.functional.cross_entropy(logits.float().view(-1, len(weights)), labels.view(-1), weight=w)
+
+        return weighted
+
     def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
+        ids = list(range(len(label_names)))
+
         def metrics(prediction: Any) -> dict[str, Any]:
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-            predicted = np.asarray(logits).argmax(axis=-1)
-            gold = np.asarray(prediction.label_ids)
+            logits, gold = np.asarray(logits), np.asarray(prediction.label_ids)
+            if self.config.multi_label:
+                predicted = (sigmoid(logits) >= self.config.threshold).astype(int)
+                gold = gold.astype(int)
+                matrices = multilabel_confusion_matrix(gold, predicted, labels=ids).tolist()
+                _, _, f1_micro, _ = precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)
+                extra: dict[str, Any] = {"f1_micro": float(f1_micro), "confusion_matrix": matrices}
+            else:
+                predicted = logits.argmax(axis=-1)
+                extra = {"confusion_matrix": confusion_matrix(gold, predicted, labels=ids).tolist()}
             precision, recall, f1, _ = precision_recall_fscore_support(
-                gold, predicted, labels=list(range(len(label_names))), average="macro", zero_division=0
+                gold, predicted, labels=ids, average="macro", zero_division=0
             )
             return {
                 "accuracy": float(accuracy_score(gold, predicted)),
                 "precision_macro": float(precision),
                 "recall_macro": float(recall),
                 "f1_macro": float(f1),
-                "confusion_matrix": confusion_matrix(gold, predicted, labels=list(range(len(label_names)))).tolist(),
+                **extra,
             }
 
         return metrics
@@ -87,14 +200,15 @@ class ClassificationHead(Head):
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
         results = self._predict_probabilities(model, tokenizer, texts, label_names, batch_size, max_length)
-        for result in results:
-            del result["probabilities"]
+        if not self.config.multi_label:
+            for result in results:
+                del result["probabilities"]
         return results
 
     @torch.no_grad()
     def _predict_probabilities(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        """Best label, its probability and every label's probability, per text."""
+        """Best label (multi-label: every label over the threshold), its probability and every label's, per text."""
         model.eval()
         device = next(model.parameters()).device
         results: list[dict[str, Any]] = []
@@ -102,15 +216,22 @@ class ClassificationHead(Head):
             chunk = texts[start:start + batch_size]
             inputs = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
             logits = model(**inputs.to(device)).logits.float().cpu().numpy()
-            for text, probs in zip(chunk, softmax(logits), strict=True):
+            probabilities = sigmoid(logits) if self.config.multi_label else softmax(logits)
+            for text, probs in zip(chunk, probabilities, strict=True):
                 best = int(probs.argmax())
-                results.append({
+                result = {
                     "text": text,
                     "label": label_names[best],
                     "probability": float(probs[best]),
                     "probabilities": {name: float(p) for name, p in zip(label_names, probs, strict=True)},
-                })
+                }
+                if self.config.multi_label:
+                    result["labels"] = [n for n, p in result["probabilities"].items() if p >= self.config.threshold]
+                results.append(result)
         return results
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
+        if "labels" in prediction:
+            shown = ",".join(f"{n}:{prediction['probabilities'][n]:.3f}" for n in prediction["labels"]) or "-"
+            return f"{shown}\t{prediction['text']}"
         return f"{prediction['label']}\t{prediction['probability']:.3f}\t{prediction['text']}"

@@ -6,12 +6,12 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from peftkit.heads.classification import ClassificationHead
+from peftkit.heads.classification import ClassificationConfig, ClassificationHead
 from peftkit.registry import HEADS
-from peftkit.schema import HeadConfig, option
+from peftkit.schema import option
 
 
-class SentimentConfig(HeadConfig):
+class SentimentConfig(ClassificationConfig):
     head: str = option("sentiment", "task head (`peftkit heads` lists them)")
     labels: list[str] = option(["negative", "positive"], "label names in id order, most negative first")
     positive_label: str = option("positive", "label whose probability counts towards +1 polarity")
@@ -23,12 +23,13 @@ class SentimentHead(ClassificationHead):
     name = "sentiment"
     description = "classification with sentiment labels; predictions add polarity = P(positive) − P(negative)"
     config_cls = SentimentConfig
+    config: SentimentConfig
 
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
         results = self._predict_probabilities(model, tokenizer, texts, label_names, batch_size, max_length)
         for result in results:
-            probs = result.pop("probabilities")
+            probs = result["probabilities"] if self.config.multi_label else result.pop("probabilities")
             result["polarity"] = probs.get(self.config.positive_label, 0.0) - probs.get(self.config.negative_label, 0.0)
         return results
 

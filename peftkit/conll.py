@@ -1,0 +1,37 @@
+"""CoNLL-style token files: one ``word … TAG`` line per token, a blank line between sentences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+
+from peftkit.errors import PeftkitError
+
+#: Suffixes read as CoNLL token files.
+CONLL_SUFFIXES = (".conll", ".iob", ".bio")
+
+
+def read_conll(path: Path) -> Dataset:
+    """Sentences as ``tokens`` / ``tags`` lists: first column = word, last column = tag; ``-DOCSTART-`` skipped."""
+    sentences: list[tuple[list[str], list[str]]] = [([], [])]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise PeftkitError(f"data file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            if sentences[-1][0]:
+                sentences.append(([], []))
+            continue
+        if fields[0] == "-DOCSTART-":
+            continue
+        if len(fields) < 2:
+            raise PeftkitError(f"data file '{path}' line {lineno}: expected 'word TAG' (word, tab or space, tag)")
+        sentences[-1][0].append(fields[0])
+        sentences[-1][1].append(fields[-1])
+    rows = [s for s in sentences if s[0]]
+    if not rows:
+        raise PeftkitError(f"data file '{path}' holds no sentences")
+    return Dataset.from_dict({"tokens": [t for t, _ in rows], "tags": [g for _, g in rows]})

@@ -110,7 +110,7 @@ class NerHead(Head):
                 )
         names = getattr(getattr(dataset.features[tags_col], "feature", None), "names", None) or self.config.labels
         declared = set(self.config.labels)
-        all_tokens, all_tags = dataset[tokens_col], dataset[tags_col]
+        all_tokens, all_tags = list(dataset[tokens_col]), list(dataset[tags_col])
         for row, (tokens, tags) in enumerate(zip(all_tokens, all_tags, strict=True), start=1):
             where = f"data ({split} split) row {row}"
             if not isinstance(tokens, list) or not tokens:

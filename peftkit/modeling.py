@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from peftkit import catalog
 from peftkit.errors import PeftkitError
@@ -77,6 +79,30 @@ def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTo
     return tokenizer
 
 
+def random_init_checkpoint(model: ModelSection) -> str | None:
+    """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
+    the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
+    if not model.random_init:
+        return None
+    source = resolve_model_path(model.name)
+    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
+    target = catalog.cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if not (target / "config.json").is_file():
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=model.trust_remote_code,
+                                                **model.config_overrides)
+        except (OSError, ValueError, TypeError) as exc:
+            raise PeftkitError(f"model.config_overrides: {str(exc).splitlines()[0]}") from None
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        body.save_pretrained(staging)
+        del body
+        staging.replace(target)
+    return str(target)
+
+
 def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
                     label_names: list[str], path: str | None = None) -> tuple[nn.Module, list[str]]:
     """The base model with the head's task layer, and the names of the head modules to train and save.
@@ -84,7 +110,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
     Head modules are the ones transformers initialised fresh (missing from the checkpoint) plus the
     usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them.
     """
-    source = path or resolve_model_path(model.name)
+    source = path or random_init_checkpoint(model) or resolve_model_path(model.name)
     kwargs: dict[str, Any] = dict(
         dtype=DTYPES[model.dtype],
         trust_remote_code=model.trust_remote_code,

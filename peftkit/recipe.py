@@ -22,6 +22,12 @@ class ModelSection(Section):
     dtype: DType = option("float32", "dtype the base weights are loaded in (quantized layers aside)")
     trust_remote_code: bool = option(False, "run code shipped with a hub model; only for sources you trust")
     revision: str | None = option(None, "hub revision (branch, tag or commit) of a hub model")
+    random_init: bool = option(
+        False, "random weights from the model's config instead of its checkpoint (memory / speed benchmarks)"
+    )
+    config_overrides: dict[str, Any] = option(
+        {}, "model config fields to change, e.g. {hidden_size: 512, num_hidden_layers: 8} (with random_init)"
+    )
 
 
 class QuantizationSection(Section):
@@ -57,6 +63,10 @@ class DataSection(Section):
     max_length: int = option(128, "longest tokenized input; longer ones are truncated", ge=8)
     max_train_samples: int | None = option(None, "use only the first N training rows (after the split)", ge=1)
     max_eval_samples: int | None = option(None, "use only the first N validation and test rows", ge=1)
+    padding: Literal["dynamic", "longest_in_dataset", "max_length"] = option(
+        "dynamic", "pad each batch to its longest text (dynamic), every batch to the longest text of the data set, "
+        "or to data.max_length"
+    )
 
 
 class TrainSection(Section):
@@ -330,6 +340,8 @@ def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
             raise PeftkitError(f"{source}: 'data.files.{split}': file '{path}' does not exist")
     if not data.files and _looks_like_path(data.source) and not Path(data.source).exists():
         raise PeftkitError(f"{source}: 'data.source': file '{data.source}' does not exist")
+    if recipe.model.config_overrides and not recipe.model.random_init:
+        raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
     if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
 

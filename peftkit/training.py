@@ -21,7 +21,7 @@ from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modelcard import write_model_card
 from peftkit.modeling import load_base_model, load_tokenizer
-from peftkit.recipe import Recipe, TrainSection, load_recipe
+from peftkit.recipe import DataSection, Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.trainer import PeftkitTrainer
 
@@ -138,6 +138,20 @@ def prepare_output_dir(path: Path, overwrite: bool, create: bool = True) -> None
         path.mkdir(parents=True, exist_ok=True)
 
 
+def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: DatasetDict) -> Any:
+    """The head's collator, padding to a fixed length when ``data.padding`` asks for one."""
+    collator = head.collator(tokenizer)
+    if data.padding == "dynamic":
+        return collator
+    if not hasattr(collator, "max_length") or not hasattr(collator, "padding"):
+        raise PeftkitError(f"'data.padding': task.head '{head.name}' pads its own way; use data.padding: dynamic")
+    length = data.max_length
+    if data.padding == "longest_in_dataset":
+        length = max(len(ids) for part in tokenized.values() for ids in part["input_ids"])
+    collator.padding, collator.max_length = "max_length", length
+    return collator
+
+
 def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     """Everything a run needs, with the seed set before any weight is initialised."""
     check_device(recipe.train)
@@ -160,7 +174,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
-        data_collator=head.collator(tokenizer),
+        data_collator=padded_collator(head, tokenizer, recipe.data, tokenized),
         processing_class=tokenizer,
         compute_metrics=head.compute_metrics(label_names),
         callbacks=callbacks,
@@ -202,6 +216,7 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
             "steps": train_output.global_step,
             "samples_per_second": train_output.metrics.get("train_samples_per_second"),
             "examples": len(tokenized["train"]),
+            "input_tokens": sum(map(len, tokenized["train"]["input_ids"])),
             "processes": trainer.args.world_size,
         },
         "loss_history": [

@@ -1,0 +1,1 @@
+"""Benchmark harness: a suite (base recipe × grid) → one subprocess per cell → result JSONs → tables and plots."""

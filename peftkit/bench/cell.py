@@ -1,0 +1,170 @@
+"""One benchmark cell in its own process: `python -m peftkit.bench.cell SPEC.json RESULT.json`.
+
+Memory is measured in this process only, so figures never leak between cells: on a GPU
+``torch.cuda.max_memory_allocated``; on a CPU the peak resident set size above the baseline taken after
+imports, data preparation and the memory estimate (Linux: the kernel's high-water mark is reset there).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "peftkit.bench.cell/1"
+#: Keys every result file has, whatever its status.
+RESULT_KEYS = ("schema", "suite", "cell", "variant", "values", "status", "error", "recipe_hash", "provenance")
+TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time", "loss"}
+STATUS_FILE = Path("/proc/self/status")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON beside ``path`` and rename it into place: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    temp.replace(path)
+
+
+def _status_bytes(field: str) -> int | None:
+    if not STATUS_FILE.is_file():
+        return None
+    for line in STATUS_FILE.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _maxrss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def reset_peak() -> tuple[int, bool]:
+    """Start measuring from now: (current resident bytes, whether the peak could be reset)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
+        reset = True
+    except OSError:
+        reset = False
+    current = _status_bytes("VmRSS")
+    return (current if current is not None else _maxrss_bytes()), reset
+
+
+def peak_memory(baseline: int, reset: bool) -> dict[str, Any]:
+    """The peak since ``reset_peak``: resident bytes above the baseline and, on a GPU, the allocator's peak."""
+    import torch
+
+    peak = _status_bytes("VmHWM") if reset else None
+    peak = peak if peak is not None else _maxrss_bytes()
+    cuda = torch.cuda.is_available()
+    return {
+        "device": "cuda" if cuda else "cpu",
+        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else peak - baseline,
+        "rss_peak_above_baseline_bytes": peak - baseline,
+        "rss_baseline_bytes": baseline,
+        "tensor_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "peak_reset": reset,
+    }
+
+
+def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one cell's recipe; everything measured goes into the returned result."""
+    from peftkit.bench.provenance import collect, recipe_hash
+    from peftkit.estimate import estimate
+    from peftkit.modeling import random_init_checkpoint
+    from peftkit.recipe import recipe_from_dict
+    from peftkit.training import train
+
+    result = base_result(spec)
+    result["provenance"] = collect()
+    recipe = recipe_from_dict(spec["recipe"], source=f"cell {spec['cell']}")
+    recipe.output_dir = spec["output_dir"]
+    result["recipe_hash"] = recipe_hash(recipe.to_yaml())
+    result.update(method=recipe.method.name, quantization=recipe.quantization.mode, model=recipe.model.name)
+    predicted = estimate(recipe)
+    random_init_checkpoint(recipe.model)  # built once, outside the measured span
+    baseline, reset = reset_peak()
+    run = train(recipe, overwrite=True)
+    memory = peak_memory(baseline, reset)
+    memory["predicted_bytes"] = predicted.total
+    memory["predicted"] = predicted.as_dict()
+    memory["error_percent"] = 100 * (predicted.total - memory["peak_bytes"]) / max(memory["peak_bytes"], 1)
+    m = run.metrics
+    train_metrics = m["train"]
+    samples_per_second = train_metrics.get("samples_per_second")
+    tokens = train_metrics.get("input_tokens")
+    per_example = tokens / train_metrics["examples"] if tokens and train_metrics["examples"] else None
+    result.update(
+        status="ok",
+        parameters=m["parameters"],
+        adapter_bytes=m.get("adapter_bytes"),
+        memory=memory,
+        speed={
+            "train_seconds": train_metrics["seconds"],
+            "steps": train_metrics["steps"],
+            "samples_per_second": samples_per_second,
+            "tokens_per_second": samples_per_second * per_example if samples_per_second and per_example else None,
+            "eval_samples_per_second": m["test"].get("samples_per_second"),
+        },
+        metrics={k: v for k, v in m["test"].items() if isinstance(v, (int, float)) and k not in TIMING_KEYS},
+        train_loss=train_metrics["loss"],
+    )
+    if not spec.get("keep_run"):
+        shutil.rmtree(run.output_dir, ignore_errors=True)
+    return result
+
+
+def base_result(spec: dict[str, Any]) -> dict[str, Any]:
+    """The keys every result has, before anything ran."""
+    return {
+        "schema": SCHEMA,
+        "suite": spec["suite"],
+        "cell": spec["cell"],
+        "variant": spec["variant"],
+        "values": spec["values"],
+        "labels": spec.get("labels", {}),
+        "status": "failed",
+        "error": None,
+        "recipe_hash": None,
+        "provenance": None,
+    }
+
+
+def failed_result(spec: dict[str, Any], error: str, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A result recording why the cell failed (one line)."""
+    result = {**base_result(spec), **(partial or {})}
+    result.update(status="failed", error=error)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cell described by SPEC.json and write RESULT.json (also when it fails)."""
+    spec_path, result_path = (argv if argv is not None else sys.argv[1:])[:2]
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    started = time.perf_counter()
+    try:
+        result = run_cell(spec)
+    except Exception as exc:  # recorded, never raised: the suite goes on with the next cell
+        traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        result = failed_result(spec, f"{type(exc).__name__}: {first}".rstrip(": "))
+    result["wall_seconds"] = time.perf_counter() - started
+    write_json_atomic(Path(result_path), result)
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Run a suite: expand the grid, run each missing cell in its own process, record failures, show progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftkit.bench.cell import failed_result, write_json_atomic
+from peftkit.bench.suite import Cell, Suite, expand, load_suite
+from peftkit.errors import PeftkitError
+from peftkit.recipe import recipe_from_dict
+
+RESULTS_DIR = "cells"
+SUITE_FILE = "suite.yaml"
+
+
+@dataclass
+class BenchOutcome:
+    """What a suite run did: where, which cells ran now, which were already there."""
+
+    directory: Path
+    ran: list[str]
+    skipped: list[str]
+    failed: list[str]
+
+
+def default_directory(suite: Suite, quick: bool) -> Path:
+    """runs/bench-<suite name>[-quick]."""
+    return Path("runs") / f"bench-{suite.name}{'-quick' if quick else ''}"
+
+
+def result_path(directory: Path, cell: Cell) -> Path:
+    """Where one cell's result JSON lives."""
+    return directory / RESULTS_DIR / f"{cell.id}.json"
+
+
+def load_results(directory: Path) -> list[dict[str, Any]]:
+    """Every cell result saved under a bench directory, in file-name order."""
+    results_dir = Path(directory) / RESULTS_DIR
+    if not results_dir.is_dir():
+        raise PeftkitError(f"'{directory}' holds no benchmark results (no {RESULTS_DIR}/ directory)")
+    results = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            results.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise PeftkitError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return results
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, keep_runs: bool) -> dict[str, Any]:
+    """Run one cell in a fresh Python process; a crash, timeout or bad recipe becomes a failed result."""
+    spec = {"suite": suite.name, "cell": cell.id, "variant": cell.variant, "values": cell.values,
+            "labels": cell.labels, "recipe": cell.recipe, "output_dir": str(directory / "runs" / cell.id),
+            "keep_run": keep_runs}
+    out = result_path(directory, cell)
+    try:
+        recipe_from_dict(cell.recipe, source=f"cell {cell.id}")
+    except PeftkitError as exc:  # e.g. a method that is not installed here: recorded, the suite goes on
+        result = failed_result(spec, str(exc))
+        write_json_atomic(out, result)
+        return result
+    spec_path = directory / "specs" / f"{cell.id}.json"
+    write_json_atomic(spec_path, spec)
+    log = directory / "logs" / f"{cell.id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("w", encoding="utf-8") as handle:
+        try:
+            process = subprocess.run([sys.executable, "-m", "peftkit.bench.cell", str(spec_path), str(out)],
+                                     stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, env=env)
+            code: int | str = process.returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    if not out.is_file():  # killed before it could write (out of memory, timeout, signal)
+        reason = f"stopped after {timeout:.0f} s (cell_timeout)" if code == "timeout" else f"exit code {code}"
+        write_json_atomic(out, failed_result(spec, f"cell process ended without a result: {reason}; see {log}"))
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def run_suite(path: str | Path, quick: bool = False, directory: str | Path | None = None,
+              retry_failed: bool = False, keep_runs: bool = False,
+              progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> BenchOutcome:
+    """Run every cell of a suite that has no result yet (failed ones too with ``retry_failed``)."""
+    suite = load_suite(path)
+    cells = expand(suite, quick)
+    directory = Path(directory) if directory else default_directory(suite, quick)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / SUITE_FILE).write_text(
+        yaml.safe_dump({**suite.model_dump(mode="json"), "quick_run": quick}, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    todo, skipped = [], []
+    for cell in cells:
+        out = result_path(directory, cell)
+        done = out.is_file() and (not retry_failed or json.loads(out.read_text(encoding="utf-8"))["status"] == "ok")
+        (skipped if done else todo).append(cell)
+    if skipped:
+        progress(f"{len(skipped)} of {len(cells)} cells already have results in {directory}; running the other "
+                 f"{len(todo)}")
+    ran, failed, durations = [], [], []
+    for k, cell in enumerate(todo, start=1):
+        eta = f", ETA {_duration(sum(durations) / len(durations) * (len(todo) - k + 1))}" if durations else ""
+        progress(f"cell {k}/{len(todo)}: {cell.id}{eta}")
+        started = time.perf_counter()
+        result = run_one(suite, cell, directory, suite.cell_timeout, keep_runs)
+        durations.append(time.perf_counter() - started)
+        ran.append(cell.id)
+        if result["status"] == "ok":
+            metric = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k in ("accuracy", "f1"))
+            progress(f"  ok in {_duration(durations[-1])}: peak {result['memory']['peak_bytes'] / 2**20:.0f} MiB"
+                     f"{', ' + metric if metric else ''}")
+        else:
+            failed.append(cell.id)
+            progress(f"  failed: {result['error']}")
+    return BenchOutcome(directory, ran, [c.id for c in skipped], failed)

@@ -110,6 +110,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         dataloader_num_workers=t.dataloader_num_workers,
         report_to=[],
+        disable_tqdm=False,  # transformers hides the bars when its log level is above WARN, as the CLI sets it
         use_cpu=not torch.cuda.is_available(),
         **distributed.training_kwargs(recipe.distributed),
     )

@@ -89,11 +89,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.output_dir:
         recipe.output_dir = args.output_dir
+    if args.resume:
+        recipe.train.resume = "auto"
     if args.nproc != 1:  # check here once, then run this same command in N processes
-        prepare_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, create=False)
+        if not args.resume:
+            prepare_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, create=False)
         distributed.check_device(recipe.distributed)
         argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else [])]
-        distributed.launch(args.nproc, argv + (["--overwrite"] if args.overwrite else []))
+        argv += ["--overwrite"] if args.overwrite else []
+        distributed.launch(args.nproc, argv + (["--resume"] if args.resume else []))
         return
     result = train(recipe, overwrite=args.overwrite)
     if not distributed.is_main_process():
@@ -219,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(train)
     train.add_argument("--output-dir", help="where to write the run (same as output_dir=…)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last complete checkpoint in the output directory (train.resume=auto)")
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel processes on this machine, started through torchrun (DDP; FSDP / "
                             "DeepSpeed from the recipe's distributed section)")
@@ -264,8 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeftkitError as exc:
         print(f"peftkit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("peftkit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"peftkit: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     return 0
 

@@ -106,6 +106,15 @@ class TrainSection(Section):
     )
     group_by_length: bool = option(True, "batch texts of similar length together to cut padding")
     dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0)
+    resume: Literal["never", "auto"] = option(
+        "never", "auto = continue from the last complete checkpoint in output_dir (`train --resume`)"
+    )
+    auto_find_batch_size: bool = option(
+        False, "on GPU out-of-memory halve train.batch_size and retry (accelerate's find_executable_batch_size)"
+    )
+    eval_accumulation_steps: int | None = option(
+        8, "move evaluation outputs to the CPU every N batches, so evaluation memory stays bounded", ge=1
+    )
 
 
 class DistributedSection(Section):

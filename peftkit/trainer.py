@@ -9,14 +9,21 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from peftkit.checkpoints import AtomicCheckpoints
+from peftkit.guards import check_loss
+
 #: ``loss_fn(logits, labels) -> loss``, e.g. class-weighted cross-entropy from a head.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``penalty(model) -> scalar`` added to every training loss, e.g. an L1 term on trainable weights.
 Penalty = Callable[[nn.Module], torch.Tensor]
 
 
-class PeftkitTrainer(Trainer):
-    """A Trainer whose loss can come from the head and carry penalty terms; otherwise HF's own."""
+class PeftkitTrainer(AtomicCheckpoints, Trainer):
+    """A Trainer whose loss can come from the head and carry penalty terms; otherwise HF's own.
+
+    Checkpoints are written atomically (see peftkit.checkpoints); a NaN / inf loss stops the run
+    before the optimizer step (peftkit.guards).
+    """
 
     def __init__(self, *args: Any, loss_fn: LossFn | None = None, penalties: Sequence[Penalty] = (),
                  **kwargs: Any) -> None:
@@ -37,3 +44,8 @@ class PeftkitTrainer(Trainer):
             for penalty in self.penalties:
                 loss = loss + penalty(model)
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        check_loss(loss, self.state, self.args.output_dir)
+        return loss

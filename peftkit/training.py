@@ -15,8 +15,10 @@ from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from peftkit import distributed
+from peftkit.checkpoints import resume_point
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
+from peftkit.guards import InterruptGuard, out_of_memory_hint
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modelcard import write_model_card
@@ -109,6 +111,8 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         fp16=t.precision == "fp16",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         dataloader_num_workers=t.dataloader_num_workers,
+        auto_find_batch_size=t.auto_find_batch_size,
+        eval_accumulation_steps=t.eval_accumulation_steps,
         report_to=[],
         disable_tqdm=False,  # transformers hides the bars when its log level is above WARN, as the CLI sets it
         use_cpu=not torch.cuda.is_available(),
@@ -198,12 +202,23 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
     elif overrides:
         raise PeftkitError("overrides apply to a recipe name or file, not to a Recipe object; edit it instead")
     output_dir = Path(recipe.output_dir or "runs/run")
-    prepare_output_dir(output_dir, overwrite, create=distributed.is_main_process())
+    t = recipe.train
+    checkpoint = resume_point(output_dir, output_dir / CHECKPOINTS_DIR, t.resume, overwrite,
+                              clean=distributed.is_main_process())
+    if checkpoint is None:
+        prepare_output_dir(output_dir, overwrite, create=distributed.is_main_process())
     prepared = build_trainer(recipe, output_dir)
     trainer, tokenized = prepared.trainer, prepared.tokenized
     recipe.task.labels = prepared.label_names
+    interrupt = InterruptGuard()
+    trainer.add_callback(interrupt)
     started = time.perf_counter()
-    train_output = trainer.train()
+    try:
+        with out_of_memory_hint(t.batch_size, t.grad_accum, recipe.data.max_length):
+            train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        interrupt.restore()
+    interrupt.raise_if_interrupted(trainer.state, output_dir / CHECKPOINTS_DIR)
     train_seconds = time.perf_counter() - started
     test = split_metrics(trainer.evaluate(tokenized["test"], metric_key_prefix="test"), "test")
     test.update(prepared.head.samples(trainer.model, trainer.processing_class, prepared.splits["test"],

@@ -127,6 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from peftkit.preprocess import apply_texts
     from peftkit.run import load_run
 
     texts = list(args.texts)
@@ -143,7 +144,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise PeftkitError("predict: no text given (pass texts as arguments or --file with one text per line)")
     run = load_run(args.run)
     predictions = run.head.predict(
-        run.model, run.tokenizer, texts, run.label_names, args.batch_size, run.recipe.data.max_length
+        run.model, run.tokenizer, apply_texts(run.recipe.preprocess, texts), run.label_names, args.batch_size,
+        run.recipe.data.max_length,
     )
     for prediction in predictions:
         print(json.dumps(prediction, ensure_ascii=False) if args.json else run.head.format_prediction(prediction))

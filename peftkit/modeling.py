@@ -16,6 +16,7 @@ from peftkit import catalog
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.recipe import ModelSection, QuantizationSection
+from peftkit.regularization import dropout_kwargs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,6 +118,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         quantization_config=quantization_config(quantization),
         output_loading_info=True,
         **head.model_kwargs(label_names),
+        **dropout_kwargs(model, source),
     )
     if path is None and model.revision:
         kwargs["revision"] = model.revision

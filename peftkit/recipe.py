@@ -10,7 +10,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationError
 
+from peftkit import augment, preprocess
+from peftkit.augment import AugmentSection
 from peftkit.errors import PeftkitError, did_you_mean
+from peftkit.preprocess import PreprocessSection
 from peftkit.registry import HEADS, METHODS
 from peftkit.schema import HeadConfig, MethodConfig, Section, option
 
@@ -22,6 +25,16 @@ class ModelSection(Section):
     dtype: DType = option("float32", "dtype the base weights are loaded in (quantized layers aside)")
     trust_remote_code: bool = option(False, "run code shipped with a hub model; only for sources you trust")
     revision: str | None = option(None, "hub revision (branch, tag or commit) of a hub model")
+    hidden_dropout: float | None = option(
+        None, "dropout between layers (hidden_dropout_prob, dropout, resid_pdrop … by architecture); empty = "
+        "the model's own", ge=0, lt=1
+    )
+    attention_dropout: float | None = option(
+        None, "dropout on attention probabilities; empty = the model's own", ge=0, lt=1
+    )
+    classifier_dropout: float | None = option(
+        None, "dropout before the classification layer; empty = the model's own", ge=0, lt=1
+    )
     random_init: bool = option(
         False, "random weights from the model's config instead of its checkpoint (memory / speed benchmarks)"
     )
@@ -82,7 +95,17 @@ class TrainSection(Section):
     scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
     ] = option("linear", "learning-rate schedule after warm-up (transformers' schedulers)")
+    scheduler_options: dict[str, float] = option(
+        {}, "schedule arguments: num_cycles (cosine, cosine_with_restarts), power and lr_end (polynomial)"
+    )
     weight_decay: float = option(0.01, "decoupled weight decay (L2) of the AdamW family", ge=0)
+    layerwise_lr_decay: float | None = option(
+        None, "layer-wise LR decay d: layer i of N (0-based) learns at lr × d^(N−i), embeddings at lr × d^(N+1), "
+        "the head at lr; empty = one rate", gt=0, le=1
+    )
+    l1: float = option(0.0, "L1 penalty: adds l1 × Σ|w| over trainable weight matrices to the training loss", ge=0)
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (Trainer's label_smoothing_factor)",
+                                    ge=0, lt=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 disables it", ge=0)
     seed: int = option(42, "seed set before the model, adapter and head are initialised")
     eval_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to evaluate on the validation split")
@@ -140,6 +163,10 @@ class Recipe(Section):
     data: DataSection = option(DataSection(), "where the examples come from and how they are split")
     train: TrainSection = option(TrainSection(), "optimisation and evaluation settings")
     distributed: DistributedSection = option(DistributedSection(), "multi-process settings (`train --nproc N`)")
+    preprocess: PreprocessSection = option(
+        PreprocessSection(), "text cleaning applied at training and predict time; a plain list = its steps"
+    )
+    augment: AugmentSection = option(AugmentSection(), "augmentation of the training split")
     output_dir: str | None = option(None, "where the run is written; empty = runs/<recipe name>")
 
     def to_yaml(self) -> str:
@@ -153,6 +180,8 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataSection,
     "train": TrainSection,
     "distributed": DistributedSection,
+    "preprocess": PreprocessSection,
+    "augment": AugmentSection,
 }
 
 
@@ -287,6 +316,8 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     task_raw = _shorthand(raw.pop("task", None), "head") or {}
     if "quantization" in raw:
         raw["quantization"] = _shorthand(raw["quantization"], "mode")
+    if isinstance(raw.get("preprocess"), list):
+        raw["preprocess"] = {"steps": raw["preprocess"]}
     for name in ("method", "task"):
         value = method_raw if name == "method" else task_raw
         if not isinstance(value, dict):
@@ -333,6 +364,7 @@ def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
             f"{source}: 'train.early_stopping_patience' needs train.save_strategy equal to train.eval_strategy "
             f"({recipe.train.save_strategy} vs {recipe.train.eval_strategy})"
         )
+    check_techniques(recipe, source)
     dist = recipe.distributed
     if dist.fsdp and dist.deepspeed:
         raise PeftkitError(f"{source}: 'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
@@ -353,6 +385,29 @@ def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
         raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
     if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
+
+
+SCHEDULER_OPTIONS = {
+    "cosine": {"num_cycles"}, "cosine_with_restarts": {"num_cycles"}, "polynomial": {"power", "lr_end"}
+}
+
+
+def check_techniques(recipe: Recipe, source: str = "recipe") -> None:
+    """Refuse schedule arguments, label smoothing, preprocessing and augmentation settings that cannot apply."""
+    train = recipe.train
+    allowed = SCHEDULER_OPTIONS.get(train.scheduler, set())
+    for key in train.scheduler_options:
+        if key not in allowed:
+            takes = f"takes {', '.join(sorted(allowed))}" if allowed else "takes none"
+            raise PeftkitError(f"{source}: 'train.scheduler_options.{key}': scheduler {train.scheduler} {takes}")
+    if train.label_smoothing and (getattr(recipe.task, "multi_label", False)
+                                  or getattr(recipe.task, "class_weights", "none") != "none"):
+        raise PeftkitError(
+            f"{source}: 'train.label_smoothing' works with the single-label cross-entropy only, not with "
+            "task.multi_label or task.class_weights"
+        )
+    preprocess.check(recipe.preprocess, source)
+    augment.check(recipe.augment, source)
 
 
 def _looks_like_path(value: str) -> bool:

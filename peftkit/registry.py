@@ -95,3 +95,5 @@ class Registry(Generic[T]):
 
 HEADS: Registry = Registry("head", "peftkit.heads", "peftkit.heads")
 METHODS: Registry = Registry("method", "peftkit.methods", "peftkit.methods")
+#: Text augmentation operations ``(text, ctx) -> text`` (`augment.ops`), e.g. a back-translation plug-in.
+AUGMENTERS: Registry = Registry("augmenter", "peftkit.augment", "peftkit.augmenters")

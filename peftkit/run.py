@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from peftkit import preprocess
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
@@ -71,6 +72,7 @@ def evaluate_run(directory: str | Path) -> dict[str, Any]:
     """Metrics of a saved run on its recipe's test split (rebuilt deterministically)."""
     run = load_run(directory)
     splits, _ = load_splits(run.recipe.data, run.head, run.label_names)
+    splits = preprocess.apply(splits, run.recipe.preprocess, skip=(run.head.label_field,))
     label2id = {name: i for i, name in enumerate(run.label_names)}
     test = run.head.tokenize(splits["test"], run.tokenizer, run.recipe.data.max_length, label2id)
     args = TrainingArguments(
@@ -105,4 +107,5 @@ def predict(directory: str | Path, texts: list[str], batch_size: int = 32) -> li
     if not texts:
         raise PeftkitError("predict: no text given (pass texts as arguments or --file with one text per line)")
     run = load_run(directory)
+    texts = preprocess.apply_texts(run.recipe.preprocess, texts)
     return run.head.predict(run.model, run.tokenizer, texts, run.label_names, batch_size, run.recipe.data.max_length)

@@ -14,6 +14,8 @@ from peftkit.guards import check_loss
 
 #: ``loss_fn(logits, labels) -> loss``, e.g. class-weighted cross-entropy from a head.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``param_groups(model, decay_parameter_names) -> optimizer parameter groups``, e.g. layer-wise learning rates.
+ParamGroups = Callable[[nn.Module, Sequence[str]], list[dict[str, Any]]]
 #: ``penalty(model) -> scalar`` added to every training loss, e.g. an L1 term on trainable weights.
 Penalty = Callable[[nn.Module], torch.Tensor]
 
@@ -26,10 +28,20 @@ class PeftkitTrainer(AtomicCheckpoints, Trainer):
     """
 
     def __init__(self, *args: Any, loss_fn: LossFn | None = None, penalties: Sequence[Penalty] = (),
-                 **kwargs: Any) -> None:
+                 param_groups: ParamGroups | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.penalties = list(penalties)
+        self.param_groups = param_groups
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """HF's optimizer, over ``param_groups(model, decay_names)`` (each with its own rate) when given."""
+        if self.optimizer is None and self.param_groups is not None:
+            opt_model = self.model if model is None else model
+            cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            groups = self.param_groups(opt_model, self.get_decay_parameter_names(opt_model))
+            self.optimizer_cls_and_kwargs = (cls, {**kwargs, "params": groups})
+        return super().create_optimizer(model)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

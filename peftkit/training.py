@@ -14,7 +14,7 @@ from datasets import DatasetDict
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from peftkit import distributed
+from peftkit import augment, distributed, preprocess
 from peftkit.checkpoints import resume_point
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
@@ -23,8 +23,10 @@ from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modelcard import write_model_card
 from peftkit.modeling import load_base_model, load_tokenizer
+from peftkit.optim import layerwise_groups
 from peftkit.recipe import DataSection, Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
+from peftkit.regularization import l1_penalty
 from peftkit.trainer import PeftkitTrainer
 
 RECIPE_FILE = "recipe.yaml"
@@ -93,6 +95,8 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         learning_rate=t.learning_rate,
         warmup_steps=t.warmup,
         lr_scheduler_type=t.scheduler,
+        lr_scheduler_kwargs=dict(t.scheduler_options),
+        label_smoothing_factor=t.label_smoothing,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
@@ -165,6 +169,11 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
     tokenizer = load_tokenizer(recipe.model)
     splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
+    recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run
+    splits = preprocess.apply(splits, recipe.preprocess, skip=(head.label_field,))
+    if recipe.augment.copies:
+        column = augment.text_column(splits["train"], head.name)
+        splits["train"] = augment.augment(splits["train"], recipe.augment, recipe.train.seed, column)
     label2id = {name: i for i, name in enumerate(label_names)}
     tokenized = DatasetDict({
         name: head.tokenize(part, tokenizer, recipe.data.max_length, label2id) for name, part in splits.items()
@@ -184,6 +193,9 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         compute_metrics=head.compute_metrics(label_names),
         callbacks=callbacks,
         loss_fn=head.loss_fn(label_names, tokenized["train"]),
+        penalties=[l1_penalty(recipe.train.l1)] if recipe.train.l1 else [],
+        param_groups=None if recipe.train.layerwise_lr_decay is None else layerwise_groups(
+            recipe.train.layerwise_lr_decay, args.learning_rate, args.weight_decay),
         **head.trainer_kwargs(),
     )
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming

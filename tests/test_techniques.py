@@ -1,0 +1,290 @@
+"""Recipe techniques: layer-wise LR decay, L1, dropout, label smoothing, schedules, preprocessing, augmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from datasets import Dataset, DatasetDict
+from transformers import LlamaConfig
+
+from peftkit import augment, preprocess
+from peftkit.augment import AugmentContext, AugmentSection
+from peftkit.errors import PeftkitError
+from peftkit.preprocess import Preprocessor, PreprocessSection
+from peftkit.recipe import load_recipe
+from peftkit.registry import AUGMENTERS
+from peftkit.regularization import dropout_overrides
+from peftkit.training import build_trainer
+
+LR = 1e-3
+
+
+def _prepared(write_recipe, tmp_path: Path, **overrides):
+    recipe = load_recipe(write_recipe({"train.learning_rate": LR, **overrides}))
+    return build_trainer(recipe, tmp_path / "out")
+
+
+def _group_lr(optimizer: torch.optim.Optimizer) -> dict[int, float]:
+    return {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_layerwise_lr_decay_gives_each_layer_its_rate(write_recipe, tmp_path: Path, method: str) -> None:
+    prepared = _prepared(write_recipe, tmp_path, **{"method": {"name": method, "target_modules": ["query", "value"]}
+                                                    if method == "lora" else {"name": "full"},
+                                                    "train.layerwise_lr_decay": 0.5})
+    model = prepared.trainer.model
+    rates = _group_lr(prepared.trainer.create_optimizer())
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert set(rates) == {id(p) for p in trainable.values()}  # every trainable weight, once
+    n = 6  # MiniLM-L6
+    exponents = set()
+    for name, parameter in trainable.items():
+        if ".layer." in name:
+            exponent = n - int(name.split(".layer.")[1].split(".")[0])
+        elif "embeddings" in name:
+            exponent = n + 1
+        else:
+            exponent = 0  # pooler and classification head
+        assert rates[id(parameter)] == pytest.approx(LR * 0.5**exponent), name
+        exponents.add(exponent)
+    assert exponents == ({0, 1, 2, 3, 4, 5, 6, 7} if method == "full" else {0, 1, 2, 3, 4, 5, 6})
+    # weight decay stays off biases and LayerNorm in every depth's groups
+    groups = prepared.trainer.optimizer.param_groups
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.01}
+
+
+def test_without_layerwise_decay_every_group_has_the_base_rate(write_recipe, tmp_path: Path) -> None:
+    rates = _group_lr(_prepared(write_recipe, tmp_path).trainer.create_optimizer())
+    assert set(rates.values()) == {LR}
+
+
+def test_l1_adds_its_penalty_to_the_training_loss(write_recipe, tmp_path: Path) -> None:
+    plain = _prepared(write_recipe, tmp_path).trainer
+    penalised = _prepared(write_recipe, tmp_path, **{"train.l1": 1e-4}).trainer
+    batch = plain.data_collator([plain.train_dataset[i] for i in range(8)])
+    plain.model.train()
+    penalised.model.train()
+    torch.manual_seed(0)
+    base = plain.compute_loss(plain.model, dict(batch))
+    torch.manual_seed(0)
+    with_l1 = penalised.compute_loss(penalised.model, dict(batch))
+    weights = [p for p in penalised.model.parameters() if p.requires_grad and p.dim() >= 2]
+    expected = 1e-4 * sum(p.abs().sum() for p in weights)
+    assert with_l1.item() > base.item()
+    assert (with_l1 - base).item() == pytest.approx(expected.item(), rel=1e-4)
+    penalised.model.eval()  # evaluation losses stay comparable: no penalty there
+    plain.model.eval()
+    assert penalised.compute_loss(penalised.model, dict(batch)).item() == pytest.approx(
+        plain.compute_loss(plain.model, dict(batch)).item(), rel=1e-5)
+
+
+def test_dropout_overrides_reach_the_model(write_recipe, tmp_path: Path) -> None:
+    model = _prepared(write_recipe, tmp_path, **{
+        "model.hidden_dropout": 0.3, "model.attention_dropout": 0.2, "model.classifier_dropout": 0.4,
+        "method": {"name": "full"},
+    }).trainer.model
+    assert (model.config.hidden_dropout_prob, model.config.attention_probs_dropout_prob,
+            model.config.classifier_dropout) == (0.3, 0.2, 0.4)
+    assert model.dropout.p == 0.4
+    assert model.bert.encoder.layer[0].output.dropout.p == 0.3
+
+
+def test_dropout_override_the_architecture_lacks_is_named() -> None:
+    with pytest.raises(PeftkitError, match=r"'model.hidden_dropout': the llama config has no such dropout"):
+        dropout_overrides(LlamaConfig(), {"hidden_dropout": 0.1})
+    assert dropout_overrides(LlamaConfig(), {"attention_dropout": 0.1, "hidden_dropout": None}) == {
+        "attention_dropout": 0.1}
+
+
+def test_label_smoothing_changes_the_loss(write_recipe, tmp_path: Path) -> None:
+    plain = _prepared(write_recipe, tmp_path).trainer
+    smoothed = _prepared(write_recipe, tmp_path, **{"train.label_smoothing": 0.2}).trainer
+    assert smoothed.args.label_smoothing_factor == 0.2 and smoothed.label_smoother is not None
+    batch = plain.data_collator([plain.train_dataset[i] for i in range(8)])
+    for trainer in (plain, smoothed):
+        trainer.model.eval()
+        with torch.no_grad():  # confident logits, so smoothing visibly changes the loss
+            for name, parameter in trainer.model.named_parameters():
+                if "classifier" in name and parameter.requires_grad:
+                    parameter.mul_(100)
+    logits = plain.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    expected = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=0.2)
+    assert smoothed.compute_loss(smoothed.model, dict(batch)).item() == pytest.approx(expected.item(), rel=1e-5)
+    unsmoothed = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    assert plain.compute_loss(plain.model, dict(batch)).item() == pytest.approx(unsmoothed.item(), rel=1e-5)
+    assert abs(expected.item() - unsmoothed.item()) > 1e-3
+
+
+def test_label_smoothing_refused_with_class_weights(write_recipe) -> None:
+    path = write_recipe({"train.label_smoothing": 0.1, "task": {"head": "classification", "class_weights": "balanced"}})
+    with pytest.raises(PeftkitError, match=r"'train.label_smoothing' works with the single-label cross-entropy only"):
+        load_recipe(path)
+
+
+def _lr_curve(write_recipe, tmp_path: Path, steps: int = 20, **overrides) -> list[float]:
+    trainer = _prepared(write_recipe, tmp_path, **overrides).trainer
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    curve = []
+    for _ in range(steps):
+        curve.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    return curve
+
+
+def test_schedules_with_warmup_and_options(write_recipe, tmp_path: Path) -> None:
+    restarts = _lr_curve(write_recipe, tmp_path, **{
+        "train.scheduler": "cosine_with_restarts", "train.scheduler_options": {"num_cycles": 2}, "train.warmup": 4})
+    assert restarts[:5] == pytest.approx([0, LR / 4, LR / 2, 3 * LR / 4, LR])  # 4 warm-up steps
+    rises = [i for i in range(1, 20) if restarts[i] > restarts[i - 1] and i > 4]
+    assert rises == [12]  # the second cosine cycle restarts half-way through the 16 decay steps
+    constant = _lr_curve(write_recipe, tmp_path, **{"train.scheduler": "constant_with_warmup", "train.warmup": 0.1})
+    assert constant[:2] == pytest.approx([0, LR / 2]) and set(constant[2:]) == {LR}
+    poly = _lr_curve(write_recipe, tmp_path, **{
+        "train.scheduler": "polynomial", "train.scheduler_options": {"power": 2.0, "lr_end": 0.0}, "train.warmup": 0})
+    assert poly[10] == pytest.approx(LR * (1 - 10 / 20) ** 2)
+
+
+def test_scheduler_option_the_schedule_does_not_take_is_refused(write_recipe) -> None:
+    path = write_recipe({"train.scheduler": "linear", "train.scheduler_options": {"power": 2}})
+    with pytest.raises(PeftkitError, match=r"'train.scheduler_options.power': scheduler linear takes none"):
+        load_recipe(path)
+
+
+def test_preprocess_steps_transform_text() -> None:
+    def run(steps: list[str], text: str, **kwargs) -> str:
+        return Preprocessor(PreprocessSection(steps=steps, **kwargs))(text)
+
+    assert run(["strip_html"], "<p>Great&nbsp;<b>film</b></p><script>x()</script>!") == "Great film !"
+    assert run(["fullwidth_to_halfwidth"], "ＡＢＣ１２３，好！\u3000ok") == "ABC123,好! ok"
+    assert run(["nfkc"], "ﬁlm ①") == "film 1"
+    assert run(["lowercase"], "GREAT Film") == "great film"
+    assert run(["mask_urls"], "see https://x.org/a?b=1. now") == "see [URL]. now"
+    assert run(["mask_emails"], "mail me: a.b+c@mail.example.com") == "mail me: [EMAIL]"
+    assert run(["remove_stopwords"], "The film is a joy.") == "film joy."
+    assert run(["remove_stopwords"], "the film is fun", stopwords=["fun"]) == "the film is"
+    assert run(["strip_html", "lowercase", "mask_urls"], "<i>SEE</i> www.A.com") == "see [URL]"
+
+
+def test_segment_zh_splits_chinese_words() -> None:
+    pytest.importorskip("jieba")
+    segmented = Preprocessor(PreprocessSection(steps=["segment_zh"]))("我喜欢这部电影")
+    assert " " in segmented and segmented.replace(" ", "") == "我喜欢这部电影"
+    cleaned = Preprocessor(PreprocessSection(steps=["segment_zh", "remove_stopwords"]))("我们喜欢这部电影")
+    assert "我们" not in cleaned.split()
+
+
+def test_preprocess_maps_text_and_word_columns_but_not_labels() -> None:
+    section = PreprocessSection(steps=["lowercase"])
+    splits = DatasetDict({"train": Dataset.from_dict({"text": ["GOOD Film"], "label": ["POS"]})})
+    out = preprocess.apply(splits, section, skip=("label",))
+    assert out["train"][0] == {"text": "good film", "label": "POS"}
+    words = DatasetDict({"train": Dataset.from_dict({"tokens": [["ALICE", "Runs"]], "tags": [["B-PER", "O"]]})})
+    assert preprocess.apply(words, section, skip=("tags",))["train"][0] == {
+        "tokens": ["alice", "runs"], "tags": ["B-PER", "O"]}
+    with pytest.raises(PeftkitError, match="remove_stopwords adds or drops words, which would misalign"):
+        preprocess.apply(words, PreprocessSection(steps=["remove_stopwords"]), skip=("tags",))
+
+
+def test_unknown_preprocess_step_is_named(write_recipe) -> None:
+    with pytest.raises(PeftkitError, match=r"'preprocess.steps.0': input should be 'strip_html'"):
+        load_recipe(write_recipe({"preprocess": ["lowercse"]}))
+
+
+def test_preprocessing_is_saved_with_the_run_and_applied_at_predict_time(write_recipe, tmp_path: Path) -> None:
+    from peftkit.run import predict
+    from peftkit.training import train
+
+    stopwords = tmp_path / "stop.txt"
+    stopwords.write_text("really\nquite\n", encoding="utf-8")
+    path = write_recipe({"preprocess": {"steps": ["strip_html", "lowercase", "remove_stopwords"],
+                                        "stopwords": str(stopwords)}, "train.max_steps": 10})
+    result = train(path)
+    saved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    assert saved["preprocess"]["stopwords"] == ["really", "quite"]  # inline: the run needs no other file
+    stopwords.unlink()
+    raw = predict(result.output_dir, ["<b>The PLOT was really GREAT</b>", "The acting was QUITE awful"])
+    clean = predict(result.output_dir, ["the plot was great", "the acting was awful"])
+    assert raw == clean  # same cleaned text, same probability
+    assert raw[0]["text"] == "the plot was great"
+
+
+def test_augment_adds_seeded_copies(tmp_path: Path) -> None:
+    synonyms = tmp_path / "syn.txt"
+    synonyms.write_text("good, great, fine\nfilm movie\n很好 不错\n", encoding="utf-8")
+    rows = Dataset.from_dict({"text": ["a good film with a fine cast", "电影很好看", "dull"],
+                              "label": ["pos", "pos", "neg"]})
+    section = AugmentSection(copies=3, prob=0.3, synonyms=str(synonyms))
+    out = augment.augment(rows, section, seed=1, column="text")
+    assert len(out) == 3 * 4
+    assert out["text"][:3] == rows["text"]  # originals kept
+    assert sorted(out["label"]) == sorted(["pos"] * 8 + ["neg"] * 4)
+    assert out["text"] == augment.augment(rows, section, seed=1, column="text")["text"]  # reproducible
+    assert out["text"] != augment.augment(rows, section, seed=2, column="text")["text"]
+    assert len(set(out["text"])) > 3
+
+
+def test_augment_operations() -> None:
+    import random
+
+    table = augment.read_synonyms(None) | {"good": ["great"], "great": ["good"], "很好": ["不错"]}
+
+    def ctx(prob: float = 0.5) -> AugmentContext:
+        return AugmentContext(random.Random(0), prob, table)
+
+    assert augment.synonym("a good film", ctx(1.0)) == "a great film"
+    assert augment.synonym("Good, fine.", ctx(1.0)) == "great, fine."
+    assert augment.synonym("电影很好看", ctx(1.0)) == "电影不错看"  # substrings of unsegmented Chinese
+    assert augment.synonym("goodness", ctx(1.0)) == "goodness"  # whole words only
+    swapped = augment.swap("one two three four", ctx())
+    assert sorted(swapped.split()) == ["four", "one", "three", "two"] and swapped != "one two three four"
+    six = "one two three four five six"
+    assert 1 <= len(augment.delete(six, ctx()).split()) < 6
+    assert augment.delete("alone", ctx(0.99)) == "alone"
+    inserted = augment.insert("a good film", ctx())
+    assert len(inserted.split()) == 5 and "great" in inserted.split()
+    chars = augment.swap("我喜欢这部电影", ctx())
+    assert " " not in chars and sorted(chars) == sorted("我喜欢这部电影")  # characters of Chinese text
+
+
+def test_augmentation_touches_the_training_split_only(write_recipe, tmp_path: Path) -> None:
+    plain = _prepared(write_recipe, tmp_path).tokenized
+    augmented = _prepared(write_recipe, tmp_path, **{"augment": {"copies": 2, "ops": ["swap", "delete"]}}).tokenized
+    assert len(augmented["train"]) == 3 * len(plain["train"])
+    for split in ("validation", "test"):
+        assert augmented[split]["input_ids"] == plain[split]["input_ids"]
+
+
+def test_augmenter_plugin_point(write_recipe) -> None:
+    def shout(text: str, ctx: AugmentContext) -> str:
+        return text.upper()
+
+    AUGMENTERS.register("test-shout", origin="test")(shout)
+    try:
+        rows = Dataset.from_dict({"text": ["quiet words"], "label": ["x"]})
+        out = augment.augment(rows, AugmentSection(copies=1, ops=["test-shout"]), seed=0, column="text")
+        assert out["text"] == ["quiet words", "QUIET WORDS"]
+    finally:
+        AUGMENTERS._items.pop("test-shout")
+    with pytest.raises(PeftkitError, match=r"'augment.ops': unknown augmenter 'swp'; did you mean 'swap'"):
+        load_recipe(write_recipe({"augment": {"copies": 1, "ops": ["swp"]}}))
+
+
+def test_augment_refused_for_word_list_heads() -> None:
+    words = Dataset.from_dict({"tokens": [["a"]], "tags": [["O"]]})
+    with pytest.raises(PeftkitError, match=r"task.head 'ner' has no free-text column to augment"):
+        augment.text_column(words, "ner")
+
+
+def test_options_are_documented() -> None:
+    from peftkit.recipe import describe_options
+
+    keys = {key for key, _, _ in describe_options()}
+    assert {"train.layerwise_lr_decay", "train.l1", "train.label_smoothing", "model.hidden_dropout",
+            "preprocess.steps", "augment.copies", "augment.prob"} <= keys
+    assert json.loads(dict((k, d) for k, d, _ in describe_options())["augment.copies"]) == 0

@@ -151,6 +151,28 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(prediction, ensure_ascii=False) if args.json else run.head.format_prediction(prediction))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from peftkit.export import export_run
+
+    report = export_run(
+        args.run, args.out, mode="adapter" if args.adapter_only else "merge", dtype=args.dtype,
+        requantize_to=args.requantize, tolerance=args.tolerance, samples=args.samples,
+        max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+    )
+    parity = report["parity"]
+    verdict = f"within tolerance {parity['tolerance']:g}" if parity["checked"] else "report only"
+    print(
+        f"parity on {parity['compared']} test items: max |Δlogit| {parity['max_abs_logit_diff']:.2e}, "
+        f"mean {parity['mean_abs_logit_diff']:.2e}, prediction agreement {parity['prediction_agreement']:.4f} "
+        f"({verdict})"
+    )
+    if report["requantized"]:
+        q = report["requantized"]
+        print(f"re-quantized to {q['mode']}: weights {q['bytes_before']:,} → {q['bytes_after']:,} bytes; "
+              "loading it needs bitsandbytes")
+    print(f"exported {report['mode']} model to {args.out} ({report['weights_bytes']:,} bytes of weights)")
+
+
 def cmd_heads(args: argparse.Namespace) -> None:
     from peftkit.registry import HEADS
 
@@ -240,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    export = verb("export", cmd_export, "export a run: merged weights plain transformers loads, or its adapter")
+    export.add_argument("run", help="run directory")
+    export.add_argument("--out", required=True, help="directory to create (written whole or not at all)")
+    what = export.add_mutually_exclusive_group()
+    what.add_argument("--merge", action="store_true", help="merge the adapter into the base (the default)")
+    what.add_argument("--adapter-only", action="store_true", help="a clean peft adapter + head, no base weights")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the merged weights (default: the run's model.dtype); a 4-/8-bit base is "
+                             "de-quantized into it")
+    export.add_argument("--requantize", choices=["4bit", "8bit"],
+                        help="re-quantize the merged weights with bitsandbytes (smaller; costs accuracy, "
+                             "measured in the parity report; loading needs bitsandbytes)")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |logit difference| allowed for an fp32 merge of an fp32 run")
+    export.add_argument("--samples", type=int, default=64, help="test examples in the parity check")
+    export.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 500MB")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     verb("heads", cmd_heads, "list the registered task heads")
     methods = verb("methods", cmd_methods, "list the fine-tuning methods and what they support")
     methods.add_argument("--model", help="also count trainable parameters on this model (catalogue name or path)")

@@ -1,0 +1,80 @@
+"""The model card (README.md) of an exported directory: what it is, how it scored, parity, how to load it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peftkit.recipe import Recipe
+from peftkit.registry import HEADS
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
+
+
+def _table(rows: dict[str, Any]) -> str:
+    return "\n".join(
+        f"| {k} | {_format(v)} |" for k, v in rows.items() if not isinstance(v, (list, dict)) and k not in TIMING_KEYS
+    )
+
+
+def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
+                      report: dict[str, Any]) -> None:
+    """Write README.md into ``directory`` (the staged export that becomes ``out``)."""
+    auto = HEADS.get(recipe.task.head).auto_class.__name__
+    merged = report["mode"] == "merge"
+    parity = report["parity"]
+    check = (f"checked against tolerance {parity['tolerance']:g}: passed" if parity["checked"]
+             else "report only (weights de-quantized, re-quantized or cast)")
+    if merged:
+        needs = " (needs bitsandbytes: the weights are re-quantized)" if report["requantized"] else ""
+        load = (f"from transformers import {auto}, AutoTokenizer\n"
+                f"model = {auto}.from_pretrained(\"{out}\")\n"
+                f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
+        what = f"the adapter merged into the {report['merged_into']}; plain transformers loads it{needs}"
+    else:
+        load = (f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
+                f"base = {auto}.from_pretrained(\"{recipe.model.name}\""
+                f"{f', num_labels={len(recipe.task.labels)}' if recipe.task.labels else ''})\n"
+                f"model = PeftModel.from_pretrained(base, \"{out}\")\n"
+                f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
+        what = "the peft adapter and the trained task head (base model not included)"
+    card = f"""---
+library_name: {"transformers" if merged else "peft"}
+base_model: {recipe.model.name}
+tags: [peftkit, {recipe.method.name}, {recipe.task.head}, {"merged" if merged else "adapter"}]
+---
+# {out.name}
+
+Exported with `peftkit export` from the run `{report["run"]}`: {what}.
+
+- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: {recipe.quantization.mode}); \
+exported in {report["dtype"]}
+- method: `{recipe.method.name}`
+- task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels) or "none"} (in config.json as id2label)
+- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
+
+## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
+| metric | value |
+|---|---|
+{_table(metrics.get("test", {}))}
+
+## Parity (export_report.json)
+The run's adapter model and this export, reloaded from disk, on {parity["compared"]} test items; {check}.
+
+| figure | value |
+|---|---|
+{_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
+
+## Load it
+```python
+{load}
+```
+"""
+    (directory / "README.md").write_text(card, encoding="utf-8")

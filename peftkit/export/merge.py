@@ -1,0 +1,186 @@
+"""`peftkit export`: a run → merged full weights plain transformers loads, or a clean adapter; parity-checked."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from peft import PeftModel
+from torch import nn
+
+from peftkit.errors import PeftkitError
+from peftkit.export.atomic import check_destination, staged_directory
+from peftkit.export.card import write_export_card
+from peftkit.export.parity import compare, logits_of, sample_batches
+from peftkit.heads.base import Head
+from peftkit.methods.base import BaseBuilder, Method, PeftMethod
+from peftkit.modeling import DTYPES, load_base_model, load_tokenizer, quantization_config
+from peftkit.recipe import QuantizationSection, Recipe
+from peftkit.registry import HEADS, METHODS
+from peftkit.run import load_run, read_run_recipe, saved_metrics
+
+REPORT_FILE = "export_report.json"
+Mode = Literal["merge", "adapter"]
+
+
+def check_mergeable(head: Head) -> None:
+    """A merged export is loaded by a transformers Auto class; a head built on anything else cannot be."""
+    auto = head.auto_class
+    if auto is None or not getattr(auto, "__module__", "").startswith("transformers"):
+        name = getattr(auto, "__name__", auto)
+        raise PeftkitError(
+            f"task.head '{head.name}': its model class {name} is not a transformers Auto class, so a merged "
+            "export could not be loaded without peftkit; export it with --adapter-only"
+        )
+
+
+def dequantized_builder(recipe: Recipe, head: Head, dtype: str) -> BaseBuilder:
+    """Builds the run's base in ``dtype``; a quantized base is loaded as trained, then de-quantized.
+
+    De-quantizing the trained 4-/8-bit weights (not reloading the original ones) keeps the merged model
+    equal to what the adapter was trained against.
+    """
+    model_section = recipe.model.model_copy(update={"dtype": dtype})
+
+    def build(path: str | None = None) -> nn.Module:
+        model, _ = load_base_model(model_section, recipe.quantization, head, recipe.task.labels, path=path)
+        if getattr(model, "is_quantized", False):
+            model = model.dequantize().to(DTYPES[dtype])
+        return model
+
+    return build
+
+
+def run_builder(recipe: Recipe, head: Head) -> BaseBuilder:
+    """Builds the run's base exactly as it was trained (quantized or not)."""
+
+    def build(path: str | None = None) -> nn.Module:
+        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path)
+        return model
+
+    return build
+
+
+def merged_model(model: nn.Module, method: Method) -> nn.Module:
+    """The adapter folded into the base weights (peft's ``merge_and_unload``); other models as they are."""
+    if not isinstance(model, PeftModel):
+        return model
+    try:
+        return model.merge_and_unload()
+    except (AttributeError, ValueError, NotImplementedError) as exc:
+        raise PeftkitError(
+            f"method {method.name}: its adapter cannot be merged into the base ({exc}); use --adapter-only"
+        ) from None
+
+
+def requantize(directory: Path, head: Head, mode: str, trained: QuantizationSection, max_shard_size: str) -> None:
+    """Replace the merged weights in ``directory`` by a bitsandbytes ``mode`` copy (settings of the run's own
+    quantization when it had one)."""
+    section = trained.model_copy(update={"mode": mode}) if trained.mode != "none" else QuantizationSection(mode=mode)
+    model = head.auto_class.from_pretrained(directory, quantization_config=quantization_config(section))
+    for weights in [*directory.glob("model*.safetensors"), *directory.glob("model.safetensors.index.json")]:
+        weights.unlink()
+    model.save_pretrained(directory, max_shard_size=max_shard_size)
+
+
+def weights_bytes(directory: Path) -> int:
+    """Total size of the safetensors files in ``directory``."""
+    return sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+
+
+def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype: str | None = None,
+               requantize_to: str | None = None, tolerance: float = 1e-4, samples: int = 64,
+               max_shard_size: str = "2GB", overwrite: bool = False) -> dict[str, Any]:
+    """Export a run to ``out`` and return its parity report (also written to ``out/export_report.json``).
+
+    ``mode="merge"``: the adapter merged into the base (de-quantized first for 4-/8-bit runs), saved as
+    sharded safetensors that ``AutoModelFor<Task>.from_pretrained`` loads alone. ``mode="adapter"``: the
+    peft adapter and head. The exported model is reloaded and compared with the run's adapter model on
+    ``samples`` test examples; the export fails if the difference exceeds ``tolerance`` where an exact
+    match is expected (fp32 merge from an fp32 base, adapter-only), else the figure is reported.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    recipe = read_run_recipe(run_dir)
+    check_destination(out, overwrite, protected=run_dir)
+    metrics = saved_metrics(run_dir)
+    head: Head = HEADS.get(recipe.task.head)(recipe.task)
+    method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    dtype = dtype or recipe.model.dtype
+    if dtype not in DTYPES:
+        raise PeftkitError(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+    if tolerance < 0:
+        raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
+    if mode == "merge":
+        check_mergeable(head)
+    elif requantize_to or dtype != recipe.model.dtype:
+        raise PeftkitError("--adapter-only exports the adapter as trained; --dtype and --requantize need --merge")
+    elif not isinstance(method, PeftMethod):
+        raise PeftkitError(f"--adapter-only: the run uses method {method.name}, which has no adapter; use --merge")
+
+    tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+    batches = sample_batches(recipe, head, tokenizer, samples)
+    run = load_run(run_dir)
+    reference = logits_of(run.model, batches)
+    quantized = recipe.quantization.mode != "none"
+    exact = mode == "adapter" or (not quantized and not requantize_to and dtype == recipe.model.dtype == "float32")
+    with staged_directory(out, overwrite) as staging:
+        if mode == "merge":
+            model = run.model if not quantized and dtype == recipe.model.dtype else None
+            run = None
+            gc.collect()
+            if model is None:
+                model = method.load(run_dir, dequantized_builder(recipe, head, dtype))
+            model = merged_model(model, method)
+            model.save_pretrained(staging, max_shard_size=max_shard_size)
+            merged_bytes = weights_bytes(staging)
+            del model
+            gc.collect()
+            if requantize_to:
+                requantize(staging, head, requantize_to, recipe.quantization, max_shard_size)
+                exported = head.auto_class.from_pretrained(staging)
+            else:
+                exported = head.auto_class.from_pretrained(staging, dtype=DTYPES[dtype])
+        else:
+            run.model.save_pretrained(staging)
+            merged_bytes = weights_bytes(staging)
+            run = None
+            gc.collect()
+            exported = method.load(staging, run_builder(recipe, head))
+        tokenizer.save_pretrained(staging)
+        figures = compare(reference, logits_of(exported, batches))
+        del exported
+        report: dict[str, Any] = {
+            "run": str(run_dir),
+            "mode": mode,
+            "dtype": dtype,
+            "base_quantization": recipe.quantization.mode,
+            "merged_into": None if mode == "adapter" else (
+                f"de-quantized {recipe.quantization.mode} base ({dtype})" if quantized else f"base weights ({dtype})"
+            ),
+            "requantized": None if not requantize_to else {
+                "mode": requantize_to,
+                "bytes_before": merged_bytes,
+                "bytes_after": weights_bytes(staging),
+                "note": "loading needs bitsandbytes; the logit difference below is what re-quantizing costs",
+            },
+            "weights_bytes": weights_bytes(staging),
+            "parity": {
+                **figures,
+                "samples": samples,
+                "tolerance": tolerance if exact else None,
+                "checked": exact,
+                "note": "the run's adapter model vs the export reloaded from disk, on the first test examples "
+                        "(compared counts tokens for token-level heads)"
+                        + ("" if exact else "; report only: de-quantized, re-quantized or cast weights"),
+            },
+        }
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        if exact and figures["max_abs_logit_diff"] > tolerance:
+            raise PeftkitError(
+                f"parity check failed: exported logits differ from the run's by up to "
+                f"{figures['max_abs_logit_diff']:.2e} (tolerance {tolerance:g}); nothing was written"
+            )
+        write_export_card(staging, out, recipe, metrics, report)
+    return report

@@ -1,0 +1,55 @@
+"""Adapter model vs exported model on a fixed sample of the run's test data: logit differences, agreement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from peftkit.data import load_splits
+from peftkit.heads.base import Head
+from peftkit.recipe import Recipe
+
+Batches = list[dict[str, torch.Tensor]]
+
+
+def sample_batches(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase, samples: int,
+                   batch_size: int = 16) -> Batches:
+    """The first ``samples`` rows of the run's test split (rebuilt as at training time), padded in batches."""
+    splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
+    test: Dataset = splits["test"].select(range(min(samples, len(splits["test"]))))
+    label2id = {name: i for i, name in enumerate(label_names)}
+    tokenized = head.tokenize(test, tokenizer, recipe.data.max_length, label2id)
+    inputs = [c for c in tokenized.column_names if c in tokenizer.model_input_names]
+    rows = tokenized.select_columns(inputs).to_list()
+    collate = DataCollatorWithPadding(tokenizer)
+    return [dict(collate(rows[i:i + batch_size])) for i in range(0, len(rows), batch_size)]
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, batches: Batches) -> list[torch.Tensor]:
+    """float32 logits of every batch, on the CPU; token-level logits keep only real (unpadded) tokens."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for batch in batches:
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        if logits.dim() == 3 and "attention_mask" in batch:
+            logits = logits[batch["attention_mask"].bool()]
+        out.append(logits)
+    return out
+
+
+def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> dict[str, Any]:
+    """Max / mean absolute logit difference and argmax agreement (per text, or per token for token heads)."""
+    ref, oth = torch.cat(reference), torch.cat(other)
+    diff = (ref - oth).abs()
+    return {
+        "max_abs_logit_diff": float(diff.max()) if diff.numel() else 0.0,
+        "mean_abs_logit_diff": float(diff.mean()) if diff.numel() else 0.0,
+        "prediction_agreement": float((ref.argmax(-1) == oth.argmax(-1)).float().mean()) if len(ref) else 1.0,
+        "compared": len(ref),
+    }

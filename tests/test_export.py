@@ -1,0 +1,179 @@
+"""Export: merged weights load with transformers alone and match the adapter; QLoRA de-quantized; errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import peftkit
+from peftkit.cli import main
+from peftkit.errors import PeftkitError
+from peftkit.export import export_run
+from peftkit.run import load_run
+
+TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is quite charming"]
+
+
+def tiny_recipe(directory: Path, data: Path, name: str, **sections: Any) -> Path:
+    """A few-step MiniLM sentiment recipe writing its run to ``directory / name``."""
+    recipe: dict[str, Any] = {
+        "model": {"name": "minilm-l6"},
+        "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
+        "task": {"head": "sentiment"},
+        "data": {"source": str(data), "test_size": 40, "validation_size": 8, "max_length": 32},
+        "train": {"max_steps": 8, "batch_size": 16, "learning_rate": 3e-3, "eval_strategy": "no",
+                  "save_strategy": "no", "logging_steps": 4, "warmup": 0, "group_by_length": False},
+        "output_dir": str(directory / name),
+    }
+    recipe.update(sections)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, sentiment_csv: Path) -> Path:
+    return peftkit.train(tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora")).output_dir
+
+
+def run_logits(run: Path) -> torch.Tensor:
+    loaded = load_run(run)
+    with torch.no_grad():
+        return loaded.model(**loaded.tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+
+
+PLAIN_LOAD = """
+import json, sys
+sys.modules["peft"] = None  # importing peft or peftkit fails in this process
+sys.modules["peftkit"] = None
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+with torch.no_grad():
+    logits = model(**tokenizer(json.loads(sys.argv[2]), padding=True, return_tensors="pt")).logits
+print(json.dumps({"logits": logits.tolist(), "id2label": model.config.id2label}))
+"""
+
+
+def load_without_peftkit(directory: Path) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-I", "-c", PLAIN_LOAD, str(directory), json.dumps(TEXTS)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_merged_lora_matches_the_adapter_and_loads_with_transformers_alone(lora_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    report = export_run(lora_run, out, max_shard_size="20MB")
+    parity = report["parity"]
+    assert parity["checked"] and parity["max_abs_logit_diff"] < 1e-4 and parity["prediction_agreement"] == 1.0
+    assert parity["compared"] == 40  # the whole 40-example test split (fewer than --samples)
+    assert json.loads((out / "export_report.json").read_text()) == report
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()  # sharded at 20MB
+    assert not list(out.glob("adapter_*")) and not list(tmp_path.glob(".merged*"))
+
+    plain = load_without_peftkit(out)
+    assert plain["id2label"] == {"0": "negative", "1": "positive"}
+    assert torch.allclose(torch.tensor(plain["logits"]), run_logits(lora_run), atol=1e-4)
+    card = (out / "README.md").read_text()
+    assert "AutoModelForSequenceClassification.from_pretrained" in card and "max_abs_logit_diff" in card
+
+
+def test_cli_exports_bfloat16_and_adapter_only(lora_run: Path, tmp_path: Path, capsys) -> None:
+    assert main(["export", str(lora_run), "--merge", "--dtype", "bfloat16", "--out", str(tmp_path / "m16")]) == 0
+    assert "report only" in capsys.readouterr().out
+    report = json.loads((tmp_path / "m16" / "export_report.json").read_text())
+    assert report["dtype"] == "bfloat16" and not report["parity"]["checked"]
+    assert 0 < report["parity"]["max_abs_logit_diff"] < 0.1  # bf16 rounding, measured, not hidden
+    assert json.loads((tmp_path / "m16" / "config.json").read_text())["dtype"] == "bfloat16"
+
+    assert main(["export", str(lora_run), "--adapter-only", "--out", str(tmp_path / "adapter")]) == 0
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "README.md"} <= files
+    assert "model.safetensors" not in files
+    assert json.loads((tmp_path / "adapter" / "export_report.json").read_text())["parity"]["max_abs_logit_diff"] == 0
+
+
+def test_qlora_nf4_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path) -> None:
+    recipe = tiny_recipe(tmp_path, sentiment_csv, "qlora", method={"name": "qlora", "r": 4, "alpha": 8,
+                         "target_modules": ["query", "value"]}, quantization={"mode": "4bit", "quant_type": "nf4"})
+    run = peftkit.train(recipe).output_dir
+    report = export_run(run, tmp_path / "merged", samples=16)
+    assert report["merged_into"] == "de-quantized 4bit base (float32)" and not report["parity"]["checked"]
+    assert report["parity"]["compared"] == 16 and report["parity"]["prediction_agreement"] == 1.0
+    assert report["parity"]["max_abs_logit_diff"] < 1e-3  # merged into the de-quantized weights it was trained on
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert "quantization_config" not in config and config["dtype"] == "float32"
+    plain = load_without_peftkit(tmp_path / "merged")
+    assert torch.allclose(torch.tensor(plain["logits"]), run_logits(run), atol=1e-3)
+
+
+def test_requantize_is_explicit_and_measured(lora_run: Path, tmp_path: Path) -> None:
+    report = export_run(lora_run, tmp_path / "q4", requantize_to="4bit", samples=16)
+    requantized = report["requantized"]
+    assert requantized["mode"] == "4bit" and requantized["bytes_after"] < 0.7 * requantized["bytes_before"]
+    assert not report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] > 0
+    assert json.loads((tmp_path / "q4" / "config.json").read_text())["quantization_config"]["load_in_4bit"]
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a peftkit run (no recipe.yaml)" in capsys.readouterr().err
+    assert main(["export", str(lora_run), "--out", str(lora_run)]) == 2
+    assert "would replace the run" in capsys.readouterr().err
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    assert main(["export", str(lora_run), "--out", str(tmp_path / "taken")]) == 2
+    assert "already exists; choose another directory or pass --overwrite" in capsys.readouterr().err
+    assert leftovers(tmp_path / "taken") == ["keep.txt"]
+
+    import peftkit.export.merge as merge
+
+    real_write = Path.write_text
+
+    def disk_full(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name == "export_report.json":  # after the weights were written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert main(["export", str(lora_run), "--out", str(tmp_path / "nested" / "full"), "--samples", "8"]) == 2
+    assert "writing '" in capsys.readouterr().err
+    monkeypatch.setattr(Path, "write_text", real_write)
+    assert leftovers(tmp_path) == ["taken"]  # neither the export, its staging directory nor the parent made for it
+
+    def perturbed(model: torch.nn.Module, method: Any) -> torch.nn.Module:
+        model = model.merge_and_unload()
+        model.classifier.bias.data += 0.01
+        return model
+
+    monkeypatch.setattr(merge, "merged_model", perturbed)
+    failed = r"parity check failed: .* up to (9\.9\de-03|1\.0\de-02) \(tolerance 0\.0001\); nothing was written"
+    with pytest.raises(PeftkitError, match=failed):
+        export_run(lora_run, tmp_path / "taken", overwrite=True, samples=8)
+    assert leftovers(tmp_path / "taken") == ["keep.txt"]  # --overwrite replaces only after success
+    assert leftovers(tmp_path) == ["taken"]
+
+    class CustomModel(torch.nn.Module):
+        pass
+
+    from peftkit.heads.sentiment import SentimentHead
+
+    monkeypatch.setattr(SentimentHead, "auto_class", CustomModel)
+    with pytest.raises(PeftkitError, match="its model class CustomModel is not a transformers Auto class"):
+        export_run(lora_run, tmp_path / "custom")
+    assert leftovers(tmp_path) == ["taken"]

@@ -196,6 +196,41 @@ def cmd_options(args: argparse.Namespace) -> None:
         print(f"{key} = {default}\n    {help_text}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from peftkit.bench.report import render
+    from peftkit.bench.runner import run_suite
+
+    if args.suite == "report":
+        if not args.directory:
+            raise PeftkitError("bench report: name the bench directory (e.g. runs/bench-sentiment)")
+        text, files = render(args.directory)
+        print(text)
+        print("wrote " + ", ".join(str(f) for f in files))
+        return
+    if args.directory:
+        raise PeftkitError(f"bench: unexpected argument '{args.directory}' (use --output-dir for the directory)")
+    outcome = run_suite(args.suite, quick=args.quick, directory=args.output_dir, retry_failed=args.retry_failed,
+                        keep_runs=args.keep_runs)
+    _, files = render(outcome.directory)
+    print(f"{len(outcome.ran)} cells run ({len(outcome.failed)} failed), {len(outcome.skipped)} already done; "
+          f"report: {files[0]}")
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    from peftkit.estimate import estimate
+    from peftkit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    e = estimate(recipe)
+    mib = 2**20
+    print(f"predicted peak training memory: {e.total / mib:,.0f} MiB "
+          f"(longest batch {recipe.train.batch_size} × {e.sequence_length} tokens)")
+    for name in ("weights", "gradients", "optimizer", "activations"):
+        print(f"  {name:<12} {getattr(e, name) / mib:>10,.1f} MiB")
+    print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
+          f"trainable parameters {e.trainable_params:,} of {e.total_params:,}")
+
+
 def cmd_catalog_ls(kind: str) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         from peftkit import catalog
@@ -284,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--model", help="also count trainable parameters on this model (catalogue name or path)")
     options = verb("options", cmd_options, "list every recipe option with its default and help")
     options.add_argument("section", nargs="?", help="only keys starting with this, e.g. train")
+    bench = verb("bench", cmd_bench, "run a benchmark suite (`bench SUITE.yaml`) or re-render one (`bench report DIR`)")
+    bench.add_argument("suite", help="suite YAML file (benchmarks/*.yaml), or `report`")
+    bench.add_argument("directory", nargs="?", help="with `report`: the bench directory to render")
+    bench.add_argument("--quick", action="store_true", help="the suite's smoke size (what CI runs)")
+    bench.add_argument("--output-dir", help="where results go; default runs/bench-<suite>[-quick]")
+    bench.add_argument("--retry-failed", action="store_true", help="run failed cells again (cells with results are "
+                       "otherwise skipped, so an interrupted suite resumes)")
+    bench.add_argument("--keep-runs", action="store_true", help="keep each cell's run directory (weights included)")
+    recipe_args(verb("estimate", cmd_estimate, "predict a recipe's peak training memory without training"))
     for kind, noun in (("data", "data sets"), ("models", "models")):
         group = verbs.add_parser(kind, help=f"built-in {noun}: ls, fetch").add_subparsers(
             dest="action", required=True, metavar="ACTION"

@@ -1,0 +1,345 @@
+"""Tables and plots from a bench directory's result JSONs: Markdown (best per column in bold), CSV, PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftkit.bench.runner import SUITE_FILE, load_results
+from peftkit.bench.suite import Suite
+from peftkit.errors import PeftkitError
+
+MIB = 2**20
+SEED_KEY = "train.seed"
+REPORT_FILE = "report.md"
+CSV_FILE = "results.csv"
+CSV_COLUMNS = ("cell", "variant", "status", "method", "quantization", "trainable_params", "total_params",
+               "adapter_bytes", "peak_bytes", "predicted_bytes", "floor_bytes", "error_percent", "train_seconds",
+               "samples_per_second", "tokens_per_second", "metric", "error")
+
+
+@dataclass
+class Row:
+    """One variant at one grid point, its seeds aggregated."""
+
+    variant: str
+    point: str
+    cells: list[dict[str, Any]] = field(default_factory=list)
+
+    def mean(self, get: Callable[[dict[str, Any]], Any]) -> float | None:
+        values = [v for v in map(get, self.cells) if v is not None]
+        return statistics.fmean(values) if values else None
+
+    def std(self, get: Callable[[dict[str, Any]], Any]) -> float | None:
+        values = [v for v in map(get, self.cells) if v is not None]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.cells[0]
+
+
+def _get(*keys: str) -> Callable[[dict[str, Any]], Any]:
+    def get(result: dict[str, Any]) -> Any:
+        node: Any = result
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    return get
+
+
+def read_suite(directory: Path) -> Suite:
+    """The suite a bench directory was run from (saved beside the results)."""
+    path = directory / SUITE_FILE
+    if not path.is_file():
+        raise PeftkitError(f"'{directory}' has no {SUITE_FILE}; is it a `peftkit bench` output directory?")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw.pop("quick_run", None)
+    return Suite.model_validate(raw)
+
+
+def main_metric(suite: Suite, results: list[dict[str, Any]]) -> str | None:
+    """The suite's metric, else accuracy or f1, whichever the results hold; None for memory-only suites."""
+    if suite.kind == "scaling":
+        return None
+    if suite.metric:
+        return suite.metric
+    found = {key for r in results for key in (r.get("metrics") or {})}
+    return next((m for m in ("accuracy", "f1") if m in found), None)
+
+
+def group(results: list[dict[str, Any]]) -> list[Row]:
+    """Successful cells grouped by variant and grid point (all axes but the seed)."""
+    rows: dict[tuple[str, str], Row] = {}
+    for result in results:
+        if result["status"] != "ok":
+            continue
+        point = "-".join(label for key, label in result.get("labels", {}).items() if key != SEED_KEY)
+        rows.setdefault((result["variant"], point), Row(result["variant"], point)).cells.append(result)
+    return list(rows.values())
+
+
+def _mib(value: float | None) -> str:
+    return "–" if value is None else f"{value / MIB:,.0f}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _params(value: float | None) -> str:
+    if value is None:
+        return "–"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}" if value < 100 * size else f"{value / size:.0f}{unit}"
+    return f"{value:.0f}"
+
+
+def _bold_best(table: list[list[str]], values: list[list[float | None]], better: list[int]) -> None:
+    """Bold the best cell of each column: ``better`` is +1 (higher wins), -1 (lower wins) or 0 (not ranked)."""
+    for column, direction in enumerate(better):
+        if not direction:
+            continue
+        candidates = [(v[column], i) for i, v in enumerate(values) if v[column] is not None]
+        if len({c[0] for c in candidates}) < 2:
+            continue
+        best = max(c[0] * direction for c in candidates)
+        for value, i in candidates:
+            if math.isclose(value * direction, best, rel_tol=1e-9):
+                table[i][column] = f"**{table[i][column]}**"
+
+
+def _markdown(header: list[str], table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return "\n".join(lines)
+
+
+PEAK = _get("memory", "peak_bytes")
+PREDICTED = _get("memory", "predicted_bytes")
+FLOOR = _get("memory", "predicted", "floor")
+ERROR = _get("memory", "error_percent")
+TRAINABLE = _get("parameters", "trainable")
+TOTAL = _get("parameters", "total")
+SAMPLES = _get("speed", "samples_per_second")
+TOKENS = _get("speed", "tokens_per_second")
+SECONDS = _get("speed", "train_seconds")
+ADAPTER = _get("adapter_bytes")
+
+
+def accuracy_table(rows: list[Row], metric: str, reference: str | None) -> str:
+    """Variants sorted by the metric (mean ± std over seeds), best per column in bold."""
+    score = _get("metrics", metric)
+    rows = sorted(rows, key=lambda r: -(r.mean(score) or -math.inf))
+    header = ["variant", "method", "quant.", "trainable", "adapter MiB", "peak MiB", "predicted MiB", "error %",
+              "train s", "samples/s", "tokens/s", f"{metric} (mean ± std)", "seeds"]
+    table, values = [], []
+    for row in rows:
+        mean, std = row.mean(score), row.std(score)
+        shown = "–" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        name = f"{row.variant} (reference)" if row.variant == reference else row.variant
+        numbers = [None, None, None, row.mean(TRAINABLE), row.mean(ADAPTER), row.mean(PEAK), row.mean(PREDICTED),
+                   None, row.mean(SECONDS), row.mean(SAMPLES), row.mean(TOKENS), mean, None]
+        table.append([name, row.first.get("method", "?"), row.first.get("quantization", "?"), _params(numbers[3]),
+                      _num((numbers[4] or 0) / MIB, 2) if numbers[4] is not None else "–", _mib(numbers[5]),
+                      _mib(numbers[6]), _num(row.mean(ERROR), 0), _num(numbers[8]), _num(numbers[9]),
+                      _num(numbers[10], 0), shown, str(len(row.cells))])
+        values.append(numbers)
+    _bold_best(table, values, [0, 0, 0, -1, -1, -1, 0, 0, -1, 1, 1, 1, 0])
+    return _markdown(header, table)
+
+
+def scaling_table(rows: list[Row]) -> str:
+    """Per model size: each variant's peak memory beside the analytic floor, best per size in bold."""
+    header = ["size", "variant", "total params", "trainable", "peak MiB", "floor MiB", "predicted MiB", "error %",
+              "peak / full", "samples/s", "tokens/s"]
+    text = []
+    sizes: dict[str, list[Row]] = {}
+    for row in rows:
+        sizes.setdefault(row.point, []).append(row)
+    table_all: list[list[str]] = []
+    for point, members in sorted(sizes.items(), key=lambda item: item[1][0].mean(TOTAL) or 0):
+        full = next((r.mean(PEAK) for r in members if r.first.get("method") == "full"), None)
+        table, values = [], []
+        for row in sorted(members, key=lambda r: -(r.mean(PEAK) or 0)):
+            peak = row.mean(PEAK)
+            ratio = peak / full if full and peak else None
+            values.append([None, None, None, row.mean(TRAINABLE), peak, None, None, None, None, row.mean(SAMPLES),
+                           row.mean(TOKENS)])
+            table.append([point, row.variant, _params(row.mean(TOTAL)), _params(row.mean(TRAINABLE)), _mib(peak),
+                          _mib(row.mean(FLOOR)), _mib(row.mean(PREDICTED)), _num(row.mean(ERROR), 0),
+                          _num(ratio, 2), _num(row.mean(SAMPLES), 2), _num(row.mean(TOKENS), 0)])
+        _bold_best(table, values, [0, 0, 0, -1, -1, 0, 0, 0, 0, 1, 1])
+        table_all += table
+    text.append(_markdown(header, table_all))
+    return "\n".join(text)
+
+
+def cell_table(results: list[dict[str, Any]]) -> str:
+    """Predicted against measured peak memory for every cell, and every failed cell's error."""
+    table = []
+    for r in results:
+        if r["status"] == "ok":
+            table.append([r["cell"], "ok", _mib(PEAK(r)), _mib(PREDICTED(r)), _num(ERROR(r), 0), ""])
+        else:
+            table.append([r["cell"], "failed", "–", "–", "–", (r.get("error") or "").replace("|", "\\|")[:160]])
+    return _markdown(["cell", "status", "peak MiB", "predicted MiB", "error %", "error"], table)
+
+
+def summary(rows: list[Row], metric: str | None, reference: str | None) -> list[str]:
+    """Plain sentences: each variant against full fine-tuning (metric points, memory ratio); speed of the reference."""
+    full = [r for r in rows if r.first.get("method") == "full" and r.variant != reference]
+    lines: list[str] = []
+    by_point = {r.point: r for r in full}
+    for row in rows:
+        base = by_point.get(row.point)
+        if base is None or row is base or not base.mean(PEAK) or not row.mean(PEAK):
+            continue
+        where = f" at {row.point}" if row.point else ""
+        ratio = row.mean(PEAK) / base.mean(PEAK)
+        if metric and row.mean(_get("metrics", metric)) is not None and base.mean(_get("metrics", metric)) is not None:
+            points = 100 * (row.mean(_get("metrics", metric)) - base.mean(_get("metrics", metric)))
+            lines.append(f"- {row.variant}{where}: {points:+.1f} {metric} points vs {base.variant}, peak memory "
+                         f"{ratio:.2f}× of {base.variant}'s")
+        else:
+            lines.append(f"- {row.variant}{where}: peak memory {ratio:.2f}× of {base.variant}'s "
+                         f"(analytic floor {row.mean(FLOOR) / MIB:,.0f} vs {base.mean(FLOOR) / MIB:,.0f} MiB)")
+    ref = next((r for r in rows if r.variant == reference), None)
+    if ref is not None and full and ref.mean(SAMPLES) and full[0].mean(SAMPLES):
+        base = full[0]
+        detail = ""
+        if metric:
+            detail = (f", {metric} {ref.mean(_get('metrics', metric)):.4f} vs "
+                      f"{base.mean(_get('metrics', metric)):.4f}")
+        lines.append(f"- {reference} (reference): {ref.mean(SAMPLES):.1f} samples/s vs {base.variant}'s "
+                     f"{base.mean(SAMPLES):.1f} ({base.mean(SAMPLES) / ref.mean(SAMPLES):.2f}× faster){detail}")
+    return lines
+
+
+def write_csv(results: list[dict[str, Any]], path: Path, metric: str | None) -> None:
+    """One line per cell, failed ones included."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for r in results:
+            writer.writerow([r["cell"], r["variant"], r["status"], r.get("method"), r.get("quantization"),
+                             TRAINABLE(r), TOTAL(r), ADAPTER(r), PEAK(r), PREDICTED(r), FLOOR(r), ERROR(r),
+                             SECONDS(r), SAMPLES(r), TOKENS(r), _get("metrics", metric)(r) if metric else None,
+                             r.get("error")])
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both lower memory and higher metric, by memory."""
+    frontier: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not frontier or y > frontier[-1][1]:
+            frontier.append((x, y))
+    return frontier
+
+
+def plot_accuracy(rows: list[Row], metric: str, directory: Path) -> list[Path]:
+    """Metric against peak memory (Pareto frontier drawn) and against trainable parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = _get("metrics", metric)
+    rows = [r for r in rows if r.mean(score) is not None and r.mean(PEAK)]
+    written = []
+    for name, get_x, xlabel, log in (
+        ("metric_vs_memory.png", PEAK, "peak training memory (MiB)", False),
+        ("metric_vs_params.png", TRAINABLE, "trainable parameters", True),
+    ):
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        xs = [r.mean(get_x) / (MIB if get_x is PEAK else 1) for r in rows]
+        ys = [r.mean(score) for r in rows]
+        errs = [r.std(score) or 0 for r in rows]
+        ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3)
+        for x, y, row in zip(xs, ys, rows, strict=True):
+            ax.annotate(row.variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        if get_x is PEAK:
+            frontier = _pareto(list(zip(xs, ys, strict=True)))
+            ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="tab:red",
+                    linestyle="--", label="Pareto frontier")
+            ax.legend()
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title(f"test {metric} vs {xlabel.split(' (')[0]}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(directory / name, dpi=120)
+        plt.close(fig)
+        written.append(directory / name)
+    return written
+
+
+def plot_scaling(rows: list[Row], directory: Path) -> list[Path]:
+    """Peak memory against model size per variant, with each variant's analytic floor dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    variants: dict[str, list[Row]] = {}
+    for row in rows:
+        variants.setdefault(row.variant, []).append(row)
+    for i, (variant, members) in enumerate(variants.items()):
+        members.sort(key=lambda r: r.mean(TOTAL) or 0)
+        color = f"C{i}"
+        sizes = [r.mean(TOTAL) / 1e6 for r in members]
+        ax.plot(sizes, [r.mean(PEAK) / MIB for r in members], "o-", color=color, label=f"{variant} (measured)")
+        ax.plot(sizes, [(r.mean(FLOOR) or 0) / MIB for r in members], "--", color=color, alpha=0.7,
+                label=f"{variant} (floor: weights + trainable state)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model parameters (millions)")
+    ax.set_ylabel("peak training memory (MiB)")
+    ax.set_title("peak memory vs model size")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = directory / "memory_vs_size.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def render(directory: str | Path) -> tuple[str, list[Path]]:
+    """Write report.md, results.csv and the plots into a bench directory; return the Markdown and the files."""
+    directory = Path(directory)
+    suite = read_suite(directory)
+    results = load_results(directory)
+    if not results:
+        raise PeftkitError(f"'{directory}' holds no cell results yet")
+    metric = main_metric(suite, results)
+    rows = group(results)
+    device = next((r["provenance"] for r in results if r.get("provenance")), None) or {}
+    parts = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
+             f"Device: {device.get('device', '?')} ({device.get('gpu') or device.get('cpu', '?')}, "
+             f"{device.get('cpu_count', '?')} threads); commit {device.get('git_commit', '?')}. "
+             f"{sum(r['status'] == 'ok' for r in results)} of {len(results)} cells ok.", ""]
+    if rows:
+        parts += [accuracy_table(rows, metric, suite.reference) if metric else scaling_table(rows), ""]
+        parts += [*summary(rows, metric, suite.reference), ""]
+    parts += ["Per cell (peak: resident memory above the post-import baseline on CPU, "
+              "`torch.cuda.max_memory_allocated` on GPU; error = predicted − measured):", "", cell_table(results), ""]
+    text = "\n".join(parts)
+    files = [directory / REPORT_FILE, directory / CSV_FILE]
+    files[0].write_text(text, encoding="utf-8")
+    write_csv(results, files[1], metric)
+    if rows:
+        files += plot_accuracy(rows, metric, directory) if metric else plot_scaling(rows, directory)
+    return text, files

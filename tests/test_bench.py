@@ -1,0 +1,224 @@
+"""Benchmark harness: suite expansion, a real cell in its own process, failure and resume, reports, estimate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from peftkit.bench.cell import RESULT_KEYS, SCHEMA
+from peftkit.bench.report import render
+from peftkit.bench.runner import load_results, run_suite
+from peftkit.bench.suite import expand, load_suite
+from peftkit.cli import main
+from peftkit.errors import PeftkitError
+
+TINY_TRAIN = {"max_steps": 3, "batch_size": 8, "learning_rate": 3e-3, "eval_strategy": "no", "save_strategy": "no",
+              "warmup": 0, "logging_steps": 1}
+
+
+def tiny_recipe(data: Path) -> dict[str, Any]:
+    return {
+        "model": {"name": "minilm-l6"},
+        "method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
+        "task": {"head": "sentiment"},
+        "data": {"source": str(data), "test_size": 40, "validation_size": 0, "max_length": 32},
+        "train": TINY_TRAIN,
+    }
+
+
+def write_suite(path: Path, data: Path, **extra: Any) -> Path:
+    suite = {
+        "description": "tiny",
+        "recipe": tiny_recipe(data),
+        "variants": {"lora": {}, "broken": {"method": {"name": "no_such_method"}}},
+        "grid": {"train.seed": [1, 2]},
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_suite(tmp_path_factory: pytest.TempPathFactory, sentiment_csv: Path, minilm_dir: Path) -> Path:
+    """A suite whose lora-seed1 cell was recorded before the run (so it must be skipped), run once."""
+    root = tmp_path_factory.mktemp("bench")
+    suite = write_suite(root / "tiny.yaml", sentiment_csv)
+    out = root / "out"
+    pre = {"schema": SCHEMA, "suite": "tiny", "cell": "lora-seed1", "variant": "lora", "values": {"train.seed": 1},
+           "labels": {"train.seed": "seed1"}, "status": "failed", "error": "recorded before the run",
+           "recipe_hash": None, "provenance": None}
+    (out / "cells").mkdir(parents=True)
+    (out / "cells" / "lora-seed1.json").write_text(json.dumps(pre), encoding="utf-8")
+    lines: list[str] = []
+    outcome = run_suite(suite, directory=out, progress=lines.append)
+    assert outcome.skipped == ["lora-seed1"]
+    assert outcome.ran == ["lora-seed2", "broken-seed1", "broken-seed2"]
+    assert outcome.failed == ["broken-seed1", "broken-seed2"]
+    assert lines[0].startswith("1 of 4 cells already have results")
+    assert lines[1] == "cell 1/3: lora-seed2" and "ETA" in lines[3]
+    return out
+
+
+def test_suite_expands_variants_times_grid_and_quick(tmp_path: Path, sentiment_csv: Path) -> None:
+    path = write_suite(tmp_path / "s.yaml", sentiment_csv,
+                       quick={"variants": ["lora"], "grid": {"train.seed": [7]}, "overrides": {"train.max_steps": 1}})
+    cells = expand(load_suite(path))
+    assert [c.id for c in cells] == ["lora-seed1", "lora-seed2", "broken-seed1", "broken-seed2"]
+    assert cells[1].recipe["train"]["seed"] == 2 and cells[2].recipe["method"] == {"name": "no_such_method"}
+    quick = expand(load_suite(path), quick=True)
+    assert [c.id for c in quick] == ["lora-seed7"] and quick[0].recipe["train"]["max_steps"] == 1
+
+
+def test_suite_errors_are_one_line(tmp_path: Path, sentiment_csv: Path) -> None:
+    path = write_suite(tmp_path / "s.yaml", sentiment_csv, reference="nope")
+    with pytest.raises(PeftkitError, match=r"variant 'nope' is not one of the suite's \(lora, broken\)"):
+        load_suite(path)
+    path.write_text("variants: {a: {}}\ngird: {}\n", encoding="utf-8")
+    with pytest.raises(PeftkitError, match="'gird': extra inputs are not permitted"):
+        load_suite(path)
+
+
+def test_cell_result_schema(finished_suite: Path) -> None:
+    result = json.loads((finished_suite / "cells" / "lora-seed2.json").read_text(encoding="utf-8"))
+    assert set(RESULT_KEYS) <= set(result)
+    assert result["schema"] == SCHEMA and result["status"] == "ok" and result["error"] is None
+    assert result["values"] == {"train.seed": 2} and result["method"] == "lora"
+    assert 0 < result["parameters"]["trainable"] < result["parameters"]["total"]
+    assert result["adapter_bytes"] > 0
+    memory = result["memory"]
+    assert memory["device"] == "cpu" and memory["peak_bytes"] > 10 * 2**20
+    assert memory["predicted"]["floor"] < memory["predicted_bytes"] == memory["predicted"]["total"]
+    speed = result["speed"]
+    assert speed["steps"] == 3 and speed["samples_per_second"] > 0 and speed["tokens_per_second"] > 0
+    assert 0 <= result["metrics"]["accuracy"] <= 1
+    provenance = result["provenance"]
+    assert provenance["packages"]["torch"] and provenance["device"] == "cpu" and provenance["cpu"]
+    assert len(result["recipe_hash"]) == 16
+    assert not (finished_suite / "runs" / "lora-seed2").exists()  # run directories are dropped unless kept
+
+
+def test_failing_cell_is_recorded_and_resume_skips_done_cells(finished_suite: Path) -> None:
+    results = {r["cell"]: r for r in load_results(finished_suite)}
+    assert results["broken-seed1"]["status"] == "failed"
+    assert "unknown method 'no_such_method'" in results["broken-seed1"]["error"]
+    assert results["lora-seed1"]["error"] == "recorded before the run"  # skipped, not re-run
+    again = run_suite(finished_suite.parent / "tiny.yaml", directory=finished_suite, progress=lambda _: None)
+    assert again.ran == [] and len(again.skipped) == 4
+
+
+def test_estimate_within_a_sane_factor_of_the_measured_peak(finished_suite: Path) -> None:
+    memory = json.loads((finished_suite / "cells" / "lora-seed2.json").read_text(encoding="utf-8"))["memory"]
+    assert 0.25 < memory["predicted_bytes"] / memory["peak_bytes"] < 4
+
+
+def fake_result(cell: str, variant: str, method: str, seed: int, accuracy: float, peak_mib: float,
+                trainable: int, size: str | None = None) -> dict[str, Any]:
+    labels = {"train.seed": f"seed{seed}"} if size is None else {"model.config_overrides": size}
+    return {
+        "schema": SCHEMA, "suite": "fake", "cell": cell, "variant": variant, "values": {}, "labels": labels,
+        "status": "ok", "error": None, "recipe_hash": "0" * 16,
+        "provenance": {"device": "cpu", "cpu": "test cpu", "cpu_count": 2, "git_commit": "abc", "gpu": None},
+        "method": method, "quantization": "4bit" if "q" in variant else "none", "model": "m",
+        "parameters": {"trainable": trainable, "total": 1_000_000}, "adapter_bytes": trainable * 4,
+        "memory": {"device": "cpu", "peak_bytes": int(peak_mib * 2**20), "predicted_bytes": int(peak_mib * 2**20 * 1.1),
+                   "predicted": {"floor": int(peak_mib * 2**20 / 2)}, "error_percent": 10.0},
+        "speed": {"train_seconds": 10.0, "samples_per_second": 100.0 / peak_mib, "tokens_per_second": 1000.0},
+        "metrics": {"accuracy": accuracy} if size is None else {},
+    }
+
+
+def write_fake(directory: Path, kind: str, results: list[dict[str, Any]]) -> None:
+    (directory / "cells").mkdir(parents=True)
+    suite = {"name": "fake", "kind": kind, "variants": {r["variant"]: {} for r in results}}
+    if kind == "accuracy":
+        suite["reference"] = "seeds-recipe"
+    (directory / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    for r in results:
+        (directory / "cells" / f"{r['cell']}.json").write_text(json.dumps(r), encoding="utf-8")
+
+
+def test_accuracy_report_table_csv_and_plots(tmp_path: Path) -> None:
+    write_fake(tmp_path, "accuracy", [
+        fake_result("full-seed1", "full", "full", 1, 0.80, 400, 1_000_000),
+        fake_result("full-seed2", "full", "full", 2, 0.84, 420, 1_000_000),
+        fake_result("lora-seed1", "lora", "lora", 1, 0.81, 200, 10_000),
+        fake_result("seeds-recipe-seed1", "seeds-recipe", "full", 1, 0.79, 500, 1_000_000),
+        {**fake_result("ia3-seed1", "ia3", "ia3", 1, 0, 1, 1), "status": "failed", "error": "unknown method 'ia3'"},
+    ])
+    text, files = render(tmp_path)
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| variant | method |")
+    assert table[1].startswith("| full | full |") and "**0.8200 ± 0.0283**" in table[1]  # sorted by mean accuracy
+    assert "| **200** |" in table[2] and "**10.0**" not in table[2]  # lowest peak in bold; ties are not marked
+    assert "seeds-recipe (reference)" in text
+    assert "- lora: -1.0 accuracy points vs full, peak memory 0.49× of full's" in text
+    assert "| ia3-seed1 | failed | – | – | – | unknown method 'ia3' |" in text
+    rows = list(csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8")))
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"ok", "failed"}
+    assert [f.name for f in files[2:]] == ["metric_vs_memory.png", "metric_vs_params.png"]
+    for png in files[2:]:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_scaling_report_ratio_and_floor(tmp_path: Path) -> None:
+    write_fake(tmp_path, "scaling", [
+        fake_result("full-small", "full", "full", 1, 0, 400, 10**6, size="small"),
+        fake_result("qlora-nf4-small", "qlora-nf4", "qlora", 1, 0, 100, 10**4, size="small"),
+    ])
+    text, files = render(tmp_path)
+    assert "| small | qlora-nf4 |" in text and "| 0.25 |" in text
+    assert "- qlora-nf4 at small: peak memory 0.25× of full's (analytic floor 50 vs 200 MiB)" in text
+    assert files[-1].name == "memory_vs_size.png" and files[-1].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_bench_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "report"]) == 2
+    assert "name the bench directory" in capsys.readouterr().err
+    assert main(["bench", "report", str(tmp_path)]) == 2
+    assert "has no suite.yaml" in capsys.readouterr().err
+
+
+def test_padding_option_fixes_batch_length(write_recipe: Any) -> None:
+    from peftkit.recipe import load_recipe
+    from peftkit.training import build_trainer
+
+    for padding, expected in (("max_length", {32}), ("longest_in_dataset", None), ("dynamic", None)):
+        recipe = load_recipe(write_recipe({"data.padding": padding}))
+        prepared = build_trainer(recipe, Path(recipe.output_dir))
+        collate = prepared.trainer.data_collator
+        train = prepared.tokenized["train"]
+        longest = max(len(ids) for part in prepared.tokenized.values() for ids in part["input_ids"])
+        lengths = {collate([train[i] for i in range(j, j + 4)])["input_ids"].shape[1] for j in range(0, 40, 4)}
+        if padding == "longest_in_dataset":
+            expected = {longest}
+        if padding == "dynamic":
+            assert len(lengths) > 1 and max(lengths) <= longest
+        else:
+            assert lengths == expected
+
+
+def test_random_init_needs_flag_and_matches_estimate(tmp_path: Path, sentiment_csv: Path) -> None:
+    from peftkit.estimate import estimate
+    from peftkit.recipe import recipe_from_dict
+    from peftkit.training import build_trainer, count_parameters
+
+    raw = tiny_recipe(sentiment_csv)
+    raw["model"]["config_overrides"] = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                        "intermediate_size": 128}
+    with pytest.raises(PeftkitError, match=r"'model\.config_overrides' changes the architecture; it needs "
+                                           r"model\.random_init"):
+        recipe_from_dict(raw)
+    raw["model"]["random_init"] = True
+    raw["method"] = {"name": "full"}
+    recipe = recipe_from_dict(raw)
+    recipe.output_dir = str(tmp_path / "run")
+    model = build_trainer(recipe, tmp_path / "run").trainer.model
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
+    predicted = estimate(recipe)
+    assert (predicted.trainable_params, predicted.total_params) == count_parameters(model)
+    assert predicted.weights == 4 * predicted.total_params

@@ -214,6 +214,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     _, files = render(outcome.directory)
     print(f"{len(outcome.ran)} cells run ({len(outcome.failed)} failed), {len(outcome.skipped)} already done; "
           f"report: {files[0]}")
+    if args.strict and outcome.failed:
+        raise PeftkitError(f"bench --strict: {len(outcome.failed)} cell(s) failed: {', '.join(outcome.failed)}")
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
@@ -327,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--retry-failed", action="store_true", help="run failed cells again (cells with results are "
                        "otherwise skipped, so an interrupted suite resumes)")
     bench.add_argument("--keep-runs", action="store_true", help="keep each cell's run directory (weights included)")
+    bench.add_argument("--strict", action="store_true", help="exit with an error when a cell failed (CI)")
     recipe_args(verb("estimate", cmd_estimate, "predict a recipe's peak training memory without training"))
     for kind, noun in (("data", "data sets"), ("models", "models")):
         group = verbs.add_parser(kind, help=f"built-in {noun}: ls, fetch").add_subparsers(

@@ -57,10 +57,10 @@ def finished_suite(tmp_path_factory: pytest.TempPathFactory, sentiment_csv: Path
     lines: list[str] = []
     outcome = run_suite(suite, directory=out, progress=lines.append)
     assert outcome.skipped == ["lora-seed1"]
-    assert outcome.ran == ["lora-seed2", "broken-seed1", "broken-seed2"]
+    assert outcome.ran == ["broken-seed1", "lora-seed2", "broken-seed2"]
     assert outcome.failed == ["broken-seed1", "broken-seed2"]
     assert lines[0].startswith("1 of 4 cells already have results")
-    assert lines[1] == "cell 1/3: lora-seed2" and "ETA" in lines[3]
+    assert lines[1] == "cell 1/3: broken-seed1" and lines[3].startswith("cell 2/3: lora-seed2, ETA ")
     return out
 
 
@@ -68,8 +68,8 @@ def test_suite_expands_variants_times_grid_and_quick(tmp_path: Path, sentiment_c
     path = write_suite(tmp_path / "s.yaml", sentiment_csv,
                        quick={"variants": ["lora"], "grid": {"train.seed": [7]}, "overrides": {"train.max_steps": 1}})
     cells = expand(load_suite(path))
-    assert [c.id for c in cells] == ["lora-seed1", "lora-seed2", "broken-seed1", "broken-seed2"]
-    assert cells[1].recipe["train"]["seed"] == 2 and cells[2].recipe["method"] == {"name": "no_such_method"}
+    assert [c.id for c in cells] == ["lora-seed1", "broken-seed1", "lora-seed2", "broken-seed2"]
+    assert cells[2].recipe["train"]["seed"] == 2 and cells[1].recipe["method"] == {"name": "no_such_method"}
     quick = expand(load_suite(path), quick=True)
     assert [c.id for c in quick] == ["lora-seed7"] and quick[0].recipe["train"]["max_steps"] == 1
 

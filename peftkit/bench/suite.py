@@ -102,8 +102,8 @@ def expand(suite: Suite, quick: bool = False) -> list[Cell]:
     base = base_recipe(suite)
     axes = [[(key, label, value) for label, value in _axis_items(key, axis)] for key, axis in grid.items()]
     cells = []
-    for variant, variant_overrides in variants.items():
-        for point in itertools.product(*axes):
+    for point in itertools.product(*axes):  # grid point by grid point: early cells already compare every variant
+        for variant, variant_overrides in variants.items():
             values = {key: value for key, _, value in point}
             raw = apply_overrides(base, variant_overrides)
             raw = apply_overrides(raw, {**overrides, **values})

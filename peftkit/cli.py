@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from peftkit.errors import PeftkitError
 
@@ -47,6 +47,8 @@ def cmd_cp(args: argparse.Namespace) -> None:
     dest = Path(args.dest)
     if dest.is_dir():
         dest = dest / source.name
+    if not dest.parent.is_dir():
+        raise PeftkitError(f"cp: directory '{dest.parent}' does not exist; create it first")
     if dest.exists() and not args.force:
         raise PeftkitError(f"'{dest}' already exists; pass --force to replace it")
     shutil.copyfile(source, dest)
@@ -116,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from peftkit.run import evaluate_run, saved_metrics
 
+    if args.json and not Path(args.json).parent.is_dir():
+        raise PeftkitError(f"--json: directory '{Path(args.json).parent}' does not exist")
     metrics = evaluate_run(args.run)
     _print_metrics(f"test metrics of {args.run}:", metrics)
     saved = saved_metrics(args.run).get("test", {})
@@ -259,8 +263,15 @@ def cmd_catalog_fetch(kind: str) -> Callable[[argparse.Namespace], None]:
     return run
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (and exit 2), like every other peftkit error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peftkit", description="Parameter-efficient fine-tuning from named recipes.")
+    parser = OneLineParser(prog="peftkit", description="Parameter-efficient fine-tuning from named recipes.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:

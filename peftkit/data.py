@@ -72,18 +72,28 @@ def _size(value: float, total: int) -> int:
     return round(value * total) if value < 1 else int(value)
 
 
+def _hold_out(train: Dataset, value: float, key: str, seed: int) -> DatasetDict:
+    """Carve ``value`` rows (a share below 1, else a count) out of ``train``, leaving at least one on each side."""
+    n = _size(value, len(train))
+    if not 0 < n < len(train):
+        raise PeftkitError(
+            f"'data.{key}': {value} means {n} of {len(train)} training rows; hold out at least 1 and leave at least 1 "
+            f"(a share below 1, or a count from 1 to {len(train) - 1})"
+        )
+    return train.train_test_split(test_size=n, seed=seed)
+
+
 def split(source: DatasetDict, data: DataSection) -> DatasetDict:
     """Train / validation / test: the source's own splits, the rest carved from train with split_seed."""
     train = source["train"]
     test = source.get("test")
     if test is None:
-        parts = train.train_test_split(test_size=_size(data.test_size, len(train)), seed=data.split_seed)
+        parts = _hold_out(train, data.test_size, "test_size", data.split_seed)
         train, test = parts["train"], parts["test"]
     validation = source.get("validation")
     if validation is None:
-        n_val = _size(data.validation_size, len(train))
-        if n_val > 0:
-            parts = train.train_test_split(test_size=n_val, seed=data.split_seed)
+        if _size(data.validation_size, len(train)) > 0:
+            parts = _hold_out(train, data.validation_size, "validation_size", data.split_seed)
             train, validation = parts["train"], parts["test"]
         else:
             validation = test

@@ -17,6 +17,7 @@ from peftkit.errors import PeftkitError
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.recipe import ModelSection, QuantizationSection
 from peftkit.regularization import dropout_kwargs
+from peftkit.safety import require_safetensors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,11 +118,13 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         trust_remote_code=model.trust_remote_code,
         quantization_config=quantization_config(quantization),
         output_loading_info=True,
+        use_safetensors=True,
         **head.model_kwargs(label_names),
         **dropout_kwargs(model, source),
     )
     if path is None and model.revision:
         kwargs["revision"] = model.revision
+    require_safetensors(source, f"model.name '{model.name}'" if path is None else f"run '{path}'")
     try:
         loaded, info = head.auto_class.from_pretrained(source, **kwargs)
     except ValueError as exc:

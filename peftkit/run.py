@@ -19,6 +19,7 @@ from peftkit.methods.base import Method
 from peftkit.modeling import load_base_model, load_tokenizer
 from peftkit.recipe import Recipe, read_yaml, recipe_from_dict
 from peftkit.registry import HEADS, METHODS
+from peftkit.safety import require_safetensors
 from peftkit.training import METRICS_FILE, RECIPE_FILE, split_metrics
 
 
@@ -53,8 +54,13 @@ def load_run(directory: str | Path) -> LoadedRun:
     """Rebuild the trained model of a run directory in evaluation mode."""
     directory = Path(directory)
     recipe = read_run_recipe(directory)
+    if not (directory / METRICS_FILE).is_file():
+        raise PeftkitError(
+            f"'{directory}' is an unfinished run (no {METRICS_FILE}); continue it with `peftkit train ... --resume`"
+        )
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    require_safetensors(directory, f"run '{directory}'")
     tokenizer = load_tokenizer(recipe.model, path=str(directory))
 
     def build_base(path: str | None = None) -> nn.Module:

@@ -27,6 +27,7 @@ from peftkit.optim import layerwise_groups
 from peftkit.recipe import DataSection, Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.regularization import l1_penalty
+from peftkit.safety import check_replaceable
 from peftkit.trainer import PeftkitTrainer
 
 RECIPE_FILE = "recipe.yaml"
@@ -141,6 +142,7 @@ def prepare_output_dir(path: Path, overwrite: bool, create: bool = True) -> None
             raise PeftkitError(
                 f"output_dir '{path}' is not empty; choose another (output_dir=runs/new) or pass --overwrite"
             )
+        check_replaceable(path, (RECIPE_FILE, CHECKPOINTS_DIR))
         if create:
             shutil.rmtree(path)
     if create:
@@ -217,9 +219,11 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
     t = recipe.train
     checkpoint = resume_point(output_dir, output_dir / CHECKPOINTS_DIR, t.resume, overwrite,
                               clean=distributed.is_main_process())
-    if checkpoint is None:
-        prepare_output_dir(output_dir, overwrite, create=distributed.is_main_process())
+    if checkpoint is None:  # check now, delete / create only once the recipe, data and model have loaded
+        prepare_output_dir(output_dir, overwrite, create=False)
     prepared = build_trainer(recipe, output_dir)
+    if checkpoint is None:  # phase 1 allowed replacing what is there; since then only the Trainer made checkpoints/
+        prepare_output_dir(output_dir, overwrite=True, create=distributed.is_main_process())
     trainer, tokenized = prepared.trainer, prepared.tokenized
     recipe.task.labels = prepared.label_names
     interrupt = InterruptGuard()

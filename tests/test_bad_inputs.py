@@ -1,0 +1,225 @@
+"""Bad-input catalogue: recipes, data, models and CLI misuse, each through `peftkit.cli.main` as a user types it.
+
+Every case must end with exit code 2, one `peftkit: error:` line naming the culprit, no traceback, and
+nothing written or deleted (the output directory is not created, files beside the inputs are unchanged).
+API-level recipe and data errors are covered in test_recipe.py / test_data.py; these are end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftkit.cli import main
+
+
+@dataclass
+class Env:
+    """What a case builds its arguments from: a scratch directory, a tiny recipe, the real MiniLM."""
+
+    tmp: Path
+    recipe: Path
+    minilm: Path
+
+    @property
+    def out(self) -> Path:
+        return self.tmp / "out"
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return path
+
+    def csv(self, name: str, lines: list[str], encoding: str = "utf-8") -> Path:
+        return self.file(name, "\n".join(lines).encode(encoding) + b"\n")
+
+    def model_dir(self, name: str, weights: str | None, config: dict | None = None) -> Path:
+        """A model directory with MiniLM's tokenizer, a config (MiniLM's unless given) and a weights file."""
+        path = self.tmp / name
+        path.mkdir()
+        for item in self.minilm.iterdir():
+            if item.name.startswith(("tokenizer", "vocab", "special_tokens")):
+                shutil.copy(item, path / item.name)
+        if config is None:
+            shutil.copy(self.minilm / "config.json", path / "config.json")
+        else:
+            (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        if weights:
+            (path / weights).write_bytes(b"not really weights")
+        return path
+
+
+def train(env: Env, *overrides: str) -> list[str]:
+    return ["train", str(env.recipe), f"output_dir={env.out}", *overrides]
+
+
+def rows_csv(env: Env, rows: list[str]) -> str:
+    return f"data.source={env.csv('rows.csv', ['text,label', *rows])}"
+
+
+def ner_jsonl(env: Env, rows: list[dict]) -> list[str]:
+    path = env.file("ner.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return train(env, f"data.source={path}", "task.head=ner", "data.test_size=1", "data.validation_size=1")
+
+
+def tiny_clip_text(env: Env) -> Path:
+    """A real model whose architecture (CLIP's text tower) has no sequence-classification head."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    path = env.model_dir("clip-text", None)
+    config = CLIPTextConfig(vocab_size=30522, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=64)
+    CLIPTextModel(config).save_pretrained(path)
+    return path
+
+
+Case = tuple[str, Callable[[Env], list[str]], str]
+
+RECIPE_CASES: list[Case] = [
+    ("yaml-unclosed-quote", lambda e: ["validate", str(e.file("q.yaml", 'train:\n  scheduler: "cosine\n'))],
+     "q.yaml line 3: invalid YAML (found unexpected end of stream)"),
+    ("recipe-not-utf8", lambda e: ["validate", str(e.file("l.yaml", b"description: caf\xe9\n"))],
+     "l.yaml: not UTF-8 text"),
+    ("section-not-a-mapping", lambda e: ["validate", str(e.file("s.yaml", "train: 5\n"))],
+     "'train' must be a mapping of options, got 5"),
+    ("override-wrong-type", lambda e: train(e, "train.max_steps=abc"),
+     "'train.max_steps': input should be a valid integer"),
+    ("override-without-key", lambda e: train(e, "=3"), "override '=3' must look like section.key=value"),
+    ("negative-learning-rate", lambda e: train(e, "train.learning_rate=-1"),
+     "'train.learning_rate': input should be greater than 0"),
+    ("unknown-top-level-key", lambda e: train(e, "output=x"), "unknown section 'output'; did you mean 'output_dir'?"),
+    ("bad-resume-mode", lambda e: train(e, "train.resume=sometimes"),
+     "'train.resume': input should be 'never' or 'auto'"),
+    ("bad-model-dtype", lambda e: train(e, "model.dtype=float64"), "'model.dtype': input should be 'float32'"),
+    ("early-stopping-without-matching-saves",
+     lambda e: train(e, "train.early_stopping_patience=2", "train.eval_strategy=steps", "train.save_strategy=epoch"),
+     "needs train.save_strategy equal to train.eval_strategy (epoch vs steps)"),
+    ("fsdp-and-deepspeed", lambda e: train(e, "distributed.fsdp=full_shard", "distributed.deepspeed=ds.json"),
+     "'distributed.fsdp' and 'distributed.deepspeed' exclude each other"),
+    ("deepspeed-file-missing", lambda e: train(e, "distributed.deepspeed=nope.json"),
+     "'distributed.deepspeed': file 'nope.json' does not exist"),
+    ("method-without-the-head-kind",
+     lambda e: ["validate", str(e.file("f.yaml", "method: head_only\ntask: causal_lm\n"))],
+     "method 'head_only' does not support task.head 'causal_lm'"),
+    ("paged-optimizer-on-cpu", lambda e: train(e, "train.optim=paged_adamw_8bit"),
+     "'train.optim': paged_adamw_8bit pages optimizer state between GPU and CPU memory and needs a CUDA GPU"),
+    ("max-length-too-small", lambda e: train(e, "data.max_length=4"),
+     "'data.max_length': input should be greater than or equal to 8"),
+    ("resume-and-overwrite", lambda e: [*train(e), "--resume", "--overwrite"],
+     "--resume and --overwrite exclude each other"),
+    ("output-dir-is-a-file", lambda e: ["train", str(e.recipe), f"output_dir={e.file('taken', 'x')}"],
+     "is a file, not a directory"),
+    ("overwrite-a-directory-that-is-no-run",
+     lambda e: ["train", str(e.recipe), f"output_dir={e.file('mine/notes.txt', 'keep me').parent}", "--overwrite"],
+     "is not a peftkit run (no recipe.yaml or checkpoints); refusing to delete it"),
+]
+
+DATA_CASES: list[Case] = [
+    ("text-column-missing", lambda e: train(e, "data.text_column=body"),
+     "column 'body' (data.text_column) not found; columns are: text, label"),
+    ("unlabelled-row", lambda e: train(e, rows_csv(e, ["a good film,positive", "a dull film,", "fine,negative"])),
+     "missing label in column 'label'"),
+    ("empty-data-file", lambda e: train(e, f"data.source={e.csv('empty.csv', ['text,label'])}"),
+     "empty.csv': could not be read as csv"),
+    ("utf16-data-file",
+     lambda e: train(e, f"data.source={e.csv('u16.csv', ['text,label', 'good,positive'], 'utf-16')}"),
+     "u16.csv': not UTF-8 text"),
+    ("broken-json-lines", lambda e: train(e, "data.source=" + str(e.file("b.jsonl", '{"text": "a"}\n{oops\n'))),
+     "b.jsonl': could not be read as json"),
+    ("token-tag-length-mismatch",
+     lambda e: ner_jsonl(e, [{"tokens": ["alice", "went"], "tags": ["B-PER", "O"]}] * 4
+                         + [{"tokens": ["bob", "left", "today"], "tags": ["B-PER", "O"]}]),
+     "3 words in 'tokens' but 2 tags in 'tags'; need one tag per word"),
+    ("single-label",
+     lambda e: train(e, rows_csv(e, [f"film {i},positive" for i in range(60)]), "task.head=classification"),
+     "has only 1 label(s); need at least 2"),
+    ("split-larger-than-the-data", lambda e: train(e, "data.test_size=400"),
+     "'data.test_size': 400 means 400 of 400 training rows; hold out at least 1 and leave at least 1"),
+    ("empty-test-split", lambda e: train(e, "data.test_size=0"), "'data.test_size': 0 means 0 of 400 training rows"),
+    ("unknown-data-set", lambda e: train(e, "data.source=movie-snipets"),
+     "data.source 'movie-snipets': not a catalogue data set"),
+]
+
+MODEL_CASES: list[Case] = [
+    ("model-directory-without-weights", lambda e: train(e, f"model.name={e.model_dir('empty-model', None)}"),
+     "model.name '"),
+    ("pickle-only-weights", lambda e: train(e, f"model.name={e.model_dir('pickled', 'pytorch_model.bin')}"),
+     "weights only as pickle (pytorch_model.bin); peftkit loads safetensors only"),
+    ("architecture-without-the-head", lambda e: train(e, f"model.name={tiny_clip_text(e)}"),
+     "its architecture has no AutoModelForSequenceClassification (needed by task.head 'sentiment')"),
+    ("unknown-model", lambda e: train(e, "model.name=minilm-l7"), "model.name 'minilm-l7': not a catalogue model"),
+]
+
+CLI_CASES: list[Case] = [
+    ("no-verb", lambda e: [], "the following arguments are required: VERB"),
+    ("unknown-verb", lambda e: ["trian"], "invalid choice: 'trian'"),
+    ("train-without-recipe", lambda e: ["train"], "the following arguments are required: recipe"),
+    ("unknown-flag", lambda e: [*train(e), "--epochs", "2"], "unrecognized arguments: --epochs 2"),
+    ("nproc-zero", lambda e: [*train(e), "--nproc", "0"], "--nproc must be at least 1, got 0"),
+    ("predict-without-text", lambda e: ["predict", str(e.tmp)], "predict: no text given"),
+    ("eval-of-an-unfinished-run",
+     lambda e: ["eval", str(e.file("half/recipe.yaml", e.recipe.read_text()).parent)],
+     "is an unfinished run (no metrics.json); continue it with `peftkit train ... --resume`"),
+    ("cp-into-a-missing-directory", lambda e: ["cp", "sentiment-lora", str(e.tmp / "nodir" / "x.yaml")],
+     "cp: directory '"),
+    ("eval-json-into-a-missing-directory",
+     lambda e: ["eval", str(e.tmp), "--json", str(e.tmp / "nodir" / "m.json")], "--json: directory '"),
+]
+
+CASES = RECIPE_CASES + DATA_CASES + MODEL_CASES + CLI_CASES
+
+
+def test_the_catalogue_has_at_least_30_distinct_cases() -> None:
+    names = [name for name, _, _ in CASES]
+    assert len(names) == len(set(names)) and len(names) >= 30
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(("build", "expected"), [(b, x) for _, b, x in CASES], ids=[n for n, _, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    build: Callable[[Env], list[str]], expected: str, tmp_path: Path, minilm_dir: Path, sentiment_csv: Path,
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for handler in logging.getLogger("datasets").handlers:  # bound to an earlier test's (closed) captured stderr
+        monkeypatch.setattr(handler, "stream", sys.stderr)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name": "minilm-l6"},
+        "method": {"name": "lora", "r": 2, "target_modules": ["query"]},
+        "task": {"head": "sentiment"},
+        "data": {"source": str(sentiment_csv), "test_size": 20, "validation_size": 10, "max_length": 16},
+        "train": {"max_steps": 1, "batch_size": 4, "save_strategy": "no", "eval_strategy": "no"},
+    }), encoding="utf-8")
+    env = Env(tmp_path, recipe, minilm_dir)
+    argv = build(env)
+    before = _snapshot(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits by itself
+        code = exc.code
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("peftkit")]
+    assert code == 2, captured.err[-1500:]
+    assert "Traceback" not in captured.err
+    assert len(errors) == 1 and errors[0] == captured.err.strip().splitlines()[-1], captured.err[-1500:]
+    assert errors[0].startswith(("peftkit: error: ", f"peftkit {argv[0] if argv else ''}: error: "))
+    assert expected in errors[0]
+    assert not env.out.exists(), "a refused run must not create its output directory"
+    assert _snapshot(tmp_path) == before, "a refused command must not write or delete anything"
+

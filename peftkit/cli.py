@@ -191,6 +191,18 @@ def cmd_methods(args: argparse.Namespace) -> None:
         print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (12, 8, 8, 8, 14, 0), strict=True)).rstrip())
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from peftkit.recipe import parse_override
+    from peftkit.sweep import format_table, sweep
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    result = sweep(args.recipe, args.space, args.trials, args.output_dir, overrides, pruner=args.pruner,
+                   seed=args.seed, overwrite=args.overwrite)
+    print(format_table(result.rows))
+    print(f"best {result.metric} {result.best_value:.4f} with {result.best_params}")
+    print(f"best recipe written to {result.best_recipe}; train it with `peftkit train {result.best_recipe}`")
+
+
 def cmd_options(args: argparse.Namespace) -> None:
     from peftkit.recipe import describe_options
 
@@ -330,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     verb("heads", cmd_heads, "list the registered task heads")
     methods = verb("methods", cmd_methods, "list the fine-tuning methods and what they support")
     methods.add_argument("--model", help="also count trainable parameters on this model (catalogue name or path)")
+    sweep = verb("sweep", cmd_sweep, "search recipe values with Optuna; writes trials.csv and best.yaml")
+    recipe_args(sweep)
+    sweep.add_argument("--space", required=True, help="YAML: dotted key → {low, high[, log, step]} or [choices]")
+    sweep.add_argument("--trials", type=int, default=10, help="trainings to run")
+    sweep.add_argument("--output-dir", help="where trials.csv and best.yaml go (default runs/sweeps/<recipe>)")
+    sweep.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
+                       help="stop unpromising trials early from their validation scores (needs train.eval_strategy)")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
+    sweep.add_argument("--overwrite", action="store_true", help="replace an earlier sweep in the output directory")
     options = verb("options", cmd_options, "list every recipe option with its default and help")
     options.add_argument("section", nargs="?", help="only keys starting with this, e.g. train")
     bench = verb("bench", cmd_bench, "run a benchmark suite (`bench SUITE.yaml`) or re-render one (`bench report DIR`)")

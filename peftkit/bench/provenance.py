@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -58,6 +59,7 @@ def collect() -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": "cuda" if cuda else "cpu",
         "cpu": cpu_name(),
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
     }

@@ -329,7 +329,8 @@ def render(directory: str | Path) -> tuple[str, list[Path]]:
     device = next((r["provenance"] for r in results if r.get("provenance")), None) or {}
     parts = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
              f"Device: {device.get('device', '?')} ({device.get('gpu') or device.get('cpu', '?')}, "
-             f"{device.get('cpu_count', '?')} threads); commit {device.get('git_commit', '?')}. "
+             f"{device.get('torch_threads', '?')} torch threads of {device.get('cpu_count', '?')} cores); "
+             f"commit {device.get('git_commit', '?')}. "
              f"{sum(r['status'] == 'ok' for r in results)} of {len(results)} cells ok.", ""]
     if rows:
         parts += [accuracy_table(rows, metric, suite.reference) if metric else scaling_table(rows), ""]

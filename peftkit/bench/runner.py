@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,26 @@ def run_suite(path: str | Path, quick: bool = False, directory: str | Path | Non
         progress(f"{len(skipped)} of {len(cells)} cells already have results in {directory}; running the other "
                  f"{len(todo)}")
     ran, failed, durations = [], [], []
+    with _terminate_as_interrupt():
+        _run_cells(suite, todo, directory, keep_runs, progress, ran, failed, durations)
+    return BenchOutcome(directory, ran, [c.id for c in skipped], failed)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, so `kill` stops the running cell's process too, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_cells(suite: Suite, todo: list[Cell], directory: Path, keep_runs: bool, progress: Callable[[str], None],
+               ran: list[str], failed: list[str], durations: list[float]) -> None:
     for k, cell in enumerate(todo, start=1):
         eta = f", ETA {_duration(sum(durations) / len(durations) * (len(todo) - k + 1))}" if durations else ""
         progress(f"cell {k}/{len(todo)}: {cell.id}{eta}")
@@ -129,4 +152,3 @@ def run_suite(path: str | Path, quick: bool = False, directory: str | Path | Non
         else:
             failed.append(cell.id)
             progress(f"  failed: {result['error']}")
-    return BenchOutcome(directory, ran, [c.id for c in skipped], failed)

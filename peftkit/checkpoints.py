@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from peftkit.errors import PeftkitError
 
 TRAINER_STATE = "trainer_state.json"
+RUN_STATE = "peftkit_state.json"  # what the Trainer does not keep: the loss summed over the whole run
 STAGING_PREFIX = ".staging-"
 FINISHED_MARKER = "metrics.json"  # written by training.save_run only when a run finished
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -105,6 +106,16 @@ class AtomicCheckpoints:
     """
 
     _staging: str | None = None
+    #: Sum of the per-step training losses since step 0, resumed runs included (the Trainer's own
+    #: ``training_loss`` covers only the steps of one ``train()`` call).
+    run_loss_sum: float = 0.0
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
+        self.run_loss_sum = 0.0
+        if resume_from_checkpoint and (Path(resume_from_checkpoint) / RUN_STATE).is_file():
+            saved = json.loads((Path(resume_from_checkpoint) / RUN_STATE).read_text(encoding="utf-8"))
+            self.run_loss_sum = float(saved["loss_sum"])
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)  # type: ignore[misc]
 
     def _get_output_dir(self, trial: Any) -> str:
         return self._staging or super()._get_output_dir(trial)  # type: ignore[misc]
@@ -126,6 +137,7 @@ class AtomicCheckpoints:
         if should_save:
             state = self.state  # type: ignore[attr-defined]
             final = run_dir / name
+            (staging / name / RUN_STATE).write_text(json.dumps({"loss_sum": self.run_loss_sum}), encoding="utf-8")
             if state.best_model_checkpoint == str(staging / name):
                 state.best_model_checkpoint = str(final)
                 state.save_to_json(str(staging / name / TRAINER_STATE))

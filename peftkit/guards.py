@@ -34,11 +34,12 @@ def _kept(checkpoints_dir: Path) -> str:
     return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
 
 
-def check_loss(loss: torch.Tensor, state: TrainerState, checkpoints_dir: str) -> None:
-    """Stop the run before the optimizer applies a NaN / inf loss, naming the step and the kept checkpoint."""
+def check_loss(loss: torch.Tensor, state: TrainerState, checkpoints_dir: str) -> float:
+    """The loss as a float; a NaN / inf one stops the run before the optimizer applies it, naming the step
+    and the checkpoint kept."""
     value = float(loss.detach().float().sum())
     if math.isfinite(value):
-        return
+        return value
     step = state.global_step + 1
     raise PeftkitError(
         f"training loss became {value} at step {step} (epoch {state.epoch or 0:.2f}); stopped before the update, "

@@ -84,6 +84,7 @@ def evaluate_run(directory: str | Path) -> dict[str, Any]:
     args = TrainingArguments(
         output_dir=str(run.directory / "eval"),
         per_device_eval_batch_size=run.recipe.train.eval_batch_size,
+        eval_accumulation_steps=run.recipe.train.eval_accumulation_steps,
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
     )

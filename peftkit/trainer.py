@@ -59,5 +59,5 @@ class PeftkitTrainer(AtomicCheckpoints, Trainer):
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        check_loss(loss, self.state, self.args.output_dir)
+        self.run_loss_sum += check_loss(loss, self.state, self.args.output_dir)
         return loss

@@ -118,6 +118,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         dataloader_num_workers=t.dataloader_num_workers,
         auto_find_batch_size=t.auto_find_batch_size,
         eval_accumulation_steps=t.eval_accumulation_steps,
+        restore_callback_states_from_checkpoint=True,
         report_to=[],
         disable_tqdm=False,  # transformers hides the bars when its log level is above WARN, as the CLI sets it
         use_cpu=not torch.cuda.is_available(),
@@ -243,7 +244,7 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
     metrics = {
         "test": test,
         "train": {
-            "loss": train_output.training_loss,
+            "loss": trainer.run_loss_sum / max(train_output.global_step, 1),
             "seconds": train_seconds,
             "steps": train_output.global_step,
             "samples_per_second": train_output.metrics.get("train_samples_per_second"),

@@ -108,7 +108,8 @@ def _comparable(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     return {"test": {k: v for k, v in metrics["test"].items() if k not in ("runtime", "samples_per_second",
                                                                          "steps_per_second")},
-            "loss_history": metrics["loss_history"], "steps": metrics["train"]["steps"]}
+            "loss_history": metrics["loss_history"], "steps": metrics["train"]["steps"],
+            "loss": metrics["train"]["loss"]}
 
 
 def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(write_recipe, tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_ctrl_c_finishes_the_step_saves_and_tells_how_to_resume(write_recipe, tm
     process, _ = _start(tmp_path, ["train", recipe], "sigint", 5)
     code, _, err = _finish(process)
     assert code == 130
-    last = err.strip().splitlines()[-1]
+    last = next(line for line in err.splitlines() if "peftkit: interrupted" in line)
     assert last.startswith("peftkit: interrupted: stopped by Ctrl-C after step 6;")
     assert "checkpoint-6" in last and "--resume" in last
     assert "Traceback" not in err
@@ -184,8 +185,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(PeftkitTrainer, "compute_loss", poisoned)
     assert main(["train", str(recipe)]) == 2
     captured = capsys.readouterr().err
-    err = captured.strip().splitlines()[-1]
-    assert err.startswith("peftkit: error: ") and "Traceback" not in captured
+    errors = [line for line in captured.splitlines() if "peftkit: error: " in line]
+    assert len(errors) == 1 and "Traceback" not in captured
+    err = errors[0]
     assert "training loss became nan at step 5" in err
     assert f"the last good checkpoint is {run / 'checkpoints' / 'checkpoint-4'}" in err
     assert not (run / "metrics.json").exists()

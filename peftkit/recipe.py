@@ -355,8 +355,11 @@ def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
     if head.kind not in method.head_kinds:
         raise PeftkitError(
             f"{source}: method '{method.name}' does not support task.head '{head.name}' "
-            f"({head.kind}); it supports {', '.join(method.head_kinds)}"
+            f"({head.kind}); it supports {', '.join(method.head_kinds)}{method.head_hint}"
         )
+    reason = method(recipe.method).refusal(recipe)
+    if reason:
+        raise PeftkitError(f"{source}: method '{method.name}' with task.head '{head.name}': {reason}")
     if recipe.train.early_stopping_patience and recipe.train.eval_strategy == "no":
         raise PeftkitError(f"{source}: 'train.early_stopping_patience' needs train.eval_strategy epoch or steps")
     if recipe.train.early_stopping_patience and recipe.train.save_strategy != recipe.train.eval_strategy:

@@ -186,6 +186,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     model = method.apply(model, head_modules, head.task_type)
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
+    callbacks += method.callbacks()
     trainer = PeftkitTrainer(
         model=model,
         args=args,

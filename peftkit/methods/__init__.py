@@ -1,3 +1,3 @@
-"""Built-in fine-tuning methods; importing this package registers them."""
+"""Built-in fine-tuning methods, one file per family; importing this package registers them."""
 
-from peftkit.methods import full, lora  # noqa: F401
+from peftkit.methods import adalora, full, ia3, lora, lycoris, oft, prompt, vera  # noqa: F401

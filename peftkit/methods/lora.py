@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from peft import LoraConfig, PeftConfig
+from torch import nn
 
 from peftkit.methods.base import ALL_QUANTIZATION, PeftMethod
+from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
 from peftkit.schema import MethodConfig, option
+
+if TYPE_CHECKING:
+    from peftkit.recipe import Recipe
 
 
 class LoraOptions(MethodConfig):
@@ -17,7 +22,7 @@ class LoraOptions(MethodConfig):
     alpha: float = option(16, "scaling numerator: the update is scaled by alpha / r (alpha / √r with rsLoRA)", gt=0)
     dropout: float = option(0.1, "dropout on the LoRA branch input", ge=0, lt=1)
     target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = peft's default for the architecture"
+        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
     )
     bias: Literal["none", "all", "lora_only"] = option("none", "which biases to train")
     use_rslora: bool = option(False, "rank-stabilised scaling alpha / √r")
@@ -34,7 +39,14 @@ class LoraMethod(PeftMethod):
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 5e-4
 
-    def peft_config(self, head_modules: list[str], task_type: Any) -> PeftConfig:
+    def refusal(self, recipe: Recipe) -> str | None:
+        init = self.config.init_lora_weights
+        if init in ("pissa", "olora") and recipe.quantization.mode != "none":
+            return (f"method.init_lora_weights {init} decomposes the base weights, which must not be quantized; "
+                    "use init_lora_weights: default or quantization.mode: none")
+        return None
+
+    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
         cfg = self.config
         init: bool | str = True if cfg.init_lora_weights == "default" else cfg.init_lora_weights
         return LoraConfig(
@@ -42,7 +54,7 @@ class LoraMethod(PeftMethod):
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
-            target_modules=cfg.target_modules,
+            target_modules=resolve_target_modules("lora", model, cfg.target_modules),
             bias=cfg.bias,
             use_rslora=cfg.use_rslora,
             use_dora=cfg.use_dora,

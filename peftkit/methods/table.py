@@ -5,10 +5,13 @@ from __future__ import annotations
 from peftkit.registry import HEADS, METHODS
 
 HEAD_KIND_NAMES = {"sequence_classification": "seq", "token_classification": "token", "causal_lm": "causal"}
+#: Built-ins in reading order (baselines, LoRA family, other adapters, prompt methods); plugins follow.
+ORDER = ("full", "head_only", "lora", "qlora", "dora", "adalora", "ia3", "loha", "lokr", "vera", "oft",
+         "prefix_tuning", "prompt_tuning", "p_tuning")
 
 
 def trainable_percent(method_name: str, model_name: str) -> str:
-    """Trainable share of parameters of a method on a model with a 2-label classification head."""
+    """Trainable share of parameters of a method (default options) on a model with a 2-label classification head."""
     from peftkit.modeling import load_base_model
     from peftkit.recipe import ModelSection, QuantizationSection
     from peftkit.training import count_parameters
@@ -23,10 +26,17 @@ def trainable_percent(method_name: str, model_name: str) -> str:
     return f"{100 * trainable / total:.3f} %"
 
 
+def ordered_methods() -> list[str]:
+    """Registered method names: the built-ins in ORDER, then any others (plugins) as registered."""
+    names = METHODS.names()
+    return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+
+
 def method_rows(model_name: str | None = None) -> list[tuple[str, ...]]:
     """Header + one row per method: name, 8-bit, 4-bit, heads, trainable %, description."""
     rows: list[tuple[str, ...]] = [("method", "8-bit", "4-bit", "heads", "trainable", "description")]
-    for name, method in METHODS:
+    for name in ordered_methods():
+        method = METHODS.get(name)
         heads = "+".join(HEAD_KIND_NAMES.get(k, k) for k in method.head_kinds)
         share = trainable_percent(name, model_name) if model_name else "-"
         rows.append((

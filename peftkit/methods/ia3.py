@@ -1,0 +1,58 @@
+"""(IA)³: learned vectors that rescale keys, values and feed-forward activations (Liu et al. 2022)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from peft import IA3Config, PeftConfig
+from torch import nn
+
+from peftkit.methods.base import ALL_QUANTIZATION, PeftMethod
+from peftkit.methods.targets import resolve_target_modules
+from peftkit.registry import METHODS
+from peftkit.schema import MethodConfig, option
+
+if TYPE_CHECKING:
+    from peftkit.recipe import Recipe
+
+
+class Ia3Options(MethodConfig):
+    name: str = option("ia3", "fine-tuning method (`peftkit methods` lists them)")
+    target_modules: list[str] | str | None = option(
+        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
+    )
+    feedforward_modules: list[str] | None = option(
+        None, "targets whose input (not output) is rescaled, a subset of target_modules; empty = the "
+        "architecture's default"
+    )
+    init_ia3_weights: bool = option(True, "start the scaling vectors at 1 (the adapter begins as the identity)")
+
+
+@METHODS.register("ia3")
+class Ia3Method(PeftMethod):
+    name = "ia3"
+    description = "(IA)³: learned rescaling of keys, values and feed-forward activations (Liu et al. 2022)"
+    config_cls = Ia3Options
+    quantization_modes = ALL_QUANTIZATION
+    default_learning_rate = 3e-3
+
+    def refusal(self, recipe: Recipe) -> str | None:
+        targets, feedforward = self.config.target_modules, self.config.feedforward_modules
+        if isinstance(targets, list) and feedforward and not set(feedforward) <= set(targets):
+            return (f"method.feedforward_modules {sorted(set(feedforward) - set(targets))} are not among "
+                    "method.target_modules; (IA)³ rescales only targeted modules")
+        return None
+
+    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
+        cfg = self.config
+        targets = resolve_target_modules("ia3", model, cfg.target_modules)
+        feedforward = cfg.feedforward_modules
+        if feedforward is None:
+            feedforward = [] if cfg.target_modules else resolve_target_modules("ia3_feedforward", model, None)
+        return IA3Config(
+            task_type=task_type,
+            target_modules=targets,
+            feedforward_modules=feedforward,
+            init_ia3_weights=cfg.init_ia3_weights,
+            modules_to_save=head_modules,
+        )

@@ -1,0 +1,48 @@
+"""VeRA: one pair of frozen random matrices shared by all layers, trained scaling vectors (Kopiczko et al. 2024)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import PeftConfig, VeraConfig
+from torch import nn
+
+from peftkit.methods.base import PeftMethod
+from peftkit.methods.lycoris import NO_BNB
+from peftkit.methods.targets import resolve_target_modules
+from peftkit.registry import METHODS
+from peftkit.schema import MethodConfig, option
+
+
+class VeraOptions(MethodConfig):
+    name: str = option("vera", "fine-tuning method (`peftkit methods` lists them)")
+    r: int = option(256, "rank of the shared random projections", ge=1)
+    d_initial: float = option(0.1, "initial value of the trained scaling vector d", gt=0)
+    dropout: float = option(0.0, "dropout on the VeRA branch input", ge=0, lt=1)
+    projection_prng_key: int = option(0, "seed of the shared random projections")
+    save_projection: bool = option(True, "save the random projections with the adapter (else rebuilt from the seed)")
+    target_modules: list[str] | str | None = option(
+        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
+    )
+
+
+@METHODS.register("vera")
+class VeraMethod(PeftMethod):
+    name = "vera"
+    description = "VeRA: frozen random low-rank matrices shared across layers, trained scaling vectors"
+    config_cls = VeraOptions
+    quantization_hint = NO_BNB
+    default_learning_rate = 5e-3
+
+    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
+        cfg = self.config
+        return VeraConfig(
+            task_type=task_type,
+            r=cfg.r,
+            d_initial=cfg.d_initial,
+            vera_dropout=cfg.dropout,
+            projection_prng_key=cfg.projection_prng_key,
+            save_projection=cfg.save_projection,
+            target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
+            modules_to_save=head_modules,
+        )

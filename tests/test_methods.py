@@ -1,0 +1,285 @@
+"""Every method × every built-in head: a few steps on tiny random models (loss falls), save, reload to identical
+logits; combinations that cannot work are refused at validation with the reason; parameter counts; the table."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from transformers import BertConfig, BertModel, BertTokenizerFast, LlamaConfig, LlamaForCausalLM
+
+import peftkit
+from peftkit.errors import PeftkitError
+from peftkit.methods.table import method_rows
+from peftkit.methods.targets import default_target_modules
+from peftkit.recipe import load_recipe, recipe_from_dict
+from peftkit.registry import HEADS, METHODS
+from peftkit.run import load_run
+from peftkit.training import build_trainer, save_run
+
+POSITIVE = ["good", "great", "wonderful", "superb"]
+NEGATIVE = ["bad", "awful", "dull", "boring"]
+FILLER = ["the", "film", "plot", "was", "really", "quite", "a", "and"]
+NAMES, CITIES = ["alice", "bob", "carol", "dave"], ["paris", "london", "berlin", "rome"]
+COLOURS = {"banana": "yellow", "apple": "red", "lime": "green", "plum": "purple"}
+
+#: Per-method options that keep the tiny runs learnable in a dozen steps (defaults otherwise).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    "qlora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    "dora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    "adalora": {"init_r": 6, "target_r": 4},
+    "vera": {"r": 16},
+    "oft": {"oft_block_size": 16},
+    "prefix_tuning": {"num_virtual_tokens": 4},
+    "prompt_tuning": {"num_virtual_tokens": 4},
+    "p_tuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 32},
+}
+HEAD_NAMES = ["classification", "sentiment", "ner", "causal_lm"]
+
+
+def _rows(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        if kind == "text":
+            label = "positive" if i % 2 == 0 else "negative"
+            words = rng.sample(POSITIVE if label == "positive" else NEGATIVE, 3) + rng.sample(FILLER, 1)
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": label})
+        elif kind == "ner":
+            words = [(w, "O") for w in rng.sample(FILLER, 3)]
+            words.insert(rng.randrange(4), (rng.choice(NAMES), "B-PER"))
+            words.insert(rng.randrange(5), (rng.choice(CITIES), "B-LOC"))
+            rows.append({"tokens": [w for w, _ in words], "tags": [t for _, t in words]})
+        else:
+            fruit = rng.choice(list(COLOURS))
+            rows.append({"prompt": f"colour of {fruit}?", "response": f"{fruit} is {COLOURS[fruit]}"})
+    return rows
+
+
+def tiny_tokenizer() -> BertTokenizerFast:
+    """A word-level tokenizer over the test vocabulary: tiny embeddings and LM heads keep every run fast."""
+    words = {w for ws in (POSITIVE, NEGATIVE, FILLER, NAMES, CITIES, list(COLOURS), list(COLOURS.values()))
+             for w in ws}
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    extra = ["colour", "of", "is", "saw", "in", "###", "instruction", "response", "?", ":", "#"]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(specials + sorted(words) + extra)}, eos_token="[SEP]")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random BERT and a tiny random Llama sharing a word-level tokenizer, and data for every head."""
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer = tiny_tokenizer()
+    size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                vocab_size=tokenizer.vocab_size, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    models = {
+        "bert": BertModel(BertConfig(initializer_range=0.2, **size)),
+        "llama": LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, pad_token_id=0,
+                                              eos_token_id=tokenizer.eos_token_id, **size)),
+    }
+    paths = {}
+    for name, model in models.items():
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = root / name
+    for kind in ("text", "ner", "causal"):
+        path = root / f"{kind}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in _rows(kind, 160)), encoding="utf-8")
+        paths[kind] = path
+    paths["root"] = root
+    return paths
+
+
+def tiny_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> dict[str, Any]:
+    causal = head == "causal_lm"
+    data = {"classification": "text", "sentiment": "text", "ner": "ner", "causal_lm": "causal"}[head]
+    task: dict[str, Any] = {"head": head}
+    if causal:
+        task |= {"template": "plain", "test_samples": 0}
+    if head == "ner":
+        task["word_split"] = "whitespace"
+    recipe = {
+        "model": {"name": str(tiny["llama" if causal else "bert"])},
+        "method": {"name": method, **OPTIONS.get(method, {})},
+        "task": task,
+        "data": {"source": str(tiny[data]), "test_size": 16, "validation_size": 8, "max_length": 24},
+        "train": {"max_steps": 12, "batch_size": 16, "learning_rate": 1e-2 if method != "full" else 1e-3,
+                  "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1, "warmup": 0,
+                  "group_by_length": False},
+    }
+    for dotted, value in extra.items():
+        node = recipe
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return recipe
+
+
+def refusal(method: str, head: str, mode: str) -> str | None:
+    """The validation error of a combination, or None when it is accepted."""
+    recipe = {"model": {"name": "minilm-l6"}, "method": {"name": method}, "task": {"head": head},
+              "quantization": {"mode": mode}}
+    try:
+        recipe_from_dict(recipe, source="r")
+    except PeftkitError as exc:
+        return str(exc)
+    return None
+
+
+def supported(method: str, head: str, mode: str = "none") -> bool:
+    return refusal(method, head, mode) is None
+
+
+def logits_of(model: torch.nn.Module, tokenizer: Any, head: str) -> torch.Tensor:
+    texts = ["colour of lime?", "colour of plum?"] if head == "causal_lm" else ["bob saw a great film in rome"]
+    with torch.no_grad():
+        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+
+
+def train_save_reload(tiny: dict[str, Path], raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """Train in memory, save the run, reload it: losses, both logits, the run directory and the trainer."""
+    path = tiny["root"] / f"{name}.yaml"
+    raw["output_dir"] = str(tiny["root"] / "runs" / name)
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    recipe = load_recipe(path)
+    output_dir = Path(recipe.output_dir)
+    output_dir.mkdir(parents=True)
+    prepared = build_trainer(recipe, output_dir)
+    prepared.trainer.train()
+    recipe.task.labels = prepared.label_names
+    model = prepared.trainer.model.eval()
+    tokenizer = prepared.trainer.processing_class
+    before = logits_of(model, tokenizer, recipe.task.head)
+    save_run(recipe, prepared.trainer, prepared.method, output_dir, {"test": {}})
+    after = logits_of(load_run(output_dir).model, tokenizer, recipe.task.head)
+    losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
+    return {"losses": losses, "before": before, "after": after, "dir": output_dir, "model": model}
+
+
+CELLS = [(m, h) for m in METHODS.names() for h in HEAD_NAMES]
+
+
+@pytest.mark.parametrize(("method", "head"), CELLS, ids=[f"{m}-{h}" for m, h in CELLS])
+def test_method_trains_and_reloads_identically(tiny: dict[str, Path], method: str, head: str) -> None:
+    mode = "none" if "none" in METHODS.get(method).quantization_modes else "4bit"
+    why = refusal(method, head, mode)
+    if why is not None:
+        # only these cells are refused; every other one must train
+        assert method in ("head_only", "prompt_tuning", "p_tuning") and "does not support task.head" in why, why
+        return
+    extra = {"quantization.mode": mode} if mode != "none" else {}
+    if method == "head_only":
+        extra["train.learning_rate"] = 5e-2
+    result = train_save_reload(tiny, tiny_recipe(tiny, method, head, **extra), f"{method}-{head}")
+    losses = result["losses"]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"loss did not fall: {losses}"
+    assert_same_logits(method, result)
+
+
+def assert_same_logits(method: str, result: dict[str, Any]) -> None:
+    """Bit-identical, except AdaLoRA: its reload drops the pruned (zeroed) ranks, which only reorders float sums."""
+    if method == "adalora":
+        torch.testing.assert_close(result["before"], result["after"], rtol=0, atol=1e-5)
+    else:
+        assert torch.equal(result["before"], result["after"])
+
+
+@pytest.mark.parametrize(("method", "mode"), [("ia3", "8bit"), ("adalora", "4bit"), ("prefix_tuning", "4bit"),
+                                              ("dora", "8bit")])
+def test_quantized_subset(tiny: dict[str, Path], method: str, mode: str) -> None:
+    raw = tiny_recipe(tiny, method, "sentiment", **{"quantization.mode": mode})
+    result = train_save_reload(tiny, raw, f"{method}-{mode}")
+    assert sum(result["losses"][-3:]) < sum(result["losses"][:3]), result["losses"]
+    assert_same_logits(method, result)
+
+
+@pytest.mark.parametrize(("method", "head", "mode", "message"), [
+    ("loha", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'loha' (it supports: none); "
+                                  "peft has no bitsandbytes layers for it"),
+    ("vera", "ner", "8bit", "does not work with method 'vera'"),
+    ("oft", "sentiment", "8bit", "does not work with method 'oft'"),
+    ("full", "sentiment", "4bit", "quantized weights cannot be trained directly"),
+    ("prompt_tuning", "ner", "none", "method 'prompt_tuning' does not support task.head 'ner' (token_classification); "
+                                     "it supports sequence_classification, causal_lm; peft prepends the virtual "
+                                     "tokens to the input, so per-token outputs no longer line up with the tags"),
+    ("p_tuning", "ner", "none", "no longer line up with the tags"),
+    ("head_only", "causal_lm", "none", "method 'head_only' does not support task.head 'causal_lm'"),
+])
+def test_unsupported_combinations_are_refused_at_validation(method: str, head: str, mode: str,
+                                                            message: str) -> None:
+    assert message in (refusal(method, head, mode) or "accepted")
+
+
+@pytest.mark.parametrize(("method", "extra", "message"), [
+    ("lora", {"method.init_lora_weights": "pissa", "quantization.mode": "4bit"},
+     "init_lora_weights pissa decomposes the base weights, which must not be quantized"),
+    ("adalora", {"method.tinit": 10, "method.tfinal": 5}, "method.tinit (10) + method.tfinal (5) must be below "
+                                                          "the 12 steps"),
+    ("adalora", {"method.target_r": 20}, "method.target_r (20) must not exceed method.init_r"),
+    ("prefix_tuning", {"task.packing": True}, "virtual tokens cannot be packed"),
+    ("prompt_tuning", {"method.init": "text"}, "method.init: text needs method.init_text"),
+    ("ia3", {"method.target_modules": ["query"], "method.feedforward_modules": ["dense"]},
+     "method.feedforward_modules ['dense'] are not among method.target_modules"),
+])
+def test_option_combinations_are_refused(tiny: dict[str, Path], method: str, extra: dict[str, Any],
+                                         message: str) -> None:
+    head = "causal_lm" if "task.packing" in extra else "sentiment"
+    with pytest.raises(PeftkitError, match=r"^recipe: ") as caught:
+        recipe_from_dict(tiny_recipe(tiny, method, head, **extra))
+    assert message in str(caught.value)
+
+
+def test_metrics_report_parameters_and_adapter_size(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """metrics.json of a prompt method: trainable = virtual tokens + classifier; adapter bytes = the file."""
+    raw = tiny_recipe(tiny, "prompt_tuning", "sentiment", output_dir=str(tmp_path / "run"))
+    raw["train"]["max_steps"] = 2
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = peftkit.train(path)
+    saved = json.loads((result.output_dir / "metrics.json").read_text())
+    base = sum(p.numel() for p in BertModel.from_pretrained(tiny["bert"]).parameters())
+    head = 64 * 2 + 2  # classifier: hidden × labels + bias
+    assert saved["parameters"]["trainable"] == 4 * 64 + head
+    assert saved["parameters"]["total"] == base + 4 * 64 + 2 * head  # peft keeps the original classifier too
+    assert saved["adapter_bytes"] == (result.output_dir / "adapter_model.safetensors").stat().st_size
+
+
+def test_default_targets_per_architecture() -> None:
+    assert default_target_modules("lora", "bert") == ["query", "value"]
+    assert default_target_modules("lora", "distilbert") == ["q_lin", "v_lin"]
+    assert default_target_modules("ia3", "distilbert") == ["k_lin", "v_lin", "lin2"]
+    assert default_target_modules("lora", "llama") == ["q_proj", "v_proj"]
+    assert default_target_modules("adalora", "qwen2") == ["q_proj", "v_proj"]
+    assert default_target_modules("lora", "gpt2") == ["c_attn"]
+    assert default_target_modules("ia3", "gpt2") == ["c_attn", "mlp.c_proj"]
+    assert default_target_modules("lora", "roberta") == ["query", "value"]
+    assert default_target_modules("lora", "no-such-model") is None
+
+
+def test_unknown_architecture_without_targets_names_the_key(tiny: dict[str, Path]) -> None:
+    from peftkit.methods.targets import resolve_target_modules
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(PeftkitError, match=r"method\.target_modules: no default target modules for model type ''"):
+        resolve_target_modules("lora", model, None)
+    assert resolve_target_modules("lora", model, "all-linear") == "all-linear"
+
+
+def test_methods_table_lists_every_method_with_its_support(tiny: dict[str, Path]) -> None:
+    rows = {row[0]: row for row in method_rows(str(tiny["bert"]))}
+    assert set(METHODS.names()) <= set(rows)
+    assert rows["loha"][1:3] == ("no", "no") and rows["ia3"][1:3] == ("yes", "yes")
+    assert rows["full"][4] == "100.000 %"
+    assert float(rows["lora"][4].split()[0]) < float(rows["adalora"][4].split()[0]) < 100
+    assert "token" not in rows["prompt_tuning"][3] and "token" in rows["prefix_tuning"][3]
+    assert all(HEADS.get(h).kind for h in HEAD_NAMES)

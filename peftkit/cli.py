@@ -375,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """End a progress bar a failed step left open, so the error starts on its own line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `peftkit` command."""
     parser = build_parser()
@@ -388,9 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_libraries()
         args.func(args)
     except PeftkitError as exc:
+        _close_progress_bars()
         print(f"peftkit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
+        _close_progress_bars()
         print(f"peftkit: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 from torch import nn
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from peftkit import augment, distributed, preprocess
 from peftkit.checkpoints import resume_point
@@ -208,10 +209,12 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     return Prepared(trainer, tokenized, head, method, label_names, splits)
 
 
-def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any) -> RunResult:
+def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Sequence[TrainerCallback] = (),
+          **overrides: Any) -> RunResult:
     """Train and evaluate a recipe (a Recipe, a name or a YAML path) with dotted-key overrides.
 
     ``peftkit.train("sentiment-lora", **{"train.epochs": 2})`` returns the metrics and the run directory.
+    ``callbacks`` are added to the Trainer.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
@@ -230,6 +233,8 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, **overrides: Any
     recipe.task.labels = prepared.label_names
     interrupt = InterruptGuard()
     trainer.add_callback(interrupt)
+    for callback in callbacks:  # e.g. the benchmark's memory probe
+        trainer.add_callback(callback)
     started = time.perf_counter()
     try:
         with out_of_memory_hint(t.batch_size, t.grad_accum, recipe.data.max_length):

@@ -92,6 +92,9 @@ def test_cell_result_schema(finished_suite: Path) -> None:
     assert result["adapter_bytes"] > 0
     memory = result["memory"]
     assert memory["device"] == "cpu" and memory["peak_bytes"] > 10 * 2**20
+    assert memory["peak_bytes"] == memory["rss_train_peak_above_baseline_bytes"]  # training phase, loading apart
+    assert memory["rss_load_peak_above_baseline_bytes"] > 0 and memory["rss_peak_above_baseline_bytes"] == max(
+        memory["peak_bytes"], memory["rss_load_peak_above_baseline_bytes"])
     assert memory["predicted"]["floor"] < memory["predicted_bytes"] == memory["predicted"]["total"]
     speed = result["speed"]
     assert speed["steps"] == 3 and speed["samples_per_second"] > 0 and speed["tokens_per_second"] > 0

@@ -2,7 +2,8 @@
 
 Memory is measured in this process only, so figures never leak between cells: on a GPU
 ``torch.cuda.max_memory_allocated``; on a CPU the peak resident set size above the baseline taken after
-imports, data preparation and the memory estimate (Linux: the kernel's high-water mark is reset there).
+imports, data preparation and the memory estimate (Linux: the kernel's high-water mark is reset there), split
+into loading (model read and quantized) and training (steps, evaluation, save) at the start of training.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 SCHEMA = "peftkit.bench.cell/1"
 #: Keys every result file has, whatever its status.
@@ -63,17 +66,40 @@ def reset_peak() -> tuple[int, bool]:
     return (current if current is not None else _maxrss_bytes()), reset
 
 
-def peak_memory(baseline: int, reset: bool) -> dict[str, Any]:
-    """The peak since ``reset_peak``: resident bytes above the baseline and, on a GPU, the allocator's peak."""
+def _resident_peak(reset: bool) -> int:
+    peak = _status_bytes("VmHWM") if reset else None
+    return peak if peak is not None else _maxrss_bytes()
+
+
+class LoadPhaseProbe(TrainerCallback):
+    """When training begins: note the resident peak of loading (model, quantization, data) and restart the
+    high-water mark, so the training phase (steps, evaluation, save) is measured on its own."""
+
+    def __init__(self, reset: bool) -> None:
+        self.reset = reset
+        self.load_peak: int | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.load_peak = _resident_peak(self.reset)
+        if self.reset:
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory(baseline: int, reset: bool, probe: LoadPhaseProbe) -> dict[str, Any]:
+    """Peaks since ``reset_peak``, above the baseline: resident bytes of loading and of training (CPU), and on a
+    GPU the allocator's peak. ``peak_bytes`` is the training-phase figure the estimate predicts."""
     import torch
 
-    peak = _status_bytes("VmHWM") if reset else None
-    peak = peak if peak is not None else _maxrss_bytes()
+    train_peak = _resident_peak(probe.reset)
+    load_peak = probe.load_peak if probe.load_peak is not None else train_peak
+    overall = max(load_peak, train_peak) if probe.reset else train_peak
     cuda = torch.cuda.is_available()
     return {
         "device": "cuda" if cuda else "cpu",
-        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else peak - baseline,
-        "rss_peak_above_baseline_bytes": peak - baseline,
+        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else train_peak - baseline,  # whole run if no reset
+        "rss_load_peak_above_baseline_bytes": load_peak - baseline,
+        "rss_train_peak_above_baseline_bytes": train_peak - baseline if probe.reset else None,
+        "rss_peak_above_baseline_bytes": overall - baseline,
         "rss_baseline_bytes": baseline,
         "tensor_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "peak_reset": reset,
@@ -97,8 +123,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     predicted = estimate(recipe)
     random_init_checkpoint(recipe.model)  # built once, outside the measured span
     baseline, reset = reset_peak()
-    run = train(recipe, overwrite=True)
-    memory = peak_memory(baseline, reset)
+    probe = LoadPhaseProbe(reset)
+    run = train(recipe, overwrite=True, callbacks=[probe])
+    memory = peak_memory(baseline, reset, probe)
     memory["predicted_bytes"] = predicted.total
     memory["predicted"] = predicted.as_dict()
     memory["error_percent"] = 100 * (predicted.total - memory["peak_bytes"]) / max(memory["peak_bytes"], 1)

@@ -125,6 +125,7 @@ def _markdown(header: list[str], table: list[list[str]]) -> str:
 
 
 PEAK = _get("memory", "peak_bytes")
+LOAD_PEAK = _get("memory", "rss_load_peak_above_baseline_bytes")
 PREDICTED = _get("memory", "predicted_bytes")
 FLOOR = _get("memory", "predicted", "floor")
 ERROR = _get("memory", "error_percent")
@@ -161,7 +162,7 @@ def accuracy_table(rows: list[Row], metric: str, reference: str | None) -> str:
 def scaling_table(rows: list[Row]) -> str:
     """Per model size: each variant's peak memory beside the analytic floor, best per size in bold."""
     header = ["size", "variant", "total params", "trainable", "peak MiB", "floor MiB", "predicted MiB", "error %",
-              "peak / full", "samples/s", "tokens/s"]
+              "peak / full", "loading peak MiB", "samples/s", "tokens/s"]
     text = []
     sizes: dict[str, list[Row]] = {}
     for row in rows:
@@ -173,12 +174,13 @@ def scaling_table(rows: list[Row]) -> str:
         for row in sorted(members, key=lambda r: -(r.mean(PEAK) or 0)):
             peak = row.mean(PEAK)
             ratio = peak / full if full and peak else None
-            values.append([None, None, None, row.mean(TRAINABLE), peak, None, None, None, None, row.mean(SAMPLES),
-                           row.mean(TOKENS)])
+            values.append([None, None, None, row.mean(TRAINABLE), peak, None, None, None, None, None,
+                           row.mean(SAMPLES), row.mean(TOKENS)])
             table.append([point, row.variant, _params(row.mean(TOTAL)), _params(row.mean(TRAINABLE)), _mib(peak),
                           _mib(row.mean(FLOOR)), _mib(row.mean(PREDICTED)), _num(row.mean(ERROR), 0),
-                          _num(ratio, 2), _num(row.mean(SAMPLES), 2), _num(row.mean(TOKENS), 0)])
-        _bold_best(table, values, [0, 0, 0, -1, -1, 0, 0, 0, 0, 1, 1])
+                          _num(ratio, 2), _mib(row.mean(LOAD_PEAK)), _num(row.mean(SAMPLES), 2),
+                          _num(row.mean(TOKENS), 0)])
+        _bold_best(table, values, [0, 0, 0, -1, -1, 0, 0, 0, 0, 0, 1, 1])
         table_all += table
     text.append(_markdown(header, table_all))
     return "\n".join(text)
@@ -335,8 +337,9 @@ def render(directory: str | Path) -> tuple[str, list[Path]]:
     if rows:
         parts += [accuracy_table(rows, metric, suite.reference) if metric else scaling_table(rows), ""]
         parts += [*summary(rows, metric, suite.reference), ""]
-    parts += ["Per cell (peak: resident memory above the post-import baseline on CPU, "
-              "`torch.cuda.max_memory_allocated` on GPU; error = predicted − measured):", "", cell_table(results), ""]
+    parts += ["Per cell (peak: on CPU resident memory above the post-import baseline from the start of training "
+              "through evaluation and save; on GPU `torch.cuda.max_memory_allocated`; error = predicted − measured):",
+              "", cell_table(results), ""]
     text = "\n".join(parts)
     files = [directory / REPORT_FILE, directory / CSV_FILE]
     files[0].write_text(text, encoding="utf-8")

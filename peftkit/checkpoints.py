@@ -18,6 +18,7 @@ from typing import Any
 import torch.distributed as dist
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from peftkit.atomic import replace_dir
 from peftkit.errors import PeftkitError
 
 TRAINER_STATE = "trainer_state.json"
@@ -86,18 +87,6 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _publish(staged: Path, final: Path) -> None:
-    """Rename a finished checkpoint into place, replacing one of the same step only after it is whole."""
-    if final.exists():
-        old = final.with_name(f"{STAGING_PREFIX}old-{final.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        staged.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staged.rename(final)
-
-
 class AtomicCheckpoints:
     """Trainer mixin: every checkpoint is staged in a hidden directory and renamed into place.
 
@@ -141,7 +130,7 @@ class AtomicCheckpoints:
             if state.best_model_checkpoint == str(staging / name):
                 state.best_model_checkpoint = str(final)
                 state.save_to_json(str(staging / name / TRAINER_STATE))
-            _publish(staging / name, final)
+            replace_dir(staging / name, final)
             shutil.rmtree(staging, ignore_errors=True)
             rotate_checkpoints(str(run_dir), self.args.save_total_limit,  # type: ignore[attr-defined]
                                best_model_checkpoint=state.best_model_checkpoint)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from peftkit import atomic
 from peftkit.errors import PeftkitError
 
 EXIT_USER_ERROR = 2
@@ -127,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for key in main:
         print(f"  (saved at training time: {key} {saved[key]:.4f})")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        atomic.write_text(args.json, json.dumps(metrics, indent=2))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

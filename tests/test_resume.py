@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from peftkit.atomic import replace_dir, write_text
 from peftkit.checkpoints import AtomicCheckpoints, is_complete, last_checkpoint, resume_point
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
@@ -259,3 +260,32 @@ def test_rotation_never_deletes_the_best_checkpoint(tmp_path: Path) -> None:
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["checkpoint-2", "checkpoint-6"], "limit 1 keeps the newest and the best"
     assert fake.state.best_model_checkpoint == str(tmp_path / "checkpoint-2")
+
+
+def test_gpu_out_of_memory_names_the_batch_size_and_what_to_change(
+    write_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(PeftkitTrainer, "training_step", out_of_memory)
+    assert main(["train", str(write_recipe({"train.batch_size": 32, "train.grad_accum": 2}))]) == 2
+    captured = capsys.readouterr().err
+    errors = [line for line in captured.splitlines() if "peftkit: error: " in line]
+    assert len(errors) == 1 and "Traceback" not in captured
+    assert "out of GPU memory with train.batch_size=32 (grad_accum 2, data.max_length 32)" in errors[0]
+    assert "try train.batch_size=16 train.grad_accum=4" in errors[0] and "auto_find_batch_size" in errors[0]
+
+
+def test_replace_dir_and_write_text_leave_the_old_or_the_new_never_a_mix(tmp_path: Path) -> None:
+    target, staged = tmp_path / "checkpoint-4", tmp_path / ".staging"
+    for directory, text in ((target, "old"), (staged, "new")):
+        directory.mkdir()
+        (directory / "weights").write_text(text)
+    replace_dir(staged, target)
+    assert (target / "weights").read_text() == "new"
+    out = tmp_path / "metrics.json"
+    write_text(out, "1")
+    write_text(out, "2")
+    assert out.read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "metrics.json"], "no temporaries left"

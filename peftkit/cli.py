@@ -178,6 +178,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {report['mode']} model to {args.out} ({report['weights_bytes']:,} bytes of weights)")
 
 
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from peftkit.export import fuse_runs
+
+    result = fuse_runs(args.runs, args.out, weights=args.weights, combination=args.combination,
+                       density=args.density, overwrite=args.overwrite)
+    _print_metrics(f"test metrics of the fused run ({args.combination}):", result.metrics["test"])
+    print(f"fused run saved to {result.output_dir}; evaluate it again with `peftkit eval {result.output_dir}`")
+
 def cmd_heads(args: argparse.Namespace) -> None:
     from peftkit.registry import HEADS
 
@@ -340,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--samples", type=int, default=64, help="test examples in the parity check")
     export.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 500MB")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    fuse = verb("fuse", cmd_fuse, "fuse the LoRA adapters of runs on one base into a new run (add_weighted_adapter)")
+    fuse.add_argument("runs", nargs="+", help="run directories (same base model, head and labels)")
+    fuse.add_argument("--out", required=True, help="run directory to create")
+    fuse.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal, summing to 1)")
+    fuse.add_argument("--combination", default="linear",
+                      choices=["linear", "cat", "svd", "ties", "dare_linear", "dare_ties"],
+                      help="how peft combines the adapters")
+    fuse.add_argument("--density", type=float, default=0.5, help="share of weights kept by ties / dare pruning")
+    fuse.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     verb("heads", cmd_heads, "list the registered task heads")
     methods = verb("methods", cmd_methods, "list the fine-tuning methods and what they support")
     methods.add_argument("--model", help="also count trainable parameters on this model (catalogue name or path)")

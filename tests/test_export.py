@@ -177,3 +177,49 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
     with pytest.raises(PeftkitError, match="its model class CustomModel is not a transformers Auto class"):
         export_run(lora_run, tmp_path / "custom")
     assert leftovers(tmp_path) == ["taken"]
+
+
+@pytest.fixture(scope="module")
+def lora_run_b(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, sentiment_csv: Path) -> Path:
+    recipe = tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b")
+    return peftkit.train(recipe, **{"train.seed": 7}).output_dir
+
+
+def test_cat_fusion_weighted_one_and_zero_is_the_first_run(lora_run: Path, lora_run_b: Path, tmp_path: Path) -> None:
+    from peftkit.export import fuse_runs
+
+    result = fuse_runs([lora_run, lora_run_b], tmp_path / "fused", weights=[1.0, 0.0], combination="cat")
+    assert result.metrics["fusion"]["rank"] == 8  # cat stacks the two rank-4 adapters
+    assert torch.allclose(run_logits(tmp_path / "fused"), run_logits(lora_run), atol=1e-5)
+    assert not torch.allclose(run_logits(lora_run_b), run_logits(lora_run), atol=1e-3)
+
+
+def test_cli_fuses_with_ties_and_eval_evaluates_it(lora_run: Path, lora_run_b: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    out = tmp_path / "fused"
+    argv = ["fuse", str(lora_run), str(lora_run_b), "--weights", "0.5", "0.5", "--combination", "ties"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "fused run saved to" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fusion"]["combination"] == "ties" and metrics["fusion"]["density"] == 0.5
+    assert main(["eval", str(out), "--json", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == metrics["test"]["accuracy"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_fusion_refuses_mismatched_runs(lora_run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(lora_run, other)
+    recipe = yaml.safe_load((other / "recipe.yaml").read_text())
+    recipe["model"]["name"] = "smollm2-135m"
+    (other / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["fuse", str(lora_run), str(other), "--out", str(tmp_path / "fused")]) == 2
+    assert "differ in model.name ('minilm-l6' vs 'smollm2-135m'); only adapters trained on the same base" in (
+        capsys.readouterr().err
+    )
+    assert main(["fuse", str(lora_run), str(lora_run), "--weights", "1", "2", "3", "--out", str(tmp_path / "f")]) == 2
+    assert "--weights: 3 values for 2 runs" in capsys.readouterr().err
+    assert leftovers(tmp_path) == ["other"]

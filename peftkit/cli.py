@@ -197,7 +197,7 @@ def cmd_methods(args: argparse.Namespace) -> None:
     from peftkit.methods.table import method_rows
 
     for row in method_rows(args.model):
-        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (12, 8, 8, 8, 14, 0), strict=True)).rstrip())
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, (14, 6, 6, 17, 10, 0), strict=True)).rstrip())
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

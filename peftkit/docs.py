@@ -19,8 +19,19 @@ def options_table() -> str:
     return "\n".join(lines)
 
 
+def methods_table() -> str:
+    """Every registered method: heads, quantized bases, trainable share on the default model (`peftkit methods`)."""
+    from peftkit.methods.table import method_rows
+    from peftkit.recipe import ModelSection
+
+    header, *rows = method_rows(ModelSection().name)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 #: Marker name → function rendering the text between `<!-- name:start -->` and `<!-- name:end -->`.
-SECTIONS: dict[str, Callable[[], str]] = {"options": options_table}
+SECTIONS: dict[str, Callable[[], str]] = {"options": options_table, "methods": methods_table}
 
 
 def render(readme: str) -> str:

@@ -4,7 +4,10 @@ logits; combinations that cannot work are refused at validation with the reason;
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +115,7 @@ def tiny_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> 
         "method": {"name": method, **OPTIONS.get(method, {})},
         "task": task,
         "data": {"source": str(tiny[data]), "test_size": 16, "validation_size": 8, "max_length": 24},
-        "train": {"max_steps": 12, "batch_size": 16, "learning_rate": 1e-2 if method != "full" else 1e-3,
+        "train": {"max_steps": 10, "batch_size": 16, "learning_rate": 1e-2 if method != "full" else 1e-3,
                   "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1, "warmup": 0,
                   "group_by_length": False},
     }
@@ -195,7 +198,7 @@ def assert_same_logits(method: str, result: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("method", "mode"), [("ia3", "8bit"), ("adalora", "4bit"), ("prefix_tuning", "4bit"),
-                                              ("dora", "8bit")])
+                                              ("dora", "4bit")])
 def test_quantized_subset(tiny: dict[str, Path], method: str, mode: str) -> None:
     raw = tiny_recipe(tiny, method, "sentiment", **{"quantization.mode": mode})
     result = train_save_reload(tiny, raw, f"{method}-{mode}")
@@ -224,9 +227,11 @@ def test_unsupported_combinations_are_refused_at_validation(method: str, head: s
     ("lora", {"method.init_lora_weights": "pissa", "quantization.mode": "4bit"},
      "init_lora_weights pissa decomposes the base weights, which must not be quantized"),
     ("adalora", {"method.tinit": 10, "method.tfinal": 5}, "method.tinit (10) + method.tfinal (5) must be below "
-                                                          "the 12 steps"),
+                                                          "the 10 steps"),
     ("adalora", {"method.target_r": 20}, "method.target_r (20) must not exceed method.init_r"),
     ("prefix_tuning", {"task.packing": True}, "virtual tokens cannot be packed"),
+    pytest.param("dora", {"quantization.mode": "8bit"}, "DoRA on an 8-bit base fails in bitsandbytes' CPU backward",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only refusal")),
     ("prompt_tuning", {"method.init": "text"}, "method.init: text needs method.init_text"),
     ("ia3", {"method.target_modules": ["query"], "method.feedforward_modules": ["dense"]},
      "method.feedforward_modules ['dense'] are not among method.target_modules"),
@@ -283,3 +288,28 @@ def test_methods_table_lists_every_method_with_its_support(tiny: dict[str, Path]
     assert float(rows["lora"][4].split()[0]) < float(rows["adalora"][4].split()[0]) < 100
     assert "token" not in rows["prompt_tuning"][3] and "token" in rows["prefix_tuning"][3]
     assert all(HEADS.get(h).kind for h in HEAD_NAMES)
+
+
+def test_plugin_method_is_listed_and_validated(tmp_path: Path) -> None:
+    """A method from the `peftkit.methods` entry point group (tests/plugins) is listed and usable in a recipe."""
+    dist = tmp_path / "site" / "peftkit_demo_head-0.1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: peftkit-demo-head\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[peftkit.methods]\ndemo_lora = peftkit_demo_head:DemoLoraMethod\n")
+    plugins = Path(__file__).parent / "plugins"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(plugins), os.environ.get("PYTHONPATH", "")])}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"method": {"name": "demo_lora"}, "quantization": {"mode": "4bit"}}))
+    script = (
+        "from peftkit.cli import main\n"
+        "main(['methods'])\n"
+        "main(['show', '" + str(recipe) + "', 'quantization.mode=none'])\n"
+        "raise SystemExit(main(['validate', '" + str(recipe) + "']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    listed = next(line for line in out.stdout.splitlines() if line.startswith("demo_lora"))
+    assert "demo plugin: LoRA with rank 2 by default" in listed
+    assert "name: demo_lora\n  r: 2\n" in out.stdout
+    assert out.returncode == 2
+    assert "'quantization.mode' 4bit does not work with method 'demo_lora' (it supports: none)" in out.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from peft import LoraConfig, PeftConfig
 from torch import nn
 
@@ -44,6 +45,9 @@ class LoraMethod(PeftMethod):
         if init in ("pissa", "olora") and recipe.quantization.mode != "none":
             return (f"method.init_lora_weights {init} decomposes the base weights, which must not be quantized; "
                     "use init_lora_weights: default or quantization.mode: none")
+        if self.config.use_dora and recipe.quantization.mode == "8bit" and not torch.cuda.is_available():
+            return ("DoRA on an 8-bit base fails in bitsandbytes' CPU backward pass (its int8 scale state is gone); "
+                    "use quantization.mode: 4bit on a CPU")
         return None
 
     def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
+from torch import nn
+
 from peftkit.registry import HEADS, METHODS
 
 HEAD_KIND_NAMES = {"sequence_classification": "seq", "token_classification": "token", "causal_lm": "causal"}
@@ -10,18 +15,24 @@ ORDER = ("full", "head_only", "lora", "qlora", "dora", "adalora", "ia3", "loha",
          "prefix_tuning", "prompt_tuning", "p_tuning")
 
 
-def trainable_percent(method_name: str, model_name: str) -> str:
-    """Trainable share of parameters of a method (default options) on a model with a 2-label classification head."""
+@functools.lru_cache(maxsize=4)
+def _base_model(model_name: str, mode: str) -> tuple[nn.Module, list[str]]:
     from peftkit.modeling import load_base_model
     from peftkit.recipe import ModelSection, QuantizationSection
+
+    head = HEADS.get("classification")(HEADS.get("classification").config_cls())
+    return load_base_model(ModelSection(name=model_name), QuantizationSection(mode=mode), head, ["a", "b"])
+
+
+def trainable_percent(method_name: str, model_name: str) -> str:
+    """Trainable share of parameters of a method (default options) on a model with a 2-label classification head."""
     from peftkit.training import count_parameters
 
     method = METHODS.get(method_name)
     mode = "none" if "none" in method.quantization_modes else method.quantization_modes[0]
-    head = HEADS.get("classification")(HEADS.get("classification").config_cls())
-    model, head_modules = load_base_model(ModelSection(name=model_name), QuantizationSection(mode=mode), head,
-                                          ["a", "b"])
-    model = method(method.config_cls()).apply(model, head_modules, head.task_type)
+    base, head_modules = _base_model(model_name, mode)
+    task_type = HEADS.get("classification").task_type
+    model = method(method.config_cls()).apply(copy.deepcopy(base), head_modules, task_type)
     trainable, total = count_parameters(model)
     return f"{100 * trainable / total:.3f} %"
 

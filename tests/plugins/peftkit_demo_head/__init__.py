@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from peftkit.heads.classification import ClassificationConfig, ClassificationHead
+from peftkit.methods.lora import LoraMethod, LoraOptions
 from peftkit.schema import option
 
 
@@ -21,3 +22,17 @@ class TopicHead(ClassificationHead):
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         return f"{self.config.marker} {prediction['label']}\t{prediction['text']}"
+
+
+class DemoLoraOptions(LoraOptions):
+    name: str = option("demo_lora", "fine-tuning method (`peftkit methods` lists them)")
+    r: int = option(2, "rank of the low-rank update", ge=1)
+
+
+class DemoLoraMethod(LoraMethod):
+    """A third-party method through the `peftkit.methods` entry point group: LoRA with rank 2 by default."""
+
+    name = "demo_lora"
+    description = "demo plugin: LoRA with rank 2 by default"
+    config_cls = DemoLoraOptions
+    quantization_modes = ("none",)

@@ -72,7 +72,8 @@ def tiny_tokenizer() -> BertTokenizerFast:
              for w in ws}
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     extra = ["colour", "of", "is", "saw", "in", "###", "instruction", "response", "?", ":", "#"]
-    return BertTokenizerFast(vocab={w: i for i, w in enumerate(specials + sorted(words) + extra)}, eos_token="[SEP]")
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(specials + sorted(words) + extra)},
+                             eos_token="[SEP]", model_input_names=["input_ids", "attention_mask"])
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +258,24 @@ def test_metrics_report_parameters_and_adapter_size(tiny: dict[str, Path], tmp_p
     assert saved["parameters"]["trainable"] == 4 * 64 + head
     assert saved["parameters"]["total"] == base + 4 * 64 + 2 * head  # peft keeps the original classifier too
     assert saved["adapter_bytes"] == (result.output_dir / "adapter_model.safetensors").stat().st_size
+
+
+def test_prompt_method_on_causal_lm_end_to_end(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """Virtual tokens lengthen the logits: evaluation, generation samples and `peftkit eval` still line up."""
+    from peftkit.run import evaluate_run, predict
+
+    raw = tiny_recipe(tiny, "prompt_tuning", "causal_lm", output_dir=str(tmp_path / "run"))
+    raw["train"]["max_steps"] = 2
+    raw["task"]["test_samples"] = 1
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = peftkit.train(path)
+    test = result.metrics["test"]
+    assert test["tokens"] > 0 and test["token_loss"] == pytest.approx(test["loss"], rel=1e-5)
+    assert len(test["samples"]) == 1
+    assert evaluate_run(result.output_dir)["token_loss"] == pytest.approx(test["token_loss"], rel=1e-5)
+    assert result.metrics["parameters"]["trainable"] == 4 * 64  # the virtual tokens; a causal LM has no head
+    assert predict(result.output_dir, ["colour of lime?"])[0]["prompt"] == "colour of lime?"
 
 
 def test_default_targets_per_architecture() -> None:

@@ -177,6 +177,7 @@ class CausalLMHead(Head):
 def response_nll(logits: Any, labels: torch.Tensor) -> torch.Tensor:
     """Per row: summed next-token NLL over labelled (response) tokens and their count, shape (rows, 2)."""
     logits = logits[0] if isinstance(logits, tuple) else logits
+    logits = logits[:, -labels.shape[1]:]  # prompt-learning methods put virtual tokens in front of the input
     shifted_logits = logits[:, :-1].float()
     targets = labels[:, 1:]
     mask = targets != IGNORE

@@ -32,8 +32,8 @@ class AugmentSection(Section):
     )
     ops: list[str] = option(
         ["synonym", "insert", "swap", "delete"],
-        "operations, one drawn per copy: synonym, insert, swap, delete, or a plug-in of the peftkit.augmenters "
-        "entry point group (e.g. back-translation)",
+        "operations, one drawn per copy: synonym (skipped without augment.synonyms), insert, swap, delete, or a "
+        "plug-in of the peftkit.augmenters entry point group (e.g. back-translation)",
     )
     synonyms: str | None = option(
         None, "UTF-8 file, one group of interchangeable words per line (separated by spaces or commas); "
@@ -169,8 +169,11 @@ def augment(dataset: Dataset, section: AugmentSection, seed: int, column: str) -
     if section.copies == 0:
         return dataset
     check(section, "recipe")
-    ops: list[Augmenter] = [AUGMENTERS.get(name) for name in section.ops]
     synonyms = read_synonyms(section.synonyms)
+    names = [n for n in section.ops if synonyms or n != "synonym"]  # without a word list it would copy rows
+    if not names:
+        raise PeftkitError("'augment.ops': synonym alone needs augment.synonyms (a word list file)")
+    ops: list[Augmenter] = [AUGMENTERS.get(name) for name in names]
 
     def expand(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         out = {name: list(values) for name, values in batch.items()}

@@ -227,6 +227,11 @@ def test_augment_adds_seeded_copies(tmp_path: Path) -> None:
     assert out["text"] == augment.augment(rows, section, seed=1, column="text")["text"]  # reproducible
     assert out["text"] != augment.augment(rows, section, seed=2, column="text")["text"]
     assert len(set(out["text"])) > 3
+    alone = AugmentSection(copies=1, ops=["synonym"])
+    with pytest.raises(PeftkitError, match=r"'augment.ops': synonym alone needs augment.synonyms"):
+        augment.augment(rows, alone, seed=1, column="text")
+    no_list = augment.augment(rows, AugmentSection(copies=2, ops=["synonym", "swap"]), seed=1, column="text")
+    assert all(t not in rows["text"] for t in no_list["text"][3:5])  # swap drawn every time, never a plain copy
 
 
 def test_augment_operations() -> None:

@@ -290,6 +290,7 @@ def plot_accuracy(rows: list[Row], metric: str, directory: Path) -> list[Path]:
 def plot_scaling(rows: list[Row], directory: Path) -> list[Path]:
     """Peak memory against model size per variant, with each variant's analytic floor dashed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -303,10 +304,13 @@ def plot_scaling(rows: list[Row], directory: Path) -> list[Path]:
         color = f"C{i}"
         sizes = [r.mean(TOTAL) / 1e6 for r in members]
         ax.plot(sizes, [r.mean(PEAK) / MIB for r in members], "o-", color=color, label=f"{variant} (measured)")
-        ax.plot(sizes, [(r.mean(FLOOR) or 0) / MIB for r in members], "--", color=color, alpha=0.7,
+        ax.plot(sizes, [(r.mean(FLOOR) or 0) / MIB for r in members], "x--", color=color, alpha=0.7,
                 label=f"{variant} (floor: weights + trainable state)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("model parameters (millions)")
     ax.set_ylabel("peak training memory (MiB)")
     ax.set_title("peak memory vs model size")

@@ -37,7 +37,9 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
         load = (f"from transformers import {auto}, AutoTokenizer\n"
                 f"model = {auto}.from_pretrained(\"{out}\")\n"
                 f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
-        what = f"the adapter merged into the {report['merged_into']}; plain transformers loads it{needs}"
+        merge = f"the adapter merged into the {report['merged_into']}" if report["merged_into"] else (
+            f"the weights of method {recipe.method.name}, re-saved")
+        what = f"{merge}; plain transformers loads it{needs}"
     else:
         load = (f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
                 f"base = {auto}.from_pretrained(\"{recipe.model.name}\""

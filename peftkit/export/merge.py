@@ -112,6 +112,8 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
         raise PeftkitError(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
     if tolerance < 0:
         raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
+    if samples < 1:
+        raise PeftkitError(f"--samples {samples}: the parity check needs at least 1 test example")
     if mode == "merge":
         check_mergeable(head)
     elif requantize_to or dtype != recipe.model.dtype:
@@ -156,7 +158,7 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
             "mode": mode,
             "dtype": dtype,
             "base_quantization": recipe.quantization.mode,
-            "merged_into": None if mode == "adapter" else (
+            "merged_into": None if mode == "adapter" or not isinstance(method, PeftMethod) else (
                 f"de-quantized {recipe.quantization.mode} base ({dtype})" if quantized else f"base weights ({dtype})"
             ),
             "requantized": None if not requantize_to else {

@@ -170,6 +170,9 @@ def test_ctrl_c_finishes_the_step_saves_and_tells_how_to_resume(write_recipe, tm
     assert "Traceback" not in err
     assert is_complete(run / "checkpoints" / "checkpoint-6")
     assert not (run / "metrics.json").exists()
+    code, out, err = _finish(_start(tmp_path, ["train", recipe, "--resume"])[0])
+    assert code == 0, err[-2000:]
+    assert f"trained {MAX_STEPS} steps" in out, "the saved 'stop' flag must not stop the resumed run"
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(

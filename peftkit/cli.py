@@ -165,7 +165,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         max_shard_size=args.max_shard_size, overwrite=args.overwrite,
     )
     parity = report["parity"]
-    verdict = f"within tolerance {parity['tolerance']:g}" if parity["checked"] else "report only"
+    verdict = (f"within tolerance {parity['tolerance']:g} × max(1, largest |logit| {parity['max_abs_logit']:.3g})"
+               if parity["checked"] else "report only")
     print(
         f"parity on {parity['compared']} test items: max |Δlogit| {parity['max_abs_logit_diff']:.2e}, "
         f"mean {parity['mean_abs_logit_diff']:.2e}, prediction agreement {parity['prediction_agreement']:.4f} "

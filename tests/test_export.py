@@ -162,7 +162,7 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
         return model
 
     monkeypatch.setattr(merge, "merged_model", perturbed)
-    failed = r"parity check failed: .* up to (9\.9\de-03|1\.0\de-02) \(tolerance 0\.0001\); nothing was written"
+    failed = r"parity check failed: .* up to (9\.9\de-03|1\.0\de-02) \(tolerance 0\.0001 × largest \|logit\| "
     with pytest.raises(PeftkitError, match=failed):
         export_run(lora_run, tmp_path / "taken", overwrite=True, samples=8)
     assert leftovers(tmp_path / "taken") == ["keep.txt"]  # --overwrite replaces only after success

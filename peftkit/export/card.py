@@ -30,7 +30,7 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
     auto = HEADS.get(recipe.task.head).auto_class.__name__
     merged = report["mode"] == "merge"
     parity = report["parity"]
-    check = (f"checked against tolerance {parity['tolerance']:g}: passed" if parity["checked"]
+    check = (f"checked against tolerance {parity['tolerance']:g} × max(1, largest |logit|): passed" if parity["checked"]
              else "report only (weights de-quantized, re-quantized or cast)")
     if merged:
         needs = " (needs bitsandbytes: the weights are re-quantized)" if report["requantized"] else ""

@@ -50,6 +50,7 @@ def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> dict[st
     return {
         "max_abs_logit_diff": float(diff.max()) if diff.numel() else 0.0,
         "mean_abs_logit_diff": float(diff.mean()) if diff.numel() else 0.0,
+        "max_abs_logit": float(ref.abs().max()) if ref.numel() else 0.0,
         "prediction_agreement": float((ref.argmax(-1) == oth.argmax(-1)).float().mean()) if len(ref) else 1.0,
         "compared": len(ref),
     }

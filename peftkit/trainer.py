@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_pt_utils import nested_gather
 
 from peftkit.checkpoints import AtomicCheckpoints
 from peftkit.guards import check_loss
@@ -59,5 +60,7 @@ class PeftkitTrainer(AtomicCheckpoints, Trainer):
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self.run_loss_sum += check_loss(loss, self.state, self.args.output_dir)
+        # the mean over processes, as the Trainer logs it; every process then sees the same NaN and stops
+        step_loss = nested_gather(loss.detach(), self.args.parallel_mode).mean() if self.args.world_size > 1 else loss
+        self.run_loss_sum += check_loss(step_loss, self.state, self.args.output_dir)
         return loss

@@ -19,7 +19,11 @@ def replace_dir(staged: Path, target: Path) -> None:
         aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         aside.rmdir()
         target.rename(aside)
-        staged.rename(target)
+        try:
+            staged.rename(target)
+        except OSError:
+            aside.rename(target)
+            raise
         shutil.rmtree(aside, ignore_errors=True)
     else:
         staged.rename(target)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import resource
 import shutil
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from peftkit import atomic
 
 SCHEMA = "peftkit.bench.cell/1"
 #: Keys every result file has, whatever its status.
@@ -31,9 +32,7 @@ STATUS_FILE = Path("/proc/self/status")
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON beside ``path`` and rename it into place: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    temp.replace(path)
+    atomic.write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _status_bytes(field: str) -> int | None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from peftkit.atomic import replace_dir
 from peftkit.errors import PeftkitError
 
 
@@ -47,17 +48,7 @@ def staged_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary directory
         yield staging
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            try:
-                os.replace(staging, out)
-            except OSError:
-                os.replace(old / out.name, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        replace_dir(staging, out)
     except OSError as exc:
         raise PeftkitError(f"writing '{out}' failed: {exc.strerror or exc}; nothing was written") from exc
     finally:

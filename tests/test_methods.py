@@ -332,3 +332,47 @@ def test_plugin_method_is_listed_and_validated(tmp_path: Path) -> None:
     assert "name: demo_lora\n  r: 2\n" in out.stdout
     assert out.returncode == 2
     assert "'quantization.mode' 4bit does not work with method 'demo_lora' (it supports: none)" in out.stderr
+
+
+def test_prefix_reaches_a_classifier_whatever_its_past_key_values_argument_is_called() -> None:
+    """transformers 5.24 calls it `cache` (BERT's backbone, Llama's classifier); peft 0.21 asks for the old name.
+    The prefix must reach attention: changing it changes the logits."""
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import BertForTokenClassification, LlamaForSequenceClassification
+
+    from peftkit.methods.prompt import accept_past_key_values
+
+    torch.manual_seed(0)
+    bert = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    llama = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, intermediate_size=37, pad_token_id=0)
+    for model, task_type in [(BertForTokenClassification(bert), TaskType.TOKEN_CLS),
+                             (LlamaForSequenceClassification(llama), TaskType.SEQ_CLS)]:
+        peft_model = get_peft_model(accept_past_key_values(model, task_type),
+                                    PrefixTuningConfig(task_type=task_type, num_virtual_tokens=3))
+        ids = torch.randint(1, 40, (2, 6))
+        before = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        with torch.no_grad():
+            for p in peft_model.prompt_encoder.parameters():
+                p.add_(1.0)
+        after = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        assert (before - after).abs().max() > 1e-4, type(model).__name__
+
+
+def test_prefix_refused_in_one_line_for_a_model_without_past_key_values() -> None:
+    from peft import TaskType
+
+    from peftkit.methods.prompt import accept_past_key_values
+
+    class NoCache(torch.nn.Module):
+        base_model_prefix = "body"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Linear(2, 2)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.body(input_ids)
+
+    with pytest.raises(PeftkitError, match="NoCache takes no past key values, so it cannot carry a prefix"):
+        accept_past_key_values(NoCache(), TaskType.SEQ_CLS)

@@ -3,12 +3,16 @@ every layer's keys and values (prefix tuning); the base model stays untouched.""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from peft import PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+from peft import PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
 from torch import nn
 
-from peftkit.methods.base import ALL_HEAD_KINDS, ALL_QUANTIZATION, PeftMethod
+from peftkit.errors import PeftkitError
+from peftkit.methods.base import ALL_HEAD_KINDS, ALL_QUANTIZATION, BaseBuilder, PeftMethod
 from peftkit.registry import METHODS
 from peftkit.schema import MethodConfig, option
 
@@ -60,12 +64,52 @@ class PromptMethod(PeftMethod):
         return None
 
 
+def accept_past_key_values(model: nn.Module, task_type: Any) -> nn.Module:
+    """Let peft hand its prefix to a classification model, which peft checks for a ``past_key_values`` argument.
+
+    transformers 5.24 renamed that argument to ``cache`` (the old name still works until 5.40); peft 0.21
+    looks the old name up in the signatures of the model and then of its backbone, and refuses without it.
+    The first of the two that takes ``cache`` gets a ``forward`` that also takes ``past_key_values`` and
+    passes it on as ``cache``. Causal LMs need nothing (peft passes the prefix without checking); a model
+    whose forward takes neither cannot carry a prefix and is refused in one line before training starts.
+    """
+    if task_type not in (TaskType.SEQ_CLS, TaskType.TOKEN_CLS):
+        return model
+    for module in (model, getattr(model, model.base_model_prefix, model)):
+        params = inspect.signature(module.forward).parameters
+        if "past_key_values" in params:
+            return model
+        if "cache" in params:
+            module.forward = _renaming_forward(module.forward)
+            return model
+    raise PeftkitError(
+        f"method 'prefix_tuning': {type(model).__name__} takes no past key values, so it cannot carry a prefix; "
+        "use prompt_tuning, p_tuning or lora with this model"
+    )
+
+
+def _renaming_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    def renamed(*args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+        if past_key_values is not None:
+            kwargs["cache"] = past_key_values
+        return forward(*args, **kwargs)
+
+    return renamed
+
+
 @METHODS.register("prefix_tuning")
 class PrefixTuningMethod(PromptMethod):
     name = "prefix_tuning"
     description = "prefix tuning: trained key/value prefixes in every attention layer (Li & Liang 2021)"
     config_cls = PrefixTuningOptions
     head_kinds = ALL_HEAD_KINDS
+
+    def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
+        return super().apply(accept_past_key_values(model, task_type), head_modules, task_type)
+
+    def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
+        task_type = PeftConfig.from_pretrained(str(directory)).task_type
+        return super().load(directory, lambda *a, **kw: accept_past_key_values(build_base(*a, **kw), task_type))
 
     def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
         cfg = self.config

@@ -30,8 +30,27 @@ def methods_table() -> str:
     return "\n".join(lines)
 
 
+def versions_table() -> str:
+    """Each runtime dependency: the range pyproject.toml declares and the version CI tests (.ci/constraints.txt)."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    pins = dict(line.split("==") for line in (root / ".ci" / "constraints.txt").read_text(encoding="utf-8")
+                .splitlines() if "==" in line and not line.startswith("#"))
+    pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    lines = ["| package | declared range | CI tests |", "|---|---|---|"]
+    for req in map(Requirement, declared):
+        spec = ", ".join(sorted((str(s) for s in req.specifier), reverse=True))
+        lines.append(f"| {req.name} | `{spec}` | {pins.get(req.name.lower(), 'not pinned')} |")
+    return "\n".join(lines)
+
+
 #: Marker name → function rendering the text between `<!-- name:start -->` and `<!-- name:end -->`.
-SECTIONS: dict[str, Callable[[], str]] = {"options": options_table, "methods": methods_table}
+SECTIONS: dict[str, Callable[[], str]] = {
+    "options": options_table, "methods": methods_table, "versions": versions_table,
+}
 
 
 def render(readme: str) -> str:

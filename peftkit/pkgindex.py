@@ -321,7 +321,7 @@ def locate(package: str, version: str, filename: str, sha256: str, config: Index
         try:
             files = _project_files(client, source, package)
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            unreachable.append(f"{redact(source)} ({_reason(exc)})")
+            unreachable.append(f"{redact(source)} is unreachable: {_reason(exc)}")
             continue
         for f in files or []:
             if f.filename == filename:
@@ -337,7 +337,7 @@ def locate(package: str, version: str, filename: str, sha256: str, config: Index
                 if name_version[1] == version:
                     others.append(f.filename)
     if unreachable:
-        raise IndexUnreachable(f"package index {unreachable[0]} is unreachable")
+        raise IndexUnreachable(f"package index {unreachable[0]}")
     where = ", ".join(redact(s) for s in config.sources())
     if others:
         raise NotOnIndex(f"{where} lists {', '.join(others)} for {package}=={version} but not {filename}")

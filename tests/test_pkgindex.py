@@ -132,7 +132,9 @@ def test_json_index_over_http_with_credentials_and_progress(json_index: str, tmp
     with pytest.raises(pkgindex.NotOnIndex, match=r"otherpkg is not on http://u:\*\*\*\*@127.0.0.1:\d+/simple$"):
         pkgindex.locate("otherpkg", "1.0", "otherpkg-1.0.tar.gz", sha, config)
     no_password = pkgindex.IndexConfig(index_urls=(json_index.replace("u:p@", ""),))
-    with pytest.raises(pkgindex.IndexUnreachable, match=r"package index http://127.0.0.1:\d+/simple \(HTTP 401 "):
+    with pytest.raises(
+        pkgindex.IndexUnreachable, match=r"package index http://127.0.0.1:\d+/simple is unreachable: HTTP 401 "
+    ):
         pkgindex.locate("fakepkg", "1.0", WHEEL, sha, no_password)
 
 

@@ -32,6 +32,7 @@ DEFAULT_INDEX = "https://pypi.org/simple"
 SYSTEM_CONFIG_DIR = Path("/etc")  # pip also reads /etc/pip.conf after the XDG config dirs
 _ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 _CHUNK = 1 << 20
+_ALIASES = {"default-timeout": "timeout", "pypi-url": "index-url"}  # pip options with two long names
 
 
 class IndexLookupError(Exception):
@@ -62,6 +63,7 @@ class IndexConfig:
     timeout: float = 15.0
 
     def sources(self) -> tuple[str, ...]:
+        """Index URLs, then find-links, in the order they are searched."""
         return self.index_urls + self.find_links
 
 
@@ -102,17 +104,26 @@ def _config_files() -> list[Path]:
 def _settings() -> dict[str, str]:
     """pip's option values for ``pip download`` as ``{option: raw string}``, later sources winning."""
     values: dict[str, str] = {}
+
+    def put(key: str, value: str) -> None:
+        key = key.lower().replace("_", "-")
+        values[_ALIASES.get(key, key)] = value
+
     for path in _config_files():
         if not path.is_file():
             continue
         parser = configparser.RawConfigParser()
-        parser.read(path, encoding="utf-8")
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise IndexLookupError(f"pip config file {path} cannot be read ({str(exc).splitlines()[0]})") from exc
         for section in ("global", "download"):
             if parser.has_section(section):
-                values.update({k.replace("_", "-"): v for k, v in parser.items(section)})
+                for key, value in parser.items(section):
+                    put(key, value)
     for name, value in os.environ.items():
         if name.startswith("PIP_") and name != "PIP_CONFIG_FILE":
-            values[name[4:].lower().replace("_", "-")] = value
+            put(name[4:], value)
     return values
 
 
@@ -125,9 +136,8 @@ def pip_index_config() -> IndexConfig:
     s = _settings()
     index = (s.get("index-url") or DEFAULT_INDEX).strip()
     indexes = () if _true(s.get("no-index", "")) else (index, *s.get("extra-index-url", "").split())
-    timeout = s.get("timeout") or s.get("default-timeout") or "15"
     try:
-        seconds = float(timeout)
+        seconds = float(s.get("timeout", "15"))
     except ValueError:
         seconds = 15.0
     return IndexConfig(

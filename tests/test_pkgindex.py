@@ -37,7 +37,7 @@ def pip_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_pip_settings_follow_pips_order(monkeypatch: pytest.MonkeyPatch, pip_home: Path) -> None:
     assert pkgindex.pip_index_config().index_urls == ("https://pypi.org/simple",)
-    _conf(pip_home / "xdg/pip/pip.conf", "[global]\nindex-url = https://xdg/simple\ntimeout = 7\n")
+    _conf(pip_home / "xdg/pip/pip.conf", "[global]\nindex-url = https://xdg/simple\ndefault-timeout = 7\n")
     _conf(pip_home / "etc/pip.conf", "[global]\nindex-url = https://etc/simple\nextra-index-url = https://e2/s\n")
     assert pkgindex.pip_index_config().index_urls == ("https://etc/simple", "https://e2/s")
     _conf(
@@ -61,6 +61,10 @@ def test_pip_settings_follow_pips_order(monkeypatch: pytest.MonkeyPatch, pip_hom
     assert pkgindex.pip_index_config().sources() == ("https://own/simple", "https://a/simple", "https://b/simple")
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no config files at all
     assert pkgindex.pip_index_config().sources() == ("https://pypi.org/simple",)
+    _conf(pip_home / "own.conf", "index-url = no section\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(pip_home / "own.conf"))
+    with pytest.raises(pkgindex.IndexLookupError, match=r"pip config file \S+own.conf cannot be read \("):
+        pkgindex.pip_index_config()
 
 
 def test_archive_names_match_their_project() -> None:

@@ -4,6 +4,8 @@
     python tools/check_deps.py oldest    # every dependency at its lower bound, then the fast tests
     python tools/check_deps.py refresh   # resolve within the bounds and rewrite .ci/constraints.txt
 
+Arguments after ``--`` go to pytest: ``python tools/check_deps.py newest -- tests/test_methods.py -k prefix``.
+
 torch is installed first as ``--torch`` names it (default the CPU build CI uses) and kept out of the rest.
 Each run prints the installed versions against the range pyproject.toml declares; newest and oldest exit with
 pytest's status, so a break is found here, not by a user.
@@ -87,8 +89,10 @@ def main() -> int:
     parser.add_argument("--venv", type=Path, help="where to build the venv (default: a temporary folder)")
     parser.add_argument("--with", dest="extra", action="append", default=[],
                         help="an extra requirement installed last, e.g. transformers==5.23.0 (repeatable)")
-    parser.add_argument("pytest_args", nargs="*", help="passed to pytest after the fast-tier marker")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    pytest_args = argv[cut + 1:]
 
     with tempfile.TemporaryDirectory(prefix="peftkit-deps-") as tmp:
         python = make_venv(args.venv or Path(tmp) / "venv", args.torch)
@@ -107,7 +111,7 @@ def main() -> int:
         run(python, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT)
         run(python, "-m", "pip", "install", "-q", *wanted, *args.extra)
         outside = report(python)
-        status = fast_tests(python, args.pytest_args)
+        status = fast_tests(python, pytest_args)
         print(f"\n{args.mode}: pytest exit {status}; outside the declared ranges: {', '.join(outside) or 'none'}")
         return status
 

@@ -26,13 +26,30 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _parameters(count: int | None) -> str:
+    if count is None:
+        return "?"
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.{1 if count < 100 * scale else 0}f}{unit}"
+    return str(count)
+
+
 def cmd_recipes(args: argparse.Namespace) -> None:
-    from peftkit.recipe import named_recipes, read_yaml
+    from peftkit.modeling import parameter_count
+    from peftkit.recipe import named_recipes, read_yaml, recipe_from_dict
 
     recipes = named_recipes()
     width = max(map(len, recipes), default=0)
+    sizes: dict[str, str] = {}
+    print(f"{'recipe':<{width}}  {'params':>6}  description (params: the base model's; ? = not fetched yet)")
     for name, path in recipes.items():
-        print(f"{name:<{width}}  {read_yaml(path).get('description', '')}")
+        raw = read_yaml(path)
+        model = recipe_from_dict(raw, source=name).model
+        key = model.model_dump_json()
+        if key not in sizes:
+            sizes[key] = _parameters(parameter_count(model))
+        print(f"{name:<{width}}  {sizes[key]:>6}  {raw.get('description', '')}")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -57,17 +74,21 @@ def cmd_cp(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from peftkit import distributed
+    from peftkit import device, distributed
     from peftkit.recipe import load_recipe
     from peftkit.training import check_device
 
     recipe = load_recipe(args.recipe, args.overrides)
-    check_device(recipe.train)
+    here = device.current()
+    resolved = device.resolve_settings(recipe, here)
+    check_device(recipe.train, recipe.model)
     distributed.check_device(recipe.distributed)
     print(
         f"ok: {args.recipe} — model {recipe.model.name}, method {recipe.method.name}, "
         f"head {recipe.task.head}, data {recipe.data.source}, quantization {recipe.quantization.mode}"
     )
+    if resolved:
+        print(f"auto on {here.label}: " + ", ".join(f"{k}={v}" for k, v in resolved.items()))
 
 
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
@@ -245,18 +266,36 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
-    from peftkit.estimate import estimate
+    from peftkit import device
+    from peftkit.env import fit_table, fits
     from peftkit.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    e = estimate(recipe)
+    rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
+    e = rows[0].estimate
     mib = 2**20
-    print(f"predicted peak training memory: {e.total / mib:,.0f} MiB "
-          f"(longest batch {recipe.train.batch_size} × {e.sequence_length} tokens)")
+    print(f"predicted peak training memory on {rows[0].device.label}: {e.total / mib:,.0f} MiB "
+          f"(longest batch {recipe.train.batch_size} × {e.sequence_length} tokens: {source})")
     for name in ("weights", "gradients", "optimizer", "activations"):
         print(f"  {name:<12} {getattr(e, name) / mib:>10,.1f} MiB")
     print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
           f"trainable parameters {e.trainable_params:,} of {e.total_params:,}")
+    print("per device, `auto` options resolved for it (reference GPUs: Ampere-class):")
+    print("\n".join(fit_table(rows)))
+
+
+def cmd_env(args: argparse.Namespace) -> None:
+    from peftkit import device
+    from peftkit.env import fit_table, fits, report
+    from peftkit.recipe import load_recipe
+
+    print("\n".join(report()))
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.overrides)
+        rows, source = fits(recipe, device.all_devices())
+        print(f"{args.recipe}: predicted peak per device (sequence length {rows[0].estimate.sequence_length}: "
+              f"{source})")
+        print("\n".join(fit_table(rows)))
 
 
 def cmd_catalog_ls(kind: str) -> Callable[[argparse.Namespace], None]:
@@ -382,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep-runs", action="store_true", help="keep each cell's run directory (weights included)")
     bench.add_argument("--strict", action="store_true", help="exit with an error when a cell failed (CI)")
     recipe_args(verb("estimate", cmd_estimate, "predict a recipe's peak training memory without training"))
+    env = verb("env", cmd_env, "versions, devices and flash-attn for a bug report; with a recipe, whether it fits")
+    env.add_argument("recipe", nargs="?", help="also estimate this recipe's peak on each device")
+    env.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch_size=8")
+    env.set_defaults(trailing="overrides")
     for kind, noun in (("data", "data sets"), ("models", "models")):
         group = verbs.add_parser(kind, help=f"built-in {noun}: ls, fetch").add_subparsers(
             dest="action", required=True, metavar="ACTION"

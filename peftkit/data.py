@@ -63,9 +63,13 @@ def load_source(data: DataSection) -> DatasetDict:
         ) from None
     if not isinstance(loaded, DatasetDict):
         loaded = DatasetDict({"train": loaded})
-    if "train" not in loaded:
-        raise PeftkitError(f"data.source '{data.source}': no 'train' split (has {', '.join(loaded)})")
-    return DatasetDict({k: v for k, v in loaded.items() if k in SPLITS})
+    roles = {"train": "train", **(data.source_splits or {k: k for k in loaded if k in SPLITS})}
+    for role, name in roles.items():
+        if name not in loaded:
+            key = f"data.source_splits.{role}" if role in data.source_splits else "data.source"
+            raise PeftkitError(f"'{key}': hub data set '{data.source}' has no '{name}' split "
+                               f"(has {', '.join(loaded)})")
+    return DatasetDict({role: loaded[name] for role, name in roles.items()})
 
 
 def _size(value: float, total: int) -> int:

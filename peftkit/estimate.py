@@ -12,13 +12,13 @@ from typing import Any
 from accelerate import init_empty_weights
 from datasets import DatasetDict
 from torch import nn
-from transformers import AutoConfig
 
+from peftkit import device as devices
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
-from peftkit.modeling import load_tokenizer, resolve_model_path
-from peftkit.recipe import Recipe
+from peftkit.modeling import load_tokenizer, model_config
+from peftkit.recipe import DataSection, Recipe
 from peftkit.registry import HEADS, METHODS
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -60,11 +60,9 @@ class MemoryEstimate:
 
 
 def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
-    source = resolve_model_path(recipe.model.name)
     kwargs = head.model_kwargs(labels) if head.kind != "causal_lm" else {}
     overrides = recipe.model.config_overrides if recipe.model.random_init else {}
-    return AutoConfig.from_pretrained(source, trust_remote_code=recipe.model.trust_remote_code,
-                                      **overrides, **kwargs)
+    return model_config(recipe.model, **overrides, **kwargs)
 
 
 def meta_model(recipe: Recipe, labels: list[str]) -> nn.Module:
@@ -87,7 +85,33 @@ def longest_sequence(recipe: Recipe, head: Head) -> tuple[int, list[str]]:
     label2id = {name: i for i, name in enumerate(labels)}
     parts = ("train",) if recipe.data.padding == "dynamic" else tuple(splits)
     tokenized = DatasetDict({p: head.tokenize(splits[p], tokenizer, recipe.data.max_length, label2id) for p in parts})
-    return max(len(ids) for part in tokenized.values() for ids in part["input_ids"]), labels
+    return padded_length(tokenized, recipe.data), labels
+
+
+def padded_length(tokenized: DatasetDict, data: DataSection) -> int:
+    """The padded length of the longest training batch of already tokenized splits."""
+    if data.padding == "max_length":
+        return data.max_length
+    parts = [tokenized["train"]] if data.padding == "dynamic" else list(tokenized.values())
+    return max(len(ids) for part in parts for ids in part["input_ids"])
+
+
+def sequence_for(recipe: Recipe) -> tuple[int, list[str], str]:
+    """(padded length of the longest batch, label names, where the length came from).
+
+    When the data or the tokenizer cannot be loaded (offline, hub only) but the model's config can, the
+    length is data.max_length, an upper bound, and the labels are the recipe's task.labels."""
+    head: Head = HEADS.get(recipe.task.head)(recipe.task)
+    try:
+        length, labels = longest_sequence(recipe, head)
+        return length, labels, "longest training batch"
+    except PeftkitError as exc:
+        if head.kind != "causal_lm" and not recipe.task.labels:
+            raise
+        model_config(recipe.model)
+        cause = str(exc) if len(str(exc)) < 90 else str(exc)[:87] + "..."
+        return (recipe.data.max_length, list(recipe.task.labels),
+                f"data.max_length, an upper bound: the tokenizer or data could not be loaded here ({cause})")
 
 
 def _weight_bytes(model: nn.Module, recipe: Recipe) -> int:
@@ -128,13 +152,18 @@ def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: boo
     return int(max(train, evaluation))
 
 
-def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[str] | None = None) -> MemoryEstimate:
-    """Predict the peak training memory of ``recipe``; the data is tokenized to find the longest batch
-    unless ``sequence_length`` (and ``labels``) are given."""
+def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[str] | None = None,
+             device: devices.Device | None = None) -> MemoryEstimate:
+    """Predict the peak training memory of ``recipe`` on ``device`` (default: this machine's), its `auto`
+    options resolved for that device; the data is tokenized to find the longest batch unless
+    ``sequence_length`` (and ``labels``) are given."""
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     if sequence_length is None or labels is None:
         sequence_length, found = longest_sequence(recipe, head)
         labels = labels or found
+    if not devices.is_resolved(recipe):
+        recipe = recipe.model_copy(deep=True)
+        devices.resolve(recipe, device or devices.current(), sequence_length, labels)
     try:
         model = meta_model(recipe, labels)
     except (ValueError, TypeError, RuntimeError) as exc:

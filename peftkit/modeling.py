@@ -10,9 +10,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from peftkit import catalog
+from peftkit import device as devices
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.recipe import ModelSection, QuantizationSection
@@ -20,6 +28,8 @@ from peftkit.regularization import dropout_kwargs
 from peftkit.safety import require_safetensors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The config.json of hub models the named recipes use (a few KB each), so validate / estimate work offline.
+HUB_CONFIGS = Path(__file__).resolve().parent / "hub_configs"
 
 
 def resolve_model_path(name: str) -> str:
@@ -34,6 +44,42 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def shipped_config(name: str) -> Path | None:
+    """The directory holding the config.json peftkit ships for hub model ``name``, if it ships one."""
+    directory = HUB_CONFIGS / name.replace("/", "--")
+    return directory if "/" in name and (directory / "config.json").is_file() else None
+
+
+def model_config(model: ModelSection, **kwargs: Any) -> PretrainedConfig:
+    """The model's config; for a hub model peftkit ships the config of (and no revision is pinned), that copy,
+    so nothing is downloaded. ``kwargs`` override config fields."""
+    shipped = shipped_config(model.name) if model.revision is None else None
+    source = str(shipped) if shipped else resolve_model_path(model.name)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=model.trust_remote_code,
+                                          revision=None if shipped else model.revision, **kwargs)
+    except OSError as exc:
+        raise _hub_error(source, exc) from None
+
+
+def parameter_count(model: ModelSection) -> int | None:
+    """Parameters of the model as its checkpoint holds it (the architecture its config names), counted on the meta
+    device; None when the config is not at hand without a download (an unfetched catalogue model, a hub model
+    peftkit ships no config of)."""
+    import transformers
+
+    if model.name in catalog.MODELS and not catalog.is_cached("model", model.name):
+        return None
+    if model.name not in catalog.MODELS and not shipped_config(model.name) and not Path(model.name).is_dir():
+        return None
+    config = model_config(model, **(model.config_overrides if model.random_init else {}))
+    architecture = getattr(transformers, (getattr(config, "architectures", None) or ["AutoModel"])[0], AutoModel)
+    with torch.device("meta"):
+        built = (architecture.from_config(config, trust_remote_code=model.trust_remote_code)
+                 if architecture is AutoModel else architecture(config))
+    return sum(p.numel() for p in built.parameters())
+
+
 def quantization_config(section: QuantizationSection) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for the recipe; task heads and a causal LM's output layer are never quantized.
 
@@ -45,11 +91,14 @@ def quantization_config(section: QuantizationSection) -> BitsAndBytesConfig | No
         return None
     if section.mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    compute = section.compute_dtype
+    if compute == "auto":  # a section not resolved by a run (e.g. `peftkit methods`): this machine's choice
+        compute = devices.compute_dtype(devices.current())
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=section.quant_type,
         bnb_4bit_use_double_quant=section.double_quant,
-        bnb_4bit_compute_dtype=DTYPES[section.compute_dtype],
+        bnb_4bit_compute_dtype=DTYPES[compute],
         bnb_4bit_quant_storage=section.quant_storage,
         llm_int8_skip_modules=skip,
     )
@@ -86,14 +135,13 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
     the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
     if not model.random_init:
         return None
-    source = resolve_model_path(model.name)
+    source = str(shipped_config(model.name) or resolve_model_path(model.name))
     key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
     target = catalog.cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
     if not (target / "config.json").is_file():
         try:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=model.trust_remote_code,
-                                                **model.config_overrides)
-        except (OSError, ValueError, TypeError) as exc:
+            config = model_config(model, **model.config_overrides)
+        except (ValueError, TypeError) as exc:
             raise PeftkitError(f"model.config_overrides: {str(exc).splitlines()[0]}") from None
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -119,6 +167,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         quantization_config=quantization_config(quantization),
         output_loading_info=True,
         use_safetensors=True,
+        attn_implementation=None if model.attn_implementation == "auto" else model.attn_implementation,
         **head.model_kwargs(label_names),
         **dropout_kwargs(model, source),
     )

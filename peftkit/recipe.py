@@ -41,13 +41,19 @@ class ModelSection(Section):
     config_overrides: dict[str, Any] = option(
         {}, "model config fields to change, e.g. {hidden_size: 512, num_hidden_layers: 8} (with random_init)"
     )
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = option(
+        "auto", "attention kernel; auto = flash_attention_2 where flash-attn is installed, the GPU is Ampere or "
+        "newer and the model supports it, else sdpa (eager where neither works)"
+    )
 
 
 class QuantizationSection(Section):
     mode: Literal["none", "8bit", "4bit"] = option("none", "bitsandbytes quantization of the base model")
     quant_type: Literal["nf4", "fp4"] = option("nf4", "4-bit data type (4bit only)")
     double_quant: bool = option(True, "also quantize the 4-bit quantization constants (4bit only)")
-    compute_dtype: DType = option("float32", "dtype 4-bit layers compute in (bfloat16 on recent GPUs)")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", "dtype 4-bit layers compute in; auto = bfloat16 on a GPU with native bf16, else float32"
+    )
     quant_storage: Literal["uint8", "float32", "bfloat16", "float16"] = option(
         "uint8", "dtype packed 4-bit weights are stored in; FSDP needs it equal to model.dtype (4bit only)"
     )
@@ -62,6 +68,10 @@ class DataSection(Section):
         {}, "pre-split local files by split name; overrides `source` when given"
     )
     hub_config: str | None = option(None, "configuration name of a hub data set")
+    source_splits: dict[Literal["train", "validation", "test"], str] = option(
+        {}, "which split of a hub data set serves as train / validation / test, e.g. {test: validation} for GLUE, "
+        "whose test labels are hidden; given, splits not named (train aside) are carved from train"
+    )
     text_column: str = option("text", "column holding the input text (classification heads)")
     label_column: str = option("label", "column holding the label name or id (classification heads)")
     tokens_column: str = option("tokens", "column holding the word list (token classification heads)")
@@ -120,12 +130,17 @@ class TrainSection(Section):
     metric_for_best_model: str | None = option(
         None, "validation metric that picks the best checkpoint; empty = the head's main metric"
     )
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    gradient_checkpointing: bool | Literal["auto"] = option(
+        "auto", "recompute activations in the backward pass to save memory; auto = on when `peftkit estimate` "
+        "predicts the run would not fit the device's memory without it"
+    )
     optim: Literal[
-        "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
-    ] = option("adamw_torch", "optimizer; bitsandbytes' 8-bit and paged AdamW are the ones QLoRA uses")
-    precision: Literal["fp32", "bf16", "fp16"] = option(
-        "fp32", "fp32, or bf16 / fp16 mixed precision (fp16 needs a CUDA GPU, bf16 a GPU or CPU that has it)"
+        "auto", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
+    ] = option("auto", "optimizer; bitsandbytes' 8-bit and paged AdamW are the ones QLoRA uses; auto = "
+                       "paged_adamw_8bit for a quantized base on a CUDA GPU, else adamw_torch")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", "fp32, or bf16 / fp16 mixed precision (fp16 needs a CUDA GPU, bf16 a GPU or CPU that has it); "
+        "auto = bf16 on a GPU with native bf16 (Ampere on), fp16 on older GPUs, fp32 on a CPU"
     )
     group_by_length: bool = option(True, "batch texts of similar length together to cut padding")
     dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0)

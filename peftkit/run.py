@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from peftkit import device as devices
 from peftkit import preprocess
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
@@ -60,6 +61,9 @@ def load_run(directory: str | Path) -> LoadedRun:
         )
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    if recipe.model.attn_implementation == "flash_attention_2" and not (
+            torch.cuda.is_available() and devices.flash_attn_installed()):
+        recipe.model.attn_implementation = "sdpa"  # trained with flash-attn on a GPU, used here without
     require_safetensors(directory, f"run '{directory}'")
     tokenizer = load_tokenizer(recipe.model, path=str(directory))
 

@@ -16,16 +16,18 @@ from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from peftkit import augment, distributed, preprocess
+from peftkit import device as devices
 from peftkit.checkpoints import resume_point
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
+from peftkit.estimate import padded_length
 from peftkit.guards import InterruptGuard, out_of_memory_hint
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modelcard import write_model_card
 from peftkit.modeling import load_base_model, load_tokenizer
 from peftkit.optim import layerwise_groups
-from peftkit.recipe import DataSection, Recipe, TrainSection, load_recipe
+from peftkit.recipe import DataSection, ModelSection, Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.regularization import l1_penalty
 from peftkit.safety import check_replaceable
@@ -46,6 +48,7 @@ class Prepared:
     method: Method
     label_names: list[str]
     splits: DatasetDict | None = None  # the standardized text splits the tokenized ones came from
+    resolved: dict[str, Any] = field(default_factory=dict)  # the recipe's `auto` options as resolved here
 
 
 @dataclass
@@ -56,9 +59,13 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def check_device(train: TrainSection) -> None:
-    """Refuse settings this machine cannot run, naming the key."""
+def check_device(train: TrainSection, model: ModelSection | None = None) -> None:
+    """Refuse settings this machine cannot run, naming the key (`auto` ones are resolved to what it can)."""
     cuda = torch.cuda.is_available()
+    if model is not None and model.attn_implementation == "flash_attention_2" and not (
+            cuda and devices.flash_attn_installed()):
+        raise PeftkitError("'model.attn_implementation': flash_attention_2 needs a CUDA GPU and the flash-attn "
+                           "package; use auto or sdpa here")
     if train.precision == "fp16" and not cuda:
         raise PeftkitError("'train.precision': fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 here")
     if train.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
@@ -167,11 +174,13 @@ def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: Da
 
 def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     """Everything a run needs, with the seed set before any weight is initialised."""
-    check_device(recipe.train)
+    tokenizer = load_tokenizer(recipe.model)  # fetches a catalogue model, whose config `auto` attention reads
+    device = devices.current()
+    resolved = devices.resolve_settings(recipe, device)
+    check_device(recipe.train, recipe.model)
     distributed.check_device(recipe.distributed)
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
-    tokenizer = load_tokenizer(recipe.model)
     splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
     recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run
     splits = preprocess.apply(splits, recipe.preprocess, skip=(head.label_field,))
@@ -182,6 +191,8 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     tokenized = DatasetDict({
         name: head.tokenize(part, tokenizer, recipe.data.max_length, label2id) for name, part in splits.items()
     })
+    resolved.update(devices.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
+                                                  label_names))
     set_seed(recipe.train.seed)
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
     model = method.apply(model, head_modules, head.task_type)
@@ -206,7 +217,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming
     # it was divided by the global item count; classification models take **kwargs but return a plain mean.
     trainer.model_accepts_loss_kwargs = head.token_level_loss and trainer.loss_fn is None
-    return Prepared(trainer, tokenized, head, method, label_names, splits)
+    return Prepared(trainer, tokenized, head, method, label_names, splits, resolved)
 
 
 def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Sequence[TrainerCallback] = (),
@@ -263,6 +274,8 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Seque
         ],
         "parameters": {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
         "test_examples": len(tokenized["test"]),
+        "device": devices.current().label,
+        "resolved": prepared.resolved,
     }
     gathered = None
     if distributed.is_sharded(trainer):  # FSDP / DeepSpeed: every rank takes part in gathering the weights

@@ -1,0 +1,112 @@
+"""`auto` options resolved per device: on this CPU, and on an Ampere-class and an older GPU (CUDA queries mocked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from peftkit import device as devices
+from peftkit.recipe import load_recipe
+
+
+def mock_gpu(monkeypatch: pytest.MonkeyPatch, name: str, capability: tuple[int, int], memory: int,
+             flash: bool = False) -> None:
+    """Make torch report one CUDA GPU (and flash-attn installed or not)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index=0: SimpleNamespace(name=name, total_memory=memory))
+    monkeypatch.setattr(devices, "flash_attn_installed", lambda: flash)
+
+
+def resolved(name: str, *overrides: str) -> dict[str, object]:
+    recipe = load_recipe(name, list(overrides))
+    devices.resolve_settings(recipe, devices.current())
+    return {"precision": recipe.train.precision, "compute_dtype": recipe.quantization.compute_dtype,
+            "optim": recipe.train.optim, "attn": recipe.model.attn_implementation}
+
+
+def test_auto_is_the_default() -> None:
+    recipe = load_recipe("sentiment-lora")
+    assert not devices.is_resolved(recipe)
+    assert (recipe.train.precision, recipe.quantization.compute_dtype, recipe.train.optim,
+            recipe.model.attn_implementation, recipe.train.gradient_checkpointing) == ("auto",) * 5
+
+
+def test_cpu_resolves_to_fp32_adamw_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices.current().kind == "cpu"
+    assert resolved("causal-lm-qlora") == {
+        "precision": "fp32", "compute_dtype": "float32", "optim": "adamw_torch", "attn": "sdpa"}
+
+
+def test_ampere_gpu_resolves_to_bf16_paged_8bit_and_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), 80 * 10**9, flash=True)
+    assert devices.current().bf16
+    assert resolved("causal-lm-qlora") == {
+        "precision": "bf16", "compute_dtype": "bfloat16", "optim": "paged_adamw_8bit", "attn": "flash_attention_2"}
+    # without quantization AdamW stays; without flash-attn installed, sdpa
+    monkeypatch.setattr(devices, "flash_attn_installed", lambda: False)
+    assert resolved("causal-lm-lora") == {
+        "precision": "bf16", "compute_dtype": "bfloat16", "optim": "adamw_torch", "attn": "sdpa"}
+
+
+def test_older_gpu_resolves_to_fp16_float32_and_no_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_gpu(monkeypatch, "Tesla T4", (7, 5), 16 * 10**9, flash=True)
+    assert not devices.current().bf16
+    assert resolved("causal-lm-qlora") == {
+        "precision": "fp16", "compute_dtype": "float32", "optim": "paged_adamw_8bit", "attn": "sdpa"}
+
+
+def test_explicit_values_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), 80 * 10**9, flash=True)
+    assert resolved("causal-lm-qlora", "train.precision=fp32", "train.optim=adamw_torch",
+                    "model.attn_implementation=eager", "quantization.compute_dtype=float16") == {
+        "precision": "fp32", "compute_dtype": "float16", "optim": "adamw_torch", "attn": "eager"}
+
+
+def test_attention_falls_back_to_what_the_model_class_supports() -> None:
+    gpu = devices.Device("cuda", "A100", 80 * 10**9, (8, 0))
+    neither = type("Plain", (), {})
+    sdpa_only = type("SdpaOnly", (), {"_supports_sdpa": True})
+    both = type("Both", (), {"_supports_sdpa": True, "_supports_flash_attn": True})
+    assert devices.attn_implementation(gpu, neither, flash_installed=True) == "eager"
+    assert devices.attn_implementation(gpu, sdpa_only, flash_installed=True) == "sdpa"
+    assert devices.attn_implementation(gpu, both, flash_installed=True) == "flash_attention_2"
+    assert devices.attn_implementation(gpu, both, flash_installed=False) == "sdpa"
+
+
+def test_gradient_checkpointing_turns_on_only_when_the_estimate_does_not_fit() -> None:
+    from peftkit.estimate import estimate
+
+    recipe = load_recipe("sentiment-lora", ["train.batch_size=64"])
+    gpu = devices.Device("cuda", "A100", 80 * 10**9, (8, 0))
+    devices.resolve_settings(recipe, gpu)
+    peak = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
+        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"]).total
+    small = devices.Device("cuda", "small", peak - 1, (8, 0))
+    large = devices.Device("cuda", "large", peak + 1, (8, 0))
+    for target, expected in ((small, True), (large, False)):
+        trial = recipe.model_copy(deep=True)
+        assert devices.resolve_checkpointing(trial, target, 96, ["negative", "positive"]) == {
+            "train.gradient_checkpointing": expected}
+        assert trial.train.gradient_checkpointing is expected
+
+
+def test_cpu_run_saves_resolved_values(write_recipe, tmp_path: Path) -> None:
+    from peftkit.training import train
+
+    result = train(write_recipe({"train.max_steps": 2, "quantization.mode": "none"}))
+    saved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    assert saved["train"]["precision"] == "fp32"
+    assert saved["train"]["optim"] == "adamw_torch"
+    assert saved["train"]["gradient_checkpointing"] is False
+    assert saved["quantization"]["compute_dtype"] == "float32"
+    assert saved["model"]["attn_implementation"] == "sdpa"
+    assert result.metrics["resolved"]["train.precision"] == "fp32"
+    assert result.metrics["device"].startswith("cpu")

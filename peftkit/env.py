@@ -80,12 +80,12 @@ def describe_device(device: devices.Device) -> str:
 
 def report() -> list[str]:
     """The lines of `peftkit env` without a recipe."""
-    cuda = torch.version.cuda or "none (CPU build)"
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build, no CUDA"
     lines = [f"peftkit {installed('peftkit') or '(not installed)'}", f"python {platform.python_version()}"]
     for row in package_rows():
         shown = row.version or "-"
         if row.name == "torch":
-            shown += f" (CUDA {cuda})"
+            shown += f" ({cuda})"
         tested = f"tested {row.tested}" if row.tested else ""
         lines.append(f"{row.name:<13} {shown:<28} {tested:<22} {row.status}".rstrip())
     lines.append("devices:")

@@ -55,9 +55,15 @@ def model_config(model: ModelSection, **kwargs: Any) -> PretrainedConfig:
     so nothing is downloaded. ``kwargs`` override config fields."""
     shipped = shipped_config(model.name) if model.revision is None else None
     source = str(shipped) if shipped else resolve_model_path(model.name)
+    revision = None if shipped else model.revision
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=model.trust_remote_code,
-                                          revision=None if shipped else model.revision, **kwargs)
+        if model.trust_remote_code or not kwargs:
+            return AutoConfig.from_pretrained(source, trust_remote_code=model.trust_remote_code, revision=revision,
+                                              **kwargs)
+        # overrides go in before the config is built, so fields derived from them (layer_types) follow
+        fields, _ = PretrainedConfig.get_config_dict(source, revision=revision)
+        fields = {**fields, **kwargs}
+        return AutoConfig.for_model(fields.pop("model_type"), **fields)
     except OSError as exc:
         raise _hub_error(source, exc) from None
 

@@ -191,11 +191,11 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     tokenized = DatasetDict({
         name: head.tokenize(part, tokenizer, recipe.data.max_length, label2id) for name, part in splits.items()
     })
-    resolved.update(devices.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
-                                                  label_names))
     set_seed(recipe.train.seed)
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
     model = method.apply(model, head_modules, head.task_type)
+    resolved.update(devices.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
+                                                  label_names))
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
     callbacks += method.callbacks()

@@ -87,7 +87,7 @@ def report() -> list[str]:
         if row.name == "torch":
             shown += f" ({cuda})"
         tested = f"tested {row.tested}" if row.tested else ""
-        lines.append(f"{row.name:<13} {shown:<28} {tested:<22} {row.status}".rstrip())
+        lines.append(f"{row.name:<13} {shown:<34} {tested:<22} {row.status}".rstrip())
     lines.append("devices:")
     lines += [f"  {describe_device(d)}" for d in devices.all_devices()]
     flash = "installed" if devices.flash_attn_installed() else "not installed (attention: sdpa)"

@@ -26,7 +26,7 @@ TINY = {
     "roberta-base-lora-sst2": ("minilm-l6", {}),
     "bert-base-chinese-lora-thucnews": ("minilm-l6", {}),
 }
-GiB = 10**9
+GiB = 2**30
 
 
 @pytest.mark.parametrize("name", HUB_RECIPES)

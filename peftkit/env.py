@@ -54,7 +54,8 @@ def tested_ranges() -> dict[str, str]:
         except InvalidRequirement:
             continue
         if requirement.marker is None:  # extras ([test], [bench]) are not part of the tested core
-            ranges[requirement.name.lower()] = str(requirement.specifier)
+            bounds = sorted(map(str, requirement.specifier), key=lambda bound: not bound.startswith(">"))
+            ranges[requirement.name.lower()] = ",".join(bounds)  # lower bound first: >=5.0,<5.25
     return ranges
 
 

@@ -18,7 +18,7 @@ def test_tested_range_comes_from_peftkit_metadata(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(env, "installed", lambda name: versions.get(name))
     assert "optuna" not in env.tested_ranges()  # extras are not the tested core
     rows = {row.name: row for row in env.package_rows()}
-    assert rows["transformers"].tested == "<5.25,>=5.20" and rows["transformers"].status == "in tested range"
+    assert rows["transformers"].tested == ">=5.20,<5.25" and rows["transformers"].status == "in tested range"
     assert rows["peft"].status == "OUT of tested range"
     assert rows["torch"].status == "in tested range"  # a local build tag (+cpu) is still torch 2.13.0
     assert rows["bitsandbytes"].status == "not installed"

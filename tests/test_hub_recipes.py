@@ -130,3 +130,15 @@ def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: py
     assert saved["train"]["precision"] == "fp32"
     assert "auto" not in (saved["train"]["optim"], saved["train"]["gradient_checkpointing"],
                           saved["quantization"]["compute_dtype"], saved["model"]["attn_implementation"])
+
+
+def test_source_splits_naming_a_missing_split_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftkit.errors import PeftkitError
+
+    monkeypatch.setattr(data, "load_dataset", lambda path, config=None: _hub_rows("roberta-base-lora-sst2"))
+    recipe = load_recipe("roberta-base-lora-sst2", ["data.source_splits={test: dev}"])
+    with pytest.raises(PeftkitError, match=r"^'data.source_splits.test': hub data set 'nyu-mll/glue' has no 'dev' "
+                                           r"split \(has train, validation, test\)$"):
+        data.load_source(recipe.data)
+    loaded = data.load_source(load_recipe("roberta-base-lora-sst2").data)
+    assert list(loaded) == ["train", "test"] and len(loaded["test"]) == 12  # GLUE's validation, labelled

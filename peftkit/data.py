@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
@@ -20,6 +21,10 @@ SPLITS = ("train", "validation", "test")
 def read_file(path: str | Path) -> Dataset:
     """One local file as a Dataset; the format comes from the suffix."""
     path = Path(path)
+    if path.is_dir():
+        raise PeftkitError(f"data file '{path}' is a directory; name a data file inside it")
+    if path.exists() and not path.is_file():
+        raise PeftkitError(f"data file '{path}' is not a regular file (a FIFO or device)")
     if path.suffix.lower() in CONLL_SUFFIXES and path.is_file():
         return read_conll(path)
     builder = FILE_FORMATS.get(path.suffix.lower())
@@ -29,9 +34,15 @@ def read_file(path: str | Path) -> Dataset:
         )
     if not path.is_file():
         raise PeftkitError(f"data file '{path}' does not exist")
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    kwargs: dict = {}
+    if builder == "csv":  # only empty cells are missing: "NA", "null" or "None" are text
+        kwargs.update(keep_default_na=False, na_values=[""])
+    if path.suffix.lower() == ".tsv":
+        kwargs["delimiter"] = "\t"
     try:
-        loaded = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        with tempfile.TemporaryDirectory(prefix="peftkit-data-") as cache:  # read into memory, cache nothing
+            loaded = load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                  keep_in_memory=True, **kwargs)
     except UnicodeDecodeError as exc:
         raise PeftkitError(f"data file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except Exception as exc:  # datasets wraps parser errors in many types; the message is what matters

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -111,6 +112,11 @@ def quantization_config(section: QuantizationSection) -> BitsAndBytesConfig | No
 
 
 def _hub_error(source: str, exc: Exception) -> PeftkitError:
+    if "trust_remote_code" in str(exc):
+        return PeftkitError(
+            f"model.name '{source}': its config asks to run code shipped with the model (auto_map); peftkit "
+            "runs it only when the recipe sets model.trust_remote_code: true — do that only for a source you trust"
+        )
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
@@ -159,6 +165,20 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
     return str(target)
 
 
+def check_position_limit(model: nn.Module, longest: int, model_name: str) -> None:
+    """Refuse inputs longer than the model's learned position table (an index error deep in training)."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    rotary = any(getattr(config, key, None) for key in ("rope_theta", "rope_parameters", "rope_scaling"))
+    if getattr(config, "position_embedding_type", "absolute") != "absolute" or rotary:
+        return  # relative / rotary positions have no table to run off
+    if isinstance(limit, int) and longest > limit:
+        raise PeftkitError(
+            f"'data.max_length': inputs of up to {longest} tokens, but model '{model_name}' has positions for "
+            f"{limit} (max_position_embeddings); set data.max_length to {limit} or less"
+        )
+
+
 def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
                     label_names: list[str], path: str | None = None) -> tuple[nn.Module, list[str]]:
     """The base model with the head's task layer, and the names of the head modules to train and save.
@@ -191,6 +211,11 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         raise _hub_error(source, exc) from None
     except OSError as exc:
         raise _hub_error(source, exc) from None
+    except SafetensorError as exc:
+        what = f"model.name '{model.name}'" if path is None else f"run '{path}'"
+        catalogued = path is None and model.name in catalog.MODELS
+        fix = f"; `peftkit models fetch {model.name}` fetches it again" if catalogued else "; replace it"
+        raise PeftkitError(f"{what}: a weights file in '{source}' is damaged or truncated ({exc}){fix}") from None
     if getattr(loaded.config, "pad_token_id", None) is None:
         loaded.config.pad_token_id = getattr(loaded.config, "eos_token_id", None)
     fresh = {key.split(".")[0] for key in info["missing_keys"]}

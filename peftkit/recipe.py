@@ -231,10 +231,26 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     return recipes[str(name_or_path)]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping", key_node.start_mark
+                )
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping with the safe loader; syntax errors name the file and line."""
+    """Parse a YAML mapping with the safe loader; syntax errors and duplicate keys name the file and line."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -320,8 +336,11 @@ def _shorthand(value: Any, key: str) -> Any:
     return value
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a raw mapping into a Recipe; the first problem becomes a one-line PeftkitError."""
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", check_data: bool = True) -> Recipe:
+    """Validate a raw mapping into a Recipe; the first problem becomes a one-line PeftkitError.
+
+    ``check_data=False`` skips checking that the data files exist (a saved run used for prediction).
+    """
     raw = dict(raw)
     allowed = list(Recipe.model_fields)
     for key in raw:
@@ -350,13 +369,13 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     sections["task"] = _validate(head.config_cls, task_raw, ("task",), source)
     top = {k: v for k, v in raw.items() if k not in SECTIONS}
     recipe = _validate(Recipe, {**top, **sections}, (), source)
-    check_combinations(recipe, source)
+    check_combinations(recipe, source, check_data)
     if recipe.train.learning_rate is None:
         recipe.train.learning_rate = method.default_learning_rate
     return recipe
 
 
-def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
+def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool = True) -> None:
     """Refuse combinations of sections that cannot work, naming the keys involved."""
     method = METHODS.get(recipe.method.name)
     head = HEADS.get(recipe.task.head)
@@ -394,11 +413,21 @@ def check_combinations(recipe: Recipe, source: str = "recipe") -> None:
             f"model.dtype; set quantization.quant_storage: {recipe.model.dtype}"
         )
     data = recipe.data
-    for split, path in data.files.items():
-        if not Path(path).is_file():
-            raise PeftkitError(f"{source}: 'data.files.{split}': file '{path}' does not exist")
-    if not data.files and _looks_like_path(data.source) and not Path(data.source).exists():
-        raise PeftkitError(f"{source}: 'data.source': file '{data.source}' does not exist")
+    labels = list(recipe.task.labels)
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise PeftkitError(f"{source}: 'task.labels': {', '.join(map(repr, twice))} given more than once; "
+                           "each label name must appear once")
+    for key in ("test_size", "validation_size"):
+        value = getattr(data, key)
+        if isinstance(value, float) and value >= 1 and not value.is_integer():
+            raise PeftkitError(f"{source}: 'data.{key}': {value} is neither a share below 1 (e.g. 0.1) nor a "
+                               "whole row count (e.g. 100)")
+    if check_data:
+        for split, path in data.files.items():
+            _check_data_file(Path(path), f"data.files.{split}", source)
+        if not data.files and _looks_like_path(data.source):
+            _check_data_file(Path(data.source).expanduser(), "data.source", source)
     if recipe.model.config_overrides and not recipe.model.random_init:
         raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
     if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
@@ -428,6 +457,16 @@ def check_techniques(recipe: Recipe, source: str = "recipe") -> None:
     augment.check(recipe.augment, source)
 
 
+def _check_data_file(path: Path, key: str, source: str) -> None:
+    if path.is_dir():
+        raise PeftkitError(f"{source}: '{key}': '{path}' is a directory; name a data file inside it")
+    if path.exists() and not path.is_file():
+        raise PeftkitError(f"{source}: '{key}': '{path}' is not a regular file (a FIFO or device); "
+                           "peftkit reads data from regular files")
+    if not path.exists():
+        raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
+
+
 def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in {
         ".csv", ".json", ".jsonl", ".parquet", ".conll", ".txt", ".tsv"
@@ -440,11 +479,35 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] 
     raw = read_yaml(path)
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
+    source = str(path) if path.parent not in recipe_dirs() else path.stem
+    check_method_switch(raw, overrides or {}, source, path.stem)
     raw = apply_overrides(raw, overrides or {})
-    recipe = recipe_from_dict(raw, source=str(path) if path.parent not in recipe_dirs() else path.stem)
+    recipe = recipe_from_dict(raw, source=source)
     if recipe.output_dir is None:
         recipe.output_dir = str(Path("runs") / path.stem)
     return recipe
+
+
+def check_method_switch(raw: dict[str, Any], overrides: dict[str, Any], source: str, stem: str) -> None:
+    """``method.name=X`` on a recipe written for another method: name every option X does not take, say that
+    they come from the recipe, and how to switch (replace the whole section, or a recipe for X)."""
+    new = overrides.get("method.name")
+    method_raw = _shorthand(raw.get("method"), "name")
+    if new is None or "method" in overrides or not isinstance(method_raw, dict) or str(new) not in METHODS:
+        return
+    old = str(method_raw.get("name", MethodConfig().name))
+    fields = METHODS.get(str(new)).config_cls.model_fields
+    foreign = [f"method.{key}" for key in method_raw if key not in fields and f"method.{key}" not in overrides]
+    if old == str(new) or not foreign:
+        return
+    hint = f"pass method={{name: {new}}} to replace the whole section"
+    sibling = stem.removesuffix(f"-{old}") + f"-{new}"
+    if stem.endswith(f"-{old}") and sibling in named_recipes():
+        hint += f", or use the recipe '{sibling}'"
+    raise PeftkitError(
+        f"{source}: method.name={new}: the recipe's {old} options {', '.join(foreign)} do not apply to "
+        f"method '{new}'; {hint}"
+    )
 
 
 def _shown(default: Any) -> str:

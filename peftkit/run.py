@@ -41,14 +41,17 @@ class LoadedRun:
 
 
 def read_run_recipe(directory: str | Path) -> Recipe:
-    """The resolved recipe a run was trained with; a clear error when the directory is not a run."""
+    """The resolved recipe a run was trained with; a clear error when the directory is not a run.
+
+    Its data files are not checked here: predicting needs none, evaluating reads them (and says so if gone).
+    """
     directory = Path(directory)
     recipe_path = directory / RECIPE_FILE
     if not directory.is_dir():
         raise PeftkitError(f"run directory '{directory}' does not exist")
     if not recipe_path.is_file():
         raise PeftkitError(f"'{directory}' is not a peftkit run (no {RECIPE_FILE}); train one with `peftkit train`")
-    return recipe_from_dict(read_yaml(recipe_path), source=str(recipe_path))
+    return recipe_from_dict(read_yaml(recipe_path), source=str(recipe_path), check_data=False)
 
 
 def load_run(directory: str | Path) -> LoadedRun:

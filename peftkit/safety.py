@@ -1,4 +1,4 @@
-"""Safe loading and writing: weights only as safetensors; --overwrite deletes only a run directory.
+"""Safe loading: weights only as safetensors (what --overwrite may delete: peftkit.ownership).
 
 The other rules live where the thing is done: recipes are parsed with ``yaml.safe_load``
 (peftkit.recipe), ``trust_remote_code`` is false unless a recipe sets it (peftkit.recipe), plugins
@@ -30,16 +30,4 @@ def require_safetensors(directory: str | Path, what: str) -> None:
         raise PeftkitError(
             f"{what}: weights only as pickle ({', '.join(pickles)}); peftkit loads safetensors only, since "
             "unpickling can run code — convert them with safetensors (save_pretrained(safe_serialization=True))"
-        )
-
-
-def check_replaceable(directory: Path, markers: tuple[str, ...]) -> None:
-    """Before ``--overwrite`` deletes ``directory``: refuse unless it holds one of a run's ``markers``.
-
-    A mistyped output_dir (``.``, a home or data directory) is never wiped.
-    """
-    if not any((directory / marker).exists() for marker in markers):
-        raise PeftkitError(
-            f"--overwrite: output_dir '{directory}' is not a peftkit run (no {' or '.join(markers)}); "
-            "refusing to delete it — choose a new or empty directory"
         )

@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Section(BaseModel):
-    """A recipe section: unknown keys are refused, values are checked on assignment too."""
+    """A recipe section: unknown keys are refused, values are checked on assignment too, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 def option(default: Any, help: str, **constraints: Any) -> Any:

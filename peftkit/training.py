@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,12 +13,13 @@ from typing import Any
 
 import torch
 from datasets import DatasetDict
+from safetensors import SafetensorError
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from peftkit import augment, distributed, preprocess
+from peftkit import augment, distributed, ownership, preprocess
 from peftkit import device as devices
-from peftkit.checkpoints import resume_point
+from peftkit.checkpoints import last_checkpoint, resume_point
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.estimate import padded_length
@@ -25,17 +27,18 @@ from peftkit.guards import InterruptGuard, out_of_memory_hint
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modelcard import write_model_card
-from peftkit.modeling import load_base_model, load_tokenizer
+from peftkit.modeling import check_position_limit, load_base_model, load_tokenizer
 from peftkit.optim import layerwise_groups
 from peftkit.recipe import DataSection, ModelSection, Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.regularization import l1_penalty
-from peftkit.safety import check_replaceable
 from peftkit.trainer import PeftkitTrainer
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 CHECKPOINTS_DIR = "checkpoints"
+STAGING_DIR = ".staging"
+GATHERED_DIR = ".gathered"
 
 
 @dataclass
@@ -139,23 +142,70 @@ def split_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k.removeprefix(prefix + "_"): v for k, v in metrics.items()}
 
 
-def prepare_output_dir(path: Path, overwrite: bool, create: bool = True) -> None:
-    """Refuse to overwrite a finished run unless asked; never touch anything outside ``path``.
+#: What a run may write into output_dir besides its final files; recorded in the manifest from the start.
+WORKING_ENTRIES = (CHECKPOINTS_DIR, STAGING_DIR, GATHERED_DIR)
 
-    ``create=False`` only checks (the other ranks of a multi-process run: rank 0 alone writes).
+
+def run_inputs(recipe: Recipe) -> list[str]:
+    """The local files a run reads (data, model): ``--overwrite`` never deletes in a directory holding one."""
+    paths = [recipe.data.source, *recipe.data.files.values(), recipe.model.name]
+    return [p for p in paths if Path(p).expanduser().exists()]
+
+
+def check_output_dir(path: Path, overwrite: bool, inputs: Sequence[str | Path] = (), locked: bool = True) -> None:
+    """Refuse an output_dir that cannot take a new run; creates and deletes nothing.
+
+    Without ``overwrite`` it must be new or empty; with it, a directory peftkit wrote as a run (its
+    manifest), never the current directory, the home folder or one holding ``inputs``. ``locked``: also
+    fail when another run holds the directory's lock.
     """
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise PeftkitError(f"output_dir '{path}': '{parent}' is a file, not a directory")
     if path.exists() and not path.is_dir():
         raise PeftkitError(f"output_dir '{path}' is a file, not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    if not path.is_dir():
+        return
+    if locked:
+        ownership.check_unlocked(path)
+    if ownership.has_content(path):
         if not overwrite:
             raise PeftkitError(
                 f"output_dir '{path}' is not empty; choose another (output_dir=runs/new) or pass --overwrite"
             )
-        check_replaceable(path, (RECIPE_FILE, CHECKPOINTS_DIR))
-        if create:
-            shutil.rmtree(path)
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
+        ownership.check_not_precious(path, "output_dir", inputs)
+        manifest = ownership.read_manifest(path)
+        if manifest is None or manifest.get("kind") != "run":
+            raise PeftkitError(
+                f"--overwrite: output_dir '{path}' is not a peftkit run (no {ownership.MANIFEST} written by "
+                "peftkit); refusing to delete anything in it — choose a new or empty directory"
+            )
+
+
+def prepare_output_dir(path: Path, overwrite: bool, inputs: Sequence[str | Path] = (),
+                       resume: bool = False) -> ownership.DirectoryLock:
+    """Create and lock output_dir for this run; ``overwrite`` first removes what an earlier run wrote.
+
+    Only the entries the earlier run's manifest lists are deleted; anything else in the directory is left.
+    The returned lock is held until the run has saved (a second run into the directory fails at once).
+    """
+    if not resume:
+        check_output_dir(path, overwrite, inputs)
+    path.mkdir(parents=True, exist_ok=True)
+    lock = ownership.DirectoryLock(path).acquire()
+    try:
+        if not resume and ownership.has_content(path):  # checked again under the lock: another run may have won
+            if not overwrite:
+                raise PeftkitError(
+                    f"output_dir '{path}' is not empty (another run wrote it meanwhile); choose another "
+                    "(output_dir=runs/new) or pass --overwrite"
+                )
+            ownership.remove_owned(path, "run", "output_dir")
+        ownership.record(path, "run", [n for n in WORKING_ENTRIES if resume or not (path / n).exists()])
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: DatasetDict) -> Any:
@@ -193,6 +243,9 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     })
     set_seed(recipe.train.seed)
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
+    longest = max(len(ids) for part in tokenized.values() for ids in part["input_ids"])
+    check_position_limit(model, recipe.data.max_length if recipe.data.padding == "max_length" else longest,
+                         recipe.model.name)
     model = method.apply(model, head_modules, head.task_type)
     resolved.update(devices.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
                                                   label_names))
@@ -221,25 +274,38 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
 
 
 def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Sequence[TrainerCallback] = (),
-          **overrides: Any) -> RunResult:
+          protect: Sequence[str | Path] = (), **overrides: Any) -> RunResult:
     """Train and evaluate a recipe (a Recipe, a name or a YAML path) with dotted-key overrides.
 
     ``peftkit.train("sentiment-lora", **{"train.epochs": 2})`` returns the metrics and the run directory.
-    ``callbacks`` are added to the Trainer.
+    ``callbacks`` are added to the Trainer. ``protect``: files (the recipe) whose directory ``overwrite``
+    must never delete in, besides the data and model the recipe names.
     """
     if not isinstance(recipe, Recipe):
+        protect = [*protect, recipe] if Path(recipe).is_file() else protect
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise PeftkitError("overrides apply to a recipe name or file, not to a Recipe object; edit it instead")
     output_dir = Path(recipe.output_dir or "runs/run")
-    t = recipe.train
-    checkpoint = resume_point(output_dir, output_dir / CHECKPOINTS_DIR, t.resume, overwrite,
-                              clean=distributed.is_main_process())
+    inputs = [*protect, *run_inputs(recipe)]
+    main = distributed.is_main_process()
+    if main and output_dir.is_dir():
+        ownership.check_unlocked(output_dir)  # fail at once, before loading anything
+    checkpoint = resume_point(output_dir, output_dir / CHECKPOINTS_DIR, recipe.train.resume, overwrite, clean=main)
     if checkpoint is None:  # check now, delete / create only once the recipe, data and model have loaded
-        prepare_output_dir(output_dir, overwrite, create=False)
+        check_output_dir(output_dir, overwrite, inputs, locked=main)
     prepared = build_trainer(recipe, output_dir)
-    if checkpoint is None:  # phase 1 allowed replacing what is there; since then only the Trainer made checkpoints/
-        prepare_output_dir(output_dir, overwrite=True, create=distributed.is_main_process())
+    lock = prepare_output_dir(output_dir, overwrite, inputs, resume=checkpoint is not None) if main else None
+    try:
+        return _train_and_save(recipe, prepared, output_dir, checkpoint, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_save(recipe: Recipe, prepared: Prepared, output_dir: Path, checkpoint: Path | None,
+                    callbacks: Sequence[TrainerCallback]) -> RunResult:
+    t = recipe.train
     trainer, tokenized = prepared.trainer, prepared.tokenized
     recipe.task.labels = prepared.label_names
     interrupt = InterruptGuard()
@@ -279,11 +345,38 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Seque
     }
     gathered = None
     if distributed.is_sharded(trainer):  # FSDP / DeepSpeed: every rank takes part in gathering the weights
-        gathered = output_dir / ".gathered"
+        gathered = output_dir / GATHERED_DIR
         trainer.save_model(str(gathered))
     if trainer.is_world_process_zero():
-        save_run(recipe, trainer, prepared.method, output_dir, metrics, weights=gathered)
+        save_run_or_rescue(recipe, trainer, prepared.method, output_dir, metrics, weights=gathered)
     return RunResult(output_dir=output_dir, metrics=metrics)
+
+
+def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
+                       metrics: dict[str, Any], weights: Path | None = None) -> None:
+    """``save_run``; when it fails (a full disk), save the run in the temporary folder instead, or point to
+    the last checkpoint, and say where in a one-line error."""
+    try:
+        save_run(recipe, trainer, method, output_dir, metrics, weights=weights)
+        return
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
+        failure = f"saving the run to '{output_dir}' failed: {getattr(exc, 'strerror', None) or exc}"
+    rescue = None
+    try:
+        rescue = Path(tempfile.mkdtemp(prefix=f"peftkit-rescued-{output_dir.name}-"))
+        ownership.record(rescue, "run", WORKING_ENTRIES)
+        save_run(recipe, trainer, method, rescue, metrics, weights=weights)
+        kept = (f"the trained run was saved to '{rescue}' instead (`peftkit eval {rescue}` works on it); "
+                "move it where you want it once there is space")
+    except (OSError, SafetensorError):
+        if rescue is not None:
+            shutil.rmtree(rescue, ignore_errors=True)
+        checkpoint = last_checkpoint(output_dir / CHECKPOINTS_DIR)
+        kept = (f"its last checkpoint '{checkpoint}' is kept: free some space and run the same command with "
+                "--resume to finish" if checkpoint else
+                "saving it elsewhere failed too and there is no checkpoint (train.save_strategy) to fall back on")
+    raise PeftkitError(f"{failure}; {kept}")
 
 
 def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any],
@@ -294,7 +387,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     interrupted save never leaves a half-written file behind. ``weights``: a directory that
     ``Trainer.save_model`` filled (sharded runs), used instead of the method's own save.
     """
-    staging = output_dir / ".staging"
+    staging = output_dir / STAGING_DIR
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
@@ -312,6 +405,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     )
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_model_card(staging, recipe, metrics)
+    ownership.record(output_dir, "run", [p.name for p in staging.iterdir()])  # declared before they land
     for item in staging.iterdir():
         item.replace(output_dir / item.name)
     staging.rmdir()

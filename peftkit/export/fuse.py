@@ -92,7 +92,7 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     _check_same_base(runs, recipes)
     configs = [_lora_config(run, recipe) for run, recipe in zip(runs, recipes, strict=True)]
     for run in runs:
-        check_destination(out, overwrite, protected=run)
+        check_destination(out, overwrite, protected=run, kind="run")
 
     first = recipes[0]
     head = HEADS.get(first.task.head)(first.task)
@@ -142,7 +142,7 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     recipe.output_dir = str(out)
     recipe.description = (f"fusion ({combination}, weights {', '.join(f'{w:g}' for w in weights)}) of "
                           f"{', '.join(str(r) for r in runs)}")
-    with staged_directory(out, overwrite) as staging:
+    with staged_directory(out, overwrite, kind="run", inputs=runs) as staging:
         fused.save_pretrained(staging)
         load_tokenizer(first.model, path=str(runs[0])).save_pretrained(staging)
         (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")

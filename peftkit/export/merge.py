@@ -128,7 +128,7 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
     reference = logits_of(run.model, batches)
     quantized = recipe.quantization.mode != "none"
     exact = mode == "adapter" or (not quantized and not requantize_to and dtype == recipe.model.dtype == "float32")
-    with staged_directory(out, overwrite) as staging:
+    with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
         if mode == "merge":
             model = run.model if not quantized and dtype == recipe.model.dtype else None
             run = None

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from peft import PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 from transformers import TrainerCallback
 
+from peftkit.errors import PeftkitError
 from peftkit.schema import MethodConfig
 
 if TYPE_CHECKING:
@@ -60,6 +62,29 @@ class Method:
         raise NotImplementedError
 
 
+def check_rank(model: nn.Module, config: PeftConfig) -> None:
+    """Refuse a rank ``r`` above the width (smaller side) of a layer it adapts: that adds more trainable
+    parameters than the layer has, and no more expressive power."""
+    rank = getattr(config, "r", None)
+    if not isinstance(rank, int) or isinstance(config.target_modules, str) or not config.target_modules:
+        return
+    for name, module in model.named_modules():
+        dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+        weight = getattr(module, "weight", None)
+        if None in dims:  # e.g. GPT-2's Conv1D: the weight's shape; a packed 4-bit weight has in/out_features
+            if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
+                continue
+            dims = tuple(weight.shape)
+        if not isinstance(dims[0], int) or not check_target_module_exists(config, name):
+            continue
+        width = min(dims)
+        if rank > width:
+            raise PeftkitError(
+                f"'method.r': {rank} is above the width of the adapted layer '{name}' ({width}); "
+                f"use a rank of at most {width} (typically 4-64)"
+            )
+
+
 class PeftMethod(Method):
     """A method that is a peft config: applied with ``get_peft_model``, saved in peft's own format."""
 
@@ -68,9 +93,17 @@ class PeftMethod(Method):
         raise NotImplementedError
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
+        config = self.peft_config(model, head_modules, task_type)
+        check_rank(model, config)
         if getattr(model, "is_quantized", False):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return get_peft_model(model, self.peft_config(model, head_modules, task_type))
+        try:
+            return get_peft_model(model, config)
+        except ValueError as exc:  # peft's NoMatchingPeftModuleError among them
+            first = str(exc).strip().splitlines()[0]
+            if "target" not in first.lower():
+                raise
+            raise PeftkitError(f"'method.target_modules': {first}") from None
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
         return PeftModel.from_pretrained(build_base(), directory)

@@ -16,6 +16,7 @@ from peftkit.recipe import DataSection
 #: File suffix → `datasets` builder name.
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
+LOCAL_SUFFIXES = {*FILE_FORMATS, *CONLL_SUFFIXES, ".txt"}
 
 
 def read_file(path: str | Path) -> Dataset:
@@ -62,8 +63,9 @@ def load_source(data: DataSection) -> DatasetDict:
         return DatasetDict({split: read_file(path) for split, path in data.files.items()})
     if data.source in catalog.DATASETS:
         return DatasetDict({"train": Dataset.from_list(catalog.load_records(data.source))})
-    if Path(data.source).expanduser().exists():
-        return DatasetDict({"train": read_file(Path(data.source).expanduser())})
+    path = Path(data.source).expanduser()
+    if path.exists() or data.source.startswith((".", "/", "~")) or path.suffix.lower() in LOCAL_SUFFIXES:
+        return DatasetDict({"train": read_file(path)})  # a local file, or one that says where it went
     try:
         loaded = load_dataset(data.source, data.hub_config)
     except Exception as exc:  # offline, unknown id, bad config: all become one line

@@ -189,17 +189,19 @@ def prepare_output_dir(path: Path, overwrite: bool, inputs: Sequence[str | Path]
     Only the entries the earlier run's manifest lists are deleted; anything else in the directory is left.
     The returned lock is held until the run has saved (a second run into the directory fails at once).
     """
-    if not resume:
-        check_output_dir(path, overwrite, inputs)
     path.mkdir(parents=True, exist_ok=True)
     lock = ownership.DirectoryLock(path).acquire()
     try:
+        made = path / CHECKPOINTS_DIR  # the Trainer made it empty when it was built; phase 1 saw it absent
+        if not resume and made.is_dir() and not any(made.iterdir()):
+            made.rmdir()
         if not resume and ownership.has_content(path):  # checked again under the lock: another run may have won
             if not overwrite:
                 raise PeftkitError(
                     f"output_dir '{path}' is not empty (another run wrote it meanwhile); choose another "
                     "(output_dir=runs/new) or pass --overwrite"
                 )
+            ownership.check_not_precious(path, "output_dir", inputs)
             ownership.remove_owned(path, "run", "output_dir")
         ownership.record(path, "run", [n for n in WORKING_ENTRIES if resume or not (path / n).exists()])
     except BaseException:

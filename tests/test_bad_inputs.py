@@ -123,7 +123,7 @@ RECIPE_CASES: list[Case] = [
      "is a file, not a directory"),
     ("overwrite-a-directory-that-is-no-run",
      lambda e: ["train", str(e.recipe), f"output_dir={e.file('mine/notes.txt', 'keep me').parent}", "--overwrite"],
-     "is not a peftkit run (no recipe.yaml or checkpoints); refusing to delete it"),
+     "is not a peftkit run (no .peftkit-manifest.json written by peftkit); refusing to delete anything"),
 ]
 
 DATA_CASES: list[Case] = [

@@ -1,0 +1,384 @@
+"""Run safety: peftkit deletes only what it wrote, locks a run directory, keeps the weights when the final save
+fails, cleans its own stale staging folders, and re-verifies cached files that changed.
+
+Each case runs the CLI as a user types it and checks the exit code, the one `peftkit: error:` line and that
+no user file was touched. Runs use a tiny random BERT (seconds on a CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from conftest import FILLER, NEGATIVE, POSITIVE, make_sentiment_rows
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from peftkit import catalog, ownership
+from peftkit.cli import main
+from peftkit.export.atomic import staged_directory
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT with a word-level tokenizer over the test vocabulary."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(POSITIVE + NEGATIVE + FILLER)))}
+    BertTokenizerFast(vocab=vocab, model_input_names=["input_ids", "attention_mask"]).save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_bert: Path) -> Path:
+    """A user's project folder: a recipe, its training CSV and notes, as a user keeps them together."""
+    root = tmp_path / "project"
+    root.mkdir()
+    with (root / "train.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(make_sentiment_rows(120))
+    (root / "notes.txt").write_text("my notes", encoding="utf-8")
+    write_recipe(root / "recipe.yaml", tiny_bert, root / "train.csv")
+    return root
+
+
+def write_recipe(path: Path, model: Path, data: Path, **train: Any) -> Path:
+    recipe = {
+        "model": {"name": str(model)},
+        "method": {"name": "lora", "r": 2, "alpha": 4, "target_modules": ["query", "value"]},
+        "task": {"head": "sentiment"},
+        "data": {"source": str(data), "test_size": 16, "validation_size": 8, "max_length": 16},
+        "train": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "eval_strategy": "no",
+                  "save_strategy": "no", "logging_steps": 1, "warmup": 0, **train},
+    }
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """Exit code and the stderr of `peftkit ARGV`; a refused command must print exactly one error line."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    if code != 0:
+        errors = [line for line in err.splitlines() if line.startswith("peftkit")]
+        assert "Traceback" not in err
+        assert len(errors) == 1 and errors[0].startswith("peftkit: error: "), err[-1500:]
+        return code, errors[0]
+    assert code == 0, err[-1500:]
+    return code, out
+
+
+# --overwrite deletes only what peftkit wrote ---------------------------------------------------------------
+
+
+def test_overwrite_refuses_the_project_folder_holding_the_recipe_and_data(
+        project: Path, capsys: pytest.CaptureFixture) -> None:
+    before = snapshot(project)
+    code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={project}", "--overwrite"], capsys)
+    assert code == 2
+    assert "refusing" in error and str(project) in error
+    assert snapshot(project) == before
+
+
+def test_overwrite_refuses_the_current_directory(project: Path, capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    before = snapshot(project)
+    code, error = run_cli(["train", "recipe.yaml", "output_dir=.", "--overwrite"], capsys)
+    assert code == 2 and "is the current directory; refusing" in error
+    assert snapshot(project) == before
+
+
+def test_overwrite_refuses_a_folder_peftkit_did_not_write(project: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "recipe.yaml").write_text("not a run, just a recipe.yaml", encoding="utf-8")
+    (mine / "checkpoints").mkdir()
+    before = snapshot(mine)
+    code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={mine}", "--overwrite"], capsys)
+    assert code == 2 and f"no {ownership.MANIFEST} written by peftkit" in error
+    assert snapshot(mine) == before
+
+
+def test_overwrite_replaces_the_run_and_keeps_the_users_own_files(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={out}"], capsys)[0] == 0
+    manifest = ownership.read_manifest(out)
+    assert manifest and manifest["kind"] == "run" and "metrics.json" in manifest["entries"]
+    (out / "my-analysis.txt").write_text("keep me", encoding="utf-8")
+    (out / ".staging").mkdir()  # peftkit's own leftover from a killed save: listed, so removed
+    (out / ".staging" / "tokenizer.json").write_text('{"trunc', encoding="utf-8")
+    first = (out / "metrics.json").stat().st_mtime_ns
+    code, _ = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={out}", "--overwrite"], capsys)
+    assert code == 0
+    assert (out / "my-analysis.txt").read_text(encoding="utf-8") == "keep me"
+    assert not (out / ".staging").exists()
+    assert (out / "metrics.json").stat().st_mtime_ns != first
+    assert "my-analysis.txt" not in ownership.read_manifest(out)["entries"]
+
+
+def test_export_overwrite_refuses_a_folder_that_is_no_export(project: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}"], capsys)[0] == 0
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work", encoding="utf-8")
+    before = snapshot(tmp_path)
+    code, error = run_cli(["export", str(run), "--out", str(folder), "--overwrite", "--samples", "4"], capsys)
+    assert code == 2 and "is not a peftkit export" in error
+    assert snapshot(tmp_path) == before
+    exported = tmp_path / "exported"
+    assert run_cli(["export", str(run), "--out", str(exported), "--samples", "4"], capsys)[0] == 0
+    (exported / "thesis.tex").write_text("mine", encoding="utf-8")
+    code, error = run_cli(["export", str(run), "--out", str(exported), "--overwrite", "--samples", "4"], capsys)
+    assert code == 2 and "holds files peftkit did not write (thesis.tex)" in error
+    (exported / "thesis.tex").unlink()
+    assert run_cli(["export", str(run), "--out", str(exported), "--overwrite", "--samples", "4"], capsys)[0] == 0
+
+
+# The run lock -----------------------------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_output_dir_fails_at_once_naming_the_first(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    slow = write_recipe(tmp_path / "slow.yaml", *_model_and_data(project), max_steps=100_000)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "peftkit", "train", str(slow), f"output_dir={out}"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ownership.LOCK).is_file() or "pid" not in (out / ownership.LOCK).read_text():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+            time.sleep(0.2)
+        second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert first.poll() is None, "the second run must fail while the first is still training"
+        errors = [line for line in second.stderr.splitlines() if line.startswith("peftkit")]
+        assert second.returncode == 2 and len(errors) == 1, second.stderr[-2000:]
+        assert f"is being written by another peftkit run (pid {first.pid} " in errors[0]
+        assert "run saved" not in second.stdout
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the kernel dropped the dead run's lock: a new run may replace what it left
+    third = subprocess.run([*command, "--overwrite", "train.max_steps=2"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == 2
+
+
+def _model_and_data(project: Path) -> tuple[Path, Path]:
+    recipe = yaml.safe_load((project / "recipe.yaml").read_text())
+    return Path(recipe["model"]["name"]), Path(recipe["data"]["source"])
+
+
+# A full disk during the final save ---------------------------------------------------------------------------
+
+
+def _fail_writes_under(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """The model card write fails with ENOSPC for files under ``root`` (the disk holding output_dir)."""
+    import peftkit.training
+
+    real = peftkit.training.write_model_card
+
+    def full(directory: Path, *args: Any) -> None:
+        if Path(directory).resolve().is_relative_to(root.resolve()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(directory, *args)
+
+    monkeypatch.setattr(peftkit.training, "write_model_card", full)
+
+
+def test_full_disk_at_the_final_save_keeps_the_run_elsewhere_and_says_where(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "disk" / "run"
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spare))
+    _fail_writes_under(monkeypatch, tmp_path / "disk")
+    before = snapshot(project)
+    code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={out}"], capsys)
+    assert code == 2 and "No space left on device" in error
+    rescued = next(spare.glob("peftkit-rescued-run-*"))
+    assert f"the trained run was saved to '{rescued}' instead" in error
+    assert not (out / ".staging").exists() and not (out / "metrics.json").exists()
+    assert snapshot(project) == before
+    code, printed = run_cli(["predict", str(rescued), "a wonderful film"], capsys)
+    assert code == 0 and printed.split()[0] in ("positive", "negative"), printed
+    assert ownership.read_manifest(rescued)["kind"] == "run"
+
+
+def test_full_disk_everywhere_keeps_the_last_checkpoint_and_resume_finishes(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, data = _model_and_data(project)
+    recipe = write_recipe(tmp_path / "ckpt.yaml", model, data, save_strategy="steps", save_steps=2)
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _fail_writes_under(patch, Path("/"))
+        code, error = run_cli(["train", str(recipe), f"output_dir={out}"], capsys)
+    assert code == 2
+    assert f"its last checkpoint '{out / 'checkpoints' / 'checkpoint-4'}' is kept" in error and "--resume" in error
+    assert (out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+    code, _ = run_cli(["train", str(recipe), f"output_dir={out}", "--resume"], capsys)
+    assert code == 0 and (out / "metrics.json").is_file()
+
+
+def test_a_real_full_disk_on_a_small_tmpfs(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = tmp_path / "tmpfs"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        spare = tmp_path / "spare"
+        spare.mkdir()
+        monkeypatch.setattr("tempfile.tempdir", str(spare))
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * (free - 16 * 1024))  # room for the lock and manifest only
+        code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={disk / 'run'}"], capsys)
+        assert code == 2 and "No space left on device" in error and "the trained run was saved to" in error
+        assert not (disk / "run" / ".staging").exists()
+        assert (next(spare.glob("peftkit-rescued-run-*")) / "adapter_model.safetensors").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk_during_export_is_one_line_and_writes_nothing(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors import SafetensorError
+
+    run = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}"], capsys)[0] == 0
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", full)
+    before = snapshot(tmp_path)
+    code, error = run_cli(["export", str(run), "--out", str(tmp_path / "exp"), "--samples", "4"], capsys)
+    assert code == 2 and "No space left on device" in error and "nothing was written" in error
+    assert snapshot(tmp_path) == before
+
+
+# Stale staging folders ----------------------------------------------------------------------------------------
+
+
+def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    script = (
+        "import sys, time\nfrom pathlib import Path\nfrom peftkit.export.atomic import staged_directory\n"
+        f"with staged_directory(Path({str(out)!r})) as s:\n"
+        "    (s / 'model.safetensors').write_bytes(b'x' * 1000)\n    print(s, flush=True)\n    time.sleep(60)\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    partials = [Path(w.stdout.readline().strip()) for w in writers]
+    writers[0].send_signal(signal.SIGKILL)  # like kill -9 during an export
+    writers[0].wait()
+    assert partials[0].is_dir() and ownership.is_stale_staging(partials[0])
+    assert not ownership.is_stale_staging(partials[1]), "a live export's folder is not stale"
+    (tmp_path / ".export.mine.partial").mkdir()  # same pattern, no marker: not peftkit's, kept
+    try:
+        with staged_directory(out) as staging:
+            (staging / "config.json").write_text("{}", encoding="utf-8")
+        assert not partials[0].exists()
+        assert partials[1].is_dir() and (tmp_path / ".export.mine.partial").is_dir()
+        assert ownership.read_manifest(out) == {"peftkit": "export", "kind": "export", "entries": ["config.json"]}
+    finally:
+        writers[1].send_signal(signal.SIGKILL)
+        writers[1].wait()
+
+
+# Predict without the training data; text that looks like a missing value -------------------------------------
+
+
+def test_predict_needs_no_training_data(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}"], capsys)[0] == 0
+    (project / "train.csv").rename(project / "moved.csv")
+    code, printed = run_cli(["predict", str(run), "a wonderful film"], capsys)
+    assert code == 0 and printed.split()[0] in ("positive", "negative"), printed
+    code, error = run_cli(["eval", str(run)], capsys)
+    assert code == 2 and "train.csv' does not exist" in error
+
+
+def test_na_null_and_none_are_text_in_csv(tmp_path: Path) -> None:
+    from peftkit.data import read_file
+
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nNA,positive\nnull,negative\nNone,positive\n,negative\n", encoding="utf-8")
+    assert read_file(path)["text"] == ["NA", "null", "None", None]
+
+
+def test_refused_data_commands_leave_no_arrow_cache(tmp_path: Path, project: Path, capsys: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    cache = tmp_path / "hf-datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    bad = project / "bad.csv"
+    bad.write_text("text,label\ngood,positive\nbad,\n", encoding="utf-8")
+    code, error = run_cli(["train", str(project / "recipe.yaml"), f"data.source={bad}",
+                           f"output_dir={tmp_path / 'run'}"], capsys)
+    assert code == 2 and "missing label" in error
+    assert not cache.exists() or not any(cache.rglob("*.arrow"))
+
+
+# Cached catalogue files are verified again when they changed --------------------------------------------------
+
+
+def test_a_changed_cached_file_is_refused_and_fetch_repairs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "models" / "minilm-l6"
+    entry.mkdir(parents=True)
+    weights = entry / "model.safetensors"
+    weights.write_bytes(b"\1" * 4096)
+    catalog._record_verified(entry)
+    assert catalog.fetch_model("minilm-l6") == entry
+    os.utime(weights, ns=(1, 1))  # touched, same content: accepted, new mtime remembered
+    assert catalog.fetch_model("minilm-l6") == entry
+    with weights.open("r+b") as f:  # one flipped byte, same size
+        f.seek(100)
+        f.write(b"\2")
+    code, error = run_cli(["models", "fetch", "nothing"], capsys)  # an unrelated command is unaffected
+    assert code == 2 and "unknown model 'nothing'" in error
+    with pytest.raises(catalog.PeftkitError) as refused:
+        catalog.fetch_model("minilm-l6")
+    assert f"file '{weights}' changed since it was verified" in str(refused.value)
+    assert "`peftkit models fetch minilm-l6` fetches it again" in str(refused.value)
+    fetched = []
+    monkeypatch.setattr(catalog, "_fetch_into", lambda kind, e, build, final: fetched.append(final) or final)
+    assert run_cli(["models", "fetch", "minilm-l6"], capsys)[0] == 0
+    assert fetched == [entry] and not entry.exists(), "fetch removed the changed copy and fetched it again"
+
+
+def test_an_unwritable_cache_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "file" / "cache"))
+    code, error = run_cli(["data", "fetch", "movie-snippets"], capsys)
+    assert code == 2 and "into the cache" in error and "set PEFTKIT_CACHE to a writable directory" in error

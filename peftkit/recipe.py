@@ -294,8 +294,17 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return result
 
 
+#: pydantic tags a member of a union (``int | float``) in an error's location; not a key the user wrote.
+_UNION_TAGS = {"int", "float", "str", "bool", "none"}
+
+
+def _key_path(error: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(p) for p in error["loc"] if p != "[key]" and not (
+        isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p.startswith("literal"))))
+
+
 def _describe_error(error: dict[str, Any], prefix: tuple[str, ...], fields: list[str]) -> str:
-    loc = prefix + tuple(str(p) for p in error["loc"] if p != "[key]")
+    loc = prefix + _key_path(error)
     path = ".".join(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -317,7 +326,9 @@ def _validate(cls: type[Section], data: Any, prefix: tuple[str, ...], source: st
         return cls.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        first = errors[0]
+        same = [e for e in errors if _key_path(e) == _key_path(errors[0])]  # one key failing each union member
+        first = next((e for e in same if e["type"] == "finite_number"), errors[0])
+        errors = [first, *(e for e in errors if e not in same)]
         owner = cls
         for part in first["loc"][:-1]:  # suggest keys of the section the bad key sits in
             field = owner.model_fields.get(str(part))

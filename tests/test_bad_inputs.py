@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -85,6 +86,13 @@ def tiny_clip_text(env: Env) -> Path:
     return path
 
 
+def remote_config(env: Env) -> dict:
+    """MiniLM's config, but of an architecture shipped as code beside it (which must never run)."""
+    config = json.loads((env.minilm / "config.json").read_text(encoding="utf-8"))
+    return {**config, "model_type": "xcustom", "auto_map": {
+        "AutoConfig": "configuration_x.XConfig", "AutoModelForSequenceClassification": "modeling_x.XModel"}}
+
+
 Case = tuple[str, Callable[[Env], list[str]], str]
 
 RECIPE_CASES: list[Case] = [
@@ -121,6 +129,22 @@ RECIPE_CASES: list[Case] = [
      "--resume and --overwrite exclude each other"),
     ("output-dir-is-a-file", lambda e: ["train", str(e.recipe), f"output_dir={e.file('taken', 'x')}"],
      "is a file, not a directory"),
+    ("epochs-infinite", lambda e: train(e, "train.epochs=inf"), "'train.epochs': input should be a finite number"),
+    ("test-size-infinite", lambda e: train(e, "data.test_size=inf"),
+     "'data.test_size': input should be a finite number (got 'inf')"),
+    ("learning-rate-infinite", lambda e: train(e, "train.learning_rate=inf"),
+     "'train.learning_rate': input should be a finite number"),
+    ("duplicate-yaml-key", lambda e: ["validate", str(e.file("d.yaml", "train:\n  epochs: 1\ntrain:\n  epochs: 2\n"))],
+     "d.yaml line 3: invalid YAML (key 'train' appears twice in one mapping)"),
+    ("duplicate-labels", lambda e: train(e, "task.labels=[negative,positive,positive]"),
+     "'task.labels': 'positive' given more than once"),
+    ("test-size-fraction-above-one", lambda e: train(e, "data.test_size=1.5"),
+     "'data.test_size': 1.5 is neither a share below 1 (e.g. 0.1) nor a whole row count"),
+    ("method-switch-keeps-the-recipes-options", lambda e: ["validate", "sentiment-lora", "method.name=ia3"],
+     "sentiment-lora: method.name=ia3: the recipe's lora options method.r, method.alpha, method.dropout do not "
+     "apply to method 'ia3'; pass method={name: ia3} to replace the whole section, or use the recipe 'sentiment-ia3'"),
+    ("output-dir-under-a-file", lambda e: ["train", str(e.recipe), f"output_dir={e.file('plain', 'x') / 'run'}"],
+     "plain' is a file, not a directory"),
     ("overwrite-a-directory-that-is-no-run",
      lambda e: ["train", str(e.recipe), f"output_dir={e.file('mine/notes.txt', 'keep me').parent}", "--overwrite"],
      "is not a peftkit run (no .peftkit-manifest.json written by peftkit); refusing to delete anything"),
@@ -148,6 +172,14 @@ DATA_CASES: list[Case] = [
     ("split-larger-than-the-data", lambda e: train(e, "data.test_size=400"),
      "'data.test_size': 400 means 400 of 400 training rows; hold out at least 1 and leave at least 1"),
     ("empty-test-split", lambda e: train(e, "data.test_size=0"), "'data.test_size': 0 means 0 of 400 training rows"),
+    ("data-source-is-a-directory", lambda e: train(e, f"data.source={(e.tmp / 'corpus').mkdir() or e.tmp / 'corpus'}"),
+     "corpus' is a directory; name a data file inside it"),
+    ("data-source-is-a-fifo", lambda e: train(e, f"data.source={os.mkfifo(e.tmp / 'pipe.csv') or e.tmp / 'pipe.csv'}"),
+     "pipe.csv' is not a regular file (a FIFO or device)"),
+    ("max-length-beyond-the-models-positions",
+     lambda e: train(e, rows_csv(e, [f"{' '.join(['film'] * 600)},{('positive', 'negative')[i % 2]}"
+                                     for i in range(40)]), "data.max_length=100000"),
+     "'data.max_length': inputs of up to 602 tokens, but model 'minilm-l6' has positions for 512"),
     ("unknown-data-set", lambda e: train(e, "data.source=movie-snipets"),
      "data.source 'movie-snipets': not a catalogue data set"),
 ]
@@ -159,6 +191,17 @@ MODEL_CASES: list[Case] = [
      "weights only as pickle (pytorch_model.bin); peftkit loads safetensors only"),
     ("architecture-without-the-head", lambda e: train(e, f"model.name={tiny_clip_text(e)}"),
      "its architecture has no AutoModelForSequenceClassification (needed by task.head 'sentiment')"),
+    ("target-modules-not-in-the-model", lambda e: train(e, "method.target_modules=[nonexistent]"),
+     "'method.target_modules': [nonexistent] matches no layer of the model; its linear layers are named: classifier, "
+     "dense, key, query, value"),
+    ("rank-above-the-layer-width", lambda e: train(e, "method.r=100000"),
+     "'method.r': 100000 is above the width of the adapted layer"),
+    ("truncated-safetensors", lambda e: train(e, f"model.name={e.model_dir('cut', 'model.safetensors')}"),
+     "is damaged or truncated"),
+    ("model-asks-for-remote-code",
+     lambda e: train(e, f"model.name={e.model_dir('remote', 'model.safetensors', remote_config(e))}"),
+     "its config asks to run code shipped with the model (auto_map); peftkit runs it only when the recipe sets "
+     "model.trust_remote_code: true"),
     ("unknown-model", lambda e: train(e, "model.name=minilm-l7"), "model.name 'minilm-l7': not a catalogue model"),
 ]
 

@@ -62,13 +62,23 @@ class Method:
         raise NotImplementedError
 
 
-def check_rank(model: nn.Module, config: PeftConfig) -> None:
-    """Refuse a rank ``r`` above the width (smaller side) of a layer it adapts: that adds more trainable
-    parameters than the layer has, and no more expressive power."""
-    rank = getattr(config, "r", None)
-    if not isinstance(rank, int) or isinstance(config.target_modules, str) or not config.target_modules:
+def check_targets(model: nn.Module, config: PeftConfig) -> None:
+    """Refuse target modules that match no layer (naming the layers there are), and a rank ``r`` above the
+    width (smaller side) of a layer it adapts: more trainable parameters than the layer has, no more power."""
+    targets = getattr(config, "target_modules", None)
+    if isinstance(targets, str) or not targets:
         return
-    for name, module in model.named_modules():
+    layers = [(name, module) for name, module in model.named_modules() if name]
+    if not any(check_target_module_exists(config, name) for name, _ in layers):
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in layers if isinstance(module, nn.Linear)})
+        raise PeftkitError(
+            f"'method.target_modules': [{', '.join(sorted(targets))}] matches no layer of the model; its linear "
+            f"layers are named: {', '.join(linear[:12]) or 'none'} (or use target_modules: all-linear)"
+        )
+    rank = getattr(config, "r", None)
+    if not isinstance(rank, int):
+        return
+    for name, module in layers:
         dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
         weight = getattr(module, "weight", None)
         if None in dims:  # e.g. GPT-2's Conv1D: the weight's shape; a packed 4-bit weight has in/out_features
@@ -94,16 +104,10 @@ class PeftMethod(Method):
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         config = self.peft_config(model, head_modules, task_type)
-        check_rank(model, config)
+        check_targets(model, config)
         if getattr(model, "is_quantized", False):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        try:
-            return get_peft_model(model, config)
-        except ValueError as exc:  # peft's NoMatchingPeftModuleError among them
-            first = str(exc).strip().splitlines()[0]
-            if "target" not in first.lower():
-                raise
-            raise PeftkitError(f"'method.target_modules': {first}") from None
+        return get_peft_model(model, config)
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
         return PeftModel.from_pretrained(build_base(), directory)

@@ -436,9 +436,9 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
                                "whole row count (e.g. 100)")
     if check_data:
         for split, path in data.files.items():
-            _check_data_file(Path(path), f"data.files.{split}", source)
+            _check_data_file(path, f"data.files.{split}", source)
         if not data.files and _looks_like_path(data.source):
-            _check_data_file(Path(data.source).expanduser(), "data.source", source)
+            _check_data_file(data.source, "data.source", source)
     if recipe.model.config_overrides and not recipe.model.random_init:
         raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
     if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
@@ -468,14 +468,15 @@ def check_techniques(recipe: Recipe, source: str = "recipe") -> None:
     augment.check(recipe.augment, source)
 
 
-def _check_data_file(path: Path, key: str, source: str) -> None:
+def _check_data_file(value: str, key: str, source: str) -> None:
+    path = Path(value).expanduser()
     if path.is_dir():
-        raise PeftkitError(f"{source}: '{key}': '{path}' is a directory; name a data file inside it")
+        raise PeftkitError(f"{source}: '{key}': '{value}' is a directory; name a data file inside it")
     if path.exists() and not path.is_file():
-        raise PeftkitError(f"{source}: '{key}': '{path}' is not a regular file (a FIFO or device); "
+        raise PeftkitError(f"{source}: '{key}': '{value}' is not a regular file (a FIFO or device); "
                            "peftkit reads data from regular files")
     if not path.exists():
-        raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
+        raise PeftkitError(f"{source}: '{key}': file '{value}' does not exist")
 
 
 def _looks_like_path(value: str) -> bool:

@@ -18,10 +18,11 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
+from peftkit import ownership
 from peftkit.errors import PeftkitError
 from peftkit.recipe import apply_overrides, load_recipe, read_yaml, recipe_from_dict, resolve_recipe_path
 from peftkit.registry import HEADS
-from peftkit.training import build_trainer
+from peftkit.training import build_trainer, run_inputs
 
 BEST_RECIPE = "best.yaml"
 TRIALS_TABLE = "trials.csv"
@@ -139,13 +140,14 @@ def sweep(recipe: str | Path, space: str | Path, trials: int, output_dir: str | 
     _check_space(recipe, overrides, search)
     base = load_recipe(recipe, overrides)
     out = Path(output_dir or Path("runs") / "sweeps" / recipe_path.stem)
-    _prepare(out, overwrite)
+    _prepare(out, overwrite, [recipe_path, space, *run_inputs(base)])
     metric = base.train.metric_for_best_model or HEADS.get(base.task.head).main_metric
 
     def objective(trial: Any) -> float:
         params = {key: suggest(trial, key, spec) for key, spec in search.items()}
         trial_recipe = load_recipe(recipe, {**overrides, **params})
         trial_dir = out / f"trial-{trial.number:03d}"
+        ownership.record(out, "sweep", [trial_dir.name])
         trial_recipe.output_dir = str(trial_dir)
         prepared = build_trainer(trial_recipe, trial_dir)
         callback = PruningCallback(trial, metric)
@@ -175,15 +177,17 @@ def sweep(recipe: str | Path, space: str | Path, trials: int, output_dir: str | 
     return SweepResult(out, best_path, float(best.value), dict(best.params), metric, rows)
 
 
-def _prepare(out: Path, overwrite: bool) -> None:
-    """An empty sweep directory; ``overwrite`` replaces an earlier sweep's, never another directory."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+def _prepare(out: Path, overwrite: bool, inputs: list[str | Path]) -> None:
+    """An empty sweep directory; ``overwrite`` removes what an earlier sweep wrote (its manifest), nothing else."""
+    if out.exists() and not out.is_dir():
+        raise PeftkitError(f"sweep output '{out}' is a file, not a directory")
+    if out.is_dir() and ownership.has_content(out):
         if not overwrite:
             raise PeftkitError(f"sweep output '{out}' is not empty; choose another (--output-dir) or pass --overwrite")
-        if not (out / TRIALS_TABLE).is_file():
-            raise PeftkitError(f"--overwrite: '{out}' holds no earlier sweep ({TRIALS_TABLE}); refusing to delete it")
-        shutil.rmtree(out)
+        ownership.check_not_precious(out, "--output-dir", inputs)
+        ownership.remove_owned(out, "sweep", "--output-dir")
     out.mkdir(parents=True, exist_ok=True)
+    ownership.record(out, "sweep", [TRIALS_TABLE, BEST_RECIPE])
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:

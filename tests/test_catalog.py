@@ -115,7 +115,8 @@ def test_fetch_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, archive_n
     (path,) = catalog.fetch_dataset("fake")
     assert path == cache / "data" / "fake" / "s.txt"
     assert catalog.is_cached("data", "fake")
-    assert _cache_files(cache) == [path]  # only the member; no archive or temp files left
+    # only the member and its verification record; no archive or temp files left
+    assert sorted(_cache_files(cache)) == sorted([path, path.parent / catalog.VERIFIED])
     assert catalog.load_records("fake") == [
         {"text": "A gem.", "label": "positive"},
         {"text": "Dull ''and'' long.", "label": "negative"},

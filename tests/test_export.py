@@ -14,6 +14,7 @@ import torch
 import yaml
 
 import peftkit
+from peftkit import ownership
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.export import export_run
@@ -163,10 +164,16 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
 
     monkeypatch.setattr(merge, "merged_model", perturbed)
     failed = r"parity check failed: .* up to (9\.9\de-03|1\.0\de-02) \(tolerance 0\.0001 × largest \|logit\| "
-    with pytest.raises(PeftkitError, match=failed):
+    with pytest.raises(PeftkitError, match=r"taken' is not a peftkit export"):
         export_run(lora_run, tmp_path / "taken", overwrite=True, samples=8)
-    assert leftovers(tmp_path / "taken") == ["keep.txt"]  # --overwrite replaces only after success
-    assert leftovers(tmp_path) == ["taken"]
+    prior = tmp_path / "prior"  # an earlier export (its manifest says so)
+    prior.mkdir()
+    (prior / "config.json").write_text("{}")
+    ownership.record(prior, "export", ["config.json"])
+    with pytest.raises(PeftkitError, match=failed):
+        export_run(lora_run, prior, overwrite=True, samples=8)
+    assert leftovers(prior) == [".peftkit-manifest.json", "config.json"]  # --overwrite replaces only after success
+    assert leftovers(tmp_path) == ["prior", "taken"]
 
     class CustomModel(torch.nn.Module):
         pass
@@ -176,7 +183,7 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
     monkeypatch.setattr(SentimentHead, "auto_class", CustomModel)
     with pytest.raises(PeftkitError, match="its model class CustomModel is not a transformers Auto class"):
         export_run(lora_run, tmp_path / "custom")
-    assert leftovers(tmp_path) == ["taken"]
+    assert leftovers(tmp_path) == ["prior", "taken"]
 
 
 @pytest.fixture(scope="module")

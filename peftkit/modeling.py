@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +160,16 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
             torch.manual_seed(0)
             body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])
         staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        body.save_pretrained(staging)
+        try:
+            body.save_pretrained(staging)
+            staging.replace(target)
+        except (OSError, SafetensorError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise PeftkitError(
+                f"model.random_init: could not write the random checkpoint into the cache '{catalog.cache_root()}' "
+                f"({getattr(exc, 'strerror', None) or exc}); set PEFTKIT_CACHE to a writable directory"
+            ) from None
         del body
-        staging.replace(target)
     return str(target)
 
 

@@ -376,9 +376,21 @@ def test_a_changed_cached_file_is_refused_and_fetch_repairs_it(tmp_path: Path, m
     assert fetched == [entry] and not entry.exists(), "fetch removed the changed copy and fetched it again"
 
 
-def test_an_unwritable_cache_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("where", ["under-a-file", "read-only-mount"])
+def test_an_unwritable_cache_is_one_line(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
-    (tmp_path / "file").write_text("x", encoding="utf-8")
-    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "file" / "cache"))
-    code, error = run_cli(["data", "fetch", "movie-snippets"], capsys)
-    assert code == 2 and "into the cache" in error and "set PEFTKIT_CACHE to a writable directory" in error
+    root = tmp_path / "ro"
+    if where == "under-a-file":
+        root.write_text("x", encoding="utf-8")
+    else:
+        root.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(root)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("mounting a read-only tmpfs needs root")
+    monkeypatch.setenv("PEFTKIT_CACHE", str(root / "cache"))
+    try:
+        code, error = run_cli(["data", "fetch", "movie-snippets"], capsys)
+        assert code == 2 and "into the cache" in error and "set PEFTKIT_CACHE to a writable directory" in error
+    finally:
+        if where == "read-only-mount":
+            subprocess.run(["umount", str(root)], check=True)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from peft import PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 from transformers import TrainerCallback
@@ -75,7 +75,7 @@ def check_targets(model: nn.Module, config: PeftConfig) -> None:
             f"'method.target_modules': [{', '.join(sorted(targets))}] matches no layer of the model; its linear "
             f"layers are named: {', '.join(linear[:12]) or 'none'} (or use target_modules: all-linear)"
         )
-    rank = getattr(config, "r", None)
+    rank = config.r if isinstance(config, LoraConfig) else None  # LoRA, DoRA, AdaLoRA: r is a matrix rank
     if not isinstance(rank, int):
         return
     for name, module in layers:

@@ -41,7 +41,7 @@ def read_manifest(directory: Path) -> dict | None:
 
 def record(directory: Path, kind: str, names: Iterable[str]) -> None:
     """Add ``names`` (entries directly inside ``directory``) to its manifest, creating it if needed."""
-    manifest = read_manifest(directory) or {"peftkit": kind, "kind": kind, "entries": []}
+    manifest = read_manifest(directory) or {"written_by": "peftkit", "kind": kind, "entries": []}
     entries = list(dict.fromkeys([*manifest["entries"], *names]))
     manifest["entries"] = [e for e in entries if e not in BOOKKEEPING]
     atomic.write_text(directory / MANIFEST, json.dumps(manifest, indent=1))

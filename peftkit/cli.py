@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -306,7 +307,7 @@ def cmd_catalog_ls(kind: str) -> Callable[[argparse.Namespace], None]:
         for name, entry in entries.items():
             cached = "cached" if catalog.is_cached(kind, name) else "not fetched"
             package = ", ".join(sorted({f"{m.package}=={m.version}" for m in entry.members}))
-            print(f"{name:<22} {cached:<12} {entry.licence:<16} {package}\n    {entry.description}")
+            print(f"{name:<22} {cached:<12} {package}\n    {entry.description}\n    licence: {entry.licence}")
 
     return run
 
@@ -318,7 +319,7 @@ def cmd_catalog_fetch(kind: str) -> Callable[[argparse.Namespace], None]:
         fetch = catalog.fetch_dataset if kind == "data" else catalog.fetch_model
         for name in args.names:
             result = fetch(name, repair=True)
-            where = result if isinstance(result, Path) else result[0].parent
+            where = result if isinstance(result, Path) else Path(os.path.commonpath([p.parent for p in result]))
             print(f"{name}: {where}")
 
     return run

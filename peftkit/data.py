@@ -62,7 +62,8 @@ def load_source(data: DataSection) -> DatasetDict:
     if data.files:
         return DatasetDict({split: read_file(path) for split, path in data.files.items()})
     if data.source in catalog.DATASETS:
-        return DatasetDict({"train": Dataset.from_list(catalog.load_records(data.source))})
+        splits = catalog.load_splits(data.source)
+        return DatasetDict({name: Dataset.from_list(records) for name, records in splits.items()})
     path = Path(data.source).expanduser()
     if path.exists() or data.source.startswith((".", "/", "~")) or path.suffix.lower() in LOCAL_SUFFIXES:
         return DatasetDict({"train": read_file(path)})  # a local file, or one that says where it went

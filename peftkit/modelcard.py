@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from peftkit import catalog
 from peftkit.recipe import Recipe
 from peftkit.registry import HEADS
 
@@ -22,6 +23,18 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _licences(recipe: Recipe) -> str:
+    """Markdown lines stating the licence of each catalogue entry (model, data) the run was built from."""
+    lines = []
+    if recipe.model.name in catalog.MODELS:
+        lines.append(f"- model `{recipe.model.name}`: {catalog.MODELS[recipe.model.name].licence}")
+    if recipe.data.source in catalog.DATASETS:
+        lines.append(f"- data `{recipe.data.source}`: {catalog.DATASETS[recipe.data.source].licence}")
+    if not lines:
+        return ""
+    return "\n## Licences\nThis run inherits the terms of what it was trained from:\n" + "\n".join(lines) + "\n"
 
 
 def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any]) -> None:
@@ -53,7 +66,7 @@ Trained with [peftkit](https://github.com/peftkit/peftkit). {recipe.description}
 | metric | value |
 |---|---|
 {rows}
-
+{_licences(recipe)}
 ## Load it
 ```python
 from peft import PeftModel

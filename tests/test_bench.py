@@ -225,3 +225,62 @@ def test_random_init_needs_flag_and_matches_estimate(tmp_path: Path, sentiment_c
     predicted = estimate(recipe)
     assert (predicted.trainable_params, predicted.total_params) == count_parameters(model)
     assert predicted.weights == 4 * predicted.total_params
+
+
+def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentiment_csv: Path) -> None:
+    import random
+
+    from peftkit.bench.tfidf import run_tfidf
+    from peftkit.recipe import recipe_from_dict
+
+    fitted = run_tfidf(recipe_from_dict(tiny_recipe(sentiment_csv)))
+    assert fitted["test_examples"] == 40 and fitted["train_examples"] == 360
+    assert fitted["metrics"]["accuracy"] >= 0.95 and set(fitted["metrics"]) >= {"accuracy", "f1_macro"}
+    assert fitted["parameters"]["trainable"] == fitted["features"] + 1  # binary: one weight per feature + bias
+    rows = list(csv.DictReader(sentiment_csv.open(encoding="utf-8")))
+    labels = [r["label"] for r in rows]
+    random.Random(0).shuffle(labels)
+    shuffled = tmp_path / "shuffled.csv"
+    with shuffled.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": label} for r, label in zip(rows, labels, strict=True))
+    assert run_tfidf(recipe_from_dict(tiny_recipe(shuffled)))["metrics"]["accuracy"] < 0.75  # no signal, no score
+
+
+def test_tfidf_baseline_refuses_token_classification(sentiment_csv: Path) -> None:
+    from peftkit.bench.tfidf import run_tfidf
+    from peftkit.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({**tiny_recipe(sentiment_csv), "task": {"head": "ner"}})
+    with pytest.raises(PeftkitError, match=r"baseline 'tfidf': needs a single-label sequence classification head"):
+        run_tfidf(recipe)
+
+
+def test_tfidf_uses_characters_for_chinese() -> None:
+    from peftkit.bench.tfidf import vectorizer
+
+    assert vectorizer(["这部电影很好看", "质量太差了"]).analyzer == "char"
+    assert vectorizer(["a good film", "dull plot"]).analyzer == "word"
+
+
+def test_suite_baseline_row_runs_beside_variants(tmp_path: Path, sentiment_csv: Path) -> None:
+    path = write_suite(tmp_path / "s.yaml", sentiment_csv, baselines=["tfidf"], quick={"variants": ["lora"]})
+    assert [c.id for c in expand(load_suite(path))][-2:] == ["broken-seed2", "tfidf-seed2"]
+    assert [c.id for c in expand(load_suite(path), quick=True)] == ["lora-seed1", "tfidf-seed1", "lora-seed2",
+                                                                     "tfidf-seed2"]
+    suite = yaml.safe_load(path.read_text(encoding="utf-8"))
+    suite["variants"] = {"broken": {"method": {"name": "no_such_method"}}}
+    suite["grid"] = {"train.seed": [1]}
+    suite["quick"] = {}
+    path.write_text(yaml.safe_dump(suite), encoding="utf-8")
+    outcome = run_suite(path, directory=tmp_path / "out", progress=lambda line: None)
+    assert outcome.failed == ["broken-seed1"] and "tfidf-seed1" in outcome.ran
+    result = json.loads((tmp_path / "out" / "cells" / "tfidf-seed1.json").read_text(encoding="utf-8"))
+    assert result["status"] == "ok" and result["method"] == "tfidf-logreg" and result["metrics"]["accuracy"] >= 0.95
+    text, _ = render(tmp_path / "out")
+    assert "| tfidf | tfidf-logreg | none |" in text
+    suite["variants"] = {"tfidf": {}}
+    path.write_text(yaml.safe_dump(suite), encoding="utf-8")
+    with pytest.raises(PeftkitError, match=r"variant 'tfidf' has the name of a baseline"):
+        load_suite(path)

@@ -118,6 +118,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     recipe = recipe_from_dict(spec["recipe"], source=f"cell {spec['cell']}")
     recipe.output_dir = spec["output_dir"]
     result["recipe_hash"] = recipe_hash(recipe.to_yaml())
+    if spec.get("baseline"):
+        return run_baseline(recipe, result)
     result.update(method=recipe.method.name, quantization=recipe.quantization.mode, model=recipe.model.name)
     predicted = estimate(recipe)
     random_init_checkpoint(recipe.model)  # built once, outside the measured span
@@ -150,6 +152,32 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     )
     if not spec.get("keep_run"):
         shutil.rmtree(run.output_dir, ignore_errors=True)
+    return result
+
+
+def run_baseline(recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """The TF-IDF + logistic regression row on the recipe's split, its resident peak measured like a cell's."""
+    from peftkit.bench.tfidf import METHOD, run_tfidf
+
+    baseline, reset = reset_peak()
+    fitted = run_tfidf(recipe)
+    peak = _resident_peak(reset) - baseline
+    result.update(
+        status="ok",
+        method=METHOD,
+        quantization="none",
+        model="–",
+        parameters=fitted["parameters"],
+        adapter_bytes=None,
+        memory={"device": "cpu", "peak_bytes": peak, "rss_peak_above_baseline_bytes": peak, "rss_baseline_bytes":
+                baseline, "peak_reset": reset, "predicted_bytes": None},
+        speed={"train_seconds": fitted["train_seconds"], "steps": None,
+               "samples_per_second": fitted["train_examples"] / max(fitted["train_seconds"], 1e-9),
+               "tokens_per_second": None, "eval_samples_per_second": None},
+        metrics=fitted["metrics"],
+        features=fitted["features"],
+        train_loss=None,
+    )
     return result
 
 

@@ -71,7 +71,7 @@ def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, ke
     """Run one cell in a fresh Python process; a crash, timeout or bad recipe becomes a failed result."""
     spec = {"suite": suite.name, "cell": cell.id, "variant": cell.variant, "values": cell.values,
             "labels": cell.labels, "recipe": cell.recipe, "output_dir": str(directory / "runs" / cell.id),
-            "keep_run": keep_runs}
+            "keep_run": keep_runs, "baseline": cell.baseline}
     out = result_path(directory, cell)
     try:
         recipe_from_dict(cell.recipe, source=f"cell {cell.id}")

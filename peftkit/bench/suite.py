@@ -37,6 +37,10 @@ class Suite(Section):
         {}, "dotted key → list of values (or name → value); every combination runs, e.g. train.seed: [1, 2, 3]"
     )
     reference: str | None = option(None, "variant shown as the reference row (e.g. the seeds' recipe)")
+    baselines: list[Literal["tfidf"]] = option(
+        [], "classical rows run beside the variants at every grid point (also with --quick): tfidf = TF-IDF + "
+        "logistic regression on the same split (single-label sequence classification heads)"
+    )
     metric: str | None = option(None, "main test metric of the report; empty = accuracy, else f1")
     cell_timeout: float | None = option(None, "seconds a cell may run before it is stopped and recorded failed", gt=0)
     quick: QuickSection = option(QuickSection(), "the smoke-size suite run by --quick (CI)")
@@ -51,6 +55,7 @@ class Cell:
     values: dict[str, Any]
     labels: dict[str, str]
     recipe: dict[str, Any]
+    baseline: str | None = None  # a classical row (suite.baselines) instead of a training run
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -71,6 +76,9 @@ def load_suite(path: str | Path) -> Suite:
     if isinstance(suite.recipe, str) and not isinstance(raw.get("recipe"), dict):
         candidate = path.parent / suite.recipe
         suite.recipe = str(candidate) if candidate.is_file() else suite.recipe
+    clash = set(suite.baselines) & set(suite.variants)
+    if clash:
+        raise PeftkitError(f"{path}: variant '{clash.pop()}' has the name of a baseline; rename it")
     for name in [*suite.quick.variants, *([suite.reference] if suite.reference else [])]:
         if name not in suite.variants:
             raise PeftkitError(f"{path}: variant '{name}' is not one of the suite's ({', '.join(suite.variants)})")
@@ -109,4 +117,9 @@ def expand(suite: Suite, quick: bool = False) -> list[Cell]:
             raw = apply_overrides(raw, {**overrides, **values})
             cell_id = "-".join([variant, *(label for _, label, _ in point)])
             cells.append(Cell(cell_id, variant, values, {key: label for key, label, _ in point}, raw))
+        for baseline in suite.baselines:
+            values = {key: value for key, _, value in point}
+            raw = apply_overrides(base, {**overrides, **values})
+            cell_id = "-".join([baseline, *(label for _, label, _ in point)])
+            cells.append(Cell(cell_id, baseline, values, {key: label for key, label, _ in point}, raw, baseline))
     return cells

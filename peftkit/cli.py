@@ -209,6 +209,13 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     _print_metrics(f"test metrics of the fused run ({args.combination}):", result.metrics["test"])
     print(f"fused run saved to {result.output_dir}; evaluate it again with `peftkit eval {result.output_dir}`")
 
+def cmd_runs(args: argparse.Namespace) -> None:
+    from peftkit.runs_table import find_runs, format_table, sort_rows, to_csv, to_json
+
+    rows = sort_rows(find_runs(args.directory), args.sort, args.reverse)
+    print(to_json(rows) if args.json else to_csv(rows) if args.csv else format_table(rows), end="\n" * (not args.csv))
+
+
 def cmd_heads(args: argparse.Namespace) -> None:
     from peftkit.registry import HEADS
 
@@ -398,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how peft combines the adapters")
     fuse.add_argument("--density", type=float, default=0.5, help="share of weights kept by ties / dare pruning")
     fuse.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    runs = verb("runs", cmd_runs, "a table of the runs under a directory: finished, unfinished and broken")
+    runs.add_argument("directory", nargs="?", default="runs", help="where to look (default: runs)")
+    runs.add_argument("--sort", default="name",
+                      help="column to sort by: name, status, model, method, quantization, head, data, metric (best "
+                           "first), trainable, time, date (newest first)")
+    runs.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    output = runs.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    output.add_argument("--csv", action="store_true", help="print the rows as CSV")
     verb("heads", cmd_heads, "list the registered task heads")
     methods = verb("methods", cmd_methods, "list the fine-tuning methods and what they support")
     methods.add_argument("--model", help="also count trainable parameters on this model (catalogue name or path)")

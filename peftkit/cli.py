@@ -178,14 +178,30 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(prediction, ensure_ascii=False) if args.json else run.head.format_prediction(prediction))
 
 
+def _onnx_export(args: argparse.Namespace) -> dict[str, Any]:
+    from peftkit.export.onnx import export_onnx
+
+    given = [flag for flag, value in (("--adapter-only", args.adapter_only), ("--dtype", args.dtype),
+                                      ("--requantize", args.requantize)) if value]
+    if given:
+        raise PeftkitError(f"--format onnx exports the merged model in float32; {given[0]} does not apply")
+    return export_onnx(args.run, args.out, tolerance=args.tolerance, samples=args.samples, opset=args.opset,
+                       overwrite=args.overwrite)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from peftkit.export import export_run
 
-    report = export_run(
-        args.run, args.out, mode="adapter" if args.adapter_only else "merge", dtype=args.dtype,
-        requantize_to=args.requantize, tolerance=args.tolerance, samples=args.samples,
-        max_shard_size=args.max_shard_size, overwrite=args.overwrite,
-    )
+    if args.format == "onnx":
+        report = _onnx_export(args)
+    elif args.opset is not None:
+        raise PeftkitError("--opset applies to --format onnx only")
+    else:
+        report = export_run(
+            args.run, args.out, mode="adapter" if args.adapter_only else "merge", dtype=args.dtype,
+            requantize_to=args.requantize, tolerance=args.tolerance, samples=args.samples,
+            max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+        )
     parity = report["parity"]
     verdict = (f"within tolerance {parity['tolerance']:g} × max(1, largest |logit| {parity['max_abs_logit']:.3g})"
                if parity["checked"] else "report only")
@@ -194,11 +210,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         f"mean {parity['mean_abs_logit_diff']:.2e}, prediction agreement {parity['prediction_agreement']:.4f} "
         f"({verdict})"
     )
-    if report["requantized"]:
+    if report.get("requantized"):
         q = report["requantized"]
         print(f"re-quantized to {q['mode']}: weights {q['bytes_before']:,} → {q['bytes_after']:,} bytes; "
               "loading it needs bitsandbytes")
-    print(f"exported {report['mode']} model to {args.out} ({report['weights_bytes']:,} bytes of weights)")
+    kind = "ONNX model (merged, float32)" if args.format == "onnx" else f"{report['mode']} model"
+    print(f"exported {kind} to {args.out} ({report['weights_bytes']:,} bytes of weights)")
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
@@ -391,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--requantize", choices=["4bit", "8bit"],
                         help="re-quantize the merged weights with bitsandbytes (smaller; costs accuracy, "
                              "measured in the parity report; loading needs bitsandbytes)")
+    export.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                        help="safetensors for transformers / peft, or onnx: the merged model with dynamic batch and "
+                             "sequence axes, parity-checked in onnxruntime (classification, sentiment, ner heads; "
+                             "needs peftkit[onnx])")
+    export.add_argument("--opset", type=int, help="ONNX opset version (--format onnx; default: the exporter's)")
     export.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest |logit difference| allowed for an fp32 merge of an fp32 run")
     export.add_argument("--samples", type=int, default=64, help="test examples in the parity check")

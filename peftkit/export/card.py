@@ -80,3 +80,63 @@ The run's adapter model and this export, reloaded from disk, on {parity["compare
 ```
 """
     (directory / "README.md").write_text(card, encoding="utf-8")
+
+
+def write_onnx_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
+                    report: dict[str, Any]) -> None:
+    """Write README.md into ``directory`` (the staged ONNX export that becomes ``out``)."""
+    parity = report["parity"]
+    check = (f"checked against tolerance {parity['tolerance']:g} × max(1, largest |logit|): passed" if parity["checked"]
+             else "report only (the run's base was quantized or not fp32)")
+    token_level = "Token" in HEADS.get(recipe.task.head).auto_class.__name__
+    decode = ("for text, ids, mask in zip(texts, logits.argmax(-1), inputs[\"attention_mask\"]):\n"
+              "    print(text, [id2label[str(i)] for i, m in zip(ids, mask) if m])  # one tag per sub-word token"
+              if token_level else
+              "for text, i in zip(texts, logits.argmax(-1)):\n    print(text, id2label[str(i)])")
+    card = f"""---
+library_name: onnx
+base_model: {recipe.model.name}
+tags: [peftkit, onnx, {recipe.method.name}, {recipe.task.head}, merged]
+---
+# {out.name}
+
+Exported with `peftkit export --format onnx` from the run `{report["run"]}`: the adapter merged into the base
+weights (float32), as `model.onnx` with dynamic batch and sequence axes (inputs: {", ".join(report["inputs"])};
+output: logits). ONNX Runtime runs it without PyTorch, peft or peftkit.
+
+- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: {recipe.quantization.mode})
+- method: `{recipe.method.name}`
+- task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels) or "none"} (in config.json as id2label)
+- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
+
+## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
+| metric | value |
+|---|---|
+{_table(metrics.get("test", {}))}
+
+## Parity (export_report.json)
+The run's adapter model (PyTorch) and this model in onnxruntime {report["onnxruntime"]} (CPU), on \
+{parity["compared"]} test items; {check}.
+
+| figure | value |
+|---|---|
+{_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
+
+## Run it with onnxruntime
+```python
+import json
+
+import onnxruntime as ort
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{out}")
+session = ort.InferenceSession("{out}/model.onnx", providers=["CPUExecutionProvider"])
+id2label = json.load(open("{out}/config.json"))["id2label"]
+texts = ["first text", "second text"]
+inputs = tokenizer(texts, padding=True, truncation=True, max_length={recipe.data.max_length}, return_tensors="np")
+feed = {{i.name: inputs[i.name] for i in session.get_inputs()}}
+logits = session.run(["logits"], feed)[0]
+{decode}
+```
+"""
+    (directory / "README.md").write_text(card, encoding="utf-8")

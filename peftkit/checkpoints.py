@@ -21,6 +21,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from peftkit.atomic import replace_dir
 from peftkit.errors import PeftkitError
 from peftkit.ownership import BOOKKEEPING
+from peftkit.tracking import LOGS_DIR
+from peftkit.tracking import MARKER as TRACKING_MARKER
 
 TRAINER_STATE = "trainer_state.json"
 RUN_STATE = "peftkit_state.json"  # what the Trainer does not keep: the loss summed over the whole run
@@ -76,10 +78,12 @@ def resume_point(output_dir: Path, checkpoints_dir: Path, mode: str, overwrite: 
             "(pass --overwrite to train it again, or choose another output_dir)"
         )
     checkpoint = last_checkpoint(checkpoints_dir)
-    if checkpoint is None and clean and checkpoints_dir.is_dir():
-        others = [p.name for p in output_dir.iterdir() if p != checkpoints_dir and p.name not in BOOKKEEPING]
-        if not others:
-            shutil.rmtree(checkpoints_dir)
+    if checkpoint is None and clean and output_dir.is_dir():
+        logs = output_dir / LOGS_DIR  # a tracker's logs, recognised by the marker peftkit writes into them
+        ours = [checkpoints_dir, *([logs] if (logs / TRACKING_MARKER).is_file() else [])]
+        if not [p for p in output_dir.iterdir() if p not in ours and p.name not in BOOKKEEPING]:
+            for path in ours:
+                shutil.rmtree(path, ignore_errors=True)
     return checkpoint
 
 

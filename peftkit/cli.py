@@ -75,7 +75,7 @@ def cmd_cp(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from peftkit import device, distributed
+    from peftkit import device, distributed, tracking
     from peftkit.recipe import load_recipe
     from peftkit.training import check_device
 
@@ -84,6 +84,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     resolved = device.resolve_settings(recipe, here)
     check_device(recipe.train, recipe.model)
     distributed.check_device(recipe.distributed)
+    tracking.chosen(recipe.train.report_to)
     print(
         f"ok: {args.recipe} — model {recipe.model.name}, method {recipe.method.name}, "
         f"head {recipe.task.head}, data {recipe.data.source}, quantization {recipe.quantization.mode}"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import SerializeAsAny, ValidationError
+from pydantic import SerializeAsAny, ValidationError, field_validator
 
 from peftkit import augment, preprocess
 from peftkit.augment import AugmentSection
@@ -153,6 +153,16 @@ class TrainSection(Section):
     eval_accumulation_steps: int | None = option(
         8, "move evaluation outputs to the CPU every N batches, so evaluation memory stays bounded", ge=1
     )
+    report_to: list[Literal["none", "tensorboard", "mlflow", "wandb"]] = option(
+        [], "experiment trackers, offline under tracking_dir: tensorboard, mlflow (file store), wandb (offline "
+        "mode); [] or [none] = none"
+    )
+    tracking_dir: str | None = option(None, "where report_to trackers write; empty = <output_dir>/logs")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class DistributedSection(Section):

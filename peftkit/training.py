@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from peftkit import augment, distributed, ownership, preprocess
+from peftkit import augment, distributed, ownership, preprocess, tracking
 from peftkit import device as devices
 from peftkit.checkpoints import last_checkpoint, resume_point
 from peftkit.data import load_splits
@@ -143,7 +143,7 @@ def split_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 #: What a run may write into output_dir besides its final files; recorded in the manifest from the start.
-WORKING_ENTRIES = (CHECKPOINTS_DIR, STAGING_DIR, GATHERED_DIR)
+WORKING_ENTRIES = (CHECKPOINTS_DIR, STAGING_DIR, GATHERED_DIR, tracking.LOGS_DIR)
 
 
 def run_inputs(recipe: Recipe) -> list[str]:
@@ -231,6 +231,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     resolved = devices.resolve_settings(recipe, device)
     check_device(recipe.train, recipe.model)
     distributed.check_device(recipe.distributed)
+    tracking.chosen(recipe.train.report_to)
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
     splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
@@ -254,6 +255,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
     callbacks += method.callbacks()
+    callbacks += tracking.callbacks(recipe, output_dir)
     trainer = PeftkitTrainer(
         model=model,
         args=args,
@@ -345,6 +347,7 @@ def _train_and_save(recipe: Recipe, prepared: Prepared, output_dir: Path, checkp
         "device": devices.current().label,
         "resolved": prepared.resolved,
     }
+    tracking.finish(trainer, metrics)
     gathered = None
     if distributed.is_sharded(trainer):  # FSDP / DeepSpeed: every rank takes part in gathering the weights
         gathered = output_dir / GATHERED_DIR

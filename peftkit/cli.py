@@ -227,11 +227,15 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     _print_metrics(f"test metrics of the fused run ({args.combination}):", result.metrics["test"])
     print(f"fused run saved to {result.output_dir}; evaluate it again with `peftkit eval {result.output_dir}`")
 
+
 def cmd_runs(args: argparse.Namespace) -> None:
     from peftkit.runs_table import find_runs, format_table, sort_rows, to_csv, to_json
 
     rows = sort_rows(find_runs(args.directory), args.sort, args.reverse)
-    print(to_json(rows) if args.json else to_csv(rows) if args.csv else format_table(rows), end="\n" * (not args.csv))
+    if args.csv:
+        sys.stdout.write(to_csv(rows))
+    else:
+        print(to_json(rows) if args.json else format_table(rows))
 
 
 def cmd_heads(args: argparse.Namespace) -> None:

@@ -97,14 +97,14 @@ class Tracker(TrainerCallback, ABC):
 
 
 class TensorBoardTracker(Tracker):
-    """Event files in ``<logs>/tensorboard``; the recipe as text and as hparams next to the test metrics."""
+    """Event files in ``<logs>/tensorboard/<run name>``; the recipe as text and as hparams with the test metrics."""
 
     name, package = "tensorboard", "tensorboard"
 
     def start(self, params: dict[str, Any], recipe_yaml: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.directory / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(self.directory / "tensorboard" / self.run_name))
         self.writer.add_text("recipe", "```yaml\n" + recipe_yaml + "```")
         self.writer.flush()
 
@@ -193,7 +193,7 @@ def chosen(report_to: list[str]) -> list[str]:
 
 
 def logs_dir(recipe: Any, output_dir: Path) -> Path:
-    """Where trackers write: ``train.tracking_dir``, else ``<output_dir>/logs``."""
+    """Where trackers write: ``train.tracking_dir`` (which many runs may share), else ``<output_dir>/logs``."""
     return Path(recipe.train.tracking_dir) if recipe.train.tracking_dir else output_dir / LOGS_DIR
 
 

@@ -32,7 +32,7 @@ def test_tensorboard_scalars_match_the_loss_history(tracked_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     metrics = json.loads((tracked_run / "metrics.json").read_text())
-    events = EventAccumulator(str(tracked_run / "logs" / "tensorboard"))
+    events = EventAccumulator(str(tracked_run / "logs" / "tensorboard" / "tracked"))
     events.Reload()
     logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert [step for step, _ in logged] == [e["step"] for e in metrics["loss_history"]] == [2, 4, 6, 8, 10]

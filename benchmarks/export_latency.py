@@ -92,7 +92,8 @@ def measure(run_dir: Path, samples: int, batch_size: int, repeats: int) -> dict[
         for name, model in models.items():
             passes[name].append(one_pass(model, batches))
     ms = {name: 1000 * statistics.median(p) / len(batches) for name, p in passes.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
     return {
         "run": str(run_dir),
         "model": run.recipe.model.name,

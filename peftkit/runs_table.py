@@ -13,13 +13,12 @@ from typing import Any
 import yaml
 
 from peftkit.errors import PeftkitError
+from peftkit.export.merge import REPORT_FILE
+from peftkit.tracking import LOGS_DIR
+from peftkit.training import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE
 
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.json"
 #: What a run directory holds at some point of its life (checkpoints and logs before recipe.yaml is written).
-RUN_MARKERS = (RECIPE_FILE, METRICS_FILE, "checkpoints", ".staging", "logs")
-#: An export directory: not a run, and no runs inside.
-EXPORT_MARKER = "export_report.json"
+RUN_MARKERS = (RECIPE_FILE, METRICS_FILE, CHECKPOINTS_DIR, ".staging", LOGS_DIR)
 MAX_DEPTH = 4
 #: Metrics where lower is better; every other main metric sorts best-first from the top.
 LOWER_IS_BETTER = ("loss", "token_loss", "perplexity")
@@ -104,7 +103,7 @@ def _progress(directory: Path) -> tuple[str, Path | None]:
     """How far an unfinished run got, from its newest checkpoint's trainer state."""
     from peftkit.checkpoints import TRAINER_STATE, last_checkpoint
 
-    checkpoint = last_checkpoint(directory / "checkpoints")
+    checkpoint = last_checkpoint(directory / CHECKPOINTS_DIR)
     if checkpoint is None:
         return "no checkpoint yet", None
     try:
@@ -147,8 +146,9 @@ def _read_run(directory: Path, name: str) -> RunRow:
         if not isinstance(metrics, dict):
             raise ValueError("not an object")
         test, parameters, train = (_mapping(metrics, key) for key in ("test", "parameters", "train"))
-        row.metric = _main_metric(row.head, test)
-        row.metric_value = _number(test.get(row.metric))
+        metric = _main_metric(row.head, test)
+        row.metric_value = _number(test.get(metric))
+        row.metric = metric if row.metric_value is not None else None
         row.trainable_percent = _number(parameters.get("trainable_percent"))
         row.train_seconds = _number(train.get("seconds"))
         steps = _number(train.get("steps"))
@@ -197,7 +197,7 @@ def find_runs(root: str | Path) -> list[RunRow]:
             elif depth == 0 and _is_empty(child):
                 rows.append(RunRow(name=name, path=str(child), status="unfinished",
                                    note="empty directory: nothing written yet", date=_stamp(child)))
-            elif depth < MAX_DEPTH and not (child / EXPORT_MARKER).exists():
+            elif depth < MAX_DEPTH and not (child / REPORT_FILE).exists():  # an export has no runs inside
                 walk(child, depth + 1)
 
     walk(root, 0)
@@ -234,8 +234,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def _cells(row: RunRow) -> list[str]:
-    metric = "-" if row.metric is None else (
-        f"{row.metric} {row.metric_value:.4f}" if row.metric_value is not None else row.metric)
+    metric = "-" if row.metric is None or row.metric_value is None else f"{row.metric} {row.metric_value:.4f}"
     trainable = "-" if row.trainable_percent is None else f"{row.trainable_percent:.3g}"
     return [row.name, row.status, *(v or "-" for v in (row.model, row.method, row.quantization, row.head, row.data)),
             metric, trainable, _duration(row.train_seconds), row.date or "-", row.note]

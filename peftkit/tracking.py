@@ -22,7 +22,7 @@ from peftkit.errors import PeftkitError
 LOGS_DIR = "logs"
 #: Written by the first tracker into the logs directory: proof for --overwrite that peftkit wrote it.
 MARKER = "peftkit-tracking.json"
-TIMING_KEYS = ("runtime", "samples_per_second", "steps_per_second")
+TIMING_KEYS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time")
 
 
 def flat_params(data: dict[str, Any], prefix: str = "") -> dict[str, str | int | float | bool]:

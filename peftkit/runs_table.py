@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from peftkit import ownership
 from peftkit.errors import PeftkitError
 from peftkit.export.merge import REPORT_FILE
 from peftkit.tracking import LOGS_DIR
@@ -169,7 +170,11 @@ def _is_empty(directory: Path) -> bool:
 
 
 def _is_run(directory: Path) -> bool:
-    return any((directory / marker).exists() for marker in RUN_MARKERS)
+    """Run files, or the manifest of a run that has not written any yet."""
+    if any((directory / marker).exists() for marker in RUN_MARKERS):
+        return True
+    manifest = ownership.read_manifest(directory)
+    return manifest is not None and manifest.get("kind") == "run"
 
 
 def find_runs(root: str | Path) -> list[RunRow]:

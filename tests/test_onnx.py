@@ -108,8 +108,12 @@ def leftovers(directory: Path) -> list[str]:
 def test_failed_onnx_export_leaves_nothing(classification_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import peftkit.export.onnx as onnx_export
 
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("mine")
+    with pytest.raises(PeftkitError, match="is not a peftkit export"):
+        onnx_export.export_onnx(classification_run, tmp_path / "mine", overwrite=True, samples=4)
+    onnx_export.export_onnx(classification_run, tmp_path / "taken", samples=4)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "taken").iterdir()}
     real = onnx_export.onnx_logits
 
     def perturbed(session: Any, batches: Any) -> list[torch.Tensor]:
@@ -120,7 +124,8 @@ def test_failed_onnx_export_leaves_nothing(classification_run: Path, tmp_path: P
         onnx_export.export_onnx(classification_run, tmp_path / "taken", overwrite=True, samples=4)
     with pytest.raises(PeftkitError, match="ONNX parity check failed"):
         onnx_export.export_onnx(classification_run, tmp_path / "new" / "onnx", samples=4)
-    assert leftovers(tmp_path) == ["taken"] and leftovers(tmp_path / "taken") == ["keep.txt"]
+    assert leftovers(tmp_path) == ["mine", "taken"] and leftovers(tmp_path / "mine") == ["keep.txt"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "taken").iterdir()} == before  # the old export is kept
 
     argv = ["export", str(classification_run), "--format", "onnx", "--out", str(tmp_path / "x")]
     assert main([*argv, "--dtype", "bfloat16"]) == 2
@@ -138,4 +143,4 @@ def test_failed_onnx_export_leaves_nothing(classification_run: Path, tmp_path: P
     monkeypatch.setattr(ClassificationHead, "auto_class", AutoModelForCausalLM)
     with pytest.raises(PeftkitError, match=r"task.head 'classification' \(AutoModelForCausalLM\) is not supported"):
         onnx_export.export_onnx(classification_run, tmp_path / "y")
-    assert leftovers(tmp_path) == ["taken"]
+    assert leftovers(tmp_path) == ["mine", "taken"]

@@ -13,6 +13,7 @@ from transformers import TrainerCallback, TrainerState
 import peftkit
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
+from peftkit.ownership import BOOKKEEPING
 from peftkit.run import load_run
 
 
@@ -42,7 +43,7 @@ def test_tensorboard_scalars_match_the_loss_history(tracked_run: Path) -> None:
     recipe_text = events.Tensors("recipe/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "report_to:\n  - tensorboard\n  - mlflow" in recipe_text and "labels:\n  - negative" in recipe_text
     load_run(tracked_run)  # the run itself is complete: staged files moved in beside the logs
-    assert sorted(p.name for p in tracked_run.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in tracked_run.iterdir() if p.name.startswith(".") and p.name not in BOOKKEEPING) == []
 
 
 def test_mlflow_run_in_the_file_store(tracked_run: Path) -> None:
@@ -73,7 +74,8 @@ def test_logs_of_an_unfinished_run_do_not_block_resume_or_overwrite(tiny: dict[s
     recipe = tiny_recipe(tiny, "sentiment", out, **{"train.report_to": "tensorboard"})
     with pytest.raises(RuntimeError, match="killed"):
         peftkit.train(recipe, callbacks=[Crash()])
-    assert sorted(p.name for p in out.iterdir()) == ["logs"]  # no checkpoint (save_strategy no), logs written
+    written = sorted(p.name for p in out.iterdir() if p.name not in BOOKKEEPING)
+    assert written == ["logs"]  # no checkpoint (save_strategy no), logs written
     capsys.readouterr()
     assert main(["runs", str(out.parent), "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}

@@ -138,7 +138,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
     run = load_run(run_dir)
     reference = logits_of(run.model, batches)
     exact = recipe.quantization.mode == "none" and recipe.model.dtype == "float32"
-    with staged_directory(out, overwrite) as staging:
+    with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
         model = run.model if exact else None
         run = None
         gc.collect()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from peftkit import quiet
+
+quiet.install()
+
 __version__ = "0.1.0"
 
 

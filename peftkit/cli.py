@@ -280,7 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "report":
         if not args.directory:
             raise PeftkitError("bench report: name the bench directory (e.g. runs/bench-sentiment)")
-        text, files = render(args.directory)
+        text, files = render(args.directory, re_estimate=args.re_estimate)
         print(text)
         print("wrote " + ", ".join(str(f) for f in files))
         return
@@ -304,12 +304,18 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
     e = rows[0].estimate
     mib = 2**20
-    print(f"predicted peak training memory on {rows[0].device.label}: {e.total / mib:,.0f} MiB "
+    measure = "allocated GPU memory" if e.device == "cuda" else "private memory"
+    print(f"predicted peak training memory on {rows[0].device.label}: {e.total / mib:,.0f} MiB of {measure} "
           f"(longest batch {recipe.train.batch_size} × {e.sequence_length} tokens: {source})")
-    for name in ("weights", "gradients", "optimizer", "activations"):
-        print(f"  {name:<12} {getattr(e, name) / mib:>10,.1f} MiB")
+    for name, value in e.terms():
+        print(f"  {name:<18} {value / mib:>10,.1f} MiB")
     print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
           f"trainable parameters {e.trainable_params:,} of {e.total_params:,}")
+    how = "saved tensors counted on the meta device" if e.activations_from == "traced" else "per-layer formula"
+    transient = e.runtime_overhead - e.overhead - e.retained
+    print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device}, "
+          f"{e.retained / mib:,.0f} MiB the allocator keeps of freed activations, {transient / mib:,.0f} MiB of "
+          "transients (optimizer step, de-quantized layer) beyond the activations")
     print("per device, `auto` options resolved for it (reference GPUs: Ampere-class):")
     print("\n".join(fit_table(rows)))
 
@@ -464,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "otherwise skipped, so an interrupted suite resumes)")
     bench.add_argument("--keep-runs", action="store_true", help="keep each cell's run directory (weights included)")
     bench.add_argument("--strict", action="store_true", help="exit with an error when a cell failed (CI)")
+    bench.add_argument("--re-estimate", action="store_true",
+                       help="with `report`: predict every cell's memory again with this checkout's estimate "
+                            "(measurements are kept; the report names the commit that predicted)")
     recipe_args(verb("estimate", cmd_estimate, "predict a recipe's peak training memory without training"))
     env = verb("env", cmd_env, "versions, devices and flash-attn for a bug report; with a recipe, whether it fits")
     env.add_argument("recipe", nargs="?", help="also estimate this recipe's peak on each device")

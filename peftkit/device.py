@@ -168,7 +168,7 @@ def resolve_checkpointing(recipe: Recipe, device: Device, sequence_length: int |
 
     trial = recipe.model_copy(deep=True)
     trial.train.gradient_checkpointing = False
-    peak = estimate(trial, sequence_length, labels).total
+    peak = estimate(trial, sequence_length, labels, device=device).total
     recipe.train.gradient_checkpointing = bool(device.memory) and peak > device.memory
     return {"train.gradient_checkpointing": recipe.train.gradient_checkpointing}
 

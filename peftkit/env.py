@@ -117,7 +117,7 @@ def fits(recipe: Recipe, targets: list[devices.Device]) -> tuple[list[Fit], str]
     for target in targets:
         resolved = recipe.model_copy(deep=True)
         devices.resolve(resolved, target, length, labels)
-        rows.append(Fit(target, resolved, estimate(resolved, length, labels)))
+        rows.append(Fit(target, resolved, estimate(resolved, length, labels, device=target)))
     return rows, source
 
 

@@ -1,7 +1,14 @@
-"""Predict a recipe's peak training memory before running it: weights by precision, trainable state, activations.
+"""Predict a recipe's peak training memory before running it: weights by precision, trainable state, activations,
+runtime overhead.
 
 The model is built on the meta device (no weights allocated), the method applied to it, and every parameter
-counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state.
+counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state. Activations are
+the tensors autograd saves for the backward pass, counted by running one training batch through the meta model
+(no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
+reads values in its forward) a per-layer formula stands in. Runtime overhead is what a real run holds beyond
+those: a constant per device kind (RUNTIME_OVERHEAD), the share of freed activations the allocator keeps
+(ALLOCATOR_RETENTION), and the largest transient working set, either the optimizer step's temporaries or a
+quantized layer de-quantized for its matmul.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from accelerate import init_empty_weights
 from datasets import DatasetDict
 from torch import nn
@@ -30,6 +38,22 @@ OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2,
 QUANT_WEIGHT_BYTES = {("4bit", True): 0.5 + 1 / 64 + 4 / (64 * 256), ("4bit", False): 0.5 + 4 / 64,
                       ("8bit", True): 1.0, ("8bit", False): 1.0}
 SKIPPED = (*KNOWN_HEAD_MODULES, "lm_head")
+MIB = 2**20
+#: Private memory a training run holds beyond weights, trainable state, activations and transients, by device
+#: kind: the Trainer, autograd's graph, the allocator's free lists, tokenized data, bitsandbytes' tables.
+#: Measured once per device kind with `python benchmarks/overhead.py` (README, "Memory estimate"), together with
+#: ALLOCATOR_RETENTION: CPU 44 MiB on this project's 2-core EPYC (torch 2.13, transformers 5.24, glibc malloc).
+#: No GPU has been lent to measure CUDA's (there the allocator's figure leaves the CUDA context and library
+#: workspaces out); 0 until someone does.
+RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}
+#: Share of the activations the allocator still holds once they are freed (chunks kept for reuse, heap
+#: fragmentation, per-thread arenas): 0.59 with glibc's malloc on this CPU, fitted with RUNTIME_OVERHEAD on the
+#: calibration cells of benchmarks/overhead.yaml. CUDA: unmeasured; its allocated figure counts live tensors only.
+ALLOCATOR_RETENTION = {"cpu": 0.59, "cuda": 0.0}
+#: Temporaries of one optimizer step per element of the largest trainable tensor, in its bytes: AdamW's
+#: ``exp_avg_sq.sqrt() / bias_correction`` makes two tensors of the parameter's size before they are folded in.
+STEP_TEMPORARIES = {"adamw_torch": 2.0, "adamw_bnb_8bit": 1.0, "paged_adamw_8bit": 1.0, "paged_adamw_32bit": 2.0,
+                    "adafactor": 1.0, "sgd": 1.0}
 
 
 @dataclass
@@ -43,20 +67,39 @@ class MemoryEstimate:
     trainable_params: int
     total_params: int
     sequence_length: int
+    quantized_weights: int = 0
+    overhead: int = 0
+    retained: int = 0
+    transient: int = 0
+    device: str = "cpu"
+    activations_from: str = "formula"
 
     @property
     def floor(self) -> int:
-        """Bytes no run can go below: weights plus trainable state (gradients, optimizer)."""
-        return self.weights + self.gradients + self.optimizer
+        """Bytes no run can go below: weights (full precision and quantized) plus trainable state."""
+        return self.weights + self.quantized_weights + self.gradients + self.optimizer
+
+    @property
+    def runtime_overhead(self) -> int:
+        """What a run holds beyond floor and activations: the device's constant, what its allocator keeps of
+        freed activations, and, where the transient working set (optimizer step, de-quantized layer) outgrows
+        the activations it replaces, the difference."""
+        return self.overhead + self.retained + max(0, self.transient - self.activations)
 
     @property
     def total(self) -> int:
-        """The predicted peak: the floor plus activations."""
-        return self.floor + self.activations
+        """The predicted peak: the floor, activations and runtime overhead."""
+        return self.floor + self.activations + self.runtime_overhead
+
+    def terms(self) -> list[tuple[str, int]]:
+        """(name, bytes) of every term of ``total``, in print order."""
+        return [("weights", self.weights), ("quantized weights", self.quantized_weights),
+                ("gradients", self.gradients), ("optimizer state", self.optimizer),
+                ("activations", self.activations), ("runtime overhead", self.runtime_overhead)]
 
     def as_dict(self) -> dict[str, Any]:
         """Every component and the floor and total, for result files."""
-        return {**asdict(self), "floor": self.floor, "total": self.total}
+        return {**asdict(self), "runtime_overhead": self.runtime_overhead, "floor": self.floor, "total": self.total}
 
 
 def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
@@ -114,20 +157,47 @@ def sequence_for(recipe: Recipe) -> tuple[int, list[str], str]:
                 f"data.max_length, an upper bound: the tokenizer or data could not be loaded here ({cause})")
 
 
-def _weight_bytes(model: nn.Module, recipe: Recipe) -> int:
+def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: str, mode: str) -> bool:
+    return (mode != "none" and isinstance(module, nn.Linear) and pname == "weight" and not parameter.requires_grad
+            and not any(s in name.split(".") for s in SKIPPED))
+
+
+def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
+    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight)."""
     mode, dtype_bytes = recipe.quantization.mode, DTYPE_BYTES[recipe.model.dtype]
     per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
-    total = 0.0
+    compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
+    plain, quantized, largest = 0.0, 0.0, 0
     for name, module in model.named_modules():
         for pname, parameter in module.named_parameters(recurse=False):
             n = parameter.numel()
-            quantized = (mode != "none" and isinstance(module, nn.Linear) and pname == "weight"
-                         and not parameter.requires_grad and not any(s in name.split(".") for s in SKIPPED))
-            if quantized:
-                total += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
+            if _is_quantized(module, pname, parameter, name, mode):
+                quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
+                largest = max(largest, n * compute_bytes)
             else:
-                total += n * (4 if parameter.requires_grad else dtype_bytes)
-    return int(total)
+                plain += n * (4 if parameter.requires_grad else dtype_bytes)
+    return int(plain), int(quantized), largest
+
+
+def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta") -> int:
+    """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
+    (parameters and views of them excluded, shared storage counted once), plus the output. On the meta device
+    nothing is allocated; a forward that reads tensor values raises there (meta tensors have none)."""
+    parameters = {p.untyped_storage()._cdata for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in parameters:
+            saved[storage._cdata] = max(saved.get(storage._cdata, 0), storage.nbytes())
+        return tensor
+
+    ids = torch.ones(batch, seq, dtype=torch.long, device=device)
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(input_ids=ids)
+    logits = output.logits if hasattr(output, "logits") else output[0]
+    return sum(saved.values()) + logits.numel() * logits.element_size()
 
 
 def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: bool, causal: bool) -> int:
@@ -152,6 +222,23 @@ def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: boo
     return int(max(train, evaluation))
 
 
+def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, trainable_body: bool,
+                 causal: bool) -> tuple[int, str]:
+    """Activation bytes and where they came from ("traced" or "formula")."""
+    formula = _activation_bytes(config, recipe, seq, trainable_body, causal)
+    plain = recipe.train.precision == "fp32" and recipe.model.dtype == "float32"
+    if not plain or recipe.train.gradient_checkpointing:
+        return formula, "formula"
+    try:
+        traced = traced_activations(model, recipe.train.batch_size, seq)
+    except Exception:  # any forward the meta device cannot run falls back to the formula
+        return formula, "formula"
+    text = getattr(config, "text_config", config)
+    logits = 2 * recipe.train.batch_size * seq * text.vocab_size * 4 if causal else 0  # loss: log-softmax, grad
+    evaluation = _activation_bytes(config, recipe, seq, False, False)
+    return max(traced + logits, evaluation), "traced"
+
+
 def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[str] | None = None,
              device: devices.Device | None = None) -> MemoryEstimate:
     """Predict the peak training memory of ``recipe`` on ``device`` (default: this machine's), its `auto`
@@ -174,13 +261,24 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     head_params = sum(p.numel() for n, p in model.named_parameters()
                       if p.requires_grad and any(s in n.split(".") for s in SKIPPED))
     config = _config(recipe, head, labels)
+    kind = (device or devices.current()).kind
+    plain, quantized, dequantized = _weight_bytes(model, recipe)
+    largest_trainable = max((p.numel() for p in model.parameters() if p.requires_grad), default=0)
+    activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params,
+                                       head.kind == "causal_lm")
+    step = int(largest_trainable * 4 * STEP_TEMPORARIES[recipe.train.optim])
     return MemoryEstimate(
-        weights=_weight_bytes(model, recipe),
+        weights=plain,
         gradients=trainable * 4,
         optimizer=trainable * OPTIMIZER_BYTES[recipe.train.optim],
-        activations=_activation_bytes(config, recipe, sequence_length, trainable > head_params,
-                                      head.kind == "causal_lm"),
+        activations=activations,
         trainable_params=trainable,
         total_params=total,
         sequence_length=sequence_length,
+        quantized_weights=quantized,
+        overhead=RUNTIME_OVERHEAD[kind],
+        retained=int(ALLOCATOR_RETENTION[kind] * activations),
+        transient=max(step, activations + dequantized),
+        device=kind,
+        activations_from=source,
     )

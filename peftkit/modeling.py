@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -143,14 +144,21 @@ def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTo
     return tokenizer
 
 
-def random_init_checkpoint(model: ModelSection) -> str | None:
-    """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
-    the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
+def random_init_path(model: ModelSection) -> Path | None:
+    """Where ``random_init_checkpoint`` keeps the model's random-init checkpoint (None without random_init)."""
     if not model.random_init:
         return None
     source = str(shipped_config(model.name) or resolve_model_path(model.name))
     key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
-    target = catalog.cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return catalog.cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def random_init_checkpoint(model: ModelSection) -> str | None:
+    """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
+    the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
+    target = random_init_path(model)
+    if target is None:
+        return None
     if not (target / "config.json").is_file():
         try:
             config = model_config(model, **model.config_overrides)
@@ -185,6 +193,49 @@ def check_position_limit(model: nn.Module, longest: int, model_name: str) -> Non
             f"'data.max_length': inputs of up to {longest} tokens, but model '{model_name}' has positions for "
             f"{limit} (max_position_embeddings); set data.max_length to {limit} or less"
         )
+
+
+MAPS_FILE = Path("/proc/self/maps")
+
+
+def mapped_files(suffix: str = ".safetensors") -> dict[str, list[tuple[int, int]]]:
+    """Address ranges of this process's file mappings whose path ends with ``suffix`` (Linux; else empty)."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    try:
+        lines = MAPS_FILE.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].endswith(suffix):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            found.setdefault(parts[5], []).append((start, end))
+    return found
+
+
+def release_checkpoint(model: nn.Module) -> int:
+    """Copy into private memory every parameter and buffer of ``model`` that is still a view of a mapped
+    safetensors file, so the file is unmapped once nothing else holds it; returns how many were copied.
+
+    transformers reads checkpoints through mmap and keeps tensors it did not convert as views of the file. On
+    a quantized load every page of the float32 file was read to quantize it, and the whole file stays mapped and
+    resident for the sake of a few tensors (embeddings, norms, skipped modules). Unquantized, a frozen base would
+    be held as file pages that memory accounting does not see as the run's own. Copied, every weight a run holds
+    is private memory, as it is on a GPU.
+    """
+    ranges = [r for spans in mapped_files().values() for r in spans]
+    if not ranges:
+        return 0
+    copied = 0
+    for module in model.modules():
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for _, tensor in tensors:
+            pointer = tensor.data_ptr()
+            if any(start <= pointer < end for start, end in ranges):
+                tensor.data = tensor.data.clone()
+                copied += 1
+    gc.collect()
+    return copied
 
 
 def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
@@ -224,6 +275,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         catalogued = path is None and model.name in catalog.MODELS
         fix = f"; `peftkit models fetch {model.name}` fetches it again" if catalogued else "; replace it"
         raise PeftkitError(f"{what}: a weights file in '{source}' is damaged or truncated ({exc}){fix}") from None
+    release_checkpoint(loaded)
     if getattr(loaded.config, "pad_token_id", None) is None:
         loaded.config.pad_token_id = getattr(loaded.config, "eos_token_id", None)
     fresh = {key.split(".")[0] for key in info["missing_keys"]}

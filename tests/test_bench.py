@@ -91,10 +91,13 @@ def test_cell_result_schema(finished_suite: Path) -> None:
     assert 0 < result["parameters"]["trainable"] < result["parameters"]["total"]
     assert result["adapter_bytes"] > 0
     memory = result["memory"]
-    assert memory["device"] == "cpu" and memory["peak_bytes"] > 10 * 2**20
-    assert memory["peak_bytes"] == memory["rss_train_peak_above_baseline_bytes"]  # training phase, loading apart
-    assert memory["rss_load_peak_above_baseline_bytes"] > 0 and memory["rss_peak_above_baseline_bytes"] == max(
-        memory["peak_bytes"], memory["rss_load_peak_above_baseline_bytes"])
+    assert memory["device"] == "cpu" and memory["measure"] == "private" and memory["peak_bytes"] > 10 * 2**20
+    phases = memory["phases"]
+    assert {"load", "train", "evaluate", "save"} <= set(phases)
+    assert memory["peak_bytes"] == memory["private_peak_bytes"] == phases[memory["peak_phase"]]["private_bytes"]
+    assert memory["peak_bytes"] == max(p["private_bytes"] for p in phases.values())
+    assert memory["rss_peak_bytes"] == max(p["rss_bytes"] for p in phases.values())
+    assert memory["samples"] > 10
     assert memory["predicted"]["floor"] < memory["predicted_bytes"] == memory["predicted"]["total"]
     speed = result["speed"]
     assert speed["steps"] == 3 and speed["samples_per_second"] > 0 and speed["tokens_per_second"] > 0
@@ -119,6 +122,28 @@ def test_estimate_within_a_sane_factor_of_the_measured_peak(finished_suite: Path
     assert 0.25 < memory["predicted_bytes"] / memory["peak_bytes"] < 4
 
 
+def test_report_can_predict_again_with_this_checkout(finished_suite: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from peftkit.estimate import estimate
+    from peftkit.recipe import recipe_from_dict
+
+    copy = tmp_path / "bench"
+    shutil.copytree(finished_suite, copy)
+    cell = copy / "cells" / "lora-seed2.json"
+    result = json.loads(cell.read_text(encoding="utf-8"))
+    measured = result["memory"]["peak_bytes"]
+    result["memory"]["predicted_bytes"] = 1  # as if an older estimate had predicted it
+    cell.write_text(json.dumps(result), encoding="utf-8")
+    recipe = recipe_from_dict(json.loads((copy / "specs" / "lora-seed2.json").read_text())["recipe"])
+    expected = estimate(recipe).total  # this machine: a CPU in CI
+    text, _ = render(copy, re_estimate=True)
+    assert "Predictions recomputed by `peftkit estimate` at commit" in text
+    row = next(line for line in text.splitlines() if line.startswith("| lora-seed2 |"))
+    assert f"| {expected / 2**20:,.0f} |" in row and f"| {measured / 2**20:,.0f} |" in row
+    assert json.loads(cell.read_text(encoding="utf-8"))["memory"]["predicted_bytes"] == 1  # results untouched
+
+
 def fake_result(cell: str, variant: str, method: str, seed: int, accuracy: float, peak_mib: float,
                 trainable: int, size: str | None = None) -> dict[str, Any]:
     labels = {"train.seed": f"seed{seed}"} if size is None else {"model.config_overrides": size}
@@ -128,7 +153,8 @@ def fake_result(cell: str, variant: str, method: str, seed: int, accuracy: float
         "provenance": {"device": "cpu", "cpu": "test cpu", "cpu_count": 2, "git_commit": "abc", "gpu": None},
         "method": method, "quantization": "4bit" if "q" in variant else "none", "model": "m",
         "parameters": {"trainable": trainable, "total": 1_000_000}, "adapter_bytes": trainable * 4,
-        "memory": {"device": "cpu", "peak_bytes": int(peak_mib * 2**20), "predicted_bytes": int(peak_mib * 2**20 * 1.1),
+        "memory": {"device": "cpu", "measure": "private", "peak_bytes": int(peak_mib * 2**20), "peak_phase": "train",
+                   "rss_peak_bytes": int(peak_mib * 2**20 * 3), "predicted_bytes": int(peak_mib * 2**20 * 1.1),
                    "predicted": {"floor": int(peak_mib * 2**20 / 2)}, "error_percent": 10.0},
         "speed": {"train_seconds": 10.0, "samples_per_second": 100.0 / peak_mib, "tokens_per_second": 1000.0},
         "metrics": {"accuracy": accuracy} if size is None else {},
@@ -160,7 +186,9 @@ def test_accuracy_report_table_csv_and_plots(tmp_path: Path) -> None:
     assert "| **200** |" in table[2] and "**10.0**" not in table[2]  # lowest peak in bold; ties are not marked
     assert "seeds-recipe (reference)" in text
     assert "- lora: -1.0 accuracy points vs full, peak memory 0.49× of full's" in text
-    assert "| ia3-seed1 | failed | – | – | – | unknown method 'ia3' |" in text
+    assert "| ia3-seed1 | failed | – | – | – | – | – | unknown method 'ia3' |" in text
+    assert "| lora-seed1 | ok | 200 | train | 600 | 220 | 10 |  |" in text
+    assert "Peak: private memory (CPU: RssAnon)" in text
     rows = list(csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8")))
     assert len(rows) == 5 and {r["status"] for r in rows} == {"ok", "failed"}
     assert [f.name for f in files[2:]] == ["metric_vs_memory.png", "metric_vs_params.png"]
@@ -174,7 +202,7 @@ def test_scaling_report_ratio_and_floor(tmp_path: Path) -> None:
         fake_result("qlora-nf4-small", "qlora-nf4", "qlora", 1, 0, 100, 10**4, size="small"),
     ])
     text, files = render(tmp_path)
-    assert "| small | qlora-nf4 |" in text and "| 0.25 |" in text
+    assert "| small | qlora-nf4 | 1.0M | **10.0k** | **100** | train | 300 | 50 | 110 | 10 | 0.25 |" in text
     assert "- qlora-nf4 at small: peak memory 0.25× of full's (analytic floor 50 vs 200 MiB)" in text
     assert files[-1].name == "memory_vs_size.png" and files[-1].read_bytes()[:4] == b"\x89PNG"
 

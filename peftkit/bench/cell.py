@@ -1,32 +1,29 @@
 """One benchmark cell in its own process: `python -m peftkit.bench.cell SPEC.json RESULT.json`.
 
-Memory is measured in this process only, so figures never leak between cells: on a GPU
-``torch.cuda.max_memory_allocated``; on a CPU the peak resident set size above the baseline taken after
-imports, data preparation and the memory estimate (Linux: the kernel's high-water mark is reset there), split
-into loading (model read and quantized) and training (steps, evaluation, save) at the start of training.
+Memory is measured in this process only, so figures never leak between cells, above a baseline taken after
+imports, the memory estimate and building a random-init checkpoint, by phase (load / train / evaluate / save;
+see :mod:`peftkit.bench.memory`): on a CPU private memory and the resident set apart, on a GPU the allocator's
+allocated and reserved peaks.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import resource
 import shutil
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from peftkit import atomic
+from peftkit.bench.memory import MemorySampler, PhaseCallback
 
 SCHEMA = "peftkit.bench.cell/1"
 #: Keys every result file has, whatever its status.
 RESULT_KEYS = ("schema", "suite", "cell", "variant", "values", "status", "error", "recipe_hash", "provenance")
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time", "loss"}
-STATUS_FILE = Path("/proc/self/status")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -35,73 +32,17 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     atomic.write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _status_bytes(field: str) -> int | None:
-    if not STATUS_FILE.is_file():
-        return None
-    for line in STATUS_FILE.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def _maxrss_bytes() -> int:
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def reset_peak() -> tuple[int, bool]:
-    """Start measuring from now: (current resident bytes, whether the peak could be reset)."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
-        reset = True
-    except OSError:
-        reset = False
-    current = _status_bytes("VmRSS")
-    return (current if current is not None else _maxrss_bytes()), reset
-
-
-def _resident_peak(reset: bool) -> int:
-    peak = _status_bytes("VmHWM") if reset else None
-    return peak if peak is not None else _maxrss_bytes()
-
-
-class LoadPhaseProbe(TrainerCallback):
-    """When training begins: note the resident peak of loading (model, quantization, data) and restart the
-    high-water mark, so the training phase (steps, evaluation, save) is measured on its own."""
-
-    def __init__(self, reset: bool) -> None:
-        self.reset = reset
-        self.load_peak: int | None = None
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.load_peak = _resident_peak(self.reset)
-        if self.reset:
-            Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory(baseline: int, reset: bool, probe: LoadPhaseProbe) -> dict[str, Any]:
-    """Peaks since ``reset_peak``, above the baseline: resident bytes of loading and of training (CPU), and on a
-    GPU the allocator's peak. ``peak_bytes`` is the training-phase figure the estimate predicts."""
-    import torch
-
-    train_peak = _resident_peak(probe.reset)
-    load_peak = probe.load_peak if probe.load_peak is not None else train_peak
-    overall = max(load_peak, train_peak) if probe.reset else train_peak
-    cuda = torch.cuda.is_available()
+def measured_memory(sampler: MemorySampler) -> dict[str, Any]:
+    """The sampler's figures; ``peak_bytes`` (what reports compare and the estimate predicts) is the private
+    peak on a CPU and ``max_memory_allocated`` on a GPU, over every phase, above the baseline."""
+    summary = sampler.summary()
+    cuda = summary["cuda_allocated_peak_bytes"] is not None
     return {
         "device": "cuda" if cuda else "cpu",
-        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else train_peak - baseline,  # whole run if no reset
-        "rss_load_peak_above_baseline_bytes": load_peak - baseline,
-        "rss_train_peak_above_baseline_bytes": train_peak - baseline if probe.reset else None,
-        "rss_peak_above_baseline_bytes": overall - baseline,
-        "rss_baseline_bytes": baseline,
-        "tensor_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-        "peak_reset": reset,
+        "measure": "cuda_allocated" if cuda else "private",
+        "peak_bytes": summary["cuda_allocated_peak_bytes"] if cuda else summary["private_peak_bytes"],
+        "peak_phase": summary["cuda_allocated_peak_phase"] if cuda else summary["private_peak_phase"],
+        **summary,
     }
 
 
@@ -109,7 +50,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one cell's recipe; everything measured goes into the returned result."""
     from peftkit.bench.provenance import collect, recipe_hash
     from peftkit.estimate import estimate
-    from peftkit.modeling import random_init_checkpoint
+    from peftkit.modeling import random_init_path
     from peftkit.recipe import recipe_from_dict
     from peftkit.training import train
 
@@ -122,11 +63,17 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         return run_baseline(recipe, result)
     result.update(method=recipe.method.name, quantization=recipe.quantization.mode, model=recipe.model.name)
     predicted = estimate(recipe)
-    random_init_checkpoint(recipe.model)  # built once, outside the measured span
-    baseline, reset = reset_peak()
-    probe = LoadPhaseProbe(reset)
-    run = train(recipe, overwrite=True, callbacks=[probe])
-    memory = peak_memory(baseline, reset, probe)
+    checkpoint = random_init_path(recipe.model)
+    if checkpoint is not None and not (checkpoint / "config.json").is_file():
+        # built once, in a process of its own: its memory never inflates the baseline
+        subprocess.run([sys.executable, "-m", "peftkit.bench.cell", "--prepare", json.dumps(spec["recipe"])],
+                       check=True)
+    sampler = MemorySampler().start("load")
+    try:
+        run = train(recipe, overwrite=True, callbacks=[PhaseCallback(sampler)])
+    finally:
+        sampler.stop()
+    memory = measured_memory(sampler)
     memory["predicted_bytes"] = predicted.total
     memory["predicted"] = predicted.as_dict()
     memory["error_percent"] = 100 * (predicted.total - memory["peak_bytes"]) / max(memory["peak_bytes"], 1)
@@ -205,8 +152,16 @@ def failed_result(spec: dict[str, Any], error: str, partial: dict[str, Any] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the cell described by SPEC.json and write RESULT.json (also when it fails)."""
-    spec_path, result_path = (argv if argv is not None else sys.argv[1:])[:2]
+    """Run the cell described by SPEC.json and write RESULT.json (also when it fails); with ``--prepare RECIPE``
+    (JSON) only build the recipe's random-init checkpoint."""
+    argv = argv if argv is not None else sys.argv[1:]
+    if argv[:1] == ["--prepare"]:
+        from peftkit.modeling import random_init_checkpoint
+        from peftkit.recipe import recipe_from_dict
+
+        random_init_checkpoint(recipe_from_dict(json.loads(argv[1]), source="cell").model)
+        return 0
+    spec_path, result_path = argv[:2]
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     started = time.perf_counter()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import statistics
 from collections.abc import Callable
@@ -21,8 +22,9 @@ SEED_KEY = "train.seed"
 REPORT_FILE = "report.md"
 CSV_FILE = "results.csv"
 CSV_COLUMNS = ("cell", "variant", "status", "method", "quantization", "trainable_params", "total_params",
-               "adapter_bytes", "peak_bytes", "predicted_bytes", "floor_bytes", "error_percent", "train_seconds",
-               "samples_per_second", "tokens_per_second", "metric", "error")
+               "adapter_bytes", "measure", "peak_bytes", "peak_phase", "rss_peak_bytes", "predicted_bytes",
+               "floor_bytes", "error_percent", "train_seconds", "samples_per_second", "tokens_per_second", "metric",
+               "error")
 
 
 @dataclass
@@ -125,7 +127,10 @@ def _markdown(header: list[str], table: list[list[str]]) -> str:
 
 
 PEAK = _get("memory", "peak_bytes")
-LOAD_PEAK = _get("memory", "rss_load_peak_above_baseline_bytes")
+PEAK_PHASE = _get("memory", "peak_phase")
+RSS_PEAK = _get("memory", "rss_peak_bytes")
+MEASURE = _get("memory", "measure")
+MEASURES = {"private": "private memory (CPU: RssAnon)", "cuda_allocated": "allocated (GPU: max_memory_allocated)"}
 PREDICTED = _get("memory", "predicted_bytes")
 FLOOR = _get("memory", "predicted", "floor")
 ERROR = _get("memory", "error_percent")
@@ -135,6 +140,17 @@ SAMPLES = _get("speed", "samples_per_second")
 TOKENS = _get("speed", "tokens_per_second")
 SECONDS = _get("speed", "train_seconds")
 ADAPTER = _get("adapter_bytes")
+
+
+def measure_name(results: list[dict[str, Any]]) -> str:
+    """What the peak columns count: private memory on a CPU, allocated memory on a GPU (one or both)."""
+    found = sorted({MEASURE(r) for r in results if r["status"] == "ok" and MEASURE(r)})
+    return " / ".join(MEASURES.get(m, m) for m in found) or "peak memory"
+
+
+def _phase(row: Row) -> str:
+    phases = sorted({PEAK_PHASE(c) for c in row.cells if PEAK_PHASE(c)})
+    return "/".join(phases) or "–"
 
 
 def accuracy_table(rows: list[Row], metric: str, reference: str | None) -> str:
@@ -161,8 +177,8 @@ def accuracy_table(rows: list[Row], metric: str, reference: str | None) -> str:
 
 def scaling_table(rows: list[Row]) -> str:
     """Per model size: each variant's peak memory beside the analytic floor, best per size in bold."""
-    header = ["size", "variant", "total params", "trainable", "peak MiB", "floor MiB", "predicted MiB", "error %",
-              "peak / full", "loading peak MiB", "samples/s", "tokens/s"]
+    header = ["size", "variant", "total params", "trainable", "peak MiB", "peak in", "RSS peak MiB", "floor MiB",
+              "predicted MiB", "error %", "peak / full", "samples/s", "tokens/s"]
     text = []
     sizes: dict[str, list[Row]] = {}
     for row in rows:
@@ -174,13 +190,13 @@ def scaling_table(rows: list[Row]) -> str:
         for row in sorted(members, key=lambda r: -(r.mean(PEAK) or 0)):
             peak = row.mean(PEAK)
             ratio = peak / full if full and peak else None
-            values.append([None, None, None, row.mean(TRAINABLE), peak, None, None, None, None, None,
+            values.append([None, None, None, row.mean(TRAINABLE), peak, None, None, None, None, None, None,
                            row.mean(SAMPLES), row.mean(TOKENS)])
             table.append([point, row.variant, _params(row.mean(TOTAL)), _params(row.mean(TRAINABLE)), _mib(peak),
-                          _mib(row.mean(FLOOR)), _mib(row.mean(PREDICTED)), _num(row.mean(ERROR), 0),
-                          _num(ratio, 2), _mib(row.mean(LOAD_PEAK)), _num(row.mean(SAMPLES), 2),
+                          _phase(row), _mib(row.mean(RSS_PEAK)), _mib(row.mean(FLOOR)), _mib(row.mean(PREDICTED)),
+                          _num(row.mean(ERROR), 0), _num(ratio, 2), _num(row.mean(SAMPLES), 2),
                           _num(row.mean(TOKENS), 0)])
-        _bold_best(table, values, [0, 0, 0, -1, -1, 0, 0, 0, 0, 0, 1, 1])
+        _bold_best(table, values, [0, 0, 0, -1, -1, 0, 0, 0, 0, 0, 0, 1, 1])
         table_all += table
     text.append(_markdown(header, table_all))
     return "\n".join(text)
@@ -191,10 +207,13 @@ def cell_table(results: list[dict[str, Any]]) -> str:
     table = []
     for r in results:
         if r["status"] == "ok":
-            table.append([r["cell"], "ok", _mib(PEAK(r)), _mib(PREDICTED(r)), _num(ERROR(r), 0), ""])
+            table.append([r["cell"], "ok", _mib(PEAK(r)), PEAK_PHASE(r) or "–", _mib(RSS_PEAK(r)), _mib(PREDICTED(r)),
+                          _num(ERROR(r), 0), ""])
         else:
-            table.append([r["cell"], "failed", "–", "–", "–", (r.get("error") or "").replace("|", "\\|")[:160]])
-    return _markdown(["cell", "status", "peak MiB", "predicted MiB", "error %", "error"], table)
+            table.append([r["cell"], "failed", "–", "–", "–", "–", "–",
+                          (r.get("error") or "").replace("|", "\\|")[:160]])
+    return _markdown(["cell", "status", "peak MiB", "peak in", "RSS peak MiB", "predicted MiB", "error %", "error"],
+                     table)
 
 
 def summary(rows: list[Row], metric: str | None, reference: str | None) -> list[str]:
@@ -234,7 +253,8 @@ def write_csv(results: list[dict[str, Any]], path: Path, metric: str | None) -> 
         writer.writerow(CSV_COLUMNS)
         for r in results:
             writer.writerow([r["cell"], r["variant"], r["status"], r.get("method"), r.get("quantization"),
-                             TRAINABLE(r), TOTAL(r), ADAPTER(r), PEAK(r), PREDICTED(r), FLOOR(r), ERROR(r),
+                             TRAINABLE(r), TOTAL(r), ADAPTER(r), MEASURE(r), PEAK(r), PEAK_PHASE(r), RSS_PEAK(r),
+                             PREDICTED(r), FLOOR(r), ERROR(r),
                              SECONDS(r), SAMPLES(r), TOKENS(r), _get("metrics", metric)(r) if metric else None,
                              r.get("error")])
 
@@ -248,7 +268,7 @@ def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return frontier
 
 
-def plot_accuracy(rows: list[Row], metric: str, directory: Path) -> list[Path]:
+def plot_accuracy(rows: list[Row], metric: str, directory: Path, measure: str) -> list[Path]:
     """Metric against peak memory (Pareto frontier drawn) and against trainable parameters."""
     import matplotlib
 
@@ -259,7 +279,7 @@ def plot_accuracy(rows: list[Row], metric: str, directory: Path) -> list[Path]:
     rows = [r for r in rows if r.mean(score) is not None and r.mean(PEAK)]
     written = []
     for name, get_x, xlabel, log in (
-        ("metric_vs_memory.png", PEAK, "peak training memory (MiB)", False),
+        ("metric_vs_memory.png", PEAK, f"peak {measure} (MiB)", False),
         ("metric_vs_params.png", TRAINABLE, "trainable parameters", True),
     ):
         fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -287,7 +307,7 @@ def plot_accuracy(rows: list[Row], metric: str, directory: Path) -> list[Path]:
     return written
 
 
-def plot_scaling(rows: list[Row], directory: Path) -> list[Path]:
+def plot_scaling(rows: list[Row], directory: Path, measure: str) -> list[Path]:
     """Peak memory against model size per variant, with each variant's analytic floor dashed."""
     import matplotlib
     import matplotlib.ticker
@@ -312,7 +332,7 @@ def plot_scaling(rows: list[Row], directory: Path) -> list[Path]:
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("model parameters (millions)")
-    ax.set_ylabel("peak training memory (MiB)")
+    ax.set_ylabel(f"peak {measure} (MiB)")
     ax.set_title("peak memory vs model size")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -323,31 +343,58 @@ def plot_scaling(rows: list[Row], directory: Path) -> list[Path]:
     return [path]
 
 
-def render(directory: str | Path) -> tuple[str, list[Path]]:
-    """Write report.md, results.csv and the plots into a bench directory; return the Markdown and the files."""
+def predict_again(directory: Path, results: list[dict[str, Any]]) -> str | None:
+    """Predict each successful cell's memory again with this checkout's estimate, from the recipe in its spec
+    (``specs/<cell>.json``); measurements are left as they are. Returns the commit that predicted."""
+    from peftkit import device as devices
+    from peftkit.bench.provenance import git_commit
+    from peftkit.estimate import estimate
+    from peftkit.recipe import recipe_from_dict
+
+    here = devices.current()
+    for result in results:
+        spec = directory / "specs" / f"{result['cell']}.json"
+        if result["status"] != "ok" or not spec.is_file() or result["memory"]["device"] != here.kind:
+            continue  # a cell measured on another kind of device keeps the prediction it recorded
+        recipe = recipe_from_dict(json.loads(spec.read_text(encoding="utf-8"))["recipe"], source=str(spec))
+        memory = result["memory"]
+        predicted = estimate(recipe, device=here)
+        memory.update(predicted=predicted.as_dict(), predicted_bytes=predicted.total,
+                      error_percent=100 * (predicted.total - memory["peak_bytes"]) / max(memory["peak_bytes"], 1))
+    return git_commit()
+
+
+def render(directory: str | Path, re_estimate: bool = False) -> tuple[str, list[Path]]:
+    """Write report.md, results.csv and the plots into a bench directory; return the Markdown and the files.
+    ``re_estimate``: predictions come from this checkout's estimate, not the ones the cells recorded."""
     directory = Path(directory)
     suite = read_suite(directory)
     results = load_results(directory)
     if not results:
         raise PeftkitError(f"'{directory}' holds no cell results yet")
+    predicted_by = predict_again(directory, results) if re_estimate else None
     metric = main_metric(suite, results)
+    measure = measure_name(results)
     rows = group(results)
     device = next((r["provenance"] for r in results if r.get("provenance")), None) or {}
     parts = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
              f"Device: {device.get('device', '?')} ({device.get('gpu') or device.get('cpu', '?')}, "
              f"{device.get('torch_threads', '?')} torch threads of {device.get('cpu_count', '?')} cores); "
              f"commit {device.get('git_commit', '?')}. "
-             f"{sum(r['status'] == 'ok' for r in results)} of {len(results)} cells ok.", ""]
+             f"{sum(r['status'] == 'ok' for r in results)} of {len(results)} cells ok."
+             + (f" Predictions recomputed by `peftkit estimate` at commit {predicted_by}." if re_estimate else ""),
+             ""]
     if rows:
         parts += [accuracy_table(rows, metric, suite.reference) if metric else scaling_table(rows), ""]
         parts += [*summary(rows, metric, suite.reference), ""]
-    parts += ["Per cell (peak: on CPU resident memory above the post-import baseline from the start of training "
-              "through evaluation and save; on GPU `torch.cuda.max_memory_allocated`; error = predicted − measured):",
-              "", cell_table(results), ""]
+    parts += [f"Peak: {measure} above the baseline after imports, over loading, training, evaluation and saving "
+              "(\"peak in\": the phase it fell in); RSS peak: resident set, which also counts file pages mapped in; "
+              "error = (predicted − measured) / measured.", "", cell_table(results), ""]
     text = "\n".join(parts)
     files = [directory / REPORT_FILE, directory / CSV_FILE]
     files[0].write_text(text, encoding="utf-8")
     write_csv(results, files[1], metric)
     if rows:
-        files += plot_accuracy(rows, metric, directory) if metric else plot_scaling(rows, directory)
+        files += (plot_accuracy(rows, metric, directory, measure) if metric
+                  else plot_scaling(rows, directory, measure))
     return text, files

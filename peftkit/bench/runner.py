@@ -147,7 +147,9 @@ def _run_cells(suite: Suite, todo: list[Cell], directory: Path, keep_runs: bool,
         ran.append(cell.id)
         if result["status"] == "ok":
             metric = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k in ("accuracy", "f1"))
-            progress(f"  ok in {_duration(durations[-1])}: peak {result['memory']['peak_bytes'] / 2**20:.0f} MiB"
+            memory = result["memory"]
+            progress(f"  ok in {_duration(durations[-1])}: peak {memory['peak_bytes'] / 2**20:.0f} MiB "
+                     f"({memory.get('measure', 'peak')}, in {memory.get('peak_phase')})"
                      f"{', ' + metric if metric else ''}")
         else:
             failed.append(cell.id)

@@ -16,7 +16,7 @@ from peftkit.export.card import write_export_card
 from peftkit.export.parity import compare, logits_of, sample_batches
 from peftkit.heads.base import Head
 from peftkit.methods.base import BaseBuilder, Method, PeftMethod
-from peftkit.modeling import DTYPES, load_base_model, load_tokenizer, quantization_config
+from peftkit.modeling import DTYPES, load_base_model, load_tokenizer, quantization_config, release_checkpoint
 from peftkit.recipe import QuantizationSection, Recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.run import load_run, read_run_recipe, saved_metrics
@@ -80,6 +80,7 @@ def requantize(directory: Path, head: Head, mode: str, trained: QuantizationSect
     quantization when it had one)."""
     section = trained.model_copy(update={"mode": mode}) if trained.mode != "none" else QuantizationSection(mode=mode)
     model = head.auto_class.from_pretrained(directory, quantization_config=quantization_config(section))
+    release_checkpoint(model)  # the merged float file is deleted next: nothing may keep it mapped
     for weights in [*directory.glob("model*.safetensors"), *directory.glob("model.safetensors.index.json")]:
         weights.unlink()
     model.save_pretrained(directory, max_shard_size=max_shard_size)

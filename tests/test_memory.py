@@ -1,0 +1,153 @@
+"""What a run holds: a quiet start, the memory sampler, no checkpoint left mapped, the estimate's terms."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from peftkit import device as devices
+from peftkit import quiet
+
+CPU = devices.Device("cpu", "cpu", devices.cpu_memory())
+
+
+def test_options_prints_no_kernels_warning() -> None:
+    done = subprocess.run([sys.executable, "-m", "peftkit", "options"], capture_output=True, text=True, check=True)
+    assert "model.name" in done.stdout
+    assert quiet.KERNELS_MESSAGE not in done.stdout + done.stderr
+    assert "kernels" not in done.stderr
+
+
+def test_kernels_warning_is_dropped_and_others_pass(caplog) -> None:
+    logger = logging.getLogger(quiet.BNB_CPU_LOGGER)
+    with caplog.at_level(logging.WARNING, logger=quiet.BNB_CPU_LOGGER):
+        logger.warning("%s: No module named 'kernels'", quiet.KERNELS_MESSAGE)
+        logger.warning("a real bitsandbytes problem")
+    assert [r.getMessage() for r in caplog.records] == ["a real bitsandbytes problem"]
+
+
+def test_sampler_catches_a_short_spike_in_its_phase() -> None:
+    import time
+
+    import torch
+
+    from peftkit.bench.memory import MemorySampler
+
+    sampler = MemorySampler().start("load")
+    time.sleep(0.05)
+    sampler.phase("train")
+    spike = torch.ones(64 * 2**20 // 4)  # 64 MiB written (resident), held for 30 ms
+    time.sleep(0.03)
+    del spike
+    sampler.phase("evaluate")
+    time.sleep(0.05)
+    sampler.stop()
+    summary = sampler.summary()
+    phases = summary["phases"]
+    assert phases["train"]["private_bytes"] > 60 * 2**20
+    assert phases["load"]["private_bytes"] < 16 * 2**20 and phases["evaluate"]["private_bytes"] < 16 * 2**20
+    assert summary["private_peak_phase"] == "train" and summary["rss_peak_bytes"] >= summary["private_peak_bytes"]
+
+
+def test_no_checkpoint_stays_mapped_after_a_4bit_load(minilm_dir, monkeypatch) -> None:
+    import gc
+
+    import torch
+
+    from peftkit import modeling
+    from peftkit.recipe import recipe_from_dict
+    from peftkit.registry import HEADS
+
+    recipe = recipe_from_dict({"model": {"name": str(minilm_dir)}, "task": {"head": "sentiment"},
+                               "method": {"name": "qlora"}, "quantization": {"mode": "4bit", "quant_type": "nf4"}})
+    head = HEADS.get("sentiment")(recipe.task)
+    model_section, nf4 = recipe.model, recipe.quantization
+
+    def mapped_here() -> list[str]:
+        return [path for path in modeling.mapped_files() if path.startswith(str(minilm_dir))]
+
+    with monkeypatch.context() as patch:  # without the release, transformers leaves the float file mapped
+        patch.setattr(modeling, "release_checkpoint", lambda model: 0)
+        kept, _ = modeling.load_base_model(model_section, nf4, head, ["negative", "positive"])
+        assert mapped_here()
+        del kept
+        gc.collect()
+    model, _ = modeling.load_base_model(model_section, nf4, head, ["negative", "positive"])
+    assert mapped_here() == []
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[101, 2204, 3185, 102]])).logits
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+
+
+def tiny_estimate_recipe(minilm_dir, **sections):
+    from peftkit.recipe import recipe_from_dict
+
+    raw = {"model": {"name": str(minilm_dir)}, "task": {"head": "sentiment"},
+           "method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
+           "train": {"batch_size": 4, "eval_batch_size": 4}, **sections}
+    return recipe_from_dict(raw)
+
+
+def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
+    from peftkit.estimate import ALLOCATOR_RETENTION, RUNTIME_OVERHEAD, estimate, meta_model
+
+    labels = ["negative", "positive"]
+    lora = estimate(tiny_estimate_recipe(minilm_dir), sequence_length=32, labels=labels, device=CPU)
+    model = meta_model(tiny_estimate_recipe(minilm_dir), labels)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora.trainable_params == trainable
+    assert lora.weights == 4 * lora.total_params and lora.quantized_weights == 0
+    assert lora.gradients == 4 * trainable and lora.optimizer == 8 * trainable  # AdamW: two fp32 moments
+    assert lora.activations_from == "traced" and lora.activations > 0
+    names = [name for name, _ in lora.terms()]
+    assert names == ["weights", "quantized weights", "gradients", "optimizer state", "activations",
+                     "runtime overhead"]
+    assert sum(value for _, value in lora.terms()) == lora.total
+    assert lora.retained == int(ALLOCATOR_RETENTION["cpu"] * lora.activations)
+    assert lora.runtime_overhead >= RUNTIME_OVERHEAD["cpu"] + lora.retained
+
+    wider = tiny_estimate_recipe(minilm_dir, train={"batch_size": 8, "eval_batch_size": 4})
+    double = estimate(wider, sequence_length=32, labels=labels, device=CPU)
+    assert 1.8 < double.activations / lora.activations < 2.2  # saved tensors scale with the batch
+
+    nf4 = estimate(tiny_estimate_recipe(minilm_dir, method={"name": "qlora", "r": 4,
+                                                              "target_modules": ["query", "value"]},
+                                        quantization={"mode": "4bit", "quant_type": "nf4"}),
+                   sequence_length=32, labels=labels, device=CPU)
+    assert 0 < nf4.quantized_weights < nf4.weights < lora.weights  # linear layers at ~4.1 bits, the rest fp32
+    assert nf4.weights + nf4.quantized_weights * 8 < lora.weights + 0.05 * lora.weights
+
+    full = estimate(tiny_estimate_recipe(minilm_dir, method={"name": "full"}), sequence_length=32, labels=labels,
+                    device=CPU)
+    largest = max(p.numel() for p in meta_model(tiny_estimate_recipe(minilm_dir, method={"name": "full"}),
+                                                labels).parameters())
+    assert full.transient >= 2 * 4 * largest  # AdamW's step temporaries for the embedding matrix
+
+
+def test_traced_activations_match_a_real_forward(minilm_dir) -> None:
+    import torch
+
+    from peftkit.estimate import meta_model, traced_activations
+    from peftkit.modeling import load_base_model
+    from peftkit.registry import HEADS, METHODS
+
+    recipe = tiny_estimate_recipe(minilm_dir)
+    labels = ["negative", "positive"]
+    on_meta = traced_activations(meta_model(recipe, labels), batch=4, seq=32)
+    head = HEADS.get("sentiment")(recipe.task)
+    base, head_modules = load_base_model(recipe.model, recipe.quantization, head, labels)
+    real = METHODS.get("lora")(recipe.method).apply(base, head_modules, head.task_type)
+    torch.manual_seed(0)
+    on_cpu = traced_activations(real, batch=4, seq=32, device=CPU)
+    assert on_cpu == on_meta > 0
+
+
+def test_cli_estimate_prints_every_term(write_recipe, capsys) -> None:
+    from peftkit.cli import main
+
+    assert main(["estimate", str(write_recipe())]) == 0
+    out = capsys.readouterr().out
+    assert "MiB of private memory on a CPU" in out or "MiB of allocated GPU memory" in out
+    for term in ("weights", "quantized weights", "gradients", "optimizer state", "activations", "runtime overhead"):
+        assert any(line.strip().startswith(term) and line.strip().endswith("MiB") for line in out.splitlines()), term

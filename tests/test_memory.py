@@ -139,7 +139,7 @@ def test_traced_activations_match_a_real_forward(minilm_dir) -> None:
     base, head_modules = load_base_model(recipe.model, recipe.quantization, head, labels)
     real = METHODS.get("lora")(recipe.method).apply(base, head_modules, head.task_type)
     torch.manual_seed(0)
-    on_cpu = traced_activations(real, batch=4, seq=32, device=CPU)
+    on_cpu = traced_activations(real, batch=4, seq=32, device="cpu")
     assert on_cpu == on_meta > 0
 
 

@@ -42,7 +42,7 @@ MIB = 2**20
 #: Private memory a training run holds beyond weights, trainable state, activations and transients, by device
 #: kind: the Trainer, autograd's graph, the allocator's free lists, tokenized data, bitsandbytes' tables.
 #: Measured once per device kind with `python benchmarks/overhead.py` (README, "Memory estimate"), together with
-#: ALLOCATOR_RETENTION: CPU 44 MiB on this project's 2-core EPYC (torch 2.13, transformers 5.24, glibc malloc).
+#: ALLOCATOR_RETENTION: CPU 44 MiB on this project's shared 2-core Xeon (torch 2.13, transformers 5.24, glibc malloc).
 #: No GPU has been lent to measure CUDA's (there the allocator's figure leaves the CUDA context and library
 #: workspaces out); 0 until someone does.
 RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}

@@ -148,6 +148,6 @@ def test_cli_estimate_prints_every_term(write_recipe, capsys) -> None:
 
     assert main(["estimate", str(write_recipe())]) == 0
     out = capsys.readouterr().out
-    assert "MiB of private memory on a CPU" in out or "MiB of allocated GPU memory" in out
+    assert "MiB of private memory" in out or "MiB of allocated GPU memory" in out
     for term in ("weights", "quantized weights", "gradients", "optimizer state", "activations", "runtime overhead"):
         assert any(line.strip().startswith(term) and line.strip().endswith("MiB") for line in out.splitlines()), term

@@ -88,7 +88,7 @@ def test_gradient_checkpointing_turns_on_only_when_the_estimate_does_not_fit() -
     gpu = devices.Device("cuda", "A100", 80 * 10**9, (8, 0))
     devices.resolve_settings(recipe, gpu)
     peak = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
-        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"]).total
+        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"], device=gpu).total
     small = devices.Device("cuda", "small", peak - 1, (8, 0))
     large = devices.Device("cuda", "large", peak + 1, (8, 0))
     for target, expected in ((small, True), (large, False)):

@@ -103,12 +103,15 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_baseline(recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
-    """The TF-IDF + logistic regression row on the recipe's split, its resident peak measured like a cell's."""
+    """The TF-IDF + logistic regression row on the recipe's split, its memory measured like a cell's (the fit is
+    one phase: train)."""
     from peftkit.bench.tfidf import METHOD, run_tfidf
 
-    baseline, reset = reset_peak()
-    fitted = run_tfidf(recipe)
-    peak = _resident_peak(reset) - baseline
+    sampler = MemorySampler().start("train")
+    try:
+        fitted = run_tfidf(recipe)
+    finally:
+        sampler.stop()
     result.update(
         status="ok",
         method=METHOD,
@@ -116,8 +119,7 @@ def run_baseline(recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
         model="–",
         parameters=fitted["parameters"],
         adapter_bytes=None,
-        memory={"device": "cpu", "peak_bytes": peak, "rss_peak_above_baseline_bytes": peak, "rss_baseline_bytes":
-                baseline, "peak_reset": reset, "predicted_bytes": None},
+        memory={**measured_memory(sampler), "predicted_bytes": None},
         speed={"train_seconds": fitted["train_seconds"], "steps": None,
                "samples_per_second": fitted["train_examples"] / max(fitted["train_seconds"], 1e-9),
                "tokens_per_second": None, "eval_samples_per_second": None},

@@ -22,7 +22,7 @@ def _result(cell: str, status: str = "ok", device: str = "cuda", error: str | No
                        "packages": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2",
                                     "bitsandbytes": "0.50.2"}},
         "speed": {"samples_per_second": 12.5} if status == "ok" else {},
-        "memory": {"tensor_peak_bytes": 3 * 2**30} if status == "ok" else {},
+        "memory": {"cuda_allocated_peak_bytes": 3 * 2**30} if status == "ok" else {},
         "metrics": {"accuracy": 0.91} if status == "ok" else {},
     }
 

@@ -35,7 +35,7 @@ def row(result: dict[str, Any]) -> tuple[str, ...]:
     packages = provenance.get("packages") or {}
     versions = " / ".join(str(packages.get(n) or "-") for n in ("torch", "transformers", "peft", "bitsandbytes"))
     speed = (result.get("speed") or {}).get("samples_per_second")
-    peak = (result.get("memory") or {}).get("tensor_peak_bytes")
+    peak = (result.get("memory") or {}).get("cuda_allocated_peak_bytes")
     status = result.get("status", "failed")
     if status != "ok":
         error = str(result.get("error") or "")

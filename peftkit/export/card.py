@@ -24,6 +24,21 @@ def _table(rows: dict[str, Any]) -> str:
     )
 
 
+def _run_summary(recipe: Recipe, metrics: dict[str, Any], exported: str = "") -> str:
+    """The lines every export card shares: what the run was trained from, and its test metrics."""
+    labels = ", ".join(recipe.task.labels) or "none"
+    return f"""- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: \
+{recipe.quantization.mode}){exported}
+- method: `{recipe.method.name}`
+- task head: `{recipe.task.head}`; labels: {labels} (in config.json as id2label)
+- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
+
+## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
+| metric | value |
+|---|---|
+{_table(metrics.get("test", {}))}"""
+
+
 def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
                       report: dict[str, Any]) -> None:
     """Write README.md into ``directory`` (the staged export that becomes ``out``)."""
@@ -56,16 +71,7 @@ tags: [peftkit, {recipe.method.name}, {recipe.task.head}, {"merged" if merged el
 
 Exported with `peftkit export` from the run `{report["run"]}`: {what}.
 
-- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: {recipe.quantization.mode}); \
-exported in {report["dtype"]}
-- method: `{recipe.method.name}`
-- task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels) or "none"} (in config.json as id2label)
-- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
-
-## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
-| metric | value |
-|---|---|
-{_table(metrics.get("test", {}))}
+{_run_summary(recipe, metrics, f"; exported in {report['dtype']}")}
 
 ## Parity (export_report.json)
 The run's adapter model and this export, reloaded from disk, on {parity["compared"]} test items; {check}.
@@ -104,15 +110,7 @@ Exported with `peftkit export --format onnx` from the run `{report["run"]}`: the
 weights (float32), as `model.onnx` with dynamic batch and sequence axes (inputs: {", ".join(report["inputs"])};
 output: logits). ONNX Runtime runs it without PyTorch, peft or peftkit.
 
-- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: {recipe.quantization.mode})
-- method: `{recipe.method.name}`
-- task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels) or "none"} (in config.json as id2label)
-- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
-
-## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
-| metric | value |
-|---|---|
-{_table(metrics.get("test", {}))}
+{_run_summary(recipe, metrics)}
 
 ## Parity (export_report.json)
 The run's adapter model (PyTorch) and this model in onnxruntime {report["onnxruntime"]} (CPU), on \

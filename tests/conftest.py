@@ -25,7 +25,7 @@ COLOURS = {"banana": "yellow", "apple": "red", "lime": "green", "plum": "purple"
 #: Other words the tests type; anything else becomes [UNK].
 EXTRA_WORDS = ["colour", "of", "saw", "in", "with", "music", "what", "instruction", "response", "###", "?", ":",
                "#", ".", ",", "!", "not", "very", "an", "it", "this", "that", "i", "loved", "hated", "ripe", "cherry",
-               "kiwi", "went", "to", "today", "visited", "met", "on", "monday"]
+               "kiwi", "went", "to", "today", "man", "see", "then", "left", "quickly"]
 
 
 def make_sentiment_rows(n: int, seed: int = 0) -> list[dict[str, str]]:

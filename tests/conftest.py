@@ -68,7 +68,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     models = {
         "bert": BertModel(BertConfig(initializer_range=0.2, **size)),
-        "llama": LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, pad_token_id=0,
+        "llama": LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, pad_token_id=0, initializer_range=0.2,
                                               eos_token_id=tokenizer.eos_token_id, **size)),
     }
     with torch.no_grad():  # position-free: a word decides its label wherever it stands, learnable in ~60 steps

@@ -37,7 +37,7 @@ def test_plugin_head_is_listed_and_trains_from_a_recipe(plugin_env: dict[str, st
     assert listed.returncode == 0, listed.stderr
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("demo_topic"))
     assert "entry point peftkit_demo_head:TopicHead" in line
-    recipe = write_recipe({"task": {"head": "demo_topic", "marker": "=>"}})
+    recipe = write_recipe({"task": {"head": "demo_topic", "marker": "=>"}, "train.max_steps": 120})
     trained = peftkit(plugin_env, "train", str(recipe))
     assert trained.returncode == 0, trained.stderr[-2000:]
     run = yaml.safe_load(recipe.read_text())["output_dir"]

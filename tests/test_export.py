@@ -23,14 +23,14 @@ from peftkit.run import load_run
 TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is quite charming"]
 
 
-def tiny_recipe(directory: Path, data: Path, name: str, **sections: Any) -> Path:
-    """A few-step MiniLM sentiment recipe writing its run to ``directory / name``."""
+def tiny_recipe(directory: Path, data: Path, name: str, model: Path, **sections: Any) -> Path:
+    """A few-step sentiment recipe on the tiny BERT (``model``) writing its run to ``directory / name``."""
     recipe: dict[str, Any] = {
-        "model": {"name": "minilm-l6"},
+        "model": {"name": str(model)},
         "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
         "task": {"head": "sentiment"},
         "data": {"source": str(data), "test_size": 40, "validation_size": 8, "max_length": 32},
-        "train": {"max_steps": 8, "batch_size": 16, "learning_rate": 3e-3, "eval_strategy": "no",
+        "train": {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-2, "eval_strategy": "no",
                   "save_strategy": "no", "logging_steps": 4, "warmup": 0, "group_by_length": False},
         "output_dir": str(directory / name),
     }
@@ -41,8 +41,8 @@ def tiny_recipe(directory: Path, data: Path, name: str, **sections: Any) -> Path
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, sentiment_csv: Path) -> Path:
-    return peftkit.train(tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora")).output_dir
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
+    return peftkit.train(tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora", tiny_bert)).output_dir
 
 
 def run_logits(run: Path) -> torch.Tensor:
@@ -73,13 +73,13 @@ def load_without_peftkit(directory: Path) -> dict[str, Any]:
 
 def test_merged_lora_matches_the_adapter_and_loads_with_transformers_alone(lora_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "merged"
-    report = export_run(lora_run, out, max_shard_size="20MB")
+    report = export_run(lora_run, out, max_shard_size="100KB")
     parity = report["parity"]
     assert parity["checked"] and parity["max_abs_logit_diff"] < 1e-4 and parity["prediction_agreement"] == 1.0
     assert parity["compared"] == 40  # the whole 40-example test split (fewer than --samples)
     assert json.loads((out / "export_report.json").read_text()) == report
     shards = sorted(p.name for p in out.glob("*.safetensors"))
-    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()  # sharded at 20MB
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()  # sharded at 100KB
     assert not list(out.glob("adapter_*")) and not list(tmp_path.glob(".merged*"))
 
     plain = load_without_peftkit(out)
@@ -104,18 +104,21 @@ def test_cli_exports_bfloat16_and_adapter_only(lora_run: Path, tmp_path: Path, c
     assert json.loads((tmp_path / "adapter" / "export_report.json").read_text())["parity"]["max_abs_logit_diff"] == 0
 
 
-def test_qlora_nf4_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path) -> None:
-    recipe = tiny_recipe(tmp_path, sentiment_csv, "qlora", method={"name": "qlora", "r": 4, "alpha": 8,
+def test_qlora_nf4_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path, tiny_bert: Path) -> None:
+    recipe = tiny_recipe(tmp_path, sentiment_csv, "qlora", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
                          "target_modules": ["query", "value"]}, quantization={"mode": "4bit", "quant_type": "nf4"})
     run = peftkit.train(recipe).output_dir
     report = export_run(run, tmp_path / "merged", samples=16)
     assert report["merged_into"] == "de-quantized 4bit base (float32)" and not report["parity"]["checked"]
     assert report["parity"]["compared"] == 16 and report["parity"]["prediction_agreement"] == 1.0
-    assert report["parity"]["max_abs_logit_diff"] < 1e-3  # merged into the de-quantized weights it was trained on
+    # merged into the de-quantized weights it was trained on; bitsandbytes' CPU inference kernel for 4-bit weights
+    # (the adapter model's side) rounds like bfloat16, hence a relative bound
+    parity = report["parity"]
+    assert parity["max_abs_logit_diff"] < 0.05 * max(1.0, parity["max_abs_logit"]), parity
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
     plain = load_without_peftkit(tmp_path / "merged")
-    assert torch.allclose(torch.tensor(plain["logits"]), run_logits(run), atol=1e-3)
+    assert torch.allclose(torch.tensor(plain["logits"]), run_logits(run), atol=0.05 * max(1.0, parity["max_abs_logit"]))
 
 
 def test_requantize_is_explicit_and_measured(lora_run: Path, tmp_path: Path) -> None:
@@ -187,8 +190,8 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
 
 
 @pytest.fixture(scope="module")
-def lora_run_b(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, sentiment_csv: Path) -> Path:
-    recipe = tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b")
+def lora_run_b(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
+    recipe = tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b", tiny_bert)
     return peftkit.train(recipe, **{"train.seed": 7}).output_dir
 
 
@@ -221,10 +224,11 @@ def test_fusion_refuses_mismatched_runs(lora_run: Path, tmp_path: Path, capsys) 
     other = tmp_path / "other"
     shutil.copytree(lora_run, other)
     recipe = yaml.safe_load((other / "recipe.yaml").read_text())
+    base = recipe["model"]["name"]
     recipe["model"]["name"] = "smollm2-135m"
     (other / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["fuse", str(lora_run), str(other), "--out", str(tmp_path / "fused")]) == 2
-    assert "differ in model.name ('minilm-l6' vs 'smollm2-135m'); only adapters trained on the same base" in (
+    assert f"differ in model.name ('{base}' vs 'smollm2-135m'); only adapters trained on the same base" in (
         capsys.readouterr().err
     )
     assert main(["fuse", str(lora_run), str(lora_run), "--weights", "1", "2", "3", "--out", str(tmp_path / "f")]) == 2

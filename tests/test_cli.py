@@ -116,3 +116,21 @@ def test_listing_verbs(capsys) -> None:
 def test_unknown_catalogue_name(capsys) -> None:
     code, _, err = run(capsys, "data", "fetch", "movie-snipets")
     assert code == 2 and "did you mean 'movie-snippets'" in err
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.text_column=body", "column 'body' (data.text_column) not found"),
+    ("model.name=/nonexistent/model", "/nonexistent/model"),
+])
+def test_train_overwrite_keeps_the_old_run_when_recipe_data_or_model_fail(capsys, write_recipe, tmp_path: Path,
+                                                                        override: str, message: str) -> None:
+    """--overwrite deletes the old run only once the recipe, data and model have loaded."""
+    recipe = write_recipe({"train.max_steps": 2})
+    out_dir = tmp_path / "run"
+    assert run(capsys, "train", str(recipe))[0] == 0
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file()}
+    code, _, err = run(capsys, "train", str(recipe), override, "--overwrite")
+    assert code == 2 and message in err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file()} == before
+    assert run(capsys, "train", str(recipe), "train.max_steps=3", "--overwrite")[0] == 0
+    assert json.loads((out_dir / "metrics.json").read_text())["train"]["steps"] == 3

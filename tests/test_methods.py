@@ -340,7 +340,7 @@ def test_plugin_method_is_listed_and_validated(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     listed = next(line for line in out.stdout.splitlines() if line.startswith("demo_lora"))
     assert "demo plugin: LoRA with rank 2 by default" in listed
-    assert "name: demo_lora\n  r: 2\n" in out.stdout
+    assert "name: demo_lora\n" in out.stdout and "\n  r: 2\n" in out.stdout
     assert out.returncode == 2
     assert "'quantization.mode' 4bit does not work with method 'demo_lora' (it supports: none)" in out.stderr
 

@@ -1,7 +1,8 @@
 """The one data path of a recipe: load → split → preprocess → augment the training split → tokenize.
 
-Training, `peftkit eval`, the export's parity check, the memory estimate and the benchmark (through training
-and the estimate) all build their examples here, so each sees the text in the form the model was trained on.
+Training, `peftkit eval`, the export's parity check, the memory estimate and the benchmark (its cells train and
+estimate; its TF-IDF baseline reads the text) all build their examples here, so each sees the text in the form
+the model was trained on.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ class RecipeData:
         return {name: i for i, name in enumerate(self.label_names)}
 
 
-def build_splits(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase,
+def build_splits(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase | None,
                  parts: Sequence[str] = SPLITS) -> RecipeData:
     """The recipe's examples: its data loaded and split deterministically, its `preprocess` steps applied to
-    every split, its `augment` copies added to the training split, then ``parts`` tokenized by ``head``."""
+    every split, its `augment` copies added to the training split, then ``parts`` tokenized by ``head``
+    (none, and no tokenizer needed, for ``parts=()``: a baseline that reads the text)."""
     splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
     steps = preprocess.resolved(recipe.preprocess)
     splits = preprocess.apply(splits, steps, skip=(head.label_field,))
-    if recipe.augment.copies and "train" in parts:
+    if recipe.augment.copies:
         column = augment.text_column(splits["train"], head.name)
         splits["train"] = augment.augment(splits["train"], recipe.augment, recipe.train.seed, column)
     label2id = {name: i for i, name in enumerate(label_names)}

@@ -273,7 +273,7 @@ def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentimen
     from peftkit.bench.tfidf import run_tfidf
     from peftkit.recipe import recipe_from_dict
 
-    fitted = run_tfidf(recipe_from_dict(tiny_recipe(sentiment_csv)))
+    fitted = run_tfidf(recipe_from_dict(tiny_recipe(sentiment_csv, "minilm-l6")))
     assert fitted["test_examples"] == 40 and fitted["train_examples"] == 360
     assert fitted["metrics"]["accuracy"] >= 0.95 and set(fitted["metrics"]) >= {"accuracy", "f1_macro"}
     assert fitted["parameters"]["trainable"] == fitted["features"] + 1  # binary: one weight per feature + bias
@@ -285,14 +285,15 @@ def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentimen
         writer = csv.DictWriter(f, fieldnames=["text", "label"])
         writer.writeheader()
         writer.writerows({"text": r["text"], "label": label} for r, label in zip(rows, labels, strict=True))
-    assert run_tfidf(recipe_from_dict(tiny_recipe(shuffled)))["metrics"]["accuracy"] < 0.75  # no signal, no score
+    shuffled_recipe = recipe_from_dict(tiny_recipe(shuffled, "minilm-l6"))
+    assert run_tfidf(shuffled_recipe)["metrics"]["accuracy"] < 0.75  # no signal, no score
 
 
 def test_tfidf_baseline_refuses_token_classification(sentiment_csv: Path) -> None:
     from peftkit.bench.tfidf import run_tfidf
     from peftkit.recipe import recipe_from_dict
 
-    recipe = recipe_from_dict({**tiny_recipe(sentiment_csv), "task": {"head": "ner"}})
+    recipe = recipe_from_dict({**tiny_recipe(sentiment_csv, "minilm-l6"), "task": {"head": "ner"}})
     with pytest.raises(PeftkitError, match=r"baseline 'tfidf': needs a single-label sequence classification head"):
         run_tfidf(recipe)
 

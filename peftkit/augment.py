@@ -58,7 +58,7 @@ Augmenter = Callable[[str, AugmentContext], str]
 
 
 def check(section: AugmentSection, source: str = "recipe") -> None:
-    """Refuse unknown operations and a missing synonym file, naming the key."""
+    """Refuse unknown operations, naming the key (a missing synonym file: recipe.check_source_files)."""
     for name in section.ops:
         if name not in AUGMENTERS:
             try:
@@ -67,8 +67,6 @@ def check(section: AugmentSection, source: str = "recipe") -> None:
                 raise PeftkitError(f"{source}: 'augment.ops': {exc}") from None
     if not section.ops and section.copies:
         raise PeftkitError(f"{source}: 'augment.ops' is empty but augment.copies is {section.copies}")
-    if section.synonyms and not Path(section.synonyms).is_file():
-        raise PeftkitError(f"{source}: 'augment.synonyms': file '{section.synonyms}' does not exist")
 
 
 def read_synonyms(path: str | Path | None) -> dict[str, list[str]]:

@@ -22,10 +22,10 @@ from datasets import DatasetDict
 from torch import nn
 
 from peftkit import device as devices
-from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.modeling import load_tokenizer, model_config
+from peftkit.pipeline import build_splits
 from peftkit.recipe import DataSection, Recipe
 from peftkit.registry import HEADS, METHODS
 
@@ -121,14 +121,9 @@ def meta_model(recipe: Recipe, labels: list[str]) -> nn.Module:
 
 def longest_sequence(recipe: Recipe, head: Head) -> tuple[int, list[str]]:
     """The padded length of the longest training batch, and the label names (from the data)."""
-    tokenizer = load_tokenizer(recipe.model)
-    splits, labels = load_splits(recipe.data, head, recipe.task.labels)
-    if recipe.data.padding == "max_length":
-        return recipe.data.max_length, labels
-    label2id = {name: i for i, name in enumerate(labels)}
-    parts = ("train",) if recipe.data.padding == "dynamic" else tuple(splits)
-    tokenized = DatasetDict({p: head.tokenize(splits[p], tokenizer, recipe.data.max_length, label2id) for p in parts})
-    return padded_length(tokenized, recipe.data), labels
+    parts = {"max_length": (), "dynamic": ("train",)}.get(recipe.data.padding, ("train", "validation", "test"))
+    data = build_splits(recipe, head, load_tokenizer(recipe.model), parts=parts)
+    return padded_length(data.tokenized, recipe.data), data.label_names
 
 
 def padded_length(tokenized: DatasetDict, data: DataSection) -> int:

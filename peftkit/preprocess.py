@@ -54,14 +54,12 @@ _TRAILING_PUNCT = ".,;:!?)]}\"'"
 
 
 def check(section: PreprocessSection, source: str = "recipe") -> None:
-    """Refuse steps this machine cannot run and stop-word files that are missing, naming the key."""
+    """Refuse steps this machine cannot run, naming the key (a missing stop-word file: recipe.check_source_files)."""
     if "segment_zh" in section.steps and importlib.util.find_spec("jieba") is None:
         raise PeftkitError(
             f"{source}: 'preprocess.steps': segment_zh needs the jieba package, which is not installed "
             "(pip install 'peftkit[zh]'), or drop the step"
         )
-    if isinstance(section.stopwords, str) and not Path(section.stopwords).is_file():
-        raise PeftkitError(f"{source}: 'preprocess.stopwords': file '{section.stopwords}' does not exist")
 
 
 def resolved(section: PreprocessSection) -> PreprocessSection:

@@ -426,8 +426,6 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
     dist = recipe.distributed
     if dist.fsdp and dist.deepspeed:
         raise PeftkitError(f"{source}: 'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
-    if isinstance(dist.deepspeed, str) and not Path(dist.deepspeed).is_file():
-        raise PeftkitError(f"{source}: 'distributed.deepspeed': file '{dist.deepspeed}' does not exist")
     if dist.fsdp and recipe.quantization.mode == "4bit" and recipe.quantization.quant_storage != recipe.model.dtype:
         raise PeftkitError(
             f"{source}: 'quantization.quant_storage': FSDP shards 4-bit weights only when they are stored in "
@@ -449,10 +447,26 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
             _check_data_file(path, f"data.files.{split}", source)
         if not data.files and _looks_like_path(data.source):
             _check_data_file(data.source, "data.source", source)
+        check_source_files(recipe, source)
     if recipe.model.config_overrides and not recipe.model.random_init:
         raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
     if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
+
+
+def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
+    """Refuse a recipe whose other training inputs are missing (DeepSpeed config, stop words, synonyms), naming
+    the key; like the data files, checked when training, not when a saved run is read."""
+    files = {}
+    if isinstance(recipe.distributed.deepspeed, str):
+        files["distributed.deepspeed"] = recipe.distributed.deepspeed
+    if isinstance(recipe.preprocess.stopwords, str):
+        files["preprocess.stopwords"] = recipe.preprocess.stopwords
+    if recipe.augment.synonyms:
+        files["augment.synonyms"] = recipe.augment.synonyms
+    for key, path in files.items():
+        if not Path(path).is_file():
+            raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
 
 
 SCHEDULER_OPTIONS = {

@@ -19,8 +19,9 @@ class Registry(Generic[T]):
     every installed entry point of ``entry_point_group`` is then loaded the same way.
     """
 
-    def __init__(self, kind: str, builtin_package: str, entry_point_group: str) -> None:
+    def __init__(self, kind: str, builtin_package: str, entry_point_group: str, option: str | None = None) -> None:
         self.kind = kind
+        self.option = option  # the options field naming the plugin (``method.name``, ``task.head``)
         self.builtin_package = builtin_package
         self.entry_point_group = entry_point_group
         self._items: dict[str, T] = {}
@@ -29,9 +30,13 @@ class Registry(Generic[T]):
         self._loading = False
 
     def register(self, name: str, origin: str = "peftkit") -> Callable[[T], T]:
-        """Decorator that registers an object under ``name``; a duplicate name is an error."""
+        """Decorator that registers an object under ``name``; a duplicate name is an error.
+
+        A plugin class is given ``name`` as its ``name`` attribute (one it declares itself must agree), and the
+        default of its options' naming field must be ``name`` too: the name is stated once, here."""
 
         def add(obj: T) -> T:
+            self._bind_name(obj, name, origin)
             if name in self._items:
                 raise PeftkitError(
                     f"{self.kind} '{name}' is registered twice "
@@ -42,6 +47,20 @@ class Registry(Generic[T]):
             return obj
 
         return add
+
+    def _bind_name(self, obj: object, name: str, origin: str) -> None:
+        if not isinstance(obj, type) or self.option is None:
+            return
+        declared = obj.__dict__.get("name")
+        if declared and declared != name:
+            raise PeftkitError(f"{self.kind} class {obj.__name__} ({origin}) declares name '{declared}' but is "
+                               f"registered as '{name}'; drop its name attribute")
+        obj.name = name  # type: ignore[attr-defined]
+        config_cls = getattr(obj, "config_cls", None)
+        field = getattr(config_cls, "model_fields", {}).get(self.option)
+        if field is not None and field.default != name:
+            raise PeftkitError(f"{self.kind} '{name}' ({origin}): its options {config_cls.__name__}.{self.option} "
+                               f"default to '{field.default}'; declare {self.option} = option('{name}', ...)")
 
     def _ensure_loaded(self) -> None:
         if self._loaded or self._loading:
@@ -93,7 +112,7 @@ class Registry(Generic[T]):
         return name in self._items
 
 
-HEADS: Registry = Registry("head", "peftkit.heads", "peftkit.heads")
-METHODS: Registry = Registry("method", "peftkit.methods", "peftkit.methods")
+HEADS: Registry = Registry("head", "peftkit.heads", "peftkit.heads", option="head")
+METHODS: Registry = Registry("method", "peftkit.methods", "peftkit.methods", option="name")
 #: Text augmentation operations ``(text, ctx) -> text`` (`augment.ops`), e.g. a back-translation plug-in.
 AUGMENTERS: Registry = Registry("augmenter", "peftkit.augment", "peftkit.augmenters")

@@ -13,11 +13,11 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from peftkit import device as devices
 from peftkit import preprocess
-from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modeling import load_base_model, load_tokenizer
+from peftkit.pipeline import build_splits
 from peftkit.recipe import Recipe, read_yaml, recipe_from_dict
 from peftkit.registry import HEADS, METHODS
 from peftkit.safety import require_safetensors
@@ -84,10 +84,7 @@ def load_run(directory: str | Path) -> LoadedRun:
 def evaluate_run(directory: str | Path) -> dict[str, Any]:
     """Metrics of a saved run on its recipe's test split (rebuilt deterministically)."""
     run = load_run(directory)
-    splits, _ = load_splits(run.recipe.data, run.head, run.label_names)
-    splits = preprocess.apply(splits, run.recipe.preprocess, skip=(run.head.label_field,))
-    label2id = {name: i for i, name in enumerate(run.label_names)}
-    test = run.head.tokenize(splits["test"], run.tokenizer, run.recipe.data.max_length, label2id)
+    data = build_splits(run.recipe, run.head, run.tokenizer, parts=("test",))
     args = TrainingArguments(
         output_dir=str(run.directory / "eval"),
         per_device_eval_batch_size=run.recipe.train.eval_batch_size,
@@ -102,8 +99,8 @@ def evaluate_run(directory: str | Path) -> dict[str, Any]:
         compute_metrics=run.head.compute_metrics(run.label_names),
         **run.head.trainer_kwargs(),
     )
-    metrics = split_metrics(trainer.evaluate(test, metric_key_prefix="test"), "test")
-    metrics.update(run.head.samples(run.model, run.tokenizer, splits["test"], run.recipe.data.max_length))
+    metrics = split_metrics(trainer.evaluate(data.tokenized["test"], metric_key_prefix="test"), "test")
+    metrics.update(run.head.samples(run.model, run.tokenizer, data.text["test"], run.recipe.data.max_length))
     return metrics
 
 

@@ -17,10 +17,9 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from peftkit import augment, distributed, ownership, preprocess, tracking
 from peftkit import device as devices
+from peftkit import distributed, ownership, preprocess, tracking
 from peftkit.checkpoints import last_checkpoint, resume_point
-from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.estimate import padded_length
 from peftkit.guards import InterruptGuard, out_of_memory_hint
@@ -29,6 +28,7 @@ from peftkit.methods.base import Method
 from peftkit.modelcard import write_model_card
 from peftkit.modeling import check_position_limit, load_base_model, load_tokenizer
 from peftkit.optim import layerwise_groups
+from peftkit.pipeline import build_splits
 from peftkit.recipe import DataSection, ModelSection, Recipe, TrainSection, load_recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.regularization import l1_penalty
@@ -234,16 +234,9 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     tracking.chosen(recipe.train.report_to)
     head: Head = HEADS.get(recipe.task.head)(recipe.task)
     method: Method = METHODS.get(recipe.method.name)(recipe.method)
-    splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
     recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run
-    splits = preprocess.apply(splits, recipe.preprocess, skip=(head.label_field,))
-    if recipe.augment.copies:
-        column = augment.text_column(splits["train"], head.name)
-        splits["train"] = augment.augment(splits["train"], recipe.augment, recipe.train.seed, column)
-    label2id = {name: i for i, name in enumerate(label_names)}
-    tokenized = DatasetDict({
-        name: head.tokenize(part, tokenizer, recipe.data.max_length, label2id) for name, part in splits.items()
-    })
+    data = build_splits(recipe, head, tokenizer)
+    tokenized, label_names = data.tokenized, data.label_names
     set_seed(recipe.train.seed)
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
     longest = max(len(ids) for part in tokenized.values() for ids in part["input_ids"])
@@ -274,7 +267,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming
     # it was divided by the global item count; classification models take **kwargs but return a plain mean.
     trainer.model_accepts_loss_kwargs = head.token_level_loss and trainer.loss_fn is None
-    return Prepared(trainer, tokenized, head, method, label_names, splits, resolved)
+    return Prepared(trainer, tokenized, head, method, label_names, data.text, resolved)
 
 
 def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Sequence[TrainerCallback] = (),

@@ -1,4 +1,5 @@
-"""causal_lm head on the real SmolLM2-135M: response-only labels, packing, training, reload, predict."""
+"""causal_lm head: response-only labels and prompt truncation on SmolLM2's real tokenizer (its chat template);
+training, packing, reload, predict and merge on the tiny random Llama; the real SmolLM2-135M in the slow tier."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import logits_of, train_and_reload
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import peftkit
-from peftkit import catalog
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.causal_lm import IGNORE, CausalLMConfig, CausalLMHead, response_nll
@@ -40,23 +41,31 @@ def smollm_tokenizer():
     return load_tokenizer(ModelSection(name="smollm2-135m"))
 
 
-@pytest.fixture(scope="module")
-def causal_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("causal")
+def write_causal_recipe(root: Path, model: str, **train: Any) -> Path:
+    """Fruit-colour pairs and a LoRA recipe for ``model`` (the tiny Llama has no chat template: plain one)."""
     data = root / "fruit.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in fruit_rows(160)), encoding="utf-8")
+    tiny = model != "smollm2-135m"
     recipe: dict[str, Any] = {
-        "model": {"name": "smollm2-135m"},
-        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
-        "task": {"head": "causal_lm", "prompt_column": "question", "response_column": "answer", "max_new_tokens": 12},
+        "model": {"name": model},
+        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0,
+                   **({"target_modules": "all-linear"} if tiny else {})},
+        "task": {"head": "causal_lm", "prompt_column": "question", "response_column": "answer", "max_new_tokens": 12,
+                 **({"template": "plain"} if tiny else {})},
         "data": {"source": str(data), "test_size": 16, "validation_size": 8, "max_length": 64},
-        "train": {"max_steps": 12, "batch_size": 8, "learning_rate": 2e-3, "eval_strategy": "no",
-                  "save_strategy": "no", "logging_steps": 3, "warmup": 0, "group_by_length": False},
+        "train": {"max_steps": 100 if tiny else 12, "batch_size": 8, "learning_rate": 2e-2 if tiny else 2e-3,
+                  "eval_strategy": "no", "save_strategy": "no", "logging_steps": 3, "warmup": 0,
+                  "group_by_length": False, **train},
         "output_dir": str(root / "run"),
     }
     path = root / "causal.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def causal_recipe(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
+    return write_causal_recipe(tmp_path_factory.mktemp("causal"), str(tiny_llama))
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +78,7 @@ def trained(causal_recipe: Path) -> dict[str, Any]:
     trainer = prepared.trainer
     with trainer.model.disable_adapter():
         before = trainer.evaluate(prepared.tokenized["test"], metric_key_prefix="test")
+        base_logits = logits_of(trainer.model, trainer.processing_class, PROMPTS)
     trainer.train()
     after = trainer.evaluate(prepared.tokenized["test"], metric_key_prefix="test")
     model = trainer.model.eval()
@@ -80,6 +90,7 @@ def trained(causal_recipe: Path) -> dict[str, Any]:
     save_run(recipe, trainer, prepared.method, output_dir, metrics)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {"dir": output_dir, "before": before, "after": after, "logits": logits, "inputs": inputs,
+            "base_logits": base_logits, "model_name": recipe.model.name,
             "losses": losses, "tokenized": prepared.tokenized, "head": prepared.head, "model": model}
 
 
@@ -122,12 +133,12 @@ def test_training_lowers_the_response_loss(trained: dict[str, Any]) -> None:
     )
 
 
-def test_packing_gives_the_same_loss_as_padding(trained: dict[str, Any], smollm_tokenizer) -> None:
+def test_packing_gives_the_same_loss_as_padding(trained: dict[str, Any]) -> None:
     """Padding-free packing must keep attention inside each example: same per-token loss as padded batches."""
     rows = [trained["tokenized"]["test"][i] for i in range(6)]
     sums = {}
     for packing in (False, True):
-        collate = CausalLMHead(CausalLMConfig(packing=packing)).collator(smollm_tokenizer)
+        collate = CausalLMHead(CausalLMConfig(packing=packing)).collator(load_run(trained["dir"]).tokenizer)
         batch = collate(rows)
         assert batch["input_ids"].shape[0] == (1 if packing else 6)
         with torch.no_grad():
@@ -137,12 +148,14 @@ def test_packing_gives_the_same_loss_as_padding(trained: dict[str, Any], smollm_
     assert sums[True][0] == pytest.approx(sums[False][0].item(), rel=1e-4)
 
 
-def test_reloaded_run_gives_identical_logits(trained: dict[str, Any]) -> None:
+def test_reloaded_run_gives_the_trained_logits(trained: dict[str, Any]) -> None:
+    """The reload equals the in-memory model after training, which differs from the base (lora_B starts at 0)."""
     run = load_run(trained["dir"])
     with torch.no_grad():
         reloaded = run.model(**trained["inputs"]).logits
     assert torch.equal(reloaded, trained["logits"])
-    base = AutoModelForCausalLM.from_pretrained(catalog.fetch_model("smollm2-135m"))
+    assert not torch.allclose(trained["logits"], trained["base_logits"], atol=1e-3)
+    base = AutoModelForCausalLM.from_pretrained(trained["model_name"])
     plain = PeftModel.from_pretrained(base, trained["dir"]).eval()
     with torch.no_grad():
         assert torch.equal(plain(**trained["inputs"]).logits, trained["logits"])
@@ -158,14 +171,19 @@ def test_eval_reproduces_saved_metrics(trained: dict[str, Any]) -> None:
 def test_predict_generates_a_bounded_learned_answer(trained: dict[str, Any]) -> None:
     predictions = predict(trained["dir"], PROMPTS)
     assert [p["prompt"] for p in predictions] == PROMPTS
-    colours = "|".join(set(COLOURS.values()))
-    assert re.fullmatch(rf"A ripe lime is ({colours})\.", predictions[0]["response"]), predictions
-    assert re.fullmatch(rf"A ripe plum is ({colours})\.", predictions[1]["response"]), predictions
+    assert_learned_answers(predictions)
     run = load_run(trained["dir"])
     tokenizer = run.tokenizer
-    short = CausalLMHead(CausalLMConfig(max_new_tokens=3)).predict(run.model, tokenizer, PROMPTS[:1], [], 4, 64)
+    head = CausalLMHead(CausalLMConfig(max_new_tokens=3, template=run.recipe.task.template))
+    short = head.predict(run.model, tokenizer, PROMPTS[:1], [], 4, 64)
     assert len(tokenizer(short[0]["response"], add_special_tokens=False)["input_ids"]) <= 3
 
+
+
+def assert_learned_answers(predictions: list[dict[str, Any]]) -> None:
+    """Each fruit's own colour, in the trained pattern (the tiny tokenizer lower-cases)."""
+    assert re.fullmatch(r"a ripe lime is green\.", predictions[0]["response"], re.IGNORECASE), predictions
+    assert re.fullmatch(r"a ripe plum is purple\.", predictions[1]["response"], re.IGNORECASE), predictions
 
 
 def test_long_prompts_lose_their_start_not_the_response_cue(smollm_tokenizer) -> None:
@@ -187,22 +205,17 @@ def test_merged_export_reloads_as_a_plain_causal_lm(trained: dict[str, Any], tmp
         logits = merged(**trained["inputs"]).logits
     torch.testing.assert_close(logits, trained["logits"], atol=1e-3, rtol=1e-4)
     card = (trained["dir"] / "README.md").read_text()
-    assert 'base = AutoModelForCausalLM.from_pretrained("smollm2-135m")' in card
+    assert f'base = AutoModelForCausalLM.from_pretrained("{trained["model_name"]}")' in card
 
 
 def test_qlora_trains_on_a_4bit_base_and_reloads(causal_recipe: Path, tmp_path: Path) -> None:
-    """The output layer (tied to the embeddings) stays out of 4-bit quantization; the run reloads exactly."""
-    result = peftkit.train(causal_recipe, **{"method.name": "qlora", "quantization.mode": "4bit",
-                                             "train.max_steps": 6, "output_dir": str(tmp_path / "q")})
+    """The output layer stays out of 4-bit quantization; the run reloads to the trained model's logits."""
+    out = train_and_reload(causal_recipe, PROMPTS, **{"method.name": "qlora", "quantization.mode": "4bit",
+                                                      "train.max_steps": 6, "output_dir": str(tmp_path / "q")})
+    result, run = out["result"], out["run"]
     losses = [entry["loss"] for entry in result.metrics["loss_history"]]
     assert losses[-1] < losses[0], losses
-    run = load_run(result.output_dir)
     assert type(run.model.get_base_model().lm_head).__name__ == "Linear"
-    inputs = run.tokenizer(PROMPTS, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        first = run.model(**inputs).logits
-        second = load_run(result.output_dir).model(**inputs).logits
-    assert torch.equal(first, second)
     samples = result.metrics["test"]["samples"]  # bounded generation on the first test prompts
     test_split = load_splits(run.recipe.data, run.head, [])[0]["test"]
     assert [(s["prompt"], s["reference"]) for s in samples] == list(zip(test_split["prompt"][:3],
@@ -214,3 +227,18 @@ def test_qlora_trains_on_a_4bit_base_and_reloads(causal_recipe: Path, tmp_path: 
 def test_head_only_is_refused_for_a_causal_lm(causal_recipe: Path) -> None:
     with pytest.raises(PeftkitError, match=r"method 'head_only' does not support task.head 'causal_lm' \(causal_lm\)"):
         load_recipe(causal_recipe, {"method": {"name": "head_only"}})
+
+
+@pytest.mark.slow
+def test_real_smollm_learns_the_answers_and_reloads(tmp_path: Path) -> None:
+    """SmolLM2-135M with its chat template: 12 steps teach the answer's form (measured: not yet each fruit's
+    colour, both prompts got "red"; the tiny model's 100 steps are checked for the colours); the reload gives
+    the trained logits."""
+    recipe = write_causal_recipe(tmp_path, "smollm2-135m")
+    out = train_and_reload(recipe, PROMPTS)
+    losses = [entry["loss"] for entry in out["result"].metrics["loss_history"]]
+    assert losses[-1] < losses[0] / 2, losses
+    predictions = predict(out["result"].output_dir, PROMPTS)
+    colours = "|".join(sorted(set(COLOURS.values())))
+    for prediction, fruit in zip(predictions, ("lime", "plum"), strict=True):
+        assert re.fullmatch(rf"A ripe {fruit} is ({colours})\.", prediction["response"]), predictions

@@ -23,14 +23,14 @@ from peftkit.run import load_run
 TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is quite charming"]
 
 
-def tiny_recipe(directory: Path, data: Path, name: str, **sections: Any) -> Path:
-    """A few-step MiniLM sentiment recipe writing its run to ``directory / name``."""
+def tiny_recipe(directory: Path, data: Path, name: str, model: Path, **sections: Any) -> Path:
+    """A few-step sentiment recipe on the tiny BERT (``model``) writing its run to ``directory / name``."""
     recipe: dict[str, Any] = {
-        "model": {"name": "minilm-l6"},
+        "model": {"name": str(model)},
         "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
         "task": {"head": "sentiment"},
         "data": {"source": str(data), "test_size": 40, "validation_size": 8, "max_length": 32},
-        "train": {"max_steps": 8, "batch_size": 16, "learning_rate": 3e-3, "eval_strategy": "no",
+        "train": {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-2, "eval_strategy": "no",
                   "save_strategy": "no", "logging_steps": 4, "warmup": 0, "group_by_length": False},
         "output_dir": str(directory / name),
     }
@@ -41,8 +41,8 @@ def tiny_recipe(directory: Path, data: Path, name: str, **sections: Any) -> Path
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, sentiment_csv: Path) -> Path:
-    return peftkit.train(tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora")).output_dir
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
+    return peftkit.train(tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora", tiny_bert)).output_dir
 
 
 def run_logits(run: Path) -> torch.Tensor:
@@ -73,13 +73,13 @@ def load_without_peftkit(directory: Path) -> dict[str, Any]:
 
 def test_merged_lora_matches_the_adapter_and_loads_with_transformers_alone(lora_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "merged"
-    report = export_run(lora_run, out, max_shard_size="20MB")
+    report = export_run(lora_run, out, max_shard_size="100KB")
     parity = report["parity"]
     assert parity["checked"] and parity["max_abs_logit_diff"] < 1e-4 and parity["prediction_agreement"] == 1.0
     assert parity["compared"] == 40  # the whole 40-example test split (fewer than --samples)
     assert json.loads((out / "export_report.json").read_text()) == report
     shards = sorted(p.name for p in out.glob("*.safetensors"))
-    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()  # sharded at 20MB
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()  # sharded at 100KB
     assert not list(out.glob("adapter_*")) and not list(tmp_path.glob(".merged*"))
 
     plain = load_without_peftkit(out)
@@ -94,7 +94,9 @@ def test_cli_exports_bfloat16_and_adapter_only(lora_run: Path, tmp_path: Path, c
     assert "report only" in capsys.readouterr().out
     report = json.loads((tmp_path / "m16" / "export_report.json").read_text())
     assert report["dtype"] == "bfloat16" and not report["parity"]["checked"]
-    assert 0 < report["parity"]["max_abs_logit_diff"] < 0.1  # bf16 rounding, measured, not hidden
+    parity = report["parity"]
+    assert 0 < parity["max_abs_logit_diff"] < 0.1  # bf16 rounding, measured, not hidden
+    assert 0 < parity["mean_abs_logit_diff"] < parity["max_abs_logit_diff"]
     assert json.loads((tmp_path / "m16" / "config.json").read_text())["dtype"] == "bfloat16"
 
     assert main(["export", str(lora_run), "--adapter-only", "--out", str(tmp_path / "adapter")]) == 0
@@ -104,25 +106,30 @@ def test_cli_exports_bfloat16_and_adapter_only(lora_run: Path, tmp_path: Path, c
     assert json.loads((tmp_path / "adapter" / "export_report.json").read_text())["parity"]["max_abs_logit_diff"] == 0
 
 
-def test_qlora_nf4_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path) -> None:
-    recipe = tiny_recipe(tmp_path, sentiment_csv, "qlora", method={"name": "qlora", "r": 4, "alpha": 8,
+def test_qlora_nf4_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path, tiny_bert: Path) -> None:
+    recipe = tiny_recipe(tmp_path, sentiment_csv, "qlora", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
                          "target_modules": ["query", "value"]}, quantization={"mode": "4bit", "quant_type": "nf4"})
     run = peftkit.train(recipe).output_dir
     report = export_run(run, tmp_path / "merged", samples=16)
     assert report["merged_into"] == "de-quantized 4bit base (float32)" and not report["parity"]["checked"]
     assert report["parity"]["compared"] == 16 and report["parity"]["prediction_agreement"] == 1.0
-    assert report["parity"]["max_abs_logit_diff"] < 1e-3  # merged into the de-quantized weights it was trained on
+    # merged into the de-quantized weights it was trained on; bitsandbytes' CPU inference kernel for 4-bit weights
+    # (the adapter model's side) rounds like bfloat16, hence a relative bound
+    parity = report["parity"]
+    assert parity["max_abs_logit_diff"] < 0.05 * max(1.0, parity["max_abs_logit"]), parity
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
     plain = load_without_peftkit(tmp_path / "merged")
-    assert torch.allclose(torch.tensor(plain["logits"]), run_logits(run), atol=1e-3)
+    assert torch.allclose(torch.tensor(plain["logits"]), run_logits(run), atol=0.05 * max(1.0, parity["max_abs_logit"]))
 
 
 def test_requantize_is_explicit_and_measured(lora_run: Path, tmp_path: Path) -> None:
     report = export_run(lora_run, tmp_path / "q4", requantize_to="4bit", samples=16)
     requantized = report["requantized"]
     assert requantized["mode"] == "4bit" and requantized["bytes_after"] < 0.7 * requantized["bytes_before"]
-    assert not report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] > 0
+    parity = report["parity"]
+    assert not parity["checked"] and 0 < parity["max_abs_logit_diff"] < 0.5 * max(1.0, parity["max_abs_logit"])
+    assert parity["prediction_agreement"] >= 0.75  # what 4-bit rounding costs, bounded
     assert json.loads((tmp_path / "q4" / "config.json").read_text())["quantization_config"]["load_in_4bit"]
 
 
@@ -187,18 +194,34 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
 
 
 @pytest.fixture(scope="module")
-def lora_run_b(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, sentiment_csv: Path) -> Path:
-    recipe = tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b")
+def lora_run_b(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
+    recipe = tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b", tiny_bert)
     return peftkit.train(recipe, **{"train.seed": 7}).output_dir
 
 
-def test_cat_fusion_weighted_one_and_zero_is_the_first_run(lora_run: Path, lora_run_b: Path, tmp_path: Path) -> None:
+def test_cat_fusion_weights_the_adapters_and_averages_the_heads(lora_run: Path, lora_run_b: Path,
+                                                                 tmp_path: Path) -> None:
+    """Weights 3 and 1: the heads are averaged 0.75 / 0.25 (not the first run's head), the LoRA updates
+    added 3 × ΔW_a + 1 × ΔW_b (cat stacks the ranks)."""
+    from safetensors.torch import load_file
+
     from peftkit.export import fuse_runs
 
-    result = fuse_runs([lora_run, lora_run_b], tmp_path / "fused", weights=[1.0, 0.0], combination="cat")
+    result = fuse_runs([lora_run, lora_run_b], tmp_path / "fused", weights=[3.0, 1.0], combination="cat")
     assert result.metrics["fusion"]["rank"] == 8  # cat stacks the two rank-4 adapters
-    assert torch.allclose(run_logits(tmp_path / "fused"), run_logits(lora_run), atol=1e-5)
-    assert not torch.allclose(run_logits(lora_run_b), run_logits(lora_run), atol=1e-3)
+    a, b, fused = (load_file(str(d / "adapter_model.safetensors")) for d in (lora_run, lora_run_b, tmp_path / "fused"))
+    heads = [k for k in fused if "classifier" in k]
+    assert heads and all(not torch.allclose(a[k], b[k]) for k in heads)
+    for key in heads:
+        torch.testing.assert_close(fused[key], 0.75 * a[key] + 0.25 * b[key])
+
+    def delta(run: Path) -> torch.Tensor:
+        merged = load_run(run).model.merge_and_unload()
+        return merged.bert.encoder.layer[0].attention.self.query.weight.detach()
+
+    base = load_run(lora_run).model.get_base_model().bert.encoder.layer[0].attention.self.query.base_layer.weight
+    expected = 3 * (delta(lora_run) - base) + (delta(lora_run_b) - base)
+    torch.testing.assert_close(delta(tmp_path / "fused") - base, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_cli_fuses_with_ties_and_eval_evaluates_it(lora_run: Path, lora_run_b: Path, tmp_path: Path,
@@ -221,12 +244,90 @@ def test_fusion_refuses_mismatched_runs(lora_run: Path, tmp_path: Path, capsys) 
     other = tmp_path / "other"
     shutil.copytree(lora_run, other)
     recipe = yaml.safe_load((other / "recipe.yaml").read_text())
+    base = recipe["model"]["name"]
     recipe["model"]["name"] = "smollm2-135m"
     (other / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["fuse", str(lora_run), str(other), "--out", str(tmp_path / "fused")]) == 2
-    assert "differ in model.name ('minilm-l6' vs 'smollm2-135m'); only adapters trained on the same base" in (
+    assert f"differ in model.name ('{base}' vs 'smollm2-135m'); only adapters trained on the same base" in (
         capsys.readouterr().err
     )
     assert main(["fuse", str(lora_run), str(lora_run), "--weights", "1", "2", "3", "--out", str(tmp_path / "f")]) == 2
     assert "--weights: 3 values for 2 runs" in capsys.readouterr().err
     assert leftovers(tmp_path) == ["other"]
+
+
+@pytest.mark.parametrize("method", ["full", "head_only"])
+def test_full_and_head_only_runs_export_and_load_without_peftkit(tmp_path: Path, sentiment_csv: Path,
+                                                                 tiny_bert: Path, method: str) -> None:
+    run = peftkit.train(tiny_recipe(tmp_path, sentiment_csv, method, tiny_bert, method={"name": method})).output_dir
+    report = export_run(run, tmp_path / "merged", samples=16)
+    assert report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert report["merged_into"] is None  # nothing to merge: the weights are saved as trained
+    assert torch.allclose(torch.tensor(load_without_peftkit(tmp_path / "merged")["logits"]), run_logits(run),
+                          atol=1e-4)
+
+
+def test_qlora_8bit_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path, tiny_bert: Path) -> None:
+    recipe = tiny_recipe(tmp_path, sentiment_csv, "q8", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
+                         "target_modules": ["query", "value"]}, quantization={"mode": "8bit"})
+    run = peftkit.train(recipe).output_dir
+    report = export_run(run, tmp_path / "merged", samples=16)
+    parity = report["parity"]
+    assert report["merged_into"] == "de-quantized 8bit base (float32)" and not parity["checked"]
+    assert parity["prediction_agreement"] >= 0.9 and parity["max_abs_logit_diff"] < 0.1 * max(
+        1.0, parity["max_abs_logit"]), parity
+    assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())
+
+
+def test_adapter_only_fails_above_the_tolerance_and_writes_nothing(lora_run: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import peftkit.export.merge as merge
+
+    real = merge.run_builder
+
+    def shifted_builder(recipe: Any, head: Any) -> Any:  # the exported adapter is reloaded onto a shifted base
+        build = real(recipe, head)
+
+        def build_shifted(path: str | None = None) -> torch.nn.Module:
+            model = build(path)
+            with torch.no_grad():
+                # noise: a constant added to every weight would cancel in the LayerNorm that follows
+                weight = model.bert.encoder.layer[0].output.dense.weight
+                weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+            return model
+
+        return build_shifted
+
+    monkeypatch.setattr(merge, "run_builder", shifted_builder)
+    with pytest.raises(PeftkitError, match=r"parity check failed: exported logits differ .* nothing was written"):
+        export_run(lora_run, tmp_path / "adapter", mode="adapter", samples=8)
+    assert leftovers(tmp_path) == []
+
+
+def test_token_head_parity_counts_every_real_token(tmp_path: Path, tiny_bert: Path) -> None:
+    from test_ner import ner_conll
+
+    from peftkit.export.parity import sample_batches
+    from peftkit.modeling import load_tokenizer
+    from peftkit.registry import HEADS
+
+    data = ner_conll(tmp_path / "ner.conll", 120)
+    recipe = tiny_recipe(tmp_path, data, "ner", tiny_bert, task={"head": "ner", "word_split": "whitespace"})
+    run = peftkit.train(recipe).output_dir
+    report = export_run(run, tmp_path / "merged", samples=8)
+    loaded = load_run(run)
+    batches = sample_batches(loaded.recipe, HEADS.get("ner")(loaded.recipe.task),
+                             load_tokenizer(loaded.recipe.model, path=str(run)), 8)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    assert report["parity"]["compared"] == tokens > 8  # per token, not per sentence
+    assert report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_overwrite_replaces_an_earlier_export(lora_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    export_run(lora_run, out, dtype="bfloat16", samples=8)
+    report = export_run(lora_run, out, overwrite=True, samples=8)
+    assert report["dtype"] == "float32" and report["parity"]["checked"]
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    assert json.loads((out / "export_report.json").read_text()) == report
+    assert leftovers(tmp_path) == ["export"]  # no staging directory or old copy left beside it

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_sentiment_rows
+from conftest import make_sentiment_rows, train_and_reload
 from datasets import Dataset
 
 from peftkit.data import load_splits
@@ -53,7 +53,8 @@ def test_labels_not_in_declared_set_and_label_ids(tmp_path: Path) -> None:
 
 
 def test_class_weighted_training_and_sentiment_predict(write_recipe) -> None:
-    result = train(write_recipe({"task": {"head": "sentiment", "class_weights": "balanced"}}))
+    result = train(write_recipe({"task": {"head": "sentiment", "class_weights": "balanced"},
+                                 "train.max_steps": 120}))
     assert result.metrics["test"]["accuracy"] > 0.9
     texts = ["the film was really wonderful", "the plot was awful and boring"]
     out = predict(result.output_dir, texts)
@@ -63,7 +64,7 @@ def test_class_weighted_training_and_sentiment_predict(write_recipe) -> None:
     assert run.head.format_prediction(out[0]).startswith("positive\t")
 
 
-def test_multi_label_trains_reloads_identically_and_predicts(write_recipe, tmp_path: Path) -> None:
+def test_multi_label_trains_reloads_to_the_trained_logits_and_predicts(write_recipe, tmp_path: Path) -> None:
     rows = []
     for i, row in enumerate(make_sentiment_rows(400, seed=1)):
         text, labels = row["text"], [row["label"]]
@@ -71,27 +72,18 @@ def test_multi_label_trains_reloads_identically_and_predicts(write_recipe, tmp_p
             text, labels = text + " with music", [*labels, "music"]
         rows.append({"text": text, "label": "|".join(labels)})
     data = write_csv(tmp_path / "multi.csv", rows)
-    result = train(write_recipe({"task": {"head": "classification", "multi_label": True},
-                                 "data.source": str(data), "train.max_steps": 40}))
-    test = result.metrics["test"]
+    out = train_and_reload(write_recipe({"task": {"head": "classification", "multi_label": True},
+                                         "data.source": str(data), "train.max_steps": 150}),
+                           ["a great film with music", "the dull plot"])
+    test = out["result"].metrics["test"]
     assert test["f1_micro"] > 0.85, test
     assert len(test["confusion_matrix"]) == 3  # one 2×2 matrix per label: music, negative, positive
-    inputs = load_run(result.output_dir).tokenizer(["a great film with music"], return_tensors="pt")
-    with torch.no_grad():
-        first = load_run(result.output_dir).model(**inputs).logits
-        second = load_run(result.output_dir).model(**inputs).logits
-    assert torch.equal(first, second)
-    [out] = predict(result.output_dir, ["the acting was superb with music"])
-    assert sorted(out["labels"]) == ["music", "positive"]
+    [pred] = predict(out["result"].output_dir, ["the acting was superb with music"])
+    assert sorted(pred["labels"]) == ["music", "positive"]
 
 
-def test_quantized_classification_reloads_identically(write_recipe) -> None:
-    result = train(write_recipe({"quantization": {"mode": "4bit"}, "method.name": "qlora",
-                                 "task": {"head": "classification"}}))
-    inputs = load_run(result.output_dir).tokenizer(["a dull movie"], return_tensors="pt")
-    with torch.no_grad():
-        first = load_run(result.output_dir).model(**inputs).logits
-        second = load_run(result.output_dir).model(**inputs).logits
-    assert torch.equal(first, second)
-    [out] = predict(result.output_dir, ["a dull movie"])
-    assert out["label"] in ("negative", "positive") and "probabilities" not in out
+def test_quantized_classification_reloads_to_the_trained_logits(write_recipe) -> None:
+    out = train_and_reload(write_recipe({"quantization": {"mode": "4bit"}, "method.name": "qlora",
+                                         "task": {"head": "classification"}}), ["a dull movie", "a superb film"])
+    [pred] = predict(out["result"].output_dir, ["a dull movie"])
+    assert pred["label"] in ("negative", "positive") and "probabilities" not in pred

@@ -1,5 +1,6 @@
-"""Every method × every built-in head: a few steps on tiny random models (loss falls), save, reload to identical
-logits; combinations that cannot work are refused at validation with the reason; parameter counts; the table."""
+"""Every registered method × every registered head (read from METHODS and HEADS, data chosen by the head's kind):
+a few steps on tiny random models (loss falls), save, reload to the trained model's logits; combinations that
+cannot work are refused at validation with the reason; parameter counts; the table."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from transformers import BertConfig, BertModel, BertTokenizerFast, LlamaConfig, LlamaForCausalLM
+from conftest import CITIES, COLOURS, NAMES, logits_of
+from transformers import BertConfig, BertModel, LlamaConfig
 
 import peftkit
 from peftkit.errors import PeftkitError
@@ -28,8 +30,6 @@ from peftkit.training import build_trainer, save_run
 POSITIVE = ["good", "great", "wonderful", "superb"]
 NEGATIVE = ["bad", "awful", "dull", "boring"]
 FILLER = ["the", "film", "plot", "was", "really", "quite", "a", "and"]
-NAMES, CITIES = ["alice", "bob", "carol", "dave"], ["paris", "london", "berlin", "rome"]
-COLOURS = {"banana": "yellow", "apple": "red", "lime": "green", "plum": "purple"}
 
 #: Per-method options that keep the tiny runs learnable in a dozen steps (defaults otherwise).
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -43,7 +43,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "prompt_tuning": {"num_virtual_tokens": 4},
     "p_tuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 32},
 }
-HEAD_NAMES = ["classification", "sentiment", "ner", "causal_lm"]
+#: Learning rates for methods that move slowly in 10 steps at the default 1e-2 (a frozen random body, a few
+#: virtual tokens, VeRA's shared random projections).
+FAST_LR = {"head_only": 5e-2, "prompt_tuning": 5e-2, "vera": 5e-2}
+#: Test data and base model for each head kind a head declares; a new kind needs a line here, a new head none.
+KIND_DATA = {"sequence_classification": "text", "token_classification": "ner", "causal_lm": "causal"}
+KIND_MODEL = {"sequence_classification": "bert", "token_classification": "bert", "causal_lm": "llama"}
 
 
 def _rows(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -66,56 +71,30 @@ def _rows(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
-def tiny_tokenizer() -> BertTokenizerFast:
-    """A word-level tokenizer over the test vocabulary: tiny embeddings and LM heads keep every run fast."""
-    words = {w for ws in (POSITIVE, NEGATIVE, FILLER, NAMES, CITIES, list(COLOURS), list(COLOURS.values()))
-             for w in ws}
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    extra = ["colour", "of", "is", "saw", "in", "###", "instruction", "response", "?", ":", "#"]
-    return BertTokenizerFast(vocab={w: i for i, w in enumerate(specials + sorted(words) + extra)},
-                             eos_token="[SEP]", model_input_names=["input_ids", "attention_mask"])
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny random BERT and a tiny random Llama sharing a word-level tokenizer, and data for every head."""
+def tiny(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The session's tiny BERT and Llama, and data for every head kind."""
     root = tmp_path_factory.mktemp("tiny")
-    tokenizer = tiny_tokenizer()
-    size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                vocab_size=tokenizer.vocab_size, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    models = {
-        "bert": BertModel(BertConfig(initializer_range=0.2, **size)),
-        "llama": LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, pad_token_id=0,
-                                              eos_token_id=tokenizer.eos_token_id, **size)),
-    }
-    paths = {}
-    for name, model in models.items():
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-        paths[name] = root / name
-    for kind in ("text", "ner", "causal"):
+    paths = {**tiny_models, "root": root}
+    for kind in set(KIND_DATA.values()):
         path = root / f"{kind}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in _rows(kind, 160)), encoding="utf-8")
         paths[kind] = path
-    paths["root"] = root
     return paths
 
 
 def tiny_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> dict[str, Any]:
-    causal = head == "causal_lm"
-    data = {"classification": "text", "sentiment": "text", "ner": "ner", "causal_lm": "causal"}[head]
+    kind = HEADS.get(head).kind
+    fields = HEADS.get(head).config_cls.model_fields
     task: dict[str, Any] = {"head": head}
-    if causal:
-        task |= {"template": "plain", "test_samples": 0}
-    if head == "ner":
-        task["word_split"] = "whitespace"
+    # the tiny tokenizer has no chat template and splits on whitespace; generation samples are not the point
+    task |= {key: value for key, value in (("template", "plain"), ("test_samples", 0), ("word_split", "whitespace"))
+             if key in fields}
     recipe = {
-        "model": {"name": str(tiny["llama" if causal else "bert"])},
+        "model": {"name": str(tiny[KIND_MODEL[kind]])},
         "method": {"name": method, **OPTIONS.get(method, {})},
         "task": task,
-        "data": {"source": str(tiny[data]), "test_size": 16, "validation_size": 8, "max_length": 24},
+        "data": {"source": str(tiny[KIND_DATA[kind]]), "test_size": 16, "validation_size": 8, "max_length": 24},
         "train": {"max_steps": 10, "batch_size": 16, "learning_rate": 1e-2 if method != "full" else 1e-3,
                   "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1, "warmup": 0,
                   "group_by_length": False},
@@ -144,10 +123,10 @@ def supported(method: str, head: str, mode: str = "none") -> bool:
     return refusal(method, head, mode) is None
 
 
-def logits_of(model: torch.nn.Module, tokenizer: Any, head: str) -> torch.Tensor:
-    texts = ["colour of lime?", "colour of plum?"] if head == "causal_lm" else ["bob saw a great film in rome"]
-    with torch.no_grad():
-        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+def probe_texts(head: str) -> list[str]:
+    if HEADS.get(head).kind == "causal_lm":
+        return ["colour of lime?", "colour of plum?"]
+    return ["bob saw a great film in rome"]
 
 
 def train_save_reload(tiny: dict[str, Path], raw: dict[str, Any], name: str) -> dict[str, Any]:
@@ -159,31 +138,36 @@ def train_save_reload(tiny: dict[str, Path], raw: dict[str, Any], name: str) -> 
     output_dir = Path(recipe.output_dir)
     output_dir.mkdir(parents=True)
     prepared = build_trainer(recipe, output_dir)
+    texts = probe_texts(recipe.task.head)
+    tokenizer = prepared.trainer.processing_class
+    untrained = logits_of(prepared.trainer.model, tokenizer, texts, eval_mode=False)
     prepared.trainer.train()
     recipe.task.labels = prepared.label_names
     model = prepared.trainer.model.eval()
-    tokenizer = prepared.trainer.processing_class
-    before = logits_of(model, tokenizer, recipe.task.head)
+    before = logits_of(model, tokenizer, texts)
     save_run(recipe, prepared.trainer, prepared.method, output_dir, {"test": {}})
-    after = logits_of(load_run(output_dir).model, tokenizer, recipe.task.head)
+    after = logits_of(load_run(output_dir).model, tokenizer, texts)
     losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
-    return {"losses": losses, "before": before, "after": after, "dir": output_dir, "model": model}
+    return {"losses": losses, "untrained": untrained, "before": before, "after": after, "dir": output_dir,
+            "model": model}
 
 
-CELLS = [(m, h) for m in METHODS.names() for h in HEAD_NAMES]
+CELLS = [(m, h) for m in METHODS.names() for h in HEADS.names()]
 
 
 @pytest.mark.parametrize(("method", "head"), CELLS, ids=[f"{m}-{h}" for m, h in CELLS])
 def test_method_trains_and_reloads_identically(tiny: dict[str, Path], method: str, head: str) -> None:
     mode = "none" if "none" in METHODS.get(method).quantization_modes else "4bit"
     why = refusal(method, head, mode)
-    if why is not None:
-        # only these cells are refused; every other one must train
-        assert method in ("head_only", "prompt_tuning", "p_tuning") and "does not support task.head" in why, why
+    plugin, kind = METHODS.get(method), HEADS.get(head).kind
+    if kind not in plugin.head_kinds:  # refused, with the method's own reason; every other cell must train
+        assert why == (f"r: method '{method}' does not support task.head '{head}' ({kind}); it supports "
+                       f"{', '.join(plugin.head_kinds)}{plugin.head_hint}")
         return
+    assert why is None, why
     extra = {"quantization.mode": mode} if mode != "none" else {}
-    if method == "head_only":
-        extra["train.learning_rate"] = 5e-2
+    if method in FAST_LR:
+        extra["train.learning_rate"] = FAST_LR[method]
     result = train_save_reload(tiny, tiny_recipe(tiny, method, head, **extra), f"{method}-{head}")
     losses = result["losses"]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"loss did not fall: {losses}"
@@ -191,7 +175,10 @@ def test_method_trains_and_reloads_identically(tiny: dict[str, Path], method: st
 
 
 def assert_same_logits(method: str, result: dict[str, Any]) -> None:
-    """Bit-identical, except AdaLoRA: its reload drops the pruned (zeroed) ranks, which only reorders float sums."""
+    """The reload gives the trained model's logits, which training moved away from the untrained ones (a reload
+    that dropped the adapter would not): bit-identical, except AdaLoRA, whose reload drops the pruned (zeroed)
+    ranks, which only reorders float sums."""
+    assert not torch.allclose(result["before"], result["untrained"], atol=1e-4), "training did not move the logits"
     if method == "adalora":
         torch.testing.assert_close(result["before"], result["after"], rtol=0, atol=1e-5)
     else:
@@ -199,7 +186,7 @@ def assert_same_logits(method: str, result: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("method", "mode"), [("ia3", "8bit"), ("adalora", "4bit"), ("prefix_tuning", "4bit"),
-                                              ("dora", "4bit")])
+                                              ("dora", "4bit"), ("qlora", "8bit")])
 def test_quantized_subset(tiny: dict[str, Path], method: str, mode: str) -> None:
     raw = tiny_recipe(tiny, method, "sentiment", **{"quantization.mode": mode})
     result = train_save_reload(tiny, raw, f"{method}-{mode}")
@@ -213,6 +200,18 @@ def test_quantized_subset(tiny: dict[str, Path], method: str, mode: str) -> None
     ("vera", "ner", "8bit", "does not work with method 'vera'"),
     ("oft", "sentiment", "8bit", "does not work with method 'oft'"),
     ("full", "sentiment", "4bit", "quantized weights cannot be trained directly"),
+    ("full", "sentiment", "8bit", "'quantization.mode' 8bit does not work with method 'full' (it supports: none); "
+                                  "quantized weights cannot be trained directly (use qlora)"),
+    ("loha", "sentiment", "8bit", "'quantization.mode' 8bit does not work with method 'loha' (it supports: none); "
+                                  "peft has no bitsandbytes layers for it"),
+    ("lokr", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'lokr' (it supports: none); "
+                                  "peft has no bitsandbytes layers for it"),
+    ("lokr", "sentiment", "8bit", "'quantization.mode' 8bit does not work with method 'lokr' (it supports: none); "
+                                  "peft has no bitsandbytes layers for it"),
+    ("vera", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'vera' (it supports: none); "
+                                  "peft has no bitsandbytes layers for it"),
+    ("oft", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'oft' (it supports: none); "
+                                 "peft has no bitsandbytes layers for it"),
     ("prompt_tuning", "ner", "none", "method 'prompt_tuning' does not support task.head 'ner' (token_classification); "
                                      "it supports sequence_classification, causal_lm; peft prepends the virtual "
                                      "tokens to the input, so per-token outputs no longer line up with the tags"),
@@ -222,6 +221,18 @@ def test_quantized_subset(tiny: dict[str, Path], method: str, mode: str) -> None
 def test_unsupported_combinations_are_refused_at_validation(method: str, head: str, mode: str,
                                                             message: str) -> None:
     assert message in (refusal(method, head, mode) or "accepted")
+
+
+QUANT_REFUSED = [(m, mode) for m in METHODS.names() for mode in ("8bit", "4bit")
+                 if mode not in METHODS.get(m).quantization_modes]
+
+
+@pytest.mark.parametrize(("method", "mode"), QUANT_REFUSED, ids=[f"{m}-{q}" for m, q in QUANT_REFUSED])
+def test_every_refused_quantization_names_the_mode_the_method_and_what_it_supports(method: str, mode: str) -> None:
+    plugin = METHODS.get(method)
+    assert refusal(method, "sentiment", mode) == (
+        f"r: 'quantization.mode' {mode} does not work with method '{method}' "
+        f"(it supports: {', '.join(plugin.quantization_modes)}){plugin.quantization_hint}")
 
 
 @pytest.mark.parametrize(("method", "extra", "message"), [
@@ -306,7 +317,7 @@ def test_methods_table_lists_every_method_with_its_support(tiny: dict[str, Path]
     assert rows["full"][4] == "100.000 %"
     assert float(rows["lora"][4].split()[0]) < float(rows["adalora"][4].split()[0]) < 100
     assert "token" not in rows["prompt_tuning"][3] and "token" in rows["prefix_tuning"][3]
-    assert all(HEADS.get(h).kind for h in HEAD_NAMES)
+    assert all(HEADS.get(h).kind in KIND_DATA for h in HEADS.names())
 
 
 def test_plugin_method_is_listed_and_validated(tmp_path: Path) -> None:
@@ -329,7 +340,7 @@ def test_plugin_method_is_listed_and_validated(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     listed = next(line for line in out.stdout.splitlines() if line.startswith("demo_lora"))
     assert "demo plugin: LoRA with rank 2 by default" in listed
-    assert "name: demo_lora\n  r: 2\n" in out.stdout
+    assert "name: demo_lora\n" in out.stdout and "\n  r: 2\n" in out.stdout
     assert out.returncode == 2
     assert "'quantization.mode' 4bit does not work with method 'demo_lora' (it supports: none)" in out.stderr
 

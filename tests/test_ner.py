@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import train_and_reload
 from datasets import Dataset
 
 from peftkit.data import load_splits
@@ -15,7 +15,6 @@ from peftkit.heads.ner import IGNORE, NerConfig, NerHead, align_labels, entities
 from peftkit.modeling import load_tokenizer
 from peftkit.recipe import DataSection, ModelSection
 from peftkit.run import load_run, predict
-from peftkit.training import train
 
 NAMES = ["alice", "bob", "carol", "dave"]
 CITIES = ["paris", "london", "berlin", "rome"]
@@ -112,23 +111,20 @@ def test_bad_rows_name_the_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
-def test_ner_trains_reloads_identically_and_predicts(write_recipe, tmp_path: Path, quantization: str) -> None:
+def test_ner_trains_reloads_to_the_trained_logits_and_predicts(write_recipe, tmp_path: Path,
+                                                               quantization: str) -> None:
     data = ner_conll(tmp_path / "ner.conll", 240)
     overrides = {"task": {"head": "ner", "word_split": "whitespace"}, "data.source": str(data),
-                 "data.test_size": 40, "data.validation_size": 20, "train.max_steps": 40}
+                 "data.test_size": 40, "data.validation_size": 20, "train.max_steps": 120}
     if quantization == "4bit":
         overrides |= {"quantization": {"mode": "4bit"}, "method.name": "qlora"}
-    result = train(write_recipe(overrides))
+    out = train_and_reload(write_recipe(overrides), ["alice went to paris today", "the man saw bob in rome"])
+    result = out["result"]
     test = result.metrics["test"]
     assert test["f1"] > 0.8, test
     losses = [e["loss"] for e in result.metrics["loss_history"]]
     assert losses[-1] < losses[0] / 3
-    run = load_run(result.output_dir)
-    inputs = run.tokenizer(["alice went to paris today"], return_tensors="pt")
-    with torch.no_grad():
-        first, second = run.model(**inputs).logits, load_run(result.output_dir).model(**inputs).logits
-    assert torch.equal(first, second)
     [out] = predict(result.output_dir, ["bob went to rome today"])
     assert [(e["type"], e["text"], e["start"], e["end"]) for e in out["entities"]] == [("PER", "bob", 0, 3),
                                                                                       ("LOC", "rome", 12, 16)]
-    assert run.head.format_prediction(out).startswith("PER 0-3 bob (")
+    assert load_run(result.output_dir).head.format_prediction(out).startswith("PER 0-3 bob (")

@@ -37,7 +37,7 @@ def test_plugin_head_is_listed_and_trains_from_a_recipe(plugin_env: dict[str, st
     assert listed.returncode == 0, listed.stderr
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("demo_topic"))
     assert "entry point peftkit_demo_head:TopicHead" in line
-    recipe = write_recipe({"task": {"head": "demo_topic", "marker": "=>"}})
+    recipe = write_recipe({"task": {"head": "demo_topic", "marker": "=>"}, "train.max_steps": 120})
     trained = peftkit(plugin_env, "train", str(recipe))
     assert trained.returncode == 0, trained.stderr[-2000:]
     run = yaml.safe_load(recipe.read_text())["output_dir"]
@@ -51,3 +51,36 @@ def test_without_the_plugin_the_head_is_unknown(write_recipe) -> None:
     result = peftkit(env, "validate", str(write_recipe({"task": {"head": "demo_topic"}})))
     assert result.returncode == 2
     assert "unknown head 'demo_topic'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_register_names_the_plugin_once_and_checks_its_options() -> None:
+    """`register(name)` gives the class its name; a declared name or an options default that disagrees is refused."""
+    from peftkit.errors import PeftkitError
+    from peftkit.methods.base import Method
+    from peftkit.registry import Registry
+    from peftkit.schema import MethodConfig, option
+
+    registry: Registry = Registry("method", "peftkit.methods", "peftkit.test-none", option="name")
+
+    class MineOptions(MethodConfig):
+        name: str = option("mine", "fine-tuning method")
+
+    class Mine(Method):
+        config_cls = MineOptions
+
+    registry.register("mine")(Mine)
+    assert Mine.name == "mine" and registry._items["mine"] is Mine
+
+    class Renamed(Method):
+        config_cls = MineOptions
+
+    with pytest.raises(PeftkitError, match=r"method 'other' \(peftkit\): its options MineOptions.name default to "
+                                           r"'mine'; declare name = option\('other', ...\)"):
+        registry.register("other")(Renamed)
+
+    class Declared(Method):
+        name = "elsewise"
+        config_cls = MineOptions
+
+    with pytest.raises(PeftkitError, match=r"class Declared .* declares name 'elsewise' but is registered as 'mine'"):
+        registry.register("mine")(Declared)

@@ -113,6 +113,7 @@ def _comparable(run: Path) -> dict:
             "loss": metrics["train"]["loss"]}
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(write_recipe, tmp_path: Path) -> None:
     recipe = str(write_recipe(RESUMABLE))
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -135,6 +136,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(write_
     assert all(torch.equal(a[k], b[k]) for k in a), f"adapter differs after a kill at step {kill_at}"
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint_loadable(write_recipe, tmp_path: Path) -> None:
     run = tmp_path / "run"
     recipe = str(write_recipe({**RESUMABLE, "output_dir": str(run)}))

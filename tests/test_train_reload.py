@@ -1,4 +1,4 @@
-"""Train → save → reload: loss falls, the reloaded run gives identical logits, eval reproduces metrics."""
+"""Train → save → reload: loss falls, the reloaded run gives the trained model's logits, eval reproduces metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import logits_of, train_and_reload
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -17,58 +18,31 @@ TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is
 
 METHODS = {
     "lora": {},
-    "full": {"method": {"name": "full"}, "train.learning_rate": 1e-4},
+    "full": {"method": {"name": "full"}, "train.learning_rate": 1e-3},
     "qlora-nf4": {"method.name": "qlora", "quantization": {"mode": "4bit", "quant_type": "nf4"}},
     "qlora-8bit": {"method.name": "qlora", "quantization": {"mode": "8bit"}},
-    "head_only": {"method": {"name": "head_only"}, "train.learning_rate": 2e-2, "train.max_steps": 60},
+    "head_only": {"method": {"name": "head_only"}, "train.learning_rate": 5e-2},
 }
 
 
-def logits_of(model: torch.nn.Module, tokenizer, texts: list[str]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
-
-
 @pytest.mark.parametrize("variant", list(METHODS))
-def test_train_saves_and_reloads_to_identical_logits(write_recipe, variant: str) -> None:
-    result = peftkit.train(write_recipe(METHODS[variant]))
-    losses = [entry["loss"] for entry in result.metrics["loss_history"]]
+def test_train_saves_and_reloads_to_the_trained_logits(write_recipe, variant: str) -> None:
+    """The reload equals the in-memory model at the end of training, which differs from the untrained one: a
+    reload that dropped the adapter (peft starts lora_B at zero) or the head would fail here."""
+    out = train_and_reload(write_recipe({**METHODS[variant], "train.max_steps": 120}), TEXTS)
+    metrics = out["result"].metrics
+    losses = [entry["loss"] for entry in metrics["loss_history"]]
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, f"loss did not fall: {losses}"
-    assert result.metrics["test"]["accuracy"] > 0.5
-    assert 0 < result.metrics["parameters"]["trainable"] <= result.metrics["parameters"]["total"]
-
-    run = load_run(result.output_dir)
-    tokenizer = run.tokenizer
-    first = logits_of(run.model, tokenizer, TEXTS)
-    second = logits_of(load_run(result.output_dir).model, tokenizer, TEXTS)
-    assert torch.equal(first, second)
-    assert run.label_names == ["negative", "positive"]
+    assert metrics["test"]["accuracy"] >= (0.65 if variant == "head_only" else 0.85), metrics["test"]
+    assert 0 < metrics["parameters"]["trainable"] <= metrics["parameters"]["total"]
+    assert out["run"].label_names == ["negative", "positive"]
 
 
-def test_trained_logits_survive_the_save(write_recipe) -> None:
-    """The model in memory at the end of training and the reloaded run agree exactly."""
-    from peftkit.recipe import load_recipe
-    from peftkit.training import build_trainer, save_run
-
-    recipe = load_recipe(write_recipe())
-    output_dir = Path(recipe.output_dir)
-    output_dir.mkdir(parents=True)
-    prepared = build_trainer(recipe, output_dir)
-    prepared.trainer.train()
-    recipe.task.labels = prepared.label_names
-    model = prepared.trainer.model.eval()
-    tokenizer = prepared.trainer.processing_class
-    before = logits_of(model, tokenizer, TEXTS)
-    save_run(recipe, prepared.trainer, prepared.method, output_dir, {"test": {}})
-    after = logits_of(load_run(output_dir).model, tokenizer, TEXTS)
-    assert torch.equal(before, after)
-
-
-def test_adapter_loads_with_plain_peft(write_recipe, minilm_dir: Path) -> None:
+def test_adapter_loads_with_plain_peft(write_recipe, tiny_bert: Path) -> None:
     result = peftkit.train(write_recipe())
     files = {p.name for p in result.output_dir.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "recipe.yaml", "metrics.json", "README.md"} <= files
-    base = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     plain = PeftModel.from_pretrained(base, result.output_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(result.output_dir)
     expected = logits_of(load_run(result.output_dir).model, tokenizer, TEXTS)
@@ -99,3 +73,11 @@ def test_same_seed_gives_identical_adapters(write_recipe, tmp_path: Path) -> Non
     wa, wb = (load_file(str(r.output_dir / "adapter_model.safetensors")) for r in (a, b))
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_real_minilm_learns_and_reloads_to_the_trained_logits(write_recipe) -> None:
+    """The real MiniLM-L6 (pretrained weights are the point: 30 steps reach high accuracy)."""
+    out = train_and_reload(write_recipe({"model.name": "minilm-l6", "train.learning_rate": 3e-3,
+                                         "train.max_steps": 30}), TEXTS)
+    assert out["result"].metrics["test"]["accuracy"] >= 0.9, out["result"].metrics["test"]

@@ -42,8 +42,7 @@ def run_tfidf(recipe: Recipe) -> dict[str, Any]:
     """Fit on the recipe's training split, score on its test split; metrics, sizes and seconds."""
     from sklearn.linear_model import LogisticRegression
 
-    from peftkit import preprocess
-    from peftkit.data import load_splits
+    from peftkit.pipeline import build_splits
     from peftkit.registry import HEADS
 
     head = HEADS.get(recipe.task.head)(recipe.task)
@@ -52,8 +51,8 @@ def run_tfidf(recipe: Recipe) -> dict[str, Any]:
             f"baseline '{NAME}': needs a single-label sequence classification head, not task.head "
             f"'{recipe.task.head}'"
         )
-    splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
-    splits = preprocess.apply(splits, preprocess.resolved(recipe.preprocess), skip=(head.label_field,))
+    data = build_splits(recipe, head, tokenizer=None, parts=())  # the text as the adapters train on it
+    splits, label_names = data.text, data.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
     train, test = splits["train"], splits["test"]
     started = time.perf_counter()

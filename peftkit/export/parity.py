@@ -9,8 +9,8 @@ from datasets import Dataset
 from torch import nn
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from peftkit.data import load_splits
 from peftkit.heads.base import Head
+from peftkit.pipeline import build_splits
 from peftkit.recipe import Recipe
 
 Batches = list[dict[str, torch.Tensor]]
@@ -18,11 +18,10 @@ Batches = list[dict[str, torch.Tensor]]
 
 def sample_batches(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase, samples: int,
                    batch_size: int = 16) -> Batches:
-    """The first ``samples`` rows of the run's test split (rebuilt as at training time), padded in batches."""
-    splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
-    test: Dataset = splits["test"].select(range(min(samples, len(splits["test"]))))
-    label2id = {name: i for i, name in enumerate(label_names)}
-    tokenized = head.tokenize(test, tokenizer, recipe.data.max_length, label2id)
+    """The first ``samples`` rows of the run's test split (rebuilt as at training time, preprocessing
+    included), padded in batches."""
+    test: Dataset = build_splits(recipe, head, tokenizer, parts=("test",)).tokenized["test"]
+    tokenized = test.select(range(min(samples, len(test))))
     inputs = [c for c in tokenized.column_names if c in tokenizer.model_input_names]
     rows = tokenized.select_columns(inputs).to_list()
     collate = DataCollatorWithPadding(tokenizer)

@@ -45,7 +45,6 @@ class CausalLMConfig(HeadConfig):
 
 @HEADS.register("causal_lm")
 class CausalLMHead(Head):
-    name = "causal_lm"
     description = "instruction tuning of a decoder LM: loss on response tokens; eval loss + perplexity"
     kind = "causal_lm"
     config_cls = CausalLMConfig

@@ -46,7 +46,6 @@ def _label_id(label: str, label2id: dict[str, int]) -> int | None:
 
 @HEADS.register("classification")
 class ClassificationHead(Head):
-    name = "classification"
     description = "labels per text (topic, intent, spam; multi-label optional); accuracy, macro P/R/F1"
     kind = "sequence_classification"
     config_cls = ClassificationConfig

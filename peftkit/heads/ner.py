@@ -86,7 +86,6 @@ def argmax_ids(logits: Any, labels: torch.Tensor) -> torch.Tensor:
 
 @HEADS.register("ner")
 class NerHead(Head):
-    name = "ner"
     description = "named entities: BIO tags per word (first sub-token labelled); entity P/R/F1 via seqeval"
     kind = "token_classification"
     config_cls = NerConfig

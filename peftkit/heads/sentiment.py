@@ -20,7 +20,6 @@ class SentimentConfig(ClassificationConfig):
 
 @HEADS.register("sentiment")
 class SentimentHead(ClassificationHead):
-    name = "sentiment"
     description = "classification with sentiment labels; predictions add polarity = P(positive) − P(negative)"
     config_cls = SentimentConfig
     config: SentimentConfig

@@ -9,16 +9,16 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from peftkit.errors import PeftkitError
-from peftkit.methods.base import ALL_QUANTIZATION, PeftMethod
+from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
+from peftkit.schema import option
 
 if TYPE_CHECKING:
     from peftkit.recipe import Recipe
 
 
-class AdaLoraOptions(MethodConfig):
+class AdaLoraOptions(AdapterOptions):
     name: str = option("adalora", "fine-tuning method (`peftkit methods` lists them)")
     init_r: int = option(12, "starting rank of every adapted layer", ge=1)
     target_r: int = option(8, "average rank left after the budget is reallocated", ge=1)
@@ -32,9 +32,6 @@ class AdaLoraOptions(MethodConfig):
     orth_reg_weight: float = option(0.5, "weight of the orthogonality penalty on the singular vectors", ge=0)
     total_step: int | None = option(None, "steps the budget schedule spans; empty = the run's total optimizer steps",
                                     ge=1)
-    target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
-    )
 
 
 class RankBudget(TrainerCallback):
@@ -60,7 +57,6 @@ class RankBudget(TrainerCallback):
 
 @METHODS.register("adalora")
 class AdaLoraMethod(PeftMethod):
-    name = "adalora"
     description = "AdaLoRA: SVD-form LoRA that moves its rank budget to the important layers (Zhang et al. 2023)"
     config_cls = AdaLoraOptions
     quantization_modes = ALL_QUANTIZATION
@@ -95,5 +91,4 @@ class AdaLoraMethod(PeftMethod):
             orth_reg_weight=cfg.orth_reg_weight,
             total_step=cfg.total_step or cfg.tinit + cfg.tfinal + 1,  # replaced by the run's steps at train begin
             target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-            modules_to_save=head_modules,
         )

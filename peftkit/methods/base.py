@@ -12,7 +12,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from peftkit.errors import PeftkitError
-from peftkit.schema import MethodConfig
+from peftkit.schema import MethodConfig, option
 
 if TYPE_CHECKING:
     from peftkit.recipe import Recipe
@@ -62,6 +62,14 @@ class Method:
         raise NotImplementedError
 
 
+class AdapterOptions(MethodConfig):
+    """Options every adapter method that targets modules shares: declared once, here."""
+
+    target_modules: list[str] | str | None = option(
+        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
+    )
+
+
 def check_targets(model: nn.Module, config: PeftConfig) -> None:
     """Refuse target modules that match no layer (naming the layers there are), and a rank ``r`` above the
     width (smaller side) of a layer it adapts: more trainable parameters than the layer has, no more power."""
@@ -99,11 +107,13 @@ class PeftMethod(Method):
     """A method that is a peft config: applied with ``get_peft_model``, saved in peft's own format."""
 
     def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        """The peft config for this method's options on ``model`` (its architecture picks default targets)."""
+        """The peft config for this method's options on ``model`` (its architecture picks default targets);
+        ``apply`` adds the task head modules to train and save (``modules_to_save``)."""
         raise NotImplementedError
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         config = self.peft_config(model, head_modules, task_type)
+        config.modules_to_save = head_modules
         check_targets(model, config)
         if getattr(model, "is_quantized", False):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -22,7 +22,6 @@ class FullOptions(MethodConfig):
 
 @METHODS.register("full")
 class FullMethod(Method):
-    name = "full"
     description = "baseline: every weight trained, the whole model saved"
     config_cls = FullOptions
     quantization_hint = "; quantized weights cannot be trained directly (use qlora)"
@@ -43,7 +42,6 @@ class HeadOnlyOptions(MethodConfig):
 
 @METHODS.register("head_only")
 class HeadOnlyMethod(Method):
-    name = "head_only"
     description = "baseline: frozen body, only the task head trained (linear probe); saves just the head"
     config_cls = HeadOnlyOptions
     head_kinds = ("sequence_classification", "token_classification")  # a causal LM has no separate head

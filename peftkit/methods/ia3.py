@@ -7,20 +7,17 @@ from typing import TYPE_CHECKING, Any
 from peft import IA3Config, PeftConfig
 from torch import nn
 
-from peftkit.methods.base import ALL_QUANTIZATION, PeftMethod
+from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
+from peftkit.schema import option
 
 if TYPE_CHECKING:
     from peftkit.recipe import Recipe
 
 
-class Ia3Options(MethodConfig):
+class Ia3Options(AdapterOptions):
     name: str = option("ia3", "fine-tuning method (`peftkit methods` lists them)")
-    target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
-    )
     feedforward_modules: list[str] | None = option(
         None, "targets whose input (not output) is rescaled, a subset of target_modules; empty = the "
         "architecture's default"
@@ -30,7 +27,6 @@ class Ia3Options(MethodConfig):
 
 @METHODS.register("ia3")
 class Ia3Method(PeftMethod):
-    name = "ia3"
     description = "(IA)³: learned rescaling of keys, values and feed-forward activations (Liu et al. 2022)"
     config_cls = Ia3Options
     quantization_modes = ALL_QUANTIZATION
@@ -54,5 +50,4 @@ class Ia3Method(PeftMethod):
             target_modules=targets,
             feedforward_modules=feedforward,
             init_ia3_weights=cfg.init_ia3_weights,
-            modules_to_save=head_modules,
         )

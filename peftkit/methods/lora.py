@@ -8,23 +8,20 @@ import torch
 from peft import LoraConfig, PeftConfig
 from torch import nn
 
-from peftkit.methods.base import ALL_QUANTIZATION, PeftMethod
+from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
+from peftkit.schema import option
 
 if TYPE_CHECKING:
     from peftkit.recipe import Recipe
 
 
-class LoraOptions(MethodConfig):
+class LoraOptions(AdapterOptions):
     name: str = option("lora", "fine-tuning method (`peftkit methods` lists them)")
     r: int = option(8, "rank of the low-rank update", ge=1)
     alpha: float = option(16, "scaling numerator: the update is scaled by alpha / r (alpha / √r with rsLoRA)", gt=0)
     dropout: float = option(0.1, "dropout on the LoRA branch input", ge=0, lt=1)
-    target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
-    )
     bias: Literal["none", "all", "lora_only"] = option("none", "which biases to train")
     use_rslora: bool = option(False, "rank-stabilised scaling alpha / √r")
     use_dora: bool = option(False, "weight-decomposed LoRA (DoRA)")
@@ -34,7 +31,6 @@ class LoraOptions(MethodConfig):
 
 
 class LoraMethod(PeftMethod):
-    name = "lora"
     description = "low-rank adapters on the attention / linear layers (Hu et al. 2021)"
     config_cls = LoraOptions
     quantization_modes = ALL_QUANTIZATION
@@ -63,7 +59,6 @@ class LoraMethod(PeftMethod):
             use_rslora=cfg.use_rslora,
             use_dora=cfg.use_dora,
             init_lora_weights=init,
-            modules_to_save=head_modules,
         )
 
 
@@ -76,7 +71,6 @@ class QloraOptions(LoraOptions):
 
 @METHODS.register("qlora")
 class QloraMethod(LoraMethod):
-    name = "qlora"
     description = "LoRA on a 4-bit (NF4) or 8-bit quantized base (Dettmers et al. 2023)"
     config_cls = QloraOptions
     quantization_modes = ("4bit", "8bit")
@@ -90,6 +84,5 @@ class DoraOptions(LoraOptions):
 
 @METHODS.register("dora")
 class DoraMethod(LoraMethod):
-    name = "dora"
     description = "LoRA with a learned magnitude per output feature (Liu et al. 2024)"
     config_cls = DoraOptions

@@ -7,23 +7,20 @@ from typing import Any
 from peft import LoHaConfig, LoKrConfig, PeftConfig
 from torch import nn
 
-from peftkit.methods.base import PeftMethod
+from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
+from peftkit.schema import option
 
 NO_BNB = "; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt method)"
 
 
-class LohaOptions(MethodConfig):
+class LohaOptions(AdapterOptions):
     name: str = option("loha", "fine-tuning method (`peftkit methods` lists them)")
     r: int = option(8, "rank of each low-rank factor pair", ge=1)
     alpha: float = option(8, "scaling numerator: the update is scaled by alpha / r", gt=0)
     rank_dropout: float = option(0.0, "dropout on the rank dimension during training", ge=0, lt=1)
     module_dropout: float = option(0.0, "probability of skipping a whole adapted module during training", ge=0, lt=1)
-    target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
-    )
 
 
 class LokrOptions(LohaOptions):
@@ -34,7 +31,6 @@ class LokrOptions(LohaOptions):
 
 @METHODS.register("loha")
 class LohaMethod(PeftMethod):
-    name = "loha"
     description = "LoHa: Hadamard product of two low-rank updates (LyCORIS; Hyeon-Woo et al. 2022)"
     config_cls = LohaOptions
     quantization_hint = NO_BNB
@@ -49,13 +45,11 @@ class LohaMethod(PeftMethod):
             rank_dropout=cfg.rank_dropout,
             module_dropout=cfg.module_dropout,
             target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-            modules_to_save=head_modules,
         )
 
 
 @METHODS.register("lokr")
 class LokrMethod(LohaMethod):
-    name = "lokr"
     description = "LoKr: Kronecker product of a small and a low-rank factor (LyCORIS; Edalati et al. 2022)"
     config_cls = LokrOptions
 
@@ -70,5 +64,4 @@ class LokrMethod(LohaMethod):
             decompose_both=cfg.decompose_both,
             decompose_factor=cfg.decompose_factor,
             target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-            modules_to_save=head_modules,
         )

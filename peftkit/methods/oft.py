@@ -7,14 +7,14 @@ from typing import Any
 from peft import OFTConfig, PeftConfig
 from torch import nn
 
-from peftkit.methods.base import PeftMethod
+from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.methods.lycoris import NO_BNB
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
+from peftkit.schema import option
 
 
-class OftOptions(MethodConfig):
+class OftOptions(AdapterOptions):
     name: str = option("oft", "fine-tuning method (`peftkit methods` lists them)")
     oft_block_size: int = option(32, "size of each orthogonal block; must divide the adapted layers' input size", ge=1)
     module_dropout: float = option(0.0, "probability of dropping a whole block during training", ge=0, lt=1)
@@ -22,14 +22,10 @@ class OftOptions(MethodConfig):
     eps: float = option(6e-5, "COFT's bound on the distance to the identity (with coft)", gt=0)
     block_share: bool = option(False, "share one orthogonal block across all blocks of a layer")
     use_cayley_neumann: bool = option(True, "approximate the Cayley transform by a Neumann series (faster)")
-    target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
-    )
 
 
 @METHODS.register("oft")
 class OftMethod(PeftMethod):
-    name = "oft"
     description = "OFT: learned block-diagonal orthogonal rotation of the adapted weights (Qiu et al. 2023)"
     config_cls = OftOptions
     quantization_hint = NO_BNB
@@ -47,5 +43,4 @@ class OftMethod(PeftMethod):
             block_share=cfg.block_share,
             use_cayley_neumann=cfg.use_cayley_neumann,
             target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-            modules_to_save=head_modules,
         )

@@ -99,7 +99,6 @@ def _renaming_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 @METHODS.register("prefix_tuning")
 class PrefixTuningMethod(PromptMethod):
-    name = "prefix_tuning"
     description = "prefix tuning: trained key/value prefixes in every attention layer (Li & Liang 2021)"
     config_cls = PrefixTuningOptions
     head_kinds = ALL_HEAD_KINDS
@@ -118,13 +117,11 @@ class PrefixTuningMethod(PromptMethod):
             num_virtual_tokens=cfg.num_virtual_tokens,
             prefix_projection=cfg.prefix_projection,
             encoder_hidden_size=cfg.encoder_hidden_size or model.config.hidden_size,
-            modules_to_save=head_modules,
         )
 
 
 @METHODS.register("prompt_tuning")
 class PromptTuningMethod(PromptMethod):
-    name = "prompt_tuning"
     description = "prompt tuning: trained soft-prompt embeddings before the input (Lester et al. 2021)"
     config_cls = PromptTuningOptions
 
@@ -142,13 +139,11 @@ class PromptTuningMethod(PromptMethod):
             prompt_tuning_init="TEXT" if text else "RANDOM",
             prompt_tuning_init_text=cfg.init_text if text else None,
             tokenizer_name_or_path=model.config._name_or_path if text else None,
-            modules_to_save=head_modules,
         )
 
 
 @METHODS.register("p_tuning")
 class PTuningMethod(PromptMethod):
-    name = "p_tuning"
     description = "P-tuning: virtual tokens produced by a small trained encoder (Liu et al. 2021)"
     config_cls = PTuningOptions
 
@@ -161,5 +156,4 @@ class PTuningMethod(PromptMethod):
             encoder_hidden_size=cfg.encoder_hidden_size or model.config.hidden_size,
             encoder_num_layers=cfg.encoder_num_layers,
             encoder_dropout=cfg.encoder_dropout,
-            modules_to_save=head_modules,
         )

@@ -7,28 +7,24 @@ from typing import Any
 from peft import PeftConfig, VeraConfig
 from torch import nn
 
-from peftkit.methods.base import PeftMethod
+from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.methods.lycoris import NO_BNB
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
+from peftkit.schema import option
 
 
-class VeraOptions(MethodConfig):
+class VeraOptions(AdapterOptions):
     name: str = option("vera", "fine-tuning method (`peftkit methods` lists them)")
     r: int = option(256, "rank of the shared random projections", ge=1)
     d_initial: float = option(0.1, "initial value of the trained scaling vector d", gt=0)
     dropout: float = option(0.0, "dropout on the VeRA branch input", ge=0, lt=1)
     projection_prng_key: int = option(0, "seed of the shared random projections")
     save_projection: bool = option(True, "save the random projections with the adapter (else rebuilt from the seed)")
-    target_modules: list[str] | str | None = option(
-        None, "module names to adapt, or 'all-linear'; empty = the architecture's default (`peftkit methods`)"
-    )
 
 
 @METHODS.register("vera")
 class VeraMethod(PeftMethod):
-    name = "vera"
     description = "VeRA: frozen random low-rank matrices shared across layers, trained scaling vectors"
     config_cls = VeraOptions
     quantization_hint = NO_BNB
@@ -44,5 +40,4 @@ class VeraMethod(PeftMethod):
             projection_prng_key=cfg.projection_prng_key,
             save_projection=cfg.save_projection,
             target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-            modules_to_save=head_modules,
         )

@@ -15,7 +15,6 @@ class TopicConfig(ClassificationConfig):
 
 
 class TopicHead(ClassificationHead):
-    name = "demo_topic"
     description = "demo plugin: classification whose predictions carry a marker"
     config_cls = TopicConfig
     config: TopicConfig
@@ -32,7 +31,6 @@ class DemoLoraOptions(LoraOptions):
 class DemoLoraMethod(LoraMethod):
     """A third-party method through the `peftkit.methods` entry point group: LoRA with rank 2 by default."""
 
-    name = "demo_lora"
     description = "demo plugin: LoRA with rank 2 by default"
     config_cls = DemoLoraOptions
     quantization_modes = ("none",)

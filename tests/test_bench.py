@@ -91,7 +91,7 @@ def test_cell_result_schema(finished_suite: Path) -> None:
     assert 0 < result["parameters"]["trainable"] < result["parameters"]["total"]
     assert result["adapter_bytes"] > 0
     memory = result["memory"]
-    assert memory["device"] == "cpu" and memory["measure"] == "private" and memory["peak_bytes"] > 10 * 2**20
+    assert memory["device"] == "cpu" and memory["measure"] == "private" and memory["peak_bytes"] > 2**20
     phases = memory["phases"]
     assert {"load", "train", "evaluate", "save"} <= set(phases)
     assert memory["peak_bytes"] == memory["private_peak_bytes"] == phases[memory["peak_phase"]]["private_bytes"]

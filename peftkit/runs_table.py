@@ -14,7 +14,7 @@ import yaml
 
 from peftkit import ownership
 from peftkit.errors import PeftkitError
-from peftkit.export.merge import REPORT_FILE
+from peftkit.export.parity import REPORT_FILE
 from peftkit.tracking import LOGS_DIR
 from peftkit.training import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE
 

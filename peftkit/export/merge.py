@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ from torch import nn
 from peftkit.errors import PeftkitError
 from peftkit.export.atomic import check_destination, staged_directory
 from peftkit.export.card import write_export_card
-from peftkit.export.parity import compare, logits_of, sample_batches
+from peftkit.export.parity import compare, logits_of, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.methods.base import BaseBuilder, Method, PeftMethod
 from peftkit.modeling import DTYPES, load_base_model, load_tokenizer, quantization_config, release_checkpoint
@@ -21,7 +20,6 @@ from peftkit.recipe import QuantizationSection, Recipe
 from peftkit.registry import HEADS, METHODS
 from peftkit.run import load_run, read_run_recipe, saved_metrics
 
-REPORT_FILE = "export_report.json"
 Mode = Literal["merge", "adapter"]
 
 
@@ -180,13 +178,6 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
                         + ("" if exact else "; report only: de-quantized, re-quantized or cast weights"),
             },
         }
-        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        allowed = tolerance * max(1.0, figures["max_abs_logit"])  # fp32 rounding grows with the logits' size
-        if exact and figures["max_abs_logit_diff"] > allowed:
-            raise PeftkitError(
-                f"parity check failed: exported logits differ from the run's by up to "
-                f"{figures['max_abs_logit_diff']:.2e} (tolerance {tolerance:g} × largest |logit| "
-                f"{figures['max_abs_logit']:.3g}, at least 1); nothing was written"
-            )
+        write_report_and_check(staging, report, "parity check failed: exported logits")
         write_export_card(staging, out, recipe, metrics, report)
     return report

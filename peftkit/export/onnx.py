@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -18,8 +17,8 @@ from torch import nn
 from peftkit.errors import PeftkitError
 from peftkit.export.atomic import check_destination, staged_directory
 from peftkit.export.card import write_onnx_card
-from peftkit.export.merge import REPORT_FILE, dequantized_builder, merged_model
-from peftkit.export.parity import Batches, compare, logits_of, sample_batches
+from peftkit.export.merge import dequantized_builder, merged_model
+from peftkit.export.parity import Batches, compare, logits_of, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modeling import load_tokenizer
@@ -172,13 +171,6 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
             },
         }
         del session
-        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        allowed = tolerance * max(1.0, figures["max_abs_logit"])
-        if exact and figures["max_abs_logit_diff"] > allowed:
-            raise PeftkitError(
-                f"ONNX parity check failed: onnxruntime logits differ from the run's by up to "
-                f"{figures['max_abs_logit_diff']:.2e} (tolerance {tolerance:g} × largest |logit| "
-                f"{figures['max_abs_logit']:.3g}, at least 1); nothing was written"
-            )
+        write_report_and_check(staging, report, "ONNX parity check failed: onnxruntime logits")
         write_onnx_card(staging, out, recipe, metrics, report)
     return report

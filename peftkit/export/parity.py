@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,11 +11,13 @@ from datasets import Dataset
 from torch import nn
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
 from peftkit.pipeline import build_splits
 from peftkit.recipe import Recipe
 
 Batches = list[dict[str, torch.Tensor]]
+REPORT_FILE = "export_report.json"
 
 
 def sample_batches(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase, samples: int,
@@ -53,3 +57,16 @@ def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> dict[st
         "prediction_agreement": float((ref.argmax(-1) == oth.argmax(-1)).float().mean()) if len(ref) else 1.0,
         "compared": len(ref),
     }
+
+
+def write_report_and_check(staging: Path, report: dict[str, Any], what: str) -> None:
+    """Write ``report`` as the export's report file, then fail when its parity was checked and is off by more
+    than the tolerance, scaled by the largest |logit| above 1 (fp32 rounding grows with the logits' size)."""
+    (staging / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    parity = report["parity"]
+    allowed = parity["tolerance"] * max(1.0, parity["max_abs_logit"]) if parity["checked"] else float("inf")
+    if parity["max_abs_logit_diff"] > allowed:
+        raise PeftkitError(
+            f"{what} differ from the run's by up to {parity['max_abs_logit_diff']:.2e} (tolerance "
+            f"{parity['tolerance']:g} × largest |logit| {parity['max_abs_logit']:.3g}, at least 1); nothing was written"
+        )

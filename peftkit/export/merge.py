@@ -89,6 +89,19 @@ def weights_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.glob("*.safetensors"))
 
 
+def open_for_export(run_dir: Path, out: Path, overwrite: bool, tolerance: float,
+                    samples: int) -> tuple[Recipe, dict[str, Any], Head, Method]:
+    """The run's recipe, saved metrics, head and method, once ``out`` and the parity options are checked."""
+    recipe = read_run_recipe(run_dir)
+    check_destination(out, overwrite, protected=run_dir)
+    metrics = saved_metrics(run_dir)
+    if tolerance < 0:
+        raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
+    if samples < 1:
+        raise PeftkitError(f"--samples {samples}: the parity check needs at least 1 test example")
+    return recipe, metrics, HEADS.get(recipe.task.head)(recipe.task), METHODS.get(recipe.method.name)(recipe.method)
+
+
 def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype: str | None = None,
                requantize_to: str | None = None, tolerance: float = 1e-4, samples: int = 64,
                max_shard_size: str = "2GB", overwrite: bool = False) -> dict[str, Any]:
@@ -102,18 +115,10 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
     adapter-only), else the figure is reported.
     """
     run_dir, out = Path(run_dir), Path(out)
-    recipe = read_run_recipe(run_dir)
-    check_destination(out, overwrite, protected=run_dir)
-    metrics = saved_metrics(run_dir)
-    head: Head = HEADS.get(recipe.task.head)(recipe.task)
-    method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
     dtype = dtype or recipe.model.dtype
     if dtype not in DTYPES:
         raise PeftkitError(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    if tolerance < 0:
-        raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
-    if samples < 1:
-        raise PeftkitError(f"--samples {samples}: the parity check needs at least 1 test example")
     if mode == "merge":
         check_mergeable(head)
     elif requantize_to or dtype != recipe.model.dtype:

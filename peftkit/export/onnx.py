@@ -15,15 +15,14 @@ from peft import PeftModel
 from torch import nn
 
 from peftkit.errors import PeftkitError
-from peftkit.export.atomic import check_destination, staged_directory
+from peftkit.export.atomic import staged_directory
 from peftkit.export.card import write_onnx_card
-from peftkit.export.merge import dequantized_builder, merged_model
+from peftkit.export.merge import dequantized_builder, merged_model, open_for_export
 from peftkit.export.parity import Batches, compare, logits_of, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modeling import load_tokenizer
-from peftkit.registry import HEADS, METHODS
-from peftkit.run import load_run, read_run_recipe, saved_metrics
+from peftkit.run import load_run
 
 MODEL_FILE = "model.onnx"
 #: Heads whose model ends in logits per text or per token: what an ONNX Runtime deployment serves.
@@ -120,16 +119,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
     is reported. ``out`` also gets config.json (label names), the tokenizer, the report and a model card.
     """
     run_dir, out = Path(run_dir), Path(out)
-    recipe = read_run_recipe(run_dir)
-    check_destination(out, overwrite, protected=run_dir)
-    metrics = saved_metrics(run_dir)
-    head: Head = HEADS.get(recipe.task.head)(recipe.task)
-    method: Method = METHODS.get(recipe.method.name)(recipe.method)
+    recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
     check_exportable(head)
-    if tolerance < 0:
-        raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
-    if samples < 1:
-        raise PeftkitError(f"--samples {samples}: the parity check needs at least 1 test example")
     onnxruntime = _runtime()
 
     tokenizer = load_tokenizer(recipe.model, path=str(run_dir))

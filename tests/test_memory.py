@@ -37,8 +37,10 @@ def test_sampler_catches_a_short_spike_in_its_phase() -> None:
     sampler = MemorySampler().start("load")
     time.sleep(0.05)
     sampler.phase("train")
-    spike = torch.ones(64 * 2**20 // 4)  # 64 MiB written (resident), held for 30 ms
-    time.sleep(0.03)
+    spike = torch.ones(64 * 2**20 // 4)  # 64 MiB written (resident), held for three samples (6 ms when idle)
+    seen, deadline = sampler.samples, time.monotonic() + 5
+    while sampler.samples < seen + 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
     del spike
     sampler.phase("evaluate")
     time.sleep(0.05)

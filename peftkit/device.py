@@ -108,11 +108,12 @@ def optim(device: Device, quantized: bool) -> str:
 
 def _model_class(recipe: Recipe) -> type | None:
     """The transformers class the recipe's head builds for its model, or None when it cannot be told offline."""
-    from peftkit import catalog
+    from peftkit.data.cache import is_cached
+    from peftkit.data.catalog import MODELS
     from peftkit.modeling import model_config
     from peftkit.registry import HEADS
 
-    if recipe.model.name in catalog.MODELS and not catalog.is_cached("model", recipe.model.name):
+    if recipe.model.name in MODELS and not is_cached("model", recipe.model.name):
         return None  # resolving never downloads; a run fetches the model before it resolves
     head = HEADS.get(recipe.task.head)(recipe.task)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftkit import catalog
+from peftkit.data.catalog import DATASETS, MODELS
 from peftkit.recipe import Recipe
 from peftkit.registry import HEADS
 
@@ -28,10 +28,10 @@ def _format(value: Any) -> str:
 def _licences(recipe: Recipe) -> str:
     """Markdown lines stating the licence of each catalogue entry (model, data) the run was built from."""
     lines = []
-    if recipe.model.name in catalog.MODELS:
-        lines.append(f"- model `{recipe.model.name}`: {catalog.MODELS[recipe.model.name].licence}")
-    if recipe.data.source in catalog.DATASETS:
-        lines.append(f"- data `{recipe.data.source}`: {catalog.DATASETS[recipe.data.source].licence}")
+    if recipe.model.name in MODELS:
+        lines.append(f"- model `{recipe.model.name}`: {MODELS[recipe.model.name].licence}")
+    if recipe.data.source in DATASETS:
+        lines.append(f"- data `{recipe.data.source}`: {DATASETS[recipe.data.source].licence}")
     if not lines:
         return ""
     return "\n## Licences\nThis run inherits the terms of what it was trained from:\n" + "\n".join(lines) + "\n"

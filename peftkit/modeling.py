@@ -22,8 +22,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from peftkit import catalog
 from peftkit import device as devices
+from peftkit.data.cache import cache_root, fetch_model, is_cached
+from peftkit.data.catalog import MODELS
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.recipe import ModelSection, QuantizationSection
@@ -37,8 +38,8 @@ HUB_CONFIGS = Path(__file__).resolve().parent / "hub_configs"
 
 def resolve_model_path(name: str) -> str:
     """A catalogue model is fetched into the cache; a directory is used as is; anything else is a hub id."""
-    if name in catalog.MODELS:
-        return str(catalog.fetch_model(name))
+    if name in MODELS:
+        return str(fetch_model(name))
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
@@ -77,9 +78,9 @@ def parameter_count(model: ModelSection) -> int | None:
     peftkit ships no config of)."""
     import transformers
 
-    if model.name in catalog.MODELS and not catalog.is_cached("model", model.name):
+    if model.name in MODELS and not is_cached("model", model.name):
         return None
-    if model.name not in catalog.MODELS and not shipped_config(model.name) and not Path(model.name).is_dir():
+    if model.name not in MODELS and not shipped_config(model.name) and not Path(model.name).is_dir():
         return None
     config = model_config(model, **(model.config_overrides if model.random_init else {}))
     architecture = getattr(transformers, (getattr(config, "architectures", None) or ["AutoModel"])[0], AutoModel)
@@ -150,7 +151,7 @@ def random_init_path(model: ModelSection) -> Path | None:
         return None
     source = str(shipped_config(model.name) or resolve_model_path(model.name))
     key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
-    return catalog.cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def random_init_checkpoint(model: ModelSection) -> str | None:
@@ -174,7 +175,7 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
         except (OSError, SafetensorError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise PeftkitError(
-                f"model.random_init: could not write the random checkpoint into the cache '{catalog.cache_root()}' "
+                f"model.random_init: could not write the random checkpoint into the cache '{cache_root()}' "
                 f"({getattr(exc, 'strerror', None) or exc}); set PEFTKIT_CACHE to a writable directory"
             ) from None
         del body
@@ -272,7 +273,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         raise _hub_error(source, exc) from None
     except SafetensorError as exc:
         what = f"model.name '{model.name}'" if path is None else f"run '{path}'"
-        catalogued = path is None and model.name in catalog.MODELS
+        catalogued = path is None and model.name in MODELS
         fix = f"; `peftkit models fetch {model.name}` fetches it again" if catalogued else "; replace it"
         raise PeftkitError(f"{what}: a weights file in '{source}' is damaged or truncated ({exc}){fix}") from None
     release_checkpoint(loaded)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from peftkit import augment, preprocess
-from peftkit.data import SPLITS, load_splits
+from peftkit.data import SPLITS, augment, load_splits, preprocess
 from peftkit.heads.base import Head
 from peftkit.recipe import Recipe
 

@@ -10,10 +10,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationError, field_validator
 
-from peftkit import augment, preprocess
-from peftkit.augment import AugmentSection
+from peftkit.data import augment, preprocess
+from peftkit.data.augment import AugmentSection
+from peftkit.data.formats import looks_like_path
+from peftkit.data.preprocess import PreprocessSection
 from peftkit.errors import PeftkitError, did_you_mean
-from peftkit.preprocess import PreprocessSection
 from peftkit.registry import HEADS, METHODS
 from peftkit.schema import HeadConfig, MethodConfig, Section, option
 
@@ -445,12 +446,12 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
     if check_data:
         for split, path in data.files.items():
             _check_data_file(path, f"data.files.{split}", source)
-        if not data.files and _looks_like_path(data.source):
+        if not data.files and looks_like_path(data.source):
             _check_data_file(data.source, "data.source", source)
         check_source_files(recipe, source)
     if recipe.model.config_overrides and not recipe.model.random_init:
         raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
-    if _looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
+    if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
 
 
@@ -501,12 +502,6 @@ def _check_data_file(value: str, key: str, source: str) -> None:
                            "peftkit reads data from regular files")
     if not path.exists():
         raise PeftkitError(f"{source}: '{key}': file '{value}' does not exist")
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in {
-        ".csv", ".json", ".jsonl", ".parquet", ".conll", ".txt", ".tsv"
-    }
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> Recipe:

@@ -115,4 +115,4 @@ class Registry(Generic[T]):
 HEADS: Registry = Registry("head", "peftkit.heads", "peftkit.heads", option="head")
 METHODS: Registry = Registry("method", "peftkit.methods", "peftkit.methods", option="name")
 #: Text augmentation operations ``(text, ctx) -> text`` (`augment.ops`), e.g. a back-translation plug-in.
-AUGMENTERS: Registry = Registry("augmenter", "peftkit.augment", "peftkit.augmenters")
+AUGMENTERS: Registry = Registry("augmenter", "peftkit.data.augment", "peftkit.augmenters")

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from peftkit import device as devices
-from peftkit import preprocess
+from peftkit.data import preprocess
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method

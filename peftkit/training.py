@@ -18,8 +18,9 @@ from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from peftkit import device as devices
-from peftkit import distributed, ownership, preprocess, tracking
+from peftkit import distributed, ownership, tracking
 from peftkit.checkpoints import last_checkpoint, resume_point
+from peftkit.data import preprocess
 from peftkit.errors import PeftkitError
 from peftkit.estimate import padded_length
 from peftkit.guards import InterruptGuard, out_of_memory_hint

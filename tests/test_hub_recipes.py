@@ -11,8 +11,8 @@ import pytest
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from peftkit import catalog, data
 from peftkit import device as devices
+from peftkit.data import cache, loading
 from peftkit.env import fits
 from peftkit.modeling import parameter_count, shipped_config
 from peftkit.recipe import load_recipe
@@ -82,7 +82,7 @@ def _tiny_base(name: str, tmp_path: Path) -> tuple[Path, dict]:
     recipe = load_recipe(name)
     lender, extra = TINY[name]
     directory = tmp_path / "base"
-    AutoTokenizer.from_pretrained(catalog.fetch_model(lender)).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(cache.fetch_model(lender)).save_pretrained(directory)
     shutil.copy(shipped_config(recipe.model.name) / "config.json", directory / "config.json")
     vocab = len(AutoTokenizer.from_pretrained(directory))
     overrides = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
@@ -102,7 +102,7 @@ def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: py
         calls.append((path, config))
         return _hub_rows(name)
 
-    monkeypatch.setattr(data, "load_dataset", hub)
+    monkeypatch.setattr(loading, "load_dataset", hub)
     directory, overrides = _tiny_base(name, tmp_path)
     config = json.loads((directory / "config.json").read_text())
     result = train(name, **{
@@ -135,10 +135,10 @@ def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: py
 def test_source_splits_naming_a_missing_split_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from peftkit.errors import PeftkitError
 
-    monkeypatch.setattr(data, "load_dataset", lambda path, config=None: _hub_rows("roberta-base-lora-sst2"))
+    monkeypatch.setattr(loading, "load_dataset", lambda path, config=None: _hub_rows("roberta-base-lora-sst2"))
     recipe = load_recipe("roberta-base-lora-sst2", ["data.source_splits={test: dev}"])
     with pytest.raises(PeftkitError, match=r"^'data.source_splits.test': hub data set 'nyu-mll/glue' has no 'dev' "
                                            r"split \(has train, validation, test\)$"):
-        data.load_source(recipe.data)
-    loaded = data.load_source(load_recipe("roberta-base-lora-sst2").data)
+        loading.load_source(recipe.data)
+    loaded = loading.load_source(load_recipe("roberta-base-lora-sst2").data)
     assert list(loaded) == ["train", "test"] and len(loaded["test"]) == 12  # GLUE's validation, labelled

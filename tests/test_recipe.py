@@ -91,6 +91,7 @@ BAD_RECIPES = [
     ({"method": {"name": "qlora"}}, "'quantization.mode' none does not work with method 'qlora'"),
     ({"method": {"name": "full"}, "quantization": {"mode": "4bit"}}, "does not work with method 'full'"),
     ({"data": {"source": "./missing.csv"}}, "'data.source': file './missing.csv' does not exist"),
+    ({"data": {"source": "missing.iob"}}, "'data.source': file 'missing.iob' does not exist"),  # one suffix table
     ({"data": {"files": {"train": "/nope/train.csv"}}}, "'data.files.train': file '/nope/train.csv' does not exist"),
     ({"data": {"files": {"dev": "x.csv"}}}, "'data.files.dev': input should be 'train', 'validation' or 'test'"),
     ({"model": {"name": "./no-such-model"}}, "'model.name': directory './no-such-model' does not exist"),

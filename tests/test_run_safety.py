@@ -24,7 +24,7 @@ import yaml
 from conftest import FILLER, NEGATIVE, POSITIVE, make_sentiment_rows
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from peftkit import catalog, ownership
+from peftkit import ownership
 from peftkit.cli import main
 from peftkit.export.atomic import staged_directory
 
@@ -355,26 +355,28 @@ def test_refused_data_commands_leave_no_arrow_cache(tmp_path: Path, project: Pat
 
 def test_a_changed_cached_file_is_refused_and_fetch_repairs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture) -> None:
+    from peftkit.data import cache
+
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
     entry = tmp_path / "cache" / "models" / "minilm-l6"
     entry.mkdir(parents=True)
     weights = entry / "model.safetensors"
     weights.write_bytes(b"\1" * 4096)
-    catalog._record_verified(entry)
-    assert catalog.fetch_model("minilm-l6") == entry
+    cache._record_verified(entry)
+    assert cache.fetch_model("minilm-l6") == entry
     os.utime(weights, ns=(1, 1))  # touched, same content: accepted, new mtime remembered
-    assert catalog.fetch_model("minilm-l6") == entry
+    assert cache.fetch_model("minilm-l6") == entry
     with weights.open("r+b") as f:  # one flipped byte, same size
         f.seek(100)
         f.write(b"\2")
     code, error = run_cli(["models", "fetch", "nothing"], capsys)  # an unrelated command is unaffected
     assert code == 2 and "unknown model 'nothing'" in error
-    with pytest.raises(catalog.PeftkitError) as refused:
-        catalog.fetch_model("minilm-l6")
+    with pytest.raises(cache.PeftkitError) as refused:
+        cache.fetch_model("minilm-l6")
     assert f"file '{weights}' changed since it was verified" in str(refused.value)
     assert "`peftkit models fetch minilm-l6` fetches it again" in str(refused.value)
     fetched = []
-    monkeypatch.setattr(catalog, "_fetch_into", lambda kind, e, build, final: fetched.append(final) or final)
+    monkeypatch.setattr(cache, "_fetch_into", lambda kind, e, build, final: fetched.append(final) or final)
     assert run_cli(["models", "fetch", "minilm-l6"], capsys)[0] == 0
     assert fetched == [entry] and not entry.exists(), "fetch removed the changed copy and fetched it again"
 

@@ -11,10 +11,10 @@ import yaml
 from datasets import Dataset, DatasetDict
 from transformers import LlamaConfig
 
-from peftkit import augment, preprocess
-from peftkit.augment import AugmentContext, AugmentSection
+from peftkit.data import augment, preprocess
+from peftkit.data.augment import AugmentContext, AugmentSection
+from peftkit.data.preprocess import Preprocessor, PreprocessSection
 from peftkit.errors import PeftkitError
-from peftkit.preprocess import Preprocessor, PreprocessSection
 from peftkit.recipe import load_recipe
 from peftkit.registry import AUGMENTERS
 from peftkit.regularization import dropout_overrides

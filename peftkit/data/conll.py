@@ -1,4 +1,5 @@
-"""CoNLL-style token files: one ``word … TAG`` line per token, a blank line between sentences."""
+"""CoNLL-style token files (``.conll``, ``.iob``, ``.bio``): one ``word … TAG`` line per token, a blank line between
+sentences."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ from pathlib import Path
 from datasets import Dataset
 
 from peftkit.errors import PeftkitError
-
-#: Suffixes read as CoNLL token files.
-CONLL_SUFFIXES = (".conll", ".iob", ".bio")
 
 
 def read_conll(path: Path) -> Dataset:

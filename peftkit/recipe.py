@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import SerializeAsAny, ValidationError, field_validator
+from pydantic import SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from peftkit.data import augment, preprocess
 from peftkit.data.augment import AugmentSection
@@ -16,7 +16,7 @@ from peftkit.data.formats import looks_like_path
 from peftkit.data.preprocess import PreprocessSection
 from peftkit.errors import PeftkitError, did_you_mean
 from peftkit.registry import HEADS, METHODS
-from peftkit.schema import HeadConfig, MethodConfig, Section, option
+from peftkit.schema import RULE, HeadConfig, MethodConfig, Section, option, refuse
 
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -46,6 +46,12 @@ class ModelSection(Section):
         "auto", "attention kernel; auto = flash_attention_2 where flash-attn is installed, the GPU is Ampere or "
         "newer and the model supports it, else sdpa (eager where neither works)"
     )
+
+    @model_validator(mode="after")
+    def _overrides_need_random_init(self) -> ModelSection:
+        if self.config_overrides and not self.random_init:
+            raise refuse("'model.config_overrides' changes the architecture; it needs model.random_init")
+        return self
 
 
 class QuantizationSection(Section):
@@ -91,6 +97,20 @@ class DataSection(Section):
         "dynamic", "pad each batch to its longest text (dynamic), every batch to the longest text of the data set, "
         "or to data.max_length"
     )
+
+    @field_validator("test_size", "validation_size")
+    @classmethod
+    def _share_or_count(cls, value: float, info: ValidationInfo) -> float:
+        if isinstance(value, float) and value >= 1 and not value.is_integer():
+            raise refuse(f"'data.{info.field_name}': {value} is neither a share below 1 (e.g. 0.1) nor a whole row "
+                         "count (e.g. 100)")
+        return value
+
+
+#: The arguments each learning-rate schedule takes (`train.scheduler_options`).
+SCHEDULER_OPTIONS = {
+    "cosine": {"num_cycles"}, "cosine_with_restarts": {"num_cycles"}, "polynomial": {"power", "lr_end"}
+}
 
 
 class TrainSection(Section):
@@ -165,6 +185,22 @@ class TrainSection(Section):
     def _one_tracker(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSection:
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise refuse("'train.early_stopping_patience' needs train.eval_strategy epoch or steps")
+        if self.early_stopping_patience and self.save_strategy != self.eval_strategy:
+            raise refuse(
+                "'train.early_stopping_patience' needs train.save_strategy equal to train.eval_strategy "
+                f"({self.save_strategy} vs {self.eval_strategy})"
+            )
+        allowed = SCHEDULER_OPTIONS.get(self.scheduler, set())
+        for key in self.scheduler_options:
+            if key not in allowed:
+                takes = f"takes {', '.join(sorted(allowed))}" if allowed else "takes none"
+                raise refuse(f"'train.scheduler_options.{key}': scheduler {self.scheduler} {takes}")
+        return self
+
 
 class DistributedSection(Section):
     backend: Literal["nccl", "gloo", "mpi", "ccl", "hccl"] | None = option(
@@ -178,6 +214,12 @@ class DistributedSection(Section):
     find_unused_parameters: bool | None = option(
         None, "DDP find_unused_parameters; empty = transformers' choice (off unless gradient checkpointing)"
     )
+
+    @model_validator(mode="after")
+    def _one_sharding(self) -> DistributedSection:
+        if self.fsdp and self.deepspeed:
+            raise refuse("'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
+        return self
 
 
 class Recipe(Section):
@@ -318,6 +360,8 @@ def _describe_error(error: dict[str, Any], prefix: tuple[str, ...], fields: list
     loc = prefix + _key_path(error)
     path = ".".join(loc)
     kind = error["type"]
+    if kind == RULE:
+        return error["msg"]
     if kind == "extra_forbidden":
         return f"unknown key '{path}'{did_you_mean(loc[-1], fields, prefix='.'.join(loc[:-1]) + '.')}"
     if kind == "missing":
@@ -416,41 +460,20 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
     reason = method(recipe.method).refusal(recipe)
     if reason:
         raise PeftkitError(f"{source}: method '{method.name}' with task.head '{head.name}': {reason}")
-    if recipe.train.early_stopping_patience and recipe.train.eval_strategy == "no":
-        raise PeftkitError(f"{source}: 'train.early_stopping_patience' needs train.eval_strategy epoch or steps")
-    if recipe.train.early_stopping_patience and recipe.train.save_strategy != recipe.train.eval_strategy:
-        raise PeftkitError(
-            f"{source}: 'train.early_stopping_patience' needs train.save_strategy equal to train.eval_strategy "
-            f"({recipe.train.save_strategy} vs {recipe.train.eval_strategy})"
-        )
     check_techniques(recipe, source)
-    dist = recipe.distributed
-    if dist.fsdp and dist.deepspeed:
-        raise PeftkitError(f"{source}: 'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
-    if dist.fsdp and recipe.quantization.mode == "4bit" and recipe.quantization.quant_storage != recipe.model.dtype:
+    quantization = recipe.quantization
+    if recipe.distributed.fsdp and quantization.mode == "4bit" and quantization.quant_storage != recipe.model.dtype:
         raise PeftkitError(
             f"{source}: 'quantization.quant_storage': FSDP shards 4-bit weights only when they are stored in "
             f"model.dtype; set quantization.quant_storage: {recipe.model.dtype}"
         )
     data = recipe.data
-    labels = list(recipe.task.labels)
-    twice = sorted({label for label in labels if labels.count(label) > 1})
-    if twice:
-        raise PeftkitError(f"{source}: 'task.labels': {', '.join(map(repr, twice))} given more than once; "
-                           "each label name must appear once")
-    for key in ("test_size", "validation_size"):
-        value = getattr(data, key)
-        if isinstance(value, float) and value >= 1 and not value.is_integer():
-            raise PeftkitError(f"{source}: 'data.{key}': {value} is neither a share below 1 (e.g. 0.1) nor a "
-                               "whole row count (e.g. 100)")
     if check_data:
         for split, path in data.files.items():
             _check_data_file(path, f"data.files.{split}", source)
         if not data.files and looks_like_path(data.source):
             _check_data_file(data.source, "data.source", source)
         check_source_files(recipe, source)
-    if recipe.model.config_overrides and not recipe.model.random_init:
-        raise PeftkitError(f"{source}: 'model.config_overrides' changes the architecture; it needs model.random_init")
     if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
 
@@ -470,19 +493,10 @@ def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
             raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
 
 
-SCHEDULER_OPTIONS = {
-    "cosine": {"num_cycles"}, "cosine_with_restarts": {"num_cycles"}, "polynomial": {"power", "lr_end"}
-}
-
-
 def check_techniques(recipe: Recipe, source: str = "recipe") -> None:
-    """Refuse schedule arguments, label smoothing, preprocessing and augmentation settings that cannot apply."""
+    """Refuse label smoothing the task's loss cannot take, preprocessing this machine cannot run and augmentation
+    operations no augmenter is registered for."""
     train = recipe.train
-    allowed = SCHEDULER_OPTIONS.get(train.scheduler, set())
-    for key in train.scheduler_options:
-        if key not in allowed:
-            takes = f"takes {', '.join(sorted(allowed))}" if allowed else "takes none"
-            raise PeftkitError(f"{source}: 'train.scheduler_options.{key}': scheduler {train.scheduler} {takes}")
     if train.label_smoothing and (getattr(recipe.task, "multi_label", False)
                                   or getattr(recipe.task, "class_weights", "none") != "none"):
         raise PeftkitError(

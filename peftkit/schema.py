@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+#: The error type of a broken rule about one section; the recipe loader prints its message as it is.
+RULE = "peftkit_rule"
 
 
 class Section(BaseModel):
@@ -21,6 +25,12 @@ def option(default: Any, help: str, **constraints: Any) -> Any:
     return Field(default, description=help, **constraints)
 
 
+def refuse(message: str) -> PydanticCustomError:
+    """What a section's validator raises for a rule about that section: ``message`` names the key in full
+    (``'train.early_stopping_patience' needs …``) and says what is expected."""
+    return PydanticCustomError(RULE, message)
+
+
 class MethodConfig(Section):
     """Options of one fine-tuning method; a method's module subclasses this with its own fields."""
 
@@ -34,3 +44,12 @@ class HeadConfig(Section):
     labels: list[str] = option(
         [], "label names in id order; empty = read them from the training data (sorted)"
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _each_label_once(cls, labels: list[str]) -> list[str]:
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise refuse(f"'task.labels': {', '.join(map(repr, twice))} given more than once; "
+                         "each label name must appear once")
+        return labels

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from pydantic import model_validator
 
 from peftkit.errors import PeftkitError
 from peftkit.registry import AUGMENTERS
-from peftkit.schema import Section, option
+from peftkit.schema import Section, option, refuse
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _GROUP_SEPARATORS = re.compile(r"[\s,，、;；]+")
@@ -39,6 +40,12 @@ class AugmentSection(Section):
         None, "UTF-8 file, one group of interchangeable words per line (separated by spaces or commas); "
         "used by synonym and insert"
     )
+
+    @model_validator(mode="after")
+    def _ops_for_copies(self) -> AugmentSection:
+        if not self.ops and self.copies:
+            raise refuse(f"'augment.ops' is empty but augment.copies is {self.copies}")
+        return self
 
 
 @dataclass
@@ -65,8 +72,6 @@ def check(section: AugmentSection, source: str = "recipe") -> None:
                 AUGMENTERS.get(name)
             except PeftkitError as exc:
                 raise PeftkitError(f"{source}: 'augment.ops': {exc}") from None
-    if not section.ops and section.copies:
-        raise PeftkitError(f"{source}: 'augment.ops' is empty but augment.copies is {section.copies}")
 
 
 def read_synonyms(path: str | Path | None) -> dict[str, list[str]]:

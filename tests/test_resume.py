@@ -1,7 +1,7 @@
 """Resume and crash safety: SIGKILL at a random step, SIGKILL mid-save, Ctrl-C, NaN loss, best-checkpoint rotation.
 
-Training runs in subprocesses started through a small driver that can pause the run at a chosen
-step (or inside a checkpoint save) so the test kills it exactly there.
+The SIGKILL tests train in subprocesses started through a small driver that can pause the run at a chosen
+step (or inside a checkpoint save) so the test kills it exactly there; Ctrl-C is sent to the test's own process.
 """
 
 from __future__ import annotations
@@ -50,14 +50,6 @@ elif mode == "save":  # pause inside the save of checkpoint-`step`, after weight
             pause()
         return inner(self, *a, **k)
     Trainer._save_rng_state = _save_rng_state
-elif mode == "sigint":  # Ctrl-C while step `step` + 1 runs
-    inner = Trainer.training_step
-    def training_step(self, *a, **k):
-        if self.state.global_step == step and not marker.exists():
-            marker.write_text("sent")
-            os.kill(os.getpid(), signal.SIGINT)
-        return inner(self, *a, **k)
-    Trainer.training_step = training_step
 
 from peftkit.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -160,21 +152,32 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint_loadable(write_reci
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == MAX_STEPS
 
 
-def test_ctrl_c_finishes_the_step_saves_and_tells_how_to_resume(write_recipe, tmp_path: Path) -> None:
+def test_ctrl_c_finishes_the_step_saves_and_tells_how_to_resume(
+    write_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     recipe = str(write_recipe({**RESUMABLE, "output_dir": str(run), "train.save_strategy": "no"}))
-    process, _ = _start(tmp_path, ["train", recipe], "sigint", 5)
-    code, _, err = _finish(process)
-    assert code == 130
+    inner, sent = PeftkitTrainer.training_step, []
+
+    def training_step(self, *args, **kwargs):  # Ctrl-C while step 6 runs, as a terminal sends it
+        if self.state.global_step == 5 and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(PeftkitTrainer, "training_step", training_step)
+    assert main(["train", recipe]) == 130
+    err = capsys.readouterr().err
     last = next(line for line in err.splitlines() if "peftkit: interrupted" in line)
     assert last.startswith("peftkit: interrupted: stopped by Ctrl-C after step 6;")
     assert "checkpoint-6" in last and "--resume" in last
     assert "Traceback" not in err
     assert is_complete(run / "checkpoints" / "checkpoint-6")
     assert not (run / "metrics.json").exists()
-    code, out, err = _finish(_start(tmp_path, ["train", recipe, "--resume"])[0])
-    assert code == 0, err[-2000:]
-    assert f"trained {MAX_STEPS} steps" in out, "the saved 'stop' flag must not stop the resumed run"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "training put back the previous handler"
+    monkeypatch.setattr(PeftkitTrainer, "training_step", inner)
+    assert main(["train", recipe, "--resume"]) == 0, capsys.readouterr().err[-2000:]
+    assert f"trained {MAX_STEPS} steps" in capsys.readouterr().out, "the saved stop flag must not stop the resumed run"
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(

@@ -163,6 +163,23 @@ def test_export_overwrite_refuses_a_folder_that_is_no_export(project: Path, tmp_
 # The run lock -----------------------------------------------------------------------------------------------
 
 
+def test_a_run_into_a_locked_output_dir_fails_at_once_and_runs_once_it_is_released(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The lock as another run holds it (a flock on its own open file); the SIGKILL case is in the slow tier."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = ownership.DirectoryLock(out).acquire()
+    try:
+        code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={out}"], capsys)
+        assert code == 2 and f"is being written by another peftkit run (pid {os.getpid()} " in error
+        assert not (out / "metrics.json").exists()
+    finally:
+        holder.release()
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={out}"], capsys)[0] == 0
+
+
+@pytest.mark.slow  # SIGKILL
 def test_a_second_run_into_a_busy_output_dir_fails_at_once_naming_the_first(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     slow = write_recipe(tmp_path / "slow.yaml", *_model_and_data(project), max_steps=100_000)
@@ -287,6 +304,7 @@ def test_full_disk_during_export_is_one_line_and_writes_nothing(
 # Stale staging folders ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # SIGKILL
 def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Path) -> None:
     out = tmp_path / "export"
     script = (

@@ -44,6 +44,30 @@ def make_sentiment_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
     return rows
 
 
+def learnable_rows(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Rows a tiny model learns in a dozen steps, for each kind of test data: ``text`` (sentiment decided by three
+    of its four words), ``ner`` (a person and a city among filler words) or ``causal`` (a fruit's colour)."""
+    rng = random.Random(seed)
+    positive, negative = POSITIVE[:4], NEGATIVE[:4]
+    filler = ["the", "film", "plot", "was", "really", "quite", "a", "and"]
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        if kind == "text":
+            label = "positive" if i % 2 == 0 else "negative"
+            words = rng.sample(positive if label == "positive" else negative, 3) + rng.sample(filler, 1)
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": label})
+        elif kind == "ner":
+            tagged = [(w, "O") for w in rng.sample(filler, 3)]
+            tagged.insert(rng.randrange(4), (rng.choice(NAMES), "B-PER"))
+            tagged.insert(rng.randrange(5), (rng.choice(CITIES), "B-LOC"))
+            rows.append({"tokens": [w for w, _ in tagged], "tags": [t for _, t in tagged]})
+        else:
+            fruit = rng.choice(list(COLOURS))
+            rows.append({"prompt": f"colour of {fruit}?", "response": f"{fruit} is {COLOURS[fruit]}"})
+    return rows
+
+
 def tiny_tokenizer() -> Any:
     """A word-level (WordPiece over whole words) tokenizer over the test vocabulary: tiny embeddings and LM heads."""
     from transformers import BertTokenizerFast

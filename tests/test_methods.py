@@ -5,14 +5,13 @@ cannot work are refused at validation with the reason; parameter counts; the tab
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
-from conftest import CITIES, COLOURS, NAMES, logits_of
+from conftest import learnable_rows, logits_of, set_dotted
 from transformers import BertConfig, BertModel, LlamaConfig
 
 import peftkit
@@ -23,10 +22,6 @@ from peftkit.recipe import load_recipe, recipe_from_dict
 from peftkit.registry import HEADS, METHODS
 from peftkit.run import load_run
 from peftkit.training import build_trainer, save_run
-
-POSITIVE = ["good", "great", "wonderful", "superb"]
-NEGATIVE = ["bad", "awful", "dull", "boring"]
-FILLER = ["the", "film", "plot", "was", "really", "quite", "a", "and"]
 
 #: Per-method options that keep the tiny runs learnable in a dozen steps (defaults otherwise).
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -48,26 +43,6 @@ KIND_DATA = {"sequence_classification": "text", "token_classification": "ner", "
 KIND_MODEL = {"sequence_classification": "bert", "token_classification": "bert", "causal_lm": "llama"}
 
 
-def _rows(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        if kind == "text":
-            label = "positive" if i % 2 == 0 else "negative"
-            words = rng.sample(POSITIVE if label == "positive" else NEGATIVE, 3) + rng.sample(FILLER, 1)
-            rng.shuffle(words)
-            rows.append({"text": " ".join(words), "label": label})
-        elif kind == "ner":
-            words = [(w, "O") for w in rng.sample(FILLER, 3)]
-            words.insert(rng.randrange(4), (rng.choice(NAMES), "B-PER"))
-            words.insert(rng.randrange(5), (rng.choice(CITIES), "B-LOC"))
-            rows.append({"tokens": [w for w, _ in words], "tags": [t for _, t in words]})
-        else:
-            fruit = rng.choice(list(COLOURS))
-            rows.append({"prompt": f"colour of {fruit}?", "response": f"{fruit} is {COLOURS[fruit]}"})
-    return rows
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The session's tiny BERT and Llama, and data for every head kind."""
@@ -75,7 +50,7 @@ def tiny(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     paths = {**tiny_models, "root": root}
     for kind in set(KIND_DATA.values()):
         path = root / f"{kind}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in _rows(kind, 160)), encoding="utf-8")
+        path.write_text("".join(json.dumps(r) + "\n" for r in learnable_rows(kind, 160)), encoding="utf-8")
         paths[kind] = path
     return paths
 
@@ -96,13 +71,7 @@ def tiny_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> 
                   "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1, "warmup": 0,
                   "group_by_length": False},
     }
-    for dotted, value in extra.items():
-        node = recipe
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return recipe
+    return set_dotted(recipe, extra)
 
 
 def refusal(method: str, head: str, mode: str) -> str | None:

@@ -12,7 +12,7 @@ from torch import nn
 from peftkit.errors import PeftkitError
 from peftkit.export.atomic import check_destination, staged_directory
 from peftkit.export.card import write_export_card
-from peftkit.export.parity import compare, logits_of, sample_batches, write_report_and_check
+from peftkit.export.parity import compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.methods.base import BaseBuilder, Method, PeftMethod
 from peftkit.modeling import DTYPES, load_base_model, load_tokenizer, quantization_config, release_checkpoint
@@ -173,15 +173,9 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
                 "note": "loading needs bitsandbytes; the logit difference below is what re-quantizing costs",
             },
             "weights_bytes": weights_bytes(staging),
-            "parity": {
-                **figures,
-                "samples": samples,
-                "tolerance": tolerance if exact else None,
-                "checked": exact,
-                "note": "the run's adapter model vs the export reloaded from disk, on the first test examples "
-                        "(compared counts tokens for token-level heads)"
-                        + ("" if exact else "; report only: de-quantized, re-quantized or cast weights"),
-            },
+            "parity": parity_section(figures, samples, tolerance, exact,
+                                     "the run's adapter model vs the export reloaded from disk",
+                                     "de-quantized, re-quantized or cast weights"),
         }
         write_report_and_check(staging, report, "parity check failed: exported logits")
         write_export_card(staging, out, recipe, metrics, report)

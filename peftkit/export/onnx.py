@@ -18,7 +18,14 @@ from peftkit.errors import PeftkitError
 from peftkit.export.atomic import staged_directory
 from peftkit.export.card import write_onnx_card
 from peftkit.export.merge import dequantized_builder, merged_model, open_for_export
-from peftkit.export.parity import Batches, compare, logits_of, sample_batches, write_report_and_check
+from peftkit.export.parity import (
+    Batches,
+    compare,
+    logits_of,
+    parity_section,
+    sample_batches,
+    write_report_and_check,
+)
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.modeling import load_tokenizer
@@ -151,15 +158,9 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
             "opset": opset,
             "onnxruntime": onnxruntime.__version__,
             "weights_bytes": sum(p.stat().st_size for p in staging.glob(f"{MODEL_FILE}*")),
-            "parity": {
-                **figures,
-                "samples": samples,
-                "tolerance": tolerance if exact else None,
-                "checked": exact,
-                "note": "the run's adapter model (PyTorch) vs the ONNX model in onnxruntime (CPU), on the first "
-                        "test examples (compared counts tokens for token-level heads)"
-                        + ("" if exact else "; report only: the run's base was quantized or not fp32"),
-            },
+            "parity": parity_section(figures, samples, tolerance, exact,
+                                     "the run's adapter model (PyTorch) vs the ONNX model in onnxruntime (CPU)",
+                                     "the run's base was quantized or not fp32"),
         }
         del session
         write_report_and_check(staging, report, "ONNX parity check failed: onnxruntime logits")

@@ -59,6 +59,20 @@ def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> dict[st
     }
 
 
+def parity_section(figures: dict[str, Any], samples: int, tolerance: float, exact: bool, compared: str,
+                   unchecked: str) -> dict[str, Any]:
+    """The report's ``parity`` entry: ``compare``'s figures, and whether they were held to ``tolerance`` (``exact``)
+    or only reported (``unchecked`` says why); ``compared`` names the two models."""
+    return {
+        **figures,
+        "samples": samples,
+        "tolerance": tolerance if exact else None,
+        "checked": exact,
+        "note": f"{compared}, on the first test examples (compared counts tokens for token-level heads)"
+                + ("" if exact else f"; report only: {unchecked}"),
+    }
+
+
 def write_report_and_check(staging: Path, report: dict[str, Any], what: str) -> None:
     """Write ``report`` as the export's report file, then fail when its parity was checked and is off by more
     than the tolerance, scaled by the largest |logit| above 1 (fp32 rounding grows with the logits' size)."""

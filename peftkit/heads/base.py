@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,6 +93,15 @@ class Head:
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         """One line of `peftkit predict` output."""
         raise NotImplementedError
+
+
+def eval_batches(model: Any, texts: list[str], batch_size: int) -> Iterator[tuple[list[str], Any]]:
+    """Put ``model`` in evaluation mode and yield ``texts`` in chunks of ``batch_size``, each with the model's
+    device (the loop every head's ``predict`` runs)."""
+    model.eval()
+    device = next(model.parameters()).device
+    for start in range(0, len(texts), batch_size):
+        yield texts[start:start + batch_size], device
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head
+from peftkit.heads.base import Head, eval_batches
 from peftkit.registry import HEADS
 from peftkit.schema import HeadConfig, option
 
@@ -149,11 +149,8 @@ class CausalLMHead(Head):
     @torch.no_grad()
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        model.eval()
-        device = next(model.parameters()).device
         results: list[dict[str, Any]] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
+        for chunk, device in eval_batches(model, texts, batch_size):
             inputs = self.prompt_inputs(tokenizer, chunk, max_length).to(device)
             output = model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)

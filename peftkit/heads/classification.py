@@ -18,7 +18,7 @@ from sklearn.metrics import (
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, sigmoid, softmax
+from peftkit.heads.base import Head, eval_batches, sigmoid, softmax
 from peftkit.registry import HEADS
 from peftkit.schema import HeadConfig, option
 
@@ -208,11 +208,8 @@ class ClassificationHead(Head):
     def _predict_probabilities(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
         """Best label (multi-label: every label over the threshold), its probability and every label's, per text."""
-        model.eval()
-        device = next(model.parameters()).device
         results: list[dict[str, Any]] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
+        for chunk, device in eval_batches(model, texts, batch_size):
             inputs = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
             logits = model(**inputs.to(device)).logits.float().cpu().numpy()
             probabilities = sigmoid(logits) if self.config.multi_label else softmax(logits)

@@ -14,7 +14,7 @@ from seqeval.metrics import classification_report
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, softmax
+from peftkit.heads.base import Head, eval_batches, softmax
 from peftkit.registry import HEADS
 from peftkit.schema import HeadConfig, option
 
@@ -178,11 +178,8 @@ class NerHead(Head):
     @torch.no_grad()
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        model.eval()
-        device = next(model.parameters()).device
         results: list[dict[str, Any]] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
+        for chunk, device in eval_batches(model, texts, batch_size):
             words = [split_words(text, self.config.word_split) for text in chunk]
             inputs = tokenizer([[w for w, _, _ in row] for row in words], is_split_into_words=True,
                                truncation=True, max_length=max_length, padding=True, return_tensors="pt")

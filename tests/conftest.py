@@ -152,23 +152,14 @@ def sentiment_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def set_dotted(recipe: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Apply ``{"a.b": value}`` overrides to a nested recipe mapping in place; returns it."""
-    for dotted, value in (overrides or {}).items():
-        node = recipe
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return recipe
-
-
 @pytest.fixture
 def write_recipe(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> Callable[..., Path]:
     """Write a fast recipe (tiny BERT, learnable data, 60 steps: about two seconds) with dotted overrides; returns its
     path. ``model.name`` may be overridden with a real model for the slow tests."""
 
     def write(overrides: dict[str, Any] | None = None, name: str = "tiny.yaml") -> Path:
+        from peftkit.recipe import apply_overrides
+
         recipe: dict[str, Any] = {
             "description": "tiny test recipe",
             "model": {"name": str(tiny_bert)},
@@ -182,7 +173,7 @@ def write_recipe(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> Callab
             "output_dir": str(tmp_path / "run"),
         }
         path = tmp_path / name
-        path.write_text(yaml.safe_dump(set_dotted(recipe, overrides)), encoding="utf-8")
+        path.write_text(yaml.safe_dump(apply_overrides(recipe, overrides or {})), encoding="utf-8")
         return path
 
     return write

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import learnable_rows, logits_of, set_dotted
+from conftest import learnable_rows, logits_of
 from transformers import BertConfig, BertModel, LlamaConfig
 
 import peftkit
 from peftkit.errors import PeftkitError
 from peftkit.methods.table import method_rows
 from peftkit.methods.targets import default_target_modules
-from peftkit.recipe import load_recipe, recipe_from_dict
+from peftkit.recipe import apply_overrides, load_recipe, recipe_from_dict
 from peftkit.registry import HEADS, METHODS
 from peftkit.run import load_run
 from peftkit.training import build_trainer, save_run
@@ -71,7 +71,7 @@ def tiny_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> 
                   "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1, "warmup": 0,
                   "group_by_length": False},
     }
-    return set_dotted(recipe, extra)
+    return apply_overrides(recipe, extra)
 
 
 def refusal(method: str, head: str, mode: str) -> str | None:

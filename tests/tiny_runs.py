@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 import yaml
-from conftest import learnable_rows, set_dotted, tiny_tokenizer
+from conftest import learnable_rows, tiny_tokenizer
 from transformers import BertConfig, BertModel
+
+from peftkit.recipe import apply_overrides
 
 
 def make_tiny(root: Path) -> dict[str, Path]:
@@ -44,7 +46,7 @@ def tiny_recipe(tiny: dict[str, Path], head: str, output_dir: Path, **dotted: An
                   "save_strategy": "no", "logging_steps": 2, "warmup": 0, "group_by_length": False},
         "output_dir": str(output_dir),
     }
-    set_dotted(recipe, dotted)
+    recipe = apply_overrides(recipe, dotted)
     path = output_dir.parent / f"{output_dir.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")

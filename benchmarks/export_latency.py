@@ -31,7 +31,7 @@ from peftkit.errors import PeftkitError
 from peftkit.export import export_run
 from peftkit.export.merge import run_builder
 from peftkit.export.parity import Batches, sample_batches
-from peftkit.run import load_run
+from peftkit.rundir.load import load_run
 
 
 class OnnxModel:

@@ -60,8 +60,8 @@ done
 
 command="benchmarks/gpu.sh${quick[*]:+ --quick}"
 if [ "$dry_run" -eq 1 ]; then
-  echo "would write GPU rows: python -m peftkit.bench.gpu benchmarks/RESULTS.md ${dirs[*]} --command '$command'"
+  echo "would write GPU rows: python tools/gpu_rows.py benchmarks/RESULTS.md ${dirs[*]} --command '$command'"
   [ "$has_gpu" -eq 1 ] || echo "(no CUDA GPU here: a real run would stop before training)"
 else
-  python -m peftkit.bench.gpu benchmarks/RESULTS.md "${dirs[@]}" --command "$command"
+  python tools/gpu_rows.py benchmarks/RESULTS.md "${dirs[@]}" --command "$command"
 fi

@@ -23,11 +23,12 @@ MIB = 2**20
 
 def measure(cell_id: str, keep_mapped: bool) -> dict:
     """Load one cell's base model here and return the figures."""
-    from peftkit import modeling
     from peftkit.bench.memory import read_status
     from peftkit.bench.suite import expand, load_suite
-    from peftkit.modeling import load_base_model, mapped_files, random_init_checkpoint
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.model import loading
+    from peftkit.model.loading import random_init_checkpoint
+    from peftkit.model.weights import mapped_files
     from peftkit.registry import HEADS
 
     cell = next(c for c in expand(load_suite(SUITE)) if c.id == cell_id)
@@ -35,9 +36,9 @@ def measure(cell_id: str, keep_mapped: bool) -> dict:
     checkpoint = random_init_checkpoint(recipe.model)
     head = HEADS.get(recipe.task.head)(recipe.task)
     if keep_mapped:
-        modeling.release_checkpoint = lambda model: 0
+        loading.release_checkpoint = lambda model: 0
     before = read_status()
-    model, _ = load_base_model(recipe.model, recipe.quantization, head, ["negative", "positive"])
+    model, _ = loading.load_base_model(recipe.model, recipe.quantization, head, ["negative", "positive"])
     after = read_status()
     return {"cell": cell_id, "before": before, "after": after,
             "checkpoint_mapped": [p for p in mapped_files() if checkpoint and p.startswith(checkpoint)],

@@ -6,7 +6,7 @@ Runs benchmarks/overhead.yaml (three tiny cells: short batches, where the fixed 
 where activations do), predicts each with this checkout's estimate, and fits the measured peak (private memory
 on a CPU, allocated memory on a GPU) less every analytic term as ``constant + share × activations`` (least
 squares). The two figures go into ``RUNTIME_OVERHEAD[device]`` and ``ALLOCATOR_RETENTION[device]`` in
-peftkit/estimate.py. Measured once per device kind, never fitted to the cells the estimate is judged on.
+peftkit/hardware/estimate.py. Measured once per device kind, never fitted to the cells the estimate is judged on.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 
 def train(recipe: Any, overwrite: bool = False, **overrides: Any) -> Any:
-    """Train and evaluate a recipe (name, YAML path or Recipe); see :func:`peftkit.training.train`."""
-    from peftkit.training import train as run_training
+    """Train and evaluate a recipe (name, YAML path or Recipe); see :func:`peftkit.training.run.train`."""
+    from peftkit.training.run import train as run_training
 
     return run_training(recipe, overwrite=overwrite, **overrides)
 

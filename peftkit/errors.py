@@ -18,3 +18,9 @@ def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
     if not close:
         close = [c for c in choices if "_" in c and "".join(p[0] for p in c.split("_") if p) == word.lower()]
     return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

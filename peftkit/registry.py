@@ -5,9 +5,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from peftkit.errors import PeftkitError, did_you_mean
+
+if TYPE_CHECKING:  # types only: the plugins sit in layers above this one and register themselves here
+    from peftkit.config.schema import HeadConfig, MethodConfig
+    from peftkit.data.augment import Augmenter
+    from peftkit.heads.base import Head
+    from peftkit.methods.base import Method
 
 T = TypeVar("T")
 
@@ -112,7 +118,22 @@ class Registry(Generic[T]):
         return name in self._items
 
 
-HEADS: Registry = Registry("head", "peftkit.heads", "peftkit.heads", option="head")
-METHODS: Registry = Registry("method", "peftkit.methods", "peftkit.methods", option="name")
+HEADS: Registry[type[Head]] = Registry("head", "peftkit.heads", "peftkit.heads", option="head")
+METHODS: Registry[type[Method]] = Registry("method", "peftkit.methods", "peftkit.methods", option="name")
 #: Text augmentation operations ``(text, ctx) -> text`` (`augment.ops`), e.g. a back-translation plug-in.
-AUGMENTERS: Registry = Registry("augmenter", "peftkit.data.augment", "peftkit.augmenters")
+AUGMENTERS: Registry[Augmenter] = Registry("augmenter", "peftkit.data.augment", "peftkit.augmenters")
+
+
+def build_head(task: HeadConfig) -> Head:
+    """The task head a recipe's ``task`` section names, built with those options."""
+    return HEADS.get(task.head)(task)
+
+
+def build_method(method: MethodConfig) -> Method:
+    """The fine-tuning method a recipe's ``method`` section names, built with those options."""
+    return METHODS.get(method.name)(method)
+
+
+def plugins(recipe: Any) -> tuple[Head, Method]:
+    """A recipe's task head and fine-tuning method, each built from its section."""
+    return build_head(recipe.task), build_method(recipe.method)

@@ -18,14 +18,16 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from peftkit import ownership
+from peftkit.config.files import read_yaml, resolve_recipe_path
+from peftkit.config.load import load_recipe, recipe_from_dict
+from peftkit.config.overrides import apply_overrides
 from peftkit.errors import PeftkitError
-from peftkit.recipe import apply_overrides, load_recipe, read_yaml, recipe_from_dict, resolve_recipe_path
 from peftkit.registry import HEADS
-from peftkit.training import build_trainer, run_inputs
+from peftkit.rundir import ownership
+from peftkit.rundir.destination import check_destination, run_inputs
+from peftkit.rundir.layout import BEST_RECIPE, TRIALS_TABLE
+from peftkit.training.build import build_trainer
 
-BEST_RECIPE = "best.yaml"
-TRIALS_TABLE = "trials.csv"
 PRUNERS = ("median", "hyperband", "none")
 
 
@@ -179,12 +181,8 @@ def sweep(recipe: str | Path, space: str | Path, trials: int, output_dir: str | 
 
 def _prepare(out: Path, overwrite: bool, inputs: list[str | Path]) -> None:
     """An empty sweep directory; ``overwrite`` removes what an earlier sweep wrote (its manifest), nothing else."""
-    if out.exists() and not out.is_dir():
-        raise PeftkitError(f"sweep output '{out}' is a file, not a directory")
+    check_destination(out, overwrite, "sweep", "--output-dir", inputs)
     if out.is_dir() and ownership.has_content(out):
-        if not overwrite:
-            raise PeftkitError(f"sweep output '{out}' is not empty; choose another (--output-dir) or pass --overwrite")
-        ownership.check_not_precious(out, "--output-dir", inputs)
         ownership.remove_owned(out, "sweep", "--output-dir")
     out.mkdir(parents=True, exist_ok=True)
     ownership.record(out, "sweep", [TRIALS_TABLE, BEST_RECIPE])

@@ -158,7 +158,7 @@ def write_recipe(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> Callab
     path. ``model.name`` may be overridden with a real model for the slow tests."""
 
     def write(overrides: dict[str, Any] | None = None, name: str = "tiny.yaml") -> Path:
-        from peftkit.recipe import apply_overrides
+        from peftkit.config.overrides import apply_overrides
 
         recipe: dict[str, Any] = {
             "description": "tiny test recipe",
@@ -227,7 +227,7 @@ def train_and_reload(recipe: Path, texts: list[str], **overrides: Any) -> dict[s
     import torch
 
     import peftkit
-    from peftkit.run import load_run
+    from peftkit.rundir.load import load_run
 
     probe = logits_probe(texts)
     result = peftkit.train(recipe, callbacks=[probe], **overrides)

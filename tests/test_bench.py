@@ -132,8 +132,8 @@ def test_estimate_within_a_sane_factor_of_the_measured_peak(tmp_path: Path, sent
 def test_report_can_predict_again_with_this_checkout(finished_suite: Path, tmp_path: Path) -> None:
     import shutil
 
-    from peftkit.estimate import estimate
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware.auto import estimate_on
 
     copy = tmp_path / "bench"
     shutil.copytree(finished_suite, copy)
@@ -143,7 +143,7 @@ def test_report_can_predict_again_with_this_checkout(finished_suite: Path, tmp_p
     result["memory"]["predicted_bytes"] = 1  # as if an older estimate had predicted it
     cell.write_text(json.dumps(result), encoding="utf-8")
     recipe = recipe_from_dict(json.loads((copy / "specs" / "lora-seed2.json").read_text())["recipe"])
-    expected = estimate(recipe).total  # this machine: a CPU in CI
+    expected = estimate_on(recipe).total  # this machine: a CPU in CI
     text, _ = render(copy, re_estimate=True)
     assert "Predictions recomputed by `peftkit estimate` at commit" in text
     row = next(line for line in text.splitlines() if line.startswith("| lora-seed2 |"))
@@ -250,8 +250,8 @@ def test_cli_bench_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_padding_option_fixes_batch_length(write_recipe: Any, tmp_path: Path) -> None:
     from conftest import make_sentiment_rows
 
-    from peftkit.recipe import load_recipe
-    from peftkit.training import build_trainer
+    from peftkit.config.load import load_recipe
+    from peftkit.training.build import build_trainer
 
     data = tmp_path / "varied.csv"  # texts of 5 to 9 words, so dynamic padding varies from batch to batch
     with data.open("w", newline="", encoding="utf-8") as f:
@@ -274,9 +274,10 @@ def test_padding_option_fixes_batch_length(write_recipe: Any, tmp_path: Path) ->
 
 
 def test_random_init_needs_flag_and_matches_estimate(tmp_path: Path, sentiment_csv: Path) -> None:
-    from peftkit.estimate import estimate
-    from peftkit.recipe import recipe_from_dict
-    from peftkit.training import build_trainer, count_parameters
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.model.params import count_parameters
+    from peftkit.training.build import build_trainer
 
     raw = tiny_recipe(sentiment_csv, "minilm-l6")
     raw["model"]["config_overrides"] = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -290,7 +291,7 @@ def test_random_init_needs_flag_and_matches_estimate(tmp_path: Path, sentiment_c
     recipe.output_dir = str(tmp_path / "run")
     model = build_trainer(recipe, tmp_path / "run").trainer.model
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
-    predicted = estimate(recipe)
+    predicted = estimate_on(recipe)
     assert (predicted.trainable_params, predicted.total_params) == count_parameters(model)
     assert predicted.weights == 4 * predicted.total_params
 
@@ -299,7 +300,7 @@ def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentimen
     import random
 
     from peftkit.bench.tfidf import run_tfidf
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
 
     fitted = run_tfidf(recipe_from_dict(tiny_recipe(sentiment_csv, "minilm-l6")))
     assert fitted["test_examples"] == 40 and fitted["train_examples"] == 360
@@ -319,7 +320,7 @@ def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentimen
 
 def test_tfidf_baseline_refuses_token_classification(sentiment_csv: Path) -> None:
     from peftkit.bench.tfidf import run_tfidf
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
 
     recipe = recipe_from_dict({**tiny_recipe(sentiment_csv, "minilm-l6"), "task": {"head": "ner"}})
     with pytest.raises(PeftkitError, match=r"baseline 'tfidf': needs a single-label sequence classification head"):

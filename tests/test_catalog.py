@@ -478,8 +478,8 @@ def test_conll2003_keeps_its_splits_and_drops_docstart(monkeypatch: pytest.Monke
 
     from datasets import DatasetDict
 
+    from peftkit.config.sections import DataSection
     from peftkit.data import load_source
-    from peftkit.recipe import DataSection
 
     source = load_source(DataSection(source="fake"))
     assert isinstance(source, DatasetDict)
@@ -624,8 +624,8 @@ def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_model_card_states_catalogue_licences(tmp_path: Path) -> None:
-    from peftkit.modelcard import write_model_card
-    from peftkit.recipe import load_recipe
+    from peftkit.config.load import load_recipe
+    from peftkit.rundir.cards import write_model_card
 
     recipe = load_recipe("zh-ner-lora")
     write_model_card(tmp_path, recipe, {"test": {"f1": 0.9}})

@@ -17,13 +17,16 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import peftkit
+from peftkit.config.load import load_recipe
+from peftkit.config.sections import ModelSection
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.causal_lm import IGNORE, CausalLMConfig, CausalLMHead, response_nll
-from peftkit.modeling import load_tokenizer
-from peftkit.recipe import ModelSection, load_recipe
-from peftkit.run import evaluate_run, load_run, predict
-from peftkit.training import build_trainer, save_run
+from peftkit.model.loading import load_tokenizer
+from peftkit.rundir.inference import evaluate_run, predict
+from peftkit.rundir.load import load_run
+from peftkit.rundir.save import save_run
+from peftkit.training.build import build_trainer
 
 COLOURS = {"banana": "yellow", "apple": "red", "lime": "green", "plum": "purple", "cherry": "red", "kiwi": "green"}
 PROMPTS = ["What colour is a ripe lime?", "What colour is a ripe plum?"]

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from conftest import make_sentiment_rows, write_json_lines
 
+from peftkit.config.schema import HeadConfig
+from peftkit.config.sections import DataSection
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.classification import ClassificationHead
-from peftkit.recipe import DataSection
-from peftkit.schema import HeadConfig
 
 ROWS = make_sentiment_rows(60)
 HEAD = ClassificationHead(HeadConfig())

@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
-from peftkit import device as devices
-from peftkit.recipe import load_recipe
+from peftkit.config.load import load_recipe
+from peftkit.hardware import auto
+from peftkit.hardware import device as devices
 
 
 def mock_gpu(monkeypatch: pytest.MonkeyPatch, name: str, capability: tuple[int, int], memory: int,
@@ -26,14 +27,14 @@ def mock_gpu(monkeypatch: pytest.MonkeyPatch, name: str, capability: tuple[int, 
 
 def resolved(name: str, *overrides: str) -> dict[str, object]:
     recipe = load_recipe(name, list(overrides))
-    devices.resolve_settings(recipe, devices.current())
+    auto.resolve_settings(recipe, devices.current())
     return {"precision": recipe.train.precision, "compute_dtype": recipe.quantization.compute_dtype,
             "optim": recipe.train.optim, "attn": recipe.model.attn_implementation}
 
 
 def test_auto_is_the_default() -> None:
     recipe = load_recipe("sentiment-lora")
-    assert not devices.is_resolved(recipe)
+    assert not auto.is_resolved(recipe)
     assert (recipe.train.precision, recipe.quantization.compute_dtype, recipe.train.optim,
             recipe.model.attn_implementation, recipe.train.gradient_checkpointing) == ("auto",) * 5
 
@@ -75,31 +76,31 @@ def test_attention_falls_back_to_what_the_model_class_supports() -> None:
     neither = type("Plain", (), {})
     sdpa_only = type("SdpaOnly", (), {"_supports_sdpa": True})
     both = type("Both", (), {"_supports_sdpa": True, "_supports_flash_attn": True})
-    assert devices.attn_implementation(gpu, neither, flash_installed=True) == "eager"
-    assert devices.attn_implementation(gpu, sdpa_only, flash_installed=True) == "sdpa"
-    assert devices.attn_implementation(gpu, both, flash_installed=True) == "flash_attention_2"
-    assert devices.attn_implementation(gpu, both, flash_installed=False) == "sdpa"
+    assert auto.attn_implementation(gpu, neither, flash_installed=True) == "eager"
+    assert auto.attn_implementation(gpu, sdpa_only, flash_installed=True) == "sdpa"
+    assert auto.attn_implementation(gpu, both, flash_installed=True) == "flash_attention_2"
+    assert auto.attn_implementation(gpu, both, flash_installed=False) == "sdpa"
 
 
 def test_gradient_checkpointing_turns_on_only_when_the_estimate_does_not_fit() -> None:
-    from peftkit.estimate import estimate
+    from peftkit.hardware.estimate import estimate
 
     recipe = load_recipe("sentiment-lora", ["train.batch_size=64"])
     gpu = devices.Device("cuda", "A100", 80 * 10**9, (8, 0))
-    devices.resolve_settings(recipe, gpu)
+    auto.resolve_settings(recipe, gpu)
     peak = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
         update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"], device=gpu).total
     small = devices.Device("cuda", "small", peak - 1, (8, 0))
     large = devices.Device("cuda", "large", peak + 1, (8, 0))
     for target, expected in ((small, True), (large, False)):
         trial = recipe.model_copy(deep=True)
-        assert devices.resolve_checkpointing(trial, target, 96, ["negative", "positive"]) == {
+        assert auto.resolve_checkpointing(trial, target, 96, ["negative", "positive"]) == {
             "train.gradient_checkpointing": expected}
         assert trial.train.gradient_checkpointing is expected
 
 
 def test_cpu_run_saves_resolved_values(write_recipe, tmp_path: Path) -> None:
-    from peftkit.training import train
+    from peftkit.training.run import train
 
     result = train(write_recipe({"train.max_steps": 2, "quantization.mode": "none"}))
     saved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text(encoding="utf-8"))

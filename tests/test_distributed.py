@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 
 import peftkit
 from peftkit.cli import main
-from peftkit.distributed import launch_args, training_kwargs
+from peftkit.config.load import load_recipe
+from peftkit.config.sections import DistributedSection
 from peftkit.errors import PeftkitError
-from peftkit.recipe import DistributedSection, load_recipe
+from peftkit.training.distributed import launch_args, training_kwargs
 
 #: Stated tolerances. Two processes sum the same gradients in another order (gloo all-reduce), so weights
 #: differ in the last float32 bits (measured: 4e-6 at most on weights of size up to 0.07).

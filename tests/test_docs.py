@@ -1,17 +1,17 @@
-"""README sections generated from code are up to date (run `python -m peftkit.docs` to refresh them)."""
+"""README sections generated from code are up to date (run `python tools/docs.py` to refresh them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from peftkit.docs import render
+from tools.docs import render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_generated_sections_are_current() -> None:
     text = README.read_text(encoding="utf-8")
-    assert render(text) == text, "README is stale: run `python -m peftkit.docs` and commit README.md"
+    assert render(text) == text, "README is stale: run `python tools/docs.py` and commit README.md"
 
 
 def test_readme_documents_every_cli_verb() -> None:

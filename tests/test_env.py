@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from peftkit import env
 from peftkit.cli import main
+from peftkit.hardware import env
 
 
 def test_tested_range_comes_from_peftkit_metadata(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,11 +14,11 @@ import torch
 import yaml
 
 import peftkit
-from peftkit import ownership
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.export import export_run
-from peftkit.run import load_run
+from peftkit.rundir import ownership
+from peftkit.rundir.load import load_run
 
 TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is quite charming"]
 
@@ -308,7 +308,7 @@ def test_token_head_parity_counts_every_real_token(tmp_path: Path, tiny_bert: Pa
     from test_ner import ner_conll
 
     from peftkit.export.parity import sample_batches
-    from peftkit.modeling import load_tokenizer
+    from peftkit.model.loading import load_tokenizer
     from peftkit.registry import HEADS
 
     data = ner_conll(tmp_path / "ner.conll", 120)

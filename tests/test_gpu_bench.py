@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from peftkit.bench import gpu
 from peftkit.errors import PeftkitError
+from tools import gpu_rows as gpu
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,12 +10,13 @@ import torch
 from conftest import make_sentiment_rows, train_and_reload
 from datasets import Dataset
 
+from peftkit.config.sections import DataSection
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.classification import ClassificationConfig, ClassificationHead
-from peftkit.recipe import DataSection
-from peftkit.run import load_run, predict
-from peftkit.training import train
+from peftkit.rundir.inference import predict
+from peftkit.rundir.load import load_run
+from peftkit.training.run import train
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -11,11 +11,13 @@ import pytest
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from peftkit import device as devices
+from peftkit.config.load import load_recipe
 from peftkit.data import cache, loading
-from peftkit.env import fits
-from peftkit.modeling import parameter_count, shipped_config
-from peftkit.recipe import load_recipe
+from peftkit.hardware import auto
+from peftkit.hardware import device as devices
+from peftkit.hardware.env import fits
+from peftkit.model.config import shipped_config
+from peftkit.model.params import parameter_count
 
 HUB_RECIPES = ("qwen2.5-7b-qlora-sft", "qwen2.5-1.5b-lora-sft", "roberta-base-lora-sst2",
                "bert-base-chinese-lora-thucnews")
@@ -38,7 +40,7 @@ def test_hub_recipe_validates_and_estimates_offline(name: str) -> None:
     by_memory = {row.device.memory: row for row in rows}
     assert set(by_memory) == {24 * GiB, 80 * GiB}
     for row in rows:
-        assert row.recipe.train.precision == "bf16" and devices.is_resolved(row.recipe)
+        assert row.recipe.train.precision == "bf16" and auto.is_resolved(row.recipe)
         assert row.estimate.sequence_length == recipe.data.max_length
     # the 80 GB card never needs checkpointing where the 24 GB one does not
     big, small = by_memory[80 * GiB].recipe.train, by_memory[24 * GiB].recipe.train
@@ -92,8 +94,8 @@ def _tiny_base(name: str, tmp_path: Path) -> tuple[Path, dict]:
 
 @pytest.mark.parametrize("name", HUB_RECIPES)
 def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftkit.run import predict
-    from peftkit.training import train
+    from peftkit.rundir.inference import predict
+    from peftkit.training.run import train
 
     recipe = load_recipe(name)
     calls = []

@@ -6,8 +6,8 @@ import logging
 import subprocess
 import sys
 
-from peftkit import device as devices
 from peftkit import quiet
+from peftkit.hardware import device as devices
 
 CPU = devices.Device("cpu", "cpu", devices.cpu_memory())
 
@@ -61,25 +61,26 @@ def test_no_checkpoint_stays_mapped_after_a_4bit_load(minilm_dir, monkeypatch) -
 
     import torch
 
-    from peftkit import modeling
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.model import loading, weights
     from peftkit.registry import HEADS
 
     recipe = recipe_from_dict({"model": {"name": str(minilm_dir)}, "task": {"head": "sentiment"},
-                               "method": {"name": "qlora"}, "quantization": {"mode": "4bit", "quant_type": "nf4"}})
+                               "method": {"name": "qlora"},
+                               "quantization": {"mode": "4bit", "quant_type": "nf4", "compute_dtype": "float32"}})
     head = HEADS.get("sentiment")(recipe.task)
     model_section, nf4 = recipe.model, recipe.quantization
 
     def mapped_here() -> list[str]:
-        return [path for path in modeling.mapped_files() if path.startswith(str(minilm_dir))]
+        return [path for path in weights.mapped_files() if path.startswith(str(minilm_dir))]
 
     with monkeypatch.context() as patch:  # without the release, transformers leaves the float file mapped
-        patch.setattr(modeling, "release_checkpoint", lambda model: 0)
-        kept, _ = modeling.load_base_model(model_section, nf4, head, ["negative", "positive"])
+        patch.setattr(loading, "release_checkpoint", lambda model: 0)
+        kept, _ = loading.load_base_model(model_section, nf4, head, ["negative", "positive"])
         assert mapped_here()
         del kept
         gc.collect()
-    model, _ = modeling.load_base_model(model_section, nf4, head, ["negative", "positive"])
+    model, _ = loading.load_base_model(model_section, nf4, head, ["negative", "positive"])
     assert mapped_here() == []
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[101, 2204, 3185, 102]])).logits
@@ -87,7 +88,7 @@ def test_no_checkpoint_stays_mapped_after_a_4bit_load(minilm_dir, monkeypatch) -
 
 
 def tiny_estimate_recipe(minilm_dir, **sections):
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
 
     raw = {"model": {"name": str(minilm_dir)}, "task": {"head": "sentiment"},
            "method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
@@ -96,10 +97,11 @@ def tiny_estimate_recipe(minilm_dir, **sections):
 
 
 def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
-    from peftkit.estimate import ALLOCATOR_RETENTION, RUNTIME_OVERHEAD, estimate, meta_model
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.hardware.estimate import ALLOCATOR_RETENTION, RUNTIME_OVERHEAD, meta_model
 
     labels = ["negative", "positive"]
-    lora = estimate(tiny_estimate_recipe(minilm_dir), sequence_length=32, labels=labels, device=CPU)
+    lora = estimate_on(tiny_estimate_recipe(minilm_dir), CPU, sequence_length=32, labels=labels)
     model = meta_model(tiny_estimate_recipe(minilm_dir), labels)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert lora.trainable_params == trainable
@@ -114,17 +116,17 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
     assert lora.runtime_overhead >= RUNTIME_OVERHEAD["cpu"] + lora.retained
 
     wider = tiny_estimate_recipe(minilm_dir, train={"batch_size": 8, "eval_batch_size": 4})
-    double = estimate(wider, sequence_length=32, labels=labels, device=CPU)
+    double = estimate_on(wider, CPU, sequence_length=32, labels=labels)
     assert 1.8 < double.activations / lora.activations < 2.2  # saved tensors scale with the batch
 
-    nf4 = estimate(tiny_estimate_recipe(minilm_dir, method={"name": "qlora", "r": 4,
+    nf4 = estimate_on(tiny_estimate_recipe(minilm_dir, method={"name": "qlora", "r": 4,
                                                               "target_modules": ["query", "value"]},
                                         quantization={"mode": "4bit", "quant_type": "nf4"}),
-                   sequence_length=32, labels=labels, device=CPU)
+                   CPU, sequence_length=32, labels=labels)
     assert 0 < nf4.quantized_weights < nf4.weights < lora.weights  # linear layers at ~4.1 bits, the rest fp32
     assert nf4.weights + nf4.quantized_weights * 8 < lora.weights + 0.05 * lora.weights
 
-    full = estimate(tiny_estimate_recipe(minilm_dir, method={"name": "full"}), sequence_length=32, labels=labels,
+    full = estimate_on(tiny_estimate_recipe(minilm_dir, method={"name": "full"}), sequence_length=32, labels=labels,
                     device=CPU)
     largest = max(p.numel() for p in meta_model(tiny_estimate_recipe(minilm_dir, method={"name": "full"}),
                                                 labels).parameters())
@@ -134,8 +136,8 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
 def test_traced_activations_match_a_real_forward(minilm_dir) -> None:
     import torch
 
-    from peftkit.estimate import meta_model, traced_activations
-    from peftkit.modeling import load_base_model
+    from peftkit.hardware.estimate import meta_model, traced_activations
+    from peftkit.model.loading import load_base_model
     from peftkit.registry import HEADS, METHODS
 
     recipe = tiny_estimate_recipe(minilm_dir)

@@ -15,13 +15,15 @@ from conftest import learnable_rows, logits_of
 from transformers import BertConfig, BertModel, LlamaConfig
 
 import peftkit
+from peftkit.config.load import load_recipe, recipe_from_dict
+from peftkit.config.overrides import apply_overrides
 from peftkit.errors import PeftkitError
-from peftkit.methods.table import method_rows
 from peftkit.methods.targets import default_target_modules
-from peftkit.recipe import apply_overrides, load_recipe, recipe_from_dict
+from peftkit.model.method_table import method_rows
 from peftkit.registry import HEADS, METHODS
-from peftkit.run import load_run
-from peftkit.training import build_trainer, save_run
+from peftkit.rundir.load import load_run
+from peftkit.rundir.save import save_run
+from peftkit.training.build import build_trainer
 
 #: Per-method options that keep the tiny runs learnable in a dozen steps (defaults otherwise).
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -239,7 +241,7 @@ def test_metrics_report_parameters_and_adapter_size(tiny: dict[str, Path], tmp_p
 
 def test_prompt_method_on_causal_lm_end_to_end(tiny: dict[str, Path], tmp_path: Path) -> None:
     """Virtual tokens lengthen the logits: evaluation, generation samples and `peftkit eval` still line up."""
-    from peftkit.run import evaluate_run, predict
+    from peftkit.rundir.inference import evaluate_run, predict
 
     raw = tiny_recipe(tiny, "prompt_tuning", "causal_lm", output_dir=str(tmp_path / "run"))
     raw["train"]["max_steps"] = 2

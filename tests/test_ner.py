@@ -9,12 +9,13 @@ import pytest
 from conftest import train_and_reload
 from datasets import Dataset
 
+from peftkit.config.sections import DataSection, ModelSection
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.ner import IGNORE, NerConfig, NerHead, align_labels, entities, entity_metrics, split_words
-from peftkit.modeling import load_tokenizer
-from peftkit.recipe import DataSection, ModelSection
-from peftkit.run import load_run, predict
+from peftkit.model.loading import load_tokenizer
+from peftkit.rundir.inference import predict
+from peftkit.rundir.load import load_run
 
 NAMES = ["alice", "bob", "carol", "dave"]
 CITIES = ["paris", "london", "berlin", "rome"]

@@ -18,7 +18,7 @@ from tiny_runs import make_tiny, tiny_recipe
 import peftkit
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
-from peftkit.run import load_run
+from peftkit.rundir.load import load_run
 
 TEXTS = ["bob saw a great film in rome", "the plot was dull", "alice", "quite superb and really good film"]
 

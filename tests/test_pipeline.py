@@ -15,7 +15,8 @@ from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.export import export_run
 from peftkit.export.parity import sample_batches
-from peftkit.run import evaluate_run, load_run, predict
+from peftkit.rundir.inference import evaluate_run, predict
+from peftkit.rundir.load import load_run
 
 
 @pytest.fixture

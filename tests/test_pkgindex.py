@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from peftkit import pkgindex
+from peftkit.data import pkgindex
 
 
 def _conf(path: Path, text: str) -> None:

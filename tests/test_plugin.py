@@ -81,10 +81,10 @@ def test_without_the_plugin_the_head_is_unknown(write_recipe, capsys: pytest.Cap
 
 def test_register_names_the_plugin_once_and_checks_its_options() -> None:
     """`register(name)` gives the class its name; a declared name or an options default that disagrees is refused."""
+    from peftkit.config.schema import MethodConfig, option
     from peftkit.errors import PeftkitError
     from peftkit.methods.base import Method
     from peftkit.registry import Registry
-    from peftkit.schema import MethodConfig, option
 
     registry: Registry = Registry("method", "peftkit.methods", "peftkit.test-none", option="name")
 

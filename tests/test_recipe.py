@@ -7,15 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from peftkit.config.files import named_recipes
+from peftkit.config.load import load_recipe, recipe_from_dict
+from peftkit.config.options import describe_options
+from peftkit.config.overrides import apply_overrides, parse_override
 from peftkit.errors import PeftkitError
-from peftkit.recipe import (
-    apply_overrides,
-    describe_options,
-    load_recipe,
-    named_recipes,
-    parse_override,
-    recipe_from_dict,
-)
 
 
 def test_every_named_recipe_validates() -> None:

@@ -19,11 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peftkit.atomic import replace_dir, write_text
-from peftkit.checkpoints import AtomicCheckpoints, is_complete, last_checkpoint, resume_point
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
-from peftkit.trainer import PeftkitTrainer
+from peftkit.rundir.atomic import replace_dir, write_text
+from peftkit.rundir.checkpoints import is_complete, last_checkpoint, resume_point
+from peftkit.training.checkpoints import AtomicCheckpoints
+from peftkit.training.trainer import PeftkitTrainer
 
 DRIVER = '''
 import os, signal, sys, time

@@ -24,9 +24,9 @@ import yaml
 from conftest import FILLER, NEGATIVE, POSITIVE, make_sentiment_rows
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from peftkit import ownership
 from peftkit.cli import main
-from peftkit.export.atomic import staged_directory
+from peftkit.rundir import ownership
+from peftkit.rundir.staging import staged_directory
 
 
 @pytest.fixture(scope="module")
@@ -217,16 +217,16 @@ def _model_and_data(project: Path) -> tuple[Path, Path]:
 
 def _fail_writes_under(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """The model card write fails with ENOSPC for files under ``root`` (the disk holding output_dir)."""
-    import peftkit.training
+    import peftkit.rundir.save
 
-    real = peftkit.training.write_model_card
+    real = peftkit.rundir.save.write_model_card
 
     def full(directory: Path, *args: Any) -> None:
         if Path(directory).resolve().is_relative_to(root.resolve()):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(directory, *args)
 
-    monkeypatch.setattr(peftkit.training, "write_model_card", full)
+    monkeypatch.setattr(peftkit.rundir.save, "write_model_card", full)
 
 
 def test_full_disk_at_the_final_save_keeps_the_run_elsewhere_and_says_where(
@@ -308,7 +308,7 @@ def test_full_disk_during_export_is_one_line_and_writes_nothing(
 def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Path) -> None:
     out = tmp_path / "export"
     script = (
-        "import sys, time\nfrom pathlib import Path\nfrom peftkit.export.atomic import staged_directory\n"
+        "import sys, time\nfrom pathlib import Path\nfrom peftkit.rundir.staging import staged_directory\n"
         f"with staged_directory(Path({str(out)!r})) as s:\n"
         "    (s / 'model.safetensors').write_bytes(b'x' * 1000)\n    print(s, flush=True)\n    time.sleep(60)\n"
     )

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from peftkit.cli import main
+from peftkit.config.load import load_recipe
 from peftkit.errors import PeftkitError
-from peftkit.recipe import load_recipe
 from peftkit.sweep import read_space, sweep
 
 optuna = pytest.importorskip("optuna")

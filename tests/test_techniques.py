@@ -11,14 +11,15 @@ import yaml
 from datasets import Dataset, DatasetDict
 from transformers import LlamaConfig
 
+from peftkit.config.load import load_recipe
+from peftkit.config.sections import AugmentSection, PreprocessSection
 from peftkit.data import augment, preprocess
-from peftkit.data.augment import AugmentContext, AugmentSection
-from peftkit.data.preprocess import Preprocessor, PreprocessSection
+from peftkit.data.augment import AugmentContext
+from peftkit.data.preprocess import Preprocessor
 from peftkit.errors import PeftkitError
-from peftkit.recipe import load_recipe
+from peftkit.model.dropout import dropout_overrides
 from peftkit.registry import AUGMENTERS
-from peftkit.regularization import dropout_overrides
-from peftkit.training import build_trainer
+from peftkit.training.build import build_trainer
 
 LR = 1e-3
 
@@ -197,8 +198,8 @@ def test_unknown_preprocess_step_is_named(write_recipe) -> None:
 
 
 def test_preprocessing_is_saved_with_the_run_and_applied_at_predict_time(write_recipe, tmp_path: Path) -> None:
-    from peftkit.run import predict
-    from peftkit.training import train
+    from peftkit.rundir.inference import predict
+    from peftkit.training.run import train
 
     stopwords = tmp_path / "stop.txt"
     stopwords.write_text("really\nquite\n", encoding="utf-8")
@@ -287,7 +288,7 @@ def test_augment_refused_for_word_list_heads() -> None:
 
 
 def test_options_are_documented() -> None:
-    from peftkit.recipe import describe_options
+    from peftkit.config.options import describe_options
 
     keys = {key for key, _, _ in describe_options()}
     assert {"train.layerwise_lr_decay", "train.l1", "train.label_smoothing", "model.hidden_dropout",

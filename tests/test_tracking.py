@@ -13,8 +13,8 @@ from transformers import TrainerCallback, TrainerState
 import peftkit
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
-from peftkit.ownership import BOOKKEEPING
-from peftkit.run import load_run
+from peftkit.rundir.layout import BOOKKEEPING
+from peftkit.rundir.load import load_run
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import peftkit
-from peftkit.run import evaluate_run, load_run
+from peftkit.rundir.inference import evaluate_run
+from peftkit.rundir.load import load_run
 
 TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is quite charming"]
 

@@ -11,7 +11,7 @@ import yaml
 from conftest import learnable_rows, tiny_tokenizer
 from transformers import BertConfig, BertModel
 
-from peftkit.recipe import apply_overrides
+from peftkit.config.overrides import apply_overrides
 
 
 def make_tiny(root: Path) -> dict[str, Path]:

@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from peftkit import atomic
 from peftkit.bench.memory import MemorySampler, PhaseCallback
+from peftkit.rundir import atomic
 
 SCHEMA = "peftkit.bench.cell/1"
 #: Keys every result file has, whatever its status.
@@ -49,10 +49,10 @@ def measured_memory(sampler: MemorySampler) -> dict[str, Any]:
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one cell's recipe; everything measured goes into the returned result."""
     from peftkit.bench.provenance import collect, recipe_hash
-    from peftkit.estimate import estimate
-    from peftkit.modeling import random_init_path
-    from peftkit.recipe import recipe_from_dict
-    from peftkit.training import train
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.model.loading import random_init_path
+    from peftkit.training.run import train
 
     result = base_result(spec)
     result["provenance"] = collect()
@@ -62,7 +62,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("baseline"):
         return run_baseline(recipe, result)
     result.update(method=recipe.method.name, quantization=recipe.quantization.mode, model=recipe.model.name)
-    predicted = estimate(recipe)
+    predicted = estimate_on(recipe)
     checkpoint = random_init_path(recipe.model)
     if checkpoint is not None and not (checkpoint / "config.json").is_file():
         # built once, in a process of its own: its memory never inflates the baseline
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     (JSON) only build the recipe's random-init checkpoint."""
     argv = argv if argv is not None else sys.argv[1:]
     if argv[:1] == ["--prepare"]:
-        from peftkit.modeling import random_init_checkpoint
-        from peftkit.recipe import recipe_from_dict
+        from peftkit.config.load import recipe_from_dict
+        from peftkit.model.loading import random_init_checkpoint
 
         random_init_checkpoint(recipe_from_dict(json.loads(argv[1]), source="cell").model)
         return 0

@@ -346,10 +346,10 @@ def plot_scaling(rows: list[Row], directory: Path, measure: str) -> list[Path]:
 def predict_again(directory: Path, results: list[dict[str, Any]]) -> str | None:
     """Predict each successful cell's memory again with this checkout's estimate, from the recipe in its spec
     (``specs/<cell>.json``); measurements are left as they are. Returns the commit that predicted."""
-    from peftkit import device as devices
     from peftkit.bench.provenance import git_commit
-    from peftkit.estimate import estimate
-    from peftkit.recipe import recipe_from_dict
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware import device as devices
+    from peftkit.hardware.auto import estimate_on
 
     here = devices.current()
     for result in results:
@@ -358,7 +358,7 @@ def predict_again(directory: Path, results: list[dict[str, Any]]) -> str | None:
             continue  # a cell measured on another kind of device keeps the prediction it recorded
         recipe = recipe_from_dict(json.loads(spec.read_text(encoding="utf-8"))["recipe"], source=str(spec))
         memory = result["memory"]
-        predicted = estimate(recipe, device=here)
+        predicted = estimate_on(recipe, here)
         memory.update(predicted=predicted.as_dict(), predicted_bytes=predicted.total,
                       error_percent=100 * (predicted.total - memory["peak_bytes"]) / max(memory["peak_bytes"], 1))
     return git_commit()

@@ -19,8 +19,8 @@ import yaml
 
 from peftkit.bench.cell import failed_result, write_json_atomic
 from peftkit.bench.suite import Cell, Suite, expand, load_suite
+from peftkit.config.load import recipe_from_dict
 from peftkit.errors import PeftkitError
-from peftkit.recipe import recipe_from_dict
 
 RESULTS_DIR = "cells"
 SUITE_FILE = "suite.yaml"

@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from peftkit.config.files import read_yaml, resolve_recipe_path
+from peftkit.config.overrides import apply_overrides
+from peftkit.config.schema import Section, option
 from peftkit.errors import PeftkitError
-from peftkit.recipe import apply_overrides, read_yaml, resolve_recipe_path
-from peftkit.schema import Section, option
 
 GridAxis = list[Any] | dict[str, Any]
 

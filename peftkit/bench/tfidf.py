@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
-from peftkit.recipe import Recipe
+from peftkit.registry import build_head
 
 #: Name a suite lists under ``baselines`` to get this row.
 NAME = "tfidf"
@@ -42,10 +43,9 @@ def run_tfidf(recipe: Recipe) -> dict[str, Any]:
     """Fit on the recipe's training split, score on its test split; metrics, sizes and seconds."""
     from sklearn.linear_model import LogisticRegression
 
-    from peftkit.pipeline import build_splits
-    from peftkit.registry import HEADS
+    from peftkit.data.pipeline import build_splits
 
-    head = HEADS.get(recipe.task.head)(recipe.task)
+    head = build_head(recipe.task)
     if head.kind != "sequence_classification" or getattr(recipe.task, "multi_label", False):
         raise PeftkitError(
             f"baseline '{NAME}': needs a single-label sequence classification head, not task.head "

@@ -10,7 +10,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from peftkit.errors import PeftkitError
+from peftkit.errors import PeftkitError, first_line
 
 
 def assemble_copy(files: list[Path], dest: Path) -> None:
@@ -36,7 +36,7 @@ def assemble_pickled(files: list[Path], dest: Path) -> None:
         try:
             state = torch.load(pickled, weights_only=True, map_location="cpu")
         except Exception as exc:  # weights-only unpickling refuses anything but tensors and plain containers
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise PeftkitError(f"{pickled.name}: refused by weights-only loading ({first}); nothing cached") from None
         if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
             raise PeftkitError(f"{pickled.name}: expected a state dict of tensors")

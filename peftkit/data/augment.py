@@ -16,36 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from pydantic import model_validator
 
+from peftkit.config.sections import AugmentSection
+from peftkit.config.validation import check_augment
 from peftkit.errors import PeftkitError
 from peftkit.registry import AUGMENTERS
-from peftkit.schema import Section, option, refuse
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _GROUP_SEPARATORS = re.compile(r"[\s,，、;；]+")
 
 
-class AugmentSection(Section):
-    copies: int = option(0, "augmented copies added per training row (training split only); 0 = off", ge=0)
-    prob: float = option(
-        0.1, "share of the words (characters of unsegmented Chinese) one operation changes, at least one", gt=0, le=1
-    )
-    ops: list[str] = option(
-        ["synonym", "insert", "swap", "delete"],
-        "operations, one drawn per copy: synonym (skipped without augment.synonyms), insert, swap, delete, or a "
-        "plug-in of the peftkit.augmenters entry point group (e.g. back-translation)",
-    )
-    synonyms: str | None = option(
-        None, "UTF-8 file, one group of interchangeable words per line (separated by spaces or commas); "
-        "used by synonym and insert"
-    )
-
-    @model_validator(mode="after")
-    def _ops_for_copies(self) -> AugmentSection:
-        if not self.ops and self.copies:
-            raise refuse(f"'augment.ops' is empty but augment.copies is {self.copies}")
-        return self
 
 
 @dataclass
@@ -64,14 +44,6 @@ class AugmentContext:
 Augmenter = Callable[[str, AugmentContext], str]
 
 
-def check(section: AugmentSection, source: str = "recipe") -> None:
-    """Refuse unknown operations, naming the key (a missing synonym file: recipe.check_source_files)."""
-    for name in section.ops:
-        if name not in AUGMENTERS:
-            try:
-                AUGMENTERS.get(name)
-            except PeftkitError as exc:
-                raise PeftkitError(f"{source}: 'augment.ops': {exc}") from None
 
 
 def read_synonyms(path: str | Path | None) -> dict[str, list[str]]:
@@ -171,7 +143,7 @@ def augment(dataset: Dataset, section: AugmentSection, seed: int, column: str) -
     """
     if section.copies == 0:
         return dataset
-    check(section, "recipe")
+    check_augment(section, "recipe")
     synonyms = read_synonyms(section.synonyms)
     names = [n for n in section.ops if synonyms or n != "synonym"]  # without a word list it would copy rows
     if not names:

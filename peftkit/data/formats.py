@@ -1,8 +1,5 @@
-"""Local data files: one suffix table says what is a data file and how it is read.
-
-Recipe validation (`peftkit.recipe`) and loading both read this table, so they agree on which values name a
-file; this module imports nothing from the recipe.
-"""
+"""Local data files read by their suffix, through the one suffix table (peftkit.config.paths), which recipe
+validation reads too: the two agree on which values name a file."""
 
 from __future__ import annotations
 
@@ -11,21 +8,9 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
+from peftkit.config.paths import FORMATS
 from peftkit.data.conll import read_conll
-from peftkit.errors import PeftkitError
-
-#: File suffix → its reader: a `datasets` builder name, or "conll" (`peftkit.data.conll`).
-FORMATS = {
-    ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-    ".conll": "conll", ".iob": "conll", ".bio": "conll",
-}
-#: Suffixes that make a recipe value a local path; a ``.txt`` file is one, in a format that is refused by name.
-PATH_SUFFIXES = frozenset({*FORMATS, ".txt"})
-
-
-def looks_like_path(value: str) -> bool:
-    """Whether a recipe value names a local path rather than a catalogue name or a hub id."""
-    return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in PATH_SUFFIXES
+from peftkit.errors import PeftkitError, first_line
 
 
 def read_file(path: str | Path) -> Dataset:
@@ -59,7 +44,7 @@ def read_file(path: str | Path) -> Dataset:
         cause = exc.__cause__ or exc
         if isinstance(cause, UnicodeDecodeError):
             raise PeftkitError(f"data file '{path}': not UTF-8 text ({cause.reason})") from None
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        first = first_line(cause)
         raise PeftkitError(f"data file '{path}': could not be read as {reader} ({first})") from None
     if len(loaded) == 0:
         raise PeftkitError(f"data file '{path}' holds no rows")

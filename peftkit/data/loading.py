@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from peftkit.config.paths import looks_like_path
 from peftkit.data.cache import dataset_splits
 from peftkit.data.catalog import DATASETS
-from peftkit.data.formats import looks_like_path, read_file
-from peftkit.errors import PeftkitError
+from peftkit.data.formats import read_file
+from peftkit.errors import PeftkitError, first_line
 
 if TYPE_CHECKING:  # the recipe imports this package (preprocess, augment, the suffix table)
+    from peftkit.config.sections import DataSection
     from peftkit.heads.base import Head
-    from peftkit.recipe import DataSection
 
 SPLITS = ("train", "validation", "test")
 
@@ -33,7 +34,7 @@ def load_source(data: DataSection) -> DatasetDict:
     try:
         loaded = load_dataset(data.source, data.hub_config)
     except Exception as exc:  # offline, unknown id, bad config: all become one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise PeftkitError(
             f"data.source '{data.source}': not a catalogue data set (`peftkit data ls`), a local file, "
             f"or a hub data set that could be loaded: {first}"

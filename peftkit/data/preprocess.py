@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import html
-import importlib.util
 import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from peftkit.config.sections import PreprocessSection
+from peftkit.config.validation import check_preprocess
 from peftkit.errors import PeftkitError
-from peftkit.schema import Section, option
-
-Step = Literal[
-    "strip_html", "nfkc", "fullwidth_to_halfwidth", "lowercase", "mask_urls", "mask_emails",
-    "remove_stopwords", "segment_zh",
-]
 
 #: Steps that change how many words a text has; they cannot run on pre-split words (token classification).
 WORD_COUNT_STEPS = ("remove_stopwords", "segment_zh")
@@ -32,17 +27,6 @@ _STOPWORDS_TEXT = (
 BUILTIN_STOPWORDS = tuple(_STOPWORDS_TEXT.split())
 
 
-class PreprocessSection(Section):
-    steps: list[Step] = option(
-        [], "text cleaning steps in order: strip_html, nfkc, fullwidth_to_halfwidth, lowercase, mask_urls, "
-        "mask_emails, remove_stopwords, segment_zh (needs jieba: pip install 'peftkit[zh]')"
-    )
-    stopwords: list[str] | str | None = option(
-        None, "remove_stopwords: the words, or a UTF-8 file with one per line; empty = a small built-in "
-        "English + Chinese list (the run saves the words themselves)"
-    )
-    url_token: str = option("[URL]", "mask_urls: what replaces a URL")
-    email_token: str = option("[EMAIL]", "mask_emails: what replaces an e-mail address")
 
 
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]+>", re.IGNORECASE | re.DOTALL)
@@ -53,13 +37,6 @@ _FULLWIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 
 _TRAILING_PUNCT = ".,;:!?)]}\"'"
 
 
-def check(section: PreprocessSection, source: str = "recipe") -> None:
-    """Refuse steps this machine cannot run, naming the key (a missing stop-word file: recipe.check_source_files)."""
-    if "segment_zh" in section.steps and importlib.util.find_spec("jieba") is None:
-        raise PeftkitError(
-            f"{source}: 'preprocess.steps': segment_zh needs the jieba package, which is not installed "
-            "(pip install 'peftkit[zh]'), or drop the step"
-        )
 
 
 def resolved(section: PreprocessSection) -> PreprocessSection:
@@ -78,7 +55,7 @@ class Preprocessor:
     """The recipe's steps as one ``str -> str`` function (picklable, so ``datasets`` can fingerprint it)."""
 
     def __init__(self, section: PreprocessSection) -> None:
-        check(section, "preprocess")
+        check_preprocess(section, "preprocess")
         section = resolved(section)
         self.section = section
         words = BUILTIN_STOPWORDS if section.stopwords is None else section.stopwords

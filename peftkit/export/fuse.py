@@ -12,14 +12,17 @@ import torch
 from peft import PeftConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
-from peftkit.export.atomic import check_destination, staged_directory
-from peftkit.modelcard import write_model_card
-from peftkit.modeling import load_base_model, load_tokenizer
-from peftkit.recipe import Recipe
-from peftkit.registry import HEADS
-from peftkit.run import evaluate_run, read_run_recipe, saved_metrics
-from peftkit.training import METRICS_FILE, RECIPE_FILE
+from peftkit.model.loading import load_base_model, load_tokenizer
+from peftkit.registry import build_head
+from peftkit.rundir.cards import write_model_card
+from peftkit.rundir.destination import check_destination
+from peftkit.rundir.inference import evaluate_run
+from peftkit.rundir.layout import METRICS_FILE, RECIPE_FILE
+from peftkit.rundir.load import read_run_recipe
+from peftkit.rundir.metrics import saved_metrics
+from peftkit.rundir.staging import staged_directory
 
 COMBINATIONS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 PRUNING = ("ties", "dare_linear", "dare_ties")  # the combinations that use ``density``
@@ -92,10 +95,10 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     _check_same_base(runs, recipes)
     configs = [_lora_config(run, recipe) for run, recipe in zip(runs, recipes, strict=True)]
     for run in runs:
-        check_destination(out, overwrite, protected=run, kind="run")
+        check_destination(out, overwrite, "run", "--out", protected=run, whole=True)
 
     first = recipes[0]
-    head = HEADS.get(first.task.head)(first.task)
+    head = build_head(first.task)
     base, head_modules = load_base_model(first.model, first.quantization, head, first.task.labels)
     states = [load_file(str(run / ADAPTER_WEIGHTS)) for run in runs]
     total = sum(weights)

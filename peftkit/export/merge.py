@@ -9,16 +9,23 @@ from typing import Any, Literal
 from peft import PeftModel
 from torch import nn
 
+from peftkit.config.sections import QuantizationSection, Recipe
 from peftkit.errors import PeftkitError
-from peftkit.export.atomic import check_destination, staged_directory
-from peftkit.export.card import write_export_card
 from peftkit.export.parity import compare, logits_of, parity_section, sample_batches, write_report_and_check
+from peftkit.hardware import auto
+from peftkit.hardware import device as devices
 from peftkit.heads.base import Head
 from peftkit.methods.base import BaseBuilder, Method, PeftMethod
-from peftkit.modeling import DTYPES, load_base_model, load_tokenizer, quantization_config, release_checkpoint
-from peftkit.recipe import QuantizationSection, Recipe
-from peftkit.registry import HEADS, METHODS
-from peftkit.run import load_run, read_run_recipe, saved_metrics
+from peftkit.model.config import DTYPES
+from peftkit.model.loading import load_base_model, load_tokenizer
+from peftkit.model.quantization import quantization_config
+from peftkit.model.weights import release_checkpoint
+from peftkit.registry import plugins
+from peftkit.rundir.cards import write_export_card
+from peftkit.rundir.destination import check_destination
+from peftkit.rundir.load import load_run, read_run_recipe
+from peftkit.rundir.metrics import saved_metrics
+from peftkit.rundir.staging import staged_directory
 
 Mode = Literal["merge", "adapter"]
 
@@ -76,7 +83,10 @@ def merged_model(model: nn.Module, method: Method) -> nn.Module:
 def requantize(directory: Path, head: Head, mode: str, trained: QuantizationSection, max_shard_size: str) -> None:
     """Replace the merged weights in ``directory`` by a bitsandbytes ``mode`` copy (settings of the run's own
     quantization when it had one)."""
-    section = trained.model_copy(update={"mode": mode}) if trained.mode != "none" else QuantizationSection(mode=mode)
+    if trained.mode != "none":
+        section = trained.model_copy(update={"mode": mode})
+    else:  # this machine's compute dtype, as a run here would resolve it
+        section = QuantizationSection(mode=mode, compute_dtype=auto.compute_dtype(devices.current()))
     model = head.auto_class.from_pretrained(directory, quantization_config=quantization_config(section))
     release_checkpoint(model)  # the merged float file is deleted next: nothing may keep it mapped
     for weights in [*directory.glob("model*.safetensors"), *directory.glob("model.safetensors.index.json")]:
@@ -93,13 +103,13 @@ def open_for_export(run_dir: Path, out: Path, overwrite: bool, tolerance: float,
                     samples: int) -> tuple[Recipe, dict[str, Any], Head, Method]:
     """The run's recipe, saved metrics, head and method, once ``out`` and the parity options are checked."""
     recipe = read_run_recipe(run_dir)
-    check_destination(out, overwrite, protected=run_dir)
+    check_destination(out, overwrite, "export", "--out", protected=run_dir, whole=True)
     metrics = saved_metrics(run_dir)
     if tolerance < 0:
         raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
     if samples < 1:
         raise PeftkitError(f"--samples {samples}: the parity check needs at least 1 test example")
-    return recipe, metrics, HEADS.get(recipe.task.head)(recipe.task), METHODS.get(recipe.method.name)(recipe.method)
+    return recipe, metrics, *plugins(recipe)
 
 
 def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype: str | None = None,

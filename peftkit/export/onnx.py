@@ -14,22 +14,15 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from peftkit.errors import PeftkitError
-from peftkit.export.atomic import staged_directory
-from peftkit.export.card import write_onnx_card
+from peftkit.errors import PeftkitError, first_line
 from peftkit.export.merge import dequantized_builder, merged_model, open_for_export
-from peftkit.export.parity import (
-    Batches,
-    compare,
-    logits_of,
-    parity_section,
-    sample_batches,
-    write_report_and_check,
-)
+from peftkit.export.parity import Batches, compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
-from peftkit.modeling import load_tokenizer
-from peftkit.run import load_run
+from peftkit.model.loading import load_tokenizer
+from peftkit.rundir.cards import write_onnx_card
+from peftkit.rundir.load import load_run
+from peftkit.rundir.staging import staged_directory
 
 MODEL_FILE = "model.onnx"
 #: Heads whose model ends in logits per text or per token: what an ONNX Runtime deployment serves.
@@ -84,7 +77,7 @@ def to_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: Path, opse
                 dynamic_shapes={name: {0: batch, 1: sequence} for name in names}, dynamo=True,
             )
     except Exception as exc:  # the exporter raises many types; the user gets one line, the cause stays chained
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise PeftkitError(f"ONNX export failed: {first}; nothing was written") from exc
     finally:
         exporter_log.setLevel(level)

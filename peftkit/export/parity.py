@@ -11,13 +11,13 @@ from datasets import Dataset
 from torch import nn
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from peftkit.config.sections import Recipe
+from peftkit.data.pipeline import build_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head
-from peftkit.pipeline import build_splits
-from peftkit.recipe import Recipe
+from peftkit.rundir.layout import REPORT_FILE
 
 Batches = list[dict[str, torch.Tensor]]
-REPORT_FILE = "export_report.json"
 
 
 def sample_batches(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase, samples: int,

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from datasets import Dataset
 from peft import TaskType
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedTokenizerBase,
+)
 
-from peftkit.schema import HeadConfig
+from peftkit.config.schema import HeadConfig
+from peftkit.errors import PeftkitError
 
 #: Module names transformers uses for task heads; kept out of quantization and saved with the adapter.
 KNOWN_HEAD_MODULES = ("classifier", "score", "qa_outputs")
+#: A head's kind → the transformers auto class that builds its model and peft's task type; a head of a kind not
+#: listed here sets ``auto_class`` and ``task_type`` itself.
+KINDS: dict[str, tuple[Any, TaskType]] = {
+    "sequence_classification": (AutoModelForSequenceClassification, TaskType.SEQ_CLS),
+    "token_classification": (AutoModelForTokenClassification, TaskType.TOKEN_CLS),
+    "causal_lm": (AutoModelForCausalLM, TaskType.CAUSAL_LM),
+}
 
 
 class Head:
     """Base class of a task head. Subclass it, set the class attributes, and register it:
 
     ``@HEADS.register("name")`` on the subclass (or an entry point in the ``peftkit.heads`` group).
+    ``auto_class`` and ``task_type`` follow from ``kind`` (KINDS).
     """
 
     name: ClassVar[str] = ""
@@ -27,12 +42,18 @@ class Head:
     kind: ClassVar[str] = ""  # "sequence_classification", "token_classification" or "causal_lm"; methods declare which
     config_cls: ClassVar[type[HeadConfig]] = HeadConfig
     auto_class: ClassVar[Any] = None
-    task_type: ClassVar[TaskType] = TaskType.SEQ_CLS
+    task_type: ClassVar[TaskType | None] = None
     main_metric: ClassVar[str] = "accuracy"
     label_field: ClassVar[str] = "label"  # canonical column that holds label names after standardize()
     #: The model's own loss divides by the Trainer's ``num_items_in_batch`` (causal LM token counts). False: the
     #: loss is a per-batch mean, which the Trainer must not rescale by the process count.
     token_level_loss: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        auto_class, task_type = KINDS.get(cls.kind, (None, None))
+        cls.auto_class = cls.auto_class or auto_class
+        cls.task_type = cls.task_type or task_type
 
     def __init__(self, config: HeadConfig) -> None:
         if not isinstance(config, self.config_cls):  # e.g. a bare HeadConfig: keep what was set, fill our defaults
@@ -80,9 +101,22 @@ class Head:
         """A Trainer ``compute_metrics`` function for this head."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        """Decoded predictions for raw texts, one dict per text, for `peftkit predict`."""
+        """Decoded predictions for raw texts, one dict per text, for `peftkit predict`: ``predict_batch`` on
+        chunks of ``batch_size`` texts, the model in evaluation mode."""
+        model.eval()
+        device = next(model.parameters()).device
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            results += self.predict_batch(model, tokenizer, chunk, label_names, max_length, device)
+        return results
+
+    def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                      label_names: list[str], max_length: int, device: torch.device) -> list[dict[str, Any]]:
+        """``predict`` for one batch of texts, whose model inputs go to ``device``."""
         raise NotImplementedError
 
     def samples(self, model: Any, tokenizer: PreTrainedTokenizerBase, test: Dataset,
@@ -95,13 +129,19 @@ class Head:
         raise NotImplementedError
 
 
-def eval_batches(model: Any, texts: list[str], batch_size: int) -> Iterator[tuple[list[str], Any]]:
-    """Put ``model`` in evaluation mode and yield ``texts`` in chunks of ``batch_size``, each with the model's
-    device (the loop every head's ``predict`` runs)."""
-    model.eval()
-    device = next(model.parameters()).device
-    for start in range(0, len(texts), batch_size):
-        yield texts[start:start + batch_size], device
+def require_columns(dataset: Dataset, split: str, columns: Iterable[tuple[str, str]]) -> None:
+    """Refuse a data split without one of ``columns``: (column name, the option that names it) pairs."""
+    for column, key in columns:
+        if column not in dataset.column_names:
+            raise PeftkitError(
+                f"data ({split} split): column '{column}' ({key}) not found; "
+                f"columns are: {', '.join(dataset.column_names)}"
+            )
+
+
+def logits_only(output: Any) -> Any:
+    """The logits of model output that may come as a tuple (logits first, e.g. with hidden states)."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

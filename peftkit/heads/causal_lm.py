@@ -9,18 +9,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset
-from peft import TaskType
 from transformers import (
-    AutoModelForCausalLM,
     DataCollatorForSeq2Seq,
     DataCollatorWithFlattening,
     PreTrainedTokenizerBase,
 )
 
+from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, eval_batches
+from peftkit.heads.base import Head, logits_only, require_columns
 from peftkit.registry import HEADS
-from peftkit.schema import HeadConfig, option
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
 
@@ -48,8 +46,6 @@ class CausalLMHead(Head):
     description = "instruction tuning of a decoder LM: loss on response tokens; eval loss + perplexity"
     kind = "causal_lm"
     config_cls = CausalLMConfig
-    auto_class = AutoModelForCausalLM
-    task_type = TaskType.CAUSAL_LM
     main_metric = "token_loss"
     label_field = "response"
     token_level_loss = True
@@ -60,12 +56,7 @@ class CausalLMHead(Head):
 
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
         columns = {"prompt": self.config.prompt_column, "response": self.config.response_column}
-        for key, column in columns.items():
-            if column not in dataset.column_names:
-                raise PeftkitError(
-                    f"data ({split} split): column '{column}' (task.{key}_column) not found; "
-                    f"columns are: {', '.join(dataset.column_names)}"
-                )
+        require_columns(dataset, split, ((column, f"task.{key}_column") for key, column in columns.items()))
         values = {key: dataset[column] for key, column in columns.items()}
         for key, column in columns.items():
             for row, value in enumerate(values[key], start=1):
@@ -146,17 +137,13 @@ class CausalLMHead(Head):
         finally:
             tokenizer.padding_side, tokenizer.truncation_side = sides
 
-    @torch.no_grad()
-    def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
-        for chunk, device in eval_batches(model, texts, batch_size):
-            inputs = self.prompt_inputs(tokenizer, chunk, max_length).to(device)
-            output = model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-            generated = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            results += [{"prompt": p, "response": g.strip()} for p, g in zip(chunk, generated, strict=True)]
-        return results
+    def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                      label_names: list[str], max_length: int, device: torch.device) -> list[dict[str, Any]]:
+        inputs = self.prompt_inputs(tokenizer, texts, max_length).to(device)
+        output = model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id)
+        generated = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [{"prompt": p, "response": g.strip()} for p, g in zip(texts, generated, strict=True)]
 
     def samples(self, model: Any, tokenizer: PreTrainedTokenizerBase, test: Dataset,
                 max_length: int) -> dict[str, Any]:
@@ -172,8 +159,8 @@ class CausalLMHead(Head):
 
 def response_nll(logits: Any, labels: torch.Tensor) -> torch.Tensor:
     """Per row: summed next-token NLL over labelled (response) tokens and their count, shape (rows, 2)."""
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    logits = logits[:, -labels.shape[1]:]  # prompt-learning methods put virtual tokens in front of the input
+    # prompt-learning methods put virtual tokens in front of the input
+    logits = logits_only(logits)[:, -labels.shape[1]:]
     shifted_logits = logits[:, :-1].float()
     targets = labels[:, 1:]
     mask = targets != IGNORE

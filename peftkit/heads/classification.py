@@ -8,19 +8,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset
-from peft import TaskType
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     multilabel_confusion_matrix,
     precision_recall_fscore_support,
 )
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, eval_batches, sigmoid, softmax
+from peftkit.heads.base import Head, logits_only, require_columns, sigmoid, softmax
 from peftkit.registry import HEADS
-from peftkit.schema import HeadConfig, option
 
 
 class ClassificationConfig(HeadConfig):
@@ -49,9 +48,6 @@ class ClassificationHead(Head):
     description = "labels per text (topic, intent, spam; multi-label optional); accuracy, macro P/R/F1"
     kind = "sequence_classification"
     config_cls = ClassificationConfig
-    auto_class = AutoModelForSequenceClassification
-    task_type = TaskType.SEQ_CLS
-    main_metric = "accuracy"
     config: ClassificationConfig
 
     def _cell_labels(self, value: Any) -> list[str]:
@@ -69,12 +65,7 @@ class ClassificationHead(Head):
 
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
         text_col, label_col = data_cfg.text_column, data_cfg.label_column
-        for column, key in ((text_col, "text_column"), (label_col, "label_column")):
-            if column not in dataset.column_names:
-                raise PeftkitError(
-                    f"data ({split} split): column '{column}' (data.{key}) not found; "
-                    f"columns are: {', '.join(dataset.column_names)}"
-                )
+        require_columns(dataset, split, ((text_col, "data.text_column"), (label_col, "data.label_column")))
         texts, labels = dataset[text_col], dataset[label_col]
         for row, (text, label) in enumerate(zip(texts, labels, strict=True), start=1):
             if not isinstance(text, str) or not text.strip():
@@ -172,8 +163,7 @@ class ClassificationHead(Head):
         ids = list(range(len(label_names)))
 
         def metrics(prediction: Any) -> dict[str, Any]:
-            logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-            logits, gold = np.asarray(logits), np.asarray(prediction.label_ids)
+            logits, gold = np.asarray(logits_only(prediction.predictions)), np.asarray(prediction.label_ids)
             if self.config.multi_label:
                 predicted = (sigmoid(logits) >= self.config.threshold).astype(int)
                 gold = gold.astype(int)
@@ -198,32 +188,31 @@ class ClassificationHead(Head):
 
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        results = self._predict_probabilities(model, tokenizer, texts, label_names, batch_size, max_length)
+        results = super().predict(model, tokenizer, texts, label_names, batch_size, max_length)
         if not self.config.multi_label:
             for result in results:
                 del result["probabilities"]
         return results
 
-    @torch.no_grad()
-    def _predict_probabilities(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                               label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        """Best label (multi-label: every label over the threshold), its probability and every label's, per text."""
+    def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                      label_names: list[str], max_length: int, device: torch.device) -> list[dict[str, Any]]:
+        """Best label (multi-label: every label over the threshold), its probability and every label's, per text;
+        ``predict`` drops every label's probability again for single-label classification."""
+        inputs = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        logits = model(**inputs.to(device)).logits.float().cpu().numpy()
+        probabilities = sigmoid(logits) if self.config.multi_label else softmax(logits)
         results: list[dict[str, Any]] = []
-        for chunk, device in eval_batches(model, texts, batch_size):
-            inputs = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            logits = model(**inputs.to(device)).logits.float().cpu().numpy()
-            probabilities = sigmoid(logits) if self.config.multi_label else softmax(logits)
-            for text, probs in zip(chunk, probabilities, strict=True):
-                best = int(probs.argmax())
-                result = {
-                    "text": text,
-                    "label": label_names[best],
-                    "probability": float(probs[best]),
-                    "probabilities": {name: float(p) for name, p in zip(label_names, probs, strict=True)},
-                }
-                if self.config.multi_label:
-                    result["labels"] = [n for n, p in result["probabilities"].items() if p >= self.config.threshold]
-                results.append(result)
+        for text, probs in zip(texts, probabilities, strict=True):
+            best = int(probs.argmax())
+            result = {
+                "text": text,
+                "label": label_names[best],
+                "probability": float(probs[best]),
+                "probabilities": {name: float(p) for name, p in zip(label_names, probs, strict=True)},
+            }
+            if self.config.multi_label:
+                result["labels"] = [n for n, p in result["probabilities"].items() if p >= self.config.threshold]
+            results.append(result)
         return results
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

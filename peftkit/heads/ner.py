@@ -9,14 +9,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset
-from peft import TaskType
 from seqeval.metrics import classification_report
-from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
+from transformers import DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
+from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, eval_batches, softmax
+from peftkit.heads.base import Head, logits_only, require_columns, softmax
 from peftkit.registry import HEADS
-from peftkit.schema import HeadConfig, option
 
 IGNORE = -100  # label id the loss and the metrics skip: special tokens and every sub-token after a word's first
 TAG = re.compile(r"O|[BI]-\S+")
@@ -80,8 +79,7 @@ def entities(words: list[tuple[str, int, int]], tags: list[str], text: str,
 
 def argmax_ids(logits: Any, labels: torch.Tensor) -> torch.Tensor:
     """Keep only the predicted tag id per token during evaluation (not tokens × tags logits)."""
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    return logits.argmax(dim=-1)
+    return logits_only(logits).argmax(dim=-1)
 
 
 @HEADS.register("ner")
@@ -89,8 +87,6 @@ class NerHead(Head):
     description = "named entities: BIO tags per word (first sub-token labelled); entity P/R/F1 via seqeval"
     kind = "token_classification"
     config_cls = NerConfig
-    auto_class = AutoModelForTokenClassification
-    task_type = TaskType.TOKEN_CLS
     main_metric = "f1"
     label_field = "tags"
     config: NerConfig
@@ -101,12 +97,7 @@ class NerHead(Head):
 
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
         tokens_col, tags_col = data_cfg.tokens_column, data_cfg.tags_column
-        for column, key in ((tokens_col, "tokens_column"), (tags_col, "tags_column")):
-            if column not in dataset.column_names:
-                raise PeftkitError(
-                    f"data ({split} split): column '{column}' (data.{key}) not found; "
-                    f"columns are: {', '.join(dataset.column_names)}"
-                )
+        require_columns(dataset, split, ((tokens_col, "data.tokens_column"), (tags_col, "data.tags_column")))
         names = getattr(getattr(dataset.features[tags_col], "feature", None), "names", None) or self.config.labels
         declared = set(self.config.labels)
         all_tokens, all_tags = list(dataset[tokens_col]), list(dataset[tags_col])
@@ -175,29 +166,27 @@ class NerHead(Head):
 
         return metrics
 
-    @torch.no_grad()
-    def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
+    def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                      label_names: list[str], max_length: int, device: torch.device) -> list[dict[str, Any]]:
+        words = [split_words(text, self.config.word_split) for text in texts]
+        inputs = tokenizer([[w for w, _, _ in row] for row in words], is_split_into_words=True,
+                           truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        probs = softmax(model(**inputs.to(device)).logits.float().cpu().numpy())
         results: list[dict[str, Any]] = []
-        for chunk, device in eval_batches(model, texts, batch_size):
-            words = [split_words(text, self.config.word_split) for text in chunk]
-            inputs = tokenizer([[w for w, _, _ in row] for row in words], is_split_into_words=True,
-                               truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            probs = softmax(model(**inputs.to(device)).logits.float().cpu().numpy())
-            for i, (text, row) in enumerate(zip(chunk, words, strict=True)):
-                first: dict[int, int] = {}
-                for position, word in enumerate(inputs.word_ids(i)):
-                    if word is not None:
-                        first.setdefault(word, position)
-                best = [int(probs[i, first[w]].argmax()) if w in first else 0 for w in range(len(row))]
-                tags = [label_names[b] for b in best]
-                scores = [float(probs[i, first[w], b]) if w in first else 0.0 for w, b in enumerate(best)]
-                results.append({
-                    "text": text,
-                    "entities": entities(row, tags, text, scores),
-                    "words": [w for w, _, _ in row],
-                    "tags": tags,
-                })
+        for i, (text, row) in enumerate(zip(texts, words, strict=True)):
+            first: dict[int, int] = {}
+            for position, word in enumerate(inputs.word_ids(i)):
+                if word is not None:
+                    first.setdefault(word, position)
+            best = [int(probs[i, first[w]].argmax()) if w in first else 0 for w in range(len(row))]
+            tags = [label_names[b] for b in best]
+            scores = [float(probs[i, first[w], b]) if w in first else 0.0 for w, b in enumerate(best)]
+            results.append({
+                "text": text,
+                "entities": entities(row, tags, text, scores),
+                "words": [w for w, _, _ in row],
+                "tags": tags,
+            })
         return results
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
+from peftkit.config.schema import option
 from peftkit.heads.classification import ClassificationConfig, ClassificationHead
 from peftkit.registry import HEADS
-from peftkit.schema import option
 
 
 class SentimentConfig(ClassificationConfig):
@@ -24,11 +25,11 @@ class SentimentHead(ClassificationHead):
     config_cls = SentimentConfig
     config: SentimentConfig
 
-    def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
-        results = self._predict_probabilities(model, tokenizer, texts, label_names, batch_size, max_length)
+    def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                      label_names: list[str], max_length: int, device: torch.device) -> list[dict[str, Any]]:
+        results = super().predict_batch(model, tokenizer, texts, label_names, max_length, device)
         for result in results:
-            probs = result["probabilities"] if self.config.multi_label else result.pop("probabilities")
+            probs = result["probabilities"]
             result["polarity"] = probs.get(self.config.positive_label, 0.0) - probs.get(self.config.negative_label, 0.0)
         return results
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peft import AdaLoraConfig, PeftConfig
+from peft import AdaLoraConfig
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from peftkit.config.schema import option
 from peftkit.errors import PeftkitError
-from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
-from peftkit.methods.targets import resolve_target_modules
+from peftkit.methods.base import ALL_QUANTIZATION, LORA_NAMES, AdapterOptions, PeftMethod
 from peftkit.registry import METHODS
-from peftkit.schema import option
 
 if TYPE_CHECKING:
-    from peftkit.recipe import Recipe
+    from peftkit.config.sections import Recipe
 
 
 class AdaLoraOptions(AdapterOptions):
@@ -61,6 +60,9 @@ class AdaLoraMethod(PeftMethod):
     config_cls = AdaLoraOptions
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 1e-3
+    peft_config_cls = AdaLoraConfig
+    copied = ("init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")
+    renamed = LORA_NAMES
 
     def refusal(self, recipe: Recipe) -> str | None:
         cfg = self.config
@@ -75,20 +77,7 @@ class AdaLoraMethod(PeftMethod):
     def callbacks(self) -> list[TrainerCallback]:
         return [RankBudget(self.config.total_step)]
 
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
         cfg = self.config
-        return AdaLoraConfig(
-            task_type=task_type,
-            init_r=cfg.init_r,
-            target_r=cfg.target_r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            tinit=cfg.tinit,
-            tfinal=cfg.tfinal,
-            deltaT=cfg.deltaT,
-            beta1=cfg.beta1,
-            beta2=cfg.beta2,
-            orth_reg_weight=cfg.orth_reg_weight,
-            total_step=cfg.total_step or cfg.tinit + cfg.tfinal + 1,  # replaced by the run's steps at train begin
-            target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-        )
+        total_step = cfg.total_step or cfg.tinit + cfg.tfinal + 1  # replaced by the run's steps at train begin
+        return {**super().peft_fields(model), "total_step": total_step}

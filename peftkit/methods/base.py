@@ -11,14 +11,17 @@ from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 from transformers import TrainerCallback
 
+from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.schema import MethodConfig, option
+from peftkit.methods.targets import resolve_target_modules
 
 if TYPE_CHECKING:
-    from peftkit.recipe import Recipe
+    from peftkit.config.sections import Recipe
 
 ALL_HEAD_KINDS = ("sequence_classification", "token_classification", "causal_lm")
 ALL_QUANTIZATION = ("none", "8bit", "4bit")
+#: peft's names for the scaling and dropout options of LoRA and AdaLoRA (``PeftMethod.renamed``).
+LORA_NAMES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
 
 #: Builds the base model; ``path`` replaces the recipe's model (used to reload fully fine-tuned runs).
 BaseBuilder = Callable[..., nn.Module]
@@ -104,12 +107,32 @@ def check_targets(model: nn.Module, config: PeftConfig) -> None:
 
 
 class PeftMethod(Method):
-    """A method that is a peft config: applied with ``get_peft_model``, saved in peft's own format."""
+    """A method that is a peft config: applied with ``get_peft_model``, saved in peft's own format.
+
+    A subclass names its config class and the options it passes on: ``copied`` under their own names,
+    ``renamed`` (option → peft field) under peft's; with ``AdapterOptions`` the target modules are resolved
+    for the architecture from the ``target_family`` table (empty: the method's name). Values worked out
+    otherwise are added by overriding ``peft_fields``."""
+
+    peft_config_cls: ClassVar[type[PeftConfig]]
+    copied: ClassVar[tuple[str, ...]] = ()
+    renamed: ClassVar[dict[str, str]] = {}
+    target_family: ClassVar[str] = ""
+
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
+        """Keyword arguments of ``peft_config_cls`` (besides ``task_type``) from the options, on ``model``."""
+        cfg = self.config
+        fields = {name: getattr(cfg, name) for name in self.copied}
+        fields |= {peft_name: getattr(cfg, name) for name, peft_name in self.renamed.items()}
+        if isinstance(cfg, AdapterOptions):
+            family = self.target_family or self.name
+            fields["target_modules"] = resolve_target_modules(family, model, cfg.target_modules)
+        return fields
 
     def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
         """The peft config for this method's options on ``model`` (its architecture picks default targets);
         ``apply`` adds the task head modules to train and save (``modules_to_save``)."""
-        raise NotImplementedError
+        return self.peft_config_cls(task_type=task_type, **self.peft_fields(model))
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         config = self.peft_config(model, head_modules, task_type)

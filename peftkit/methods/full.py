@@ -8,10 +8,10 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.methods.base import BaseBuilder, Method
+from peftkit.methods.base import ALL_QUANTIZATION, BaseBuilder, Method
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
 
 HEAD_WEIGHTS = "head_model.safetensors"
 
@@ -45,7 +45,7 @@ class HeadOnlyMethod(Method):
     description = "baseline: frozen body, only the task head trained (linear probe); saves just the head"
     config_cls = HeadOnlyOptions
     head_kinds = ("sequence_classification", "token_classification")  # a causal LM has no separate head
-    quantization_modes = ("none", "8bit", "4bit")
+    quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 2e-3
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peft import IA3Config, PeftConfig
+from peft import IA3Config
 from torch import nn
 
+from peftkit.config.schema import option
 from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import option
 
 if TYPE_CHECKING:
-    from peftkit.recipe import Recipe
+    from peftkit.config.sections import Recipe
 
 
 class Ia3Options(AdapterOptions):
@@ -31,6 +31,9 @@ class Ia3Method(PeftMethod):
     config_cls = Ia3Options
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 3e-3
+    peft_config_cls = IA3Config
+    copied = ("init_ia3_weights",)
+    target_family = "ia3"
 
     def refusal(self, recipe: Recipe) -> str | None:
         targets, feedforward = self.config.target_modules, self.config.feedforward_modules
@@ -39,15 +42,9 @@ class Ia3Method(PeftMethod):
                     "method.target_modules; (IA)³ rescales only targeted modules")
         return None
 
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        targets = resolve_target_modules("ia3", model, cfg.target_modules)
-        feedforward = cfg.feedforward_modules
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
+        fields = super().peft_fields(model)
+        feedforward = self.config.feedforward_modules
         if feedforward is None:
-            feedforward = [] if cfg.target_modules else resolve_target_modules("ia3_feedforward", model, None)
-        return IA3Config(
-            task_type=task_type,
-            target_modules=targets,
-            feedforward_modules=feedforward,
-            init_ia3_weights=cfg.init_ia3_weights,
-        )
+            feedforward = [] if self.config.target_modules else resolve_target_modules("ia3_feedforward", model, None)
+        return {**fields, "feedforward_modules": feedforward}

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from peft import LoraConfig, PeftConfig
+from peft import LoraConfig
 from torch import nn
 
-from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
-from peftkit.methods.targets import resolve_target_modules
+from peftkit.config.schema import option
+from peftkit.methods.base import ALL_QUANTIZATION, LORA_NAMES, AdapterOptions, PeftMethod
 from peftkit.registry import METHODS
-from peftkit.schema import option
 
 if TYPE_CHECKING:
-    from peftkit.recipe import Recipe
+    from peftkit.config.sections import Recipe
 
 
 class LoraOptions(AdapterOptions):
@@ -35,6 +34,10 @@ class LoraMethod(PeftMethod):
     config_cls = LoraOptions
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 5e-4
+    peft_config_cls = LoraConfig
+    copied = ("r", "bias", "use_rslora", "use_dora")
+    renamed = LORA_NAMES
+    target_family = "lora"
 
     def refusal(self, recipe: Recipe) -> str | None:
         init = self.config.init_lora_weights
@@ -46,20 +49,9 @@ class LoraMethod(PeftMethod):
                     "use quantization.mode: 4bit on a CPU")
         return None
 
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        init: bool | str = True if cfg.init_lora_weights == "default" else cfg.init_lora_weights
-        return LoraConfig(
-            task_type=task_type,
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=resolve_target_modules("lora", model, cfg.target_modules),
-            bias=cfg.bias,
-            use_rslora=cfg.use_rslora,
-            use_dora=cfg.use_dora,
-            init_lora_weights=init,
-        )
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
+        init: bool | str = True if self.config.init_lora_weights == "default" else self.config.init_lora_weights
+        return {**super().peft_fields(model), "init_lora_weights": init}
 
 
 METHODS.register("lora")(LoraMethod)

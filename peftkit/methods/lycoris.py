@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from peft import LoHaConfig, LoKrConfig
 
-from peft import LoHaConfig, LoKrConfig, PeftConfig
-from torch import nn
-
+from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
-from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import option
 
 NO_BNB = "; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt method)"
 
@@ -35,33 +31,13 @@ class LohaMethod(PeftMethod):
     config_cls = LohaOptions
     quantization_hint = NO_BNB
     default_learning_rate = 1e-3
-
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        return LoHaConfig(
-            task_type=task_type,
-            r=cfg.r,
-            alpha=cfg.alpha,
-            rank_dropout=cfg.rank_dropout,
-            module_dropout=cfg.module_dropout,
-            target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-        )
+    peft_config_cls = LoHaConfig
+    copied = ("r", "alpha", "rank_dropout", "module_dropout")
 
 
 @METHODS.register("lokr")
 class LokrMethod(LohaMethod):
     description = "LoKr: Kronecker product of a small and a low-rank factor (LyCORIS; Edalati et al. 2022)"
     config_cls = LokrOptions
-
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        return LoKrConfig(
-            task_type=task_type,
-            r=cfg.r,
-            alpha=cfg.alpha,
-            rank_dropout=cfg.rank_dropout,
-            module_dropout=cfg.module_dropout,
-            decompose_both=cfg.decompose_both,
-            decompose_factor=cfg.decompose_factor,
-            target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-        )
+    peft_config_cls = LoKrConfig
+    copied = (*LohaMethod.copied, "decompose_both", "decompose_factor")

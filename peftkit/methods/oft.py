@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import OFTConfig, PeftConfig
+from peft import OFTConfig
 from torch import nn
 
+from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.methods.lycoris import NO_BNB
-from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import option
 
 
 class OftOptions(AdapterOptions):
@@ -30,17 +29,8 @@ class OftMethod(PeftMethod):
     config_cls = OftOptions
     quantization_hint = NO_BNB
     default_learning_rate = 1e-3
+    peft_config_cls = OFTConfig
+    copied = ("oft_block_size", "module_dropout", "coft", "eps", "block_share", "use_cayley_neumann")
 
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        return OFTConfig(
-            task_type=task_type,
-            r=0,
-            oft_block_size=cfg.oft_block_size,
-            module_dropout=cfg.module_dropout,
-            coft=cfg.coft,
-            eps=cfg.eps,
-            block_share=cfg.block_share,
-            use_cayley_neumann=cfg.use_cayley_neumann,
-            target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-        )
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
+        return {**super().peft_fields(model), "r": 0}  # peft takes the block size or a block count, not both

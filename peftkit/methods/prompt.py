@@ -6,41 +6,44 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from peft import PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
 from torch import nn
 
+from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.methods.base import ALL_HEAD_KINDS, ALL_QUANTIZATION, BaseBuilder, PeftMethod
 from peftkit.registry import METHODS
-from peftkit.schema import MethodConfig, option
 
 if TYPE_CHECKING:
-    from peftkit.recipe import Recipe
+    from peftkit.config.sections import Recipe
 
 
-class PrefixTuningOptions(MethodConfig):
-    name: str = option("prefix_tuning", "fine-tuning method (`peftkit methods` lists them)")
+class PromptOptions(MethodConfig):
+    """Options every prompt method shares: declared once, here."""
+
     num_virtual_tokens: int = option(20, "trained virtual tokens (prompt methods)", ge=1)
+
+
+class PrefixTuningOptions(PromptOptions):
+    name: str = option("prefix_tuning", "fine-tuning method (`peftkit methods` lists them)")
     prefix_projection: bool = option(False, "prefix tuning: produce the prefix through a two-layer MLP")
     encoder_hidden_size: int | None = option(
         None, "hidden size of the prefix MLP (prefix_projection) or the P-tuning encoder; empty = the model's", ge=1
     )
 
 
-class PromptTuningOptions(MethodConfig):
+class PromptTuningOptions(PromptOptions):
     name: str = option("prompt_tuning", "fine-tuning method (`peftkit methods` lists them)")
-    num_virtual_tokens: int = option(20, "trained virtual tokens (prompt methods)", ge=1)
     init: Literal["random", "text"] = option(
         "random", "prompt tuning: start the virtual tokens random, or as the embeddings of method.init_text"
     )
     init_text: str = option("", "prompt tuning: text whose token embeddings start the virtual tokens (init: text)")
 
 
-class PTuningOptions(MethodConfig):
+class PTuningOptions(PromptOptions):
     name: str = option("p_tuning", "fine-tuning method (`peftkit methods` lists them)")
-    num_virtual_tokens: int = option(20, "trained virtual tokens (prompt methods)", ge=1)
     encoder_type: Literal["MLP", "LSTM"] = option("MLP", "P-tuning: network that produces the virtual tokens")
     encoder_hidden_size: int | None = option(
         None, "hidden size of the prefix MLP (prefix_projection) or the P-tuning encoder; empty = the model's", ge=1
@@ -50,18 +53,26 @@ class PTuningOptions(MethodConfig):
 
 
 class PromptMethod(PeftMethod):
-    """Shared by the three: any quantization (the base is frozen), no packing."""
+    """Shared by the three: any quantization (the base is frozen), no packing; an empty encoder_hidden_size
+    (prefix MLP, P-tuning encoder) is the model's hidden size."""
 
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 1e-2
     head_kinds = ("sequence_classification", "causal_lm")
     head_hint = ("; peft prepends the virtual tokens to the input, so per-token outputs no longer line up with "
                  "the tags (prefix_tuning keeps them in the keys and values and works)")
+    copied = ("num_virtual_tokens",)
 
     def refusal(self, recipe: Recipe) -> str | None:
         if getattr(recipe.task, "packing", False):
             return "virtual tokens cannot be packed with other examples; set task.packing: false"
         return None
+
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
+        fields = super().peft_fields(model)
+        if "encoder_hidden_size" in fields:
+            fields["encoder_hidden_size"] = fields["encoder_hidden_size"] or model.config.hidden_size
+        return fields
 
 
 def accept_past_key_values(model: nn.Module, task_type: Any) -> nn.Module:
@@ -102,6 +113,8 @@ class PrefixTuningMethod(PromptMethod):
     description = "prefix tuning: trained key/value prefixes in every attention layer (Li & Liang 2021)"
     config_cls = PrefixTuningOptions
     head_kinds = ALL_HEAD_KINDS
+    peft_config_cls = PrefixTuningConfig
+    copied = (*PromptMethod.copied, "prefix_projection", "encoder_hidden_size")
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         return super().apply(accept_past_key_values(model, task_type), head_modules, task_type)
@@ -110,50 +123,32 @@ class PrefixTuningMethod(PromptMethod):
         task_type = PeftConfig.from_pretrained(str(directory)).task_type
         return super().load(directory, lambda *a, **kw: accept_past_key_values(build_base(*a, **kw), task_type))
 
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        return PrefixTuningConfig(
-            task_type=task_type,
-            num_virtual_tokens=cfg.num_virtual_tokens,
-            prefix_projection=cfg.prefix_projection,
-            encoder_hidden_size=cfg.encoder_hidden_size or model.config.hidden_size,
-        )
-
 
 @METHODS.register("prompt_tuning")
 class PromptTuningMethod(PromptMethod):
     description = "prompt tuning: trained soft-prompt embeddings before the input (Lester et al. 2021)"
     config_cls = PromptTuningOptions
+    peft_config_cls = PromptTuningConfig
 
     def refusal(self, recipe: Recipe) -> str | None:
         if self.config.init == "text" and not self.config.init_text.strip():
             return "method.init: text needs method.init_text (the words whose embeddings start the prompt)"
         return super().refusal(recipe)
 
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        text = cfg.init == "text"
-        return PromptTuningConfig(
-            task_type=task_type,
-            num_virtual_tokens=cfg.num_virtual_tokens,
-            prompt_tuning_init="TEXT" if text else "RANDOM",
-            prompt_tuning_init_text=cfg.init_text if text else None,
-            tokenizer_name_or_path=model.config._name_or_path if text else None,
-        )
+    def peft_fields(self, model: nn.Module) -> dict[str, Any]:
+        text = self.config.init == "text"
+        return {
+            **super().peft_fields(model),
+            "prompt_tuning_init": "TEXT" if text else "RANDOM",
+            "prompt_tuning_init_text": self.config.init_text if text else None,
+            "tokenizer_name_or_path": model.config._name_or_path if text else None,
+        }
 
 
 @METHODS.register("p_tuning")
 class PTuningMethod(PromptMethod):
     description = "P-tuning: virtual tokens produced by a small trained encoder (Liu et al. 2021)"
     config_cls = PTuningOptions
-
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        return PromptEncoderConfig(
-            task_type=task_type,
-            num_virtual_tokens=cfg.num_virtual_tokens,
-            encoder_reparameterization_type=cfg.encoder_type,
-            encoder_hidden_size=cfg.encoder_hidden_size or model.config.hidden_size,
-            encoder_num_layers=cfg.encoder_num_layers,
-            encoder_dropout=cfg.encoder_dropout,
-        )
+    peft_config_cls = PromptEncoderConfig
+    copied = (*PromptMethod.copied, "encoder_hidden_size", "encoder_num_layers", "encoder_dropout")
+    renamed: ClassVar[dict[str, str]] = {"encoder_type": "encoder_reparameterization_type"}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
-from peft import PeftConfig, VeraConfig
-from torch import nn
+from peft import VeraConfig
 
+from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.methods.lycoris import NO_BNB
-from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
-from peftkit.schema import option
 
 
 class VeraOptions(AdapterOptions):
@@ -29,15 +27,6 @@ class VeraMethod(PeftMethod):
     config_cls = VeraOptions
     quantization_hint = NO_BNB
     default_learning_rate = 5e-3
-
-    def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
-        cfg = self.config
-        return VeraConfig(
-            task_type=task_type,
-            r=cfg.r,
-            d_initial=cfg.d_initial,
-            vera_dropout=cfg.dropout,
-            projection_prng_key=cfg.projection_prng_key,
-            save_projection=cfg.save_projection,
-            target_modules=resolve_target_modules(self.name, model, cfg.target_modules),
-        )
+    peft_config_cls = VeraConfig
+    copied = ("r", "d_initial", "projection_prng_key", "save_projection")
+    renamed: ClassVar[dict[str, str]] = {"dropout": "vera_dropout"}

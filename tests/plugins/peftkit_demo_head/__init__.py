@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from peftkit.config.schema import option
 from peftkit.heads.classification import ClassificationConfig, ClassificationHead
 from peftkit.methods.lora import LoraMethod, LoraOptions
-from peftkit.schema import option
 
 
 class TopicConfig(ClassificationConfig):

@@ -1,0 +1,62 @@
+"""Verbs about this machine and what fits on it: `estimate`, `env`."""
+
+from __future__ import annotations
+
+import argparse
+
+from peftkit.cli.common import Verbs, recipe_args, verb
+
+
+def add_estimate(verbs: Verbs) -> None:
+    """Declare `peftkit estimate RECIPE [overrides]`."""
+    recipe_args(verb(verbs, "estimate", cmd_estimate, "predict a recipe's peak training memory without training"))
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    """Print a recipe's predicted peak training memory, term by term, and whether it fits on each device."""
+    from peftkit.config.load import load_recipe
+    from peftkit.hardware import device
+    from peftkit.hardware.env import fit_table, fits
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
+    e = rows[0].estimate
+    mib = 2**20
+    measure = "allocated GPU memory" if e.device == "cuda" else "private memory"
+    print(f"predicted peak training memory on {rows[0].device.label}: {e.total / mib:,.0f} MiB of {measure} "
+          f"(longest batch {recipe.train.batch_size} × {e.sequence_length} tokens: {source})")
+    for name, value in e.terms():
+        print(f"  {name:<18} {value / mib:>10,.1f} MiB")
+    print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
+          f"trainable parameters {e.trainable_params:,} of {e.total_params:,}")
+    how = "saved tensors counted on the meta device" if e.activations_from == "traced" else "per-layer formula"
+    transient = e.runtime_overhead - e.overhead - e.retained
+    print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device}, "
+          f"{e.retained / mib:,.0f} MiB the allocator keeps of freed activations, {transient / mib:,.0f} MiB of "
+          "transients (optimizer step, de-quantized layer) beyond the activations")
+    print("per device, `auto` options resolved for it (reference GPUs: Ampere-class):")
+    print("\n".join(fit_table(rows)))
+
+
+def add_env(verbs: Verbs) -> None:
+    """Declare `peftkit env [RECIPE [overrides]]`."""
+    env = verb(verbs, "env", cmd_env,
+               "versions, devices and flash-attn for a bug report; with a recipe, whether it fits")
+    env.add_argument("recipe", nargs="?", help="also estimate this recipe's peak on each device")
+    env.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch_size=8")
+    env.set_defaults(trailing="overrides")
+
+
+def cmd_env(args: argparse.Namespace) -> None:
+    """Print versions and devices; with a recipe, its predicted peak on each device."""
+    from peftkit.config.load import load_recipe
+    from peftkit.hardware import device
+    from peftkit.hardware.env import fit_table, fits, report
+
+    print("\n".join(report()))
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.overrides)
+        rows, source = fits(recipe, device.all_devices())
+        print(f"{args.recipe}: predicted peak per device (sequence length {rows[0].estimate.sequence_length}: "
+              f"{source})")
+        print("\n".join(fit_table(rows)))

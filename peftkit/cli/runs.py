@@ -1,0 +1,99 @@
+"""Verbs on saved runs: `eval`, `predict`, `runs`."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from peftkit.cli.common import Verbs, print_metrics, verb
+from peftkit.errors import PeftkitError
+from peftkit.rundir import atomic
+
+
+def add_eval(verbs: Verbs) -> None:
+    """Declare `peftkit eval RUN [--json FILE]`."""
+    evaluate = verb(verbs, "eval", cmd_eval, "evaluate a saved run on its test split")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--json", help="also write the metrics to this JSON file")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate a run on its test split; show the metrics saved at training time beside the main ones."""
+    from peftkit.rundir.inference import evaluate_run
+    from peftkit.rundir.metrics import saved_metrics
+
+    if args.json and not Path(args.json).parent.is_dir():
+        raise PeftkitError(f"--json: directory '{Path(args.json).parent}' does not exist")
+    metrics = evaluate_run(args.run)
+    print_metrics(f"test metrics of {args.run}:", metrics)
+    saved = saved_metrics(args.run).get("test", {})
+    main = [k for k in ("accuracy", "f1", "token_loss") if k in metrics and k in saved]
+    for key in main:
+        print(f"  (saved at training time: {key} {saved[key]:.4f})")
+    if args.json:
+        atomic.write_text(args.json, json.dumps(metrics, indent=2))
+
+
+def add_predict(verbs: Verbs) -> None:
+    """Declare `peftkit predict RUN [TEXT ...] [--file FILE] [--batch-size N] [--json]`."""
+    predict = verb(verbs, "predict", cmd_predict, "predict labels for texts with a saved run")
+    predict.add_argument("run", help="run directory")
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.set_defaults(trailing="texts")
+    predict.add_argument("--file", help="a UTF-8 file with one text per line")
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Print one prediction per text (from the arguments, then `--file`): the head's line, or JSON."""
+    from peftkit.registry import build_head
+    from peftkit.rundir.inference import predict
+    from peftkit.rundir.load import read_run_recipe
+
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise PeftkitError(f"--file '{path}' does not exist")
+        try:
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise PeftkitError(f"--file '{path}': not UTF-8 text") from None
+    predictions = predict(args.run, texts, args.batch_size)
+    line: Callable[[dict[str, Any]], str]
+    if args.json:
+        line = functools.partial(json.dumps, ensure_ascii=False)
+    else:  # formatting needs only the run's head, rebuilt from its recipe
+        line = build_head(read_run_recipe(args.run).task).format_prediction
+    for prediction in predictions:
+        print(line(prediction))
+
+
+def add_runs(verbs: Verbs) -> None:
+    """Declare `peftkit runs [DIRECTORY] [--sort COLUMN] [--reverse] [--json | --csv]`."""
+    runs = verb(verbs, "runs", cmd_runs, "a table of the runs under a directory: finished, unfinished and broken")
+    runs.add_argument("directory", nargs="?", default="runs", help="where to look (default: runs)")
+    runs.add_argument("--sort", default="name",
+                      help="column to sort by: name, status, model, method, quantization, head, data, metric (best "
+                           "first), trainable, time, date (newest first)")
+    runs.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    output = runs.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    output.add_argument("--csv", action="store_true", help="print the rows as CSV")
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    """Print the runs under a directory as a table, JSON or CSV."""
+    from peftkit.rundir.table import find_runs, format_table, sort_rows, to_csv, to_json
+
+    rows = sort_rows(find_runs(args.directory), args.sort, args.reverse)
+    if args.csv:
+        sys.stdout.write(to_csv(rows))
+    else:
+        print(to_json(rows) if args.json else format_table(rows))

@@ -1,0 +1,141 @@
+"""The recipe's `auto` settings resolved for a device; training, `peftkit estimate` and `peftkit env` all resolve here,
+so the three agree:
+
+- ``train.precision``: bf16 on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere on), fp16 on an
+  older CUDA GPU, fp32 on a CPU;
+- ``quantization.compute_dtype``: bfloat16 where bf16 is native, else float32;
+- ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, AdamW otherwise;
+- ``model.attn_implementation``: flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and
+  the model class supports it; else sdpa where the model class supports it; else eager;
+- ``train.gradient_checkpointing``: on when the predicted peak without it exceeds the device's memory.
+
+The policy calls the memory estimate (peftkit.hardware.estimate), never the other way round: the estimate takes a
+resolved recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peftkit.config.sections import AUTO, Recipe, auto_options
+from peftkit.data.cache import is_cached
+from peftkit.data.catalog import MODELS
+from peftkit.hardware import device as devices
+from peftkit.hardware.device import Device
+from peftkit.hardware.estimate import MemoryEstimate, estimate, longest_sequence
+from peftkit.model.config import model_config
+from peftkit.registry import build_head
+
+
+def precision(device: Device) -> str:
+    """`train.precision: auto` on ``device``."""
+    if device.kind != "cuda":
+        return "fp32"
+    return "bf16" if device.bf16 else "fp16"
+
+
+def compute_dtype(device: Device) -> str:
+    """`quantization.compute_dtype: auto` on ``device``."""
+    return "bfloat16" if device.bf16 else "float32"
+
+
+def optim(device: Device, quantized: bool) -> str:
+    """`train.optim: auto` on ``device``, for a quantized base or not."""
+    return "paged_adamw_8bit" if quantized and device.kind == "cuda" else "adamw_torch"
+
+
+def _model_class(recipe: Recipe) -> type | None:
+    """The transformers class the recipe's head builds for its model, or None when it cannot be told offline."""
+    if recipe.model.name in MODELS and not is_cached("model", recipe.model.name):
+        return None  # resolving never downloads; a run fetches the model before it resolves
+    head = build_head(recipe.task)
+    try:
+        config = model_config(recipe.model)
+        return head.auto_class._model_mapping[type(config)]
+    except Exception:  # unreachable hub id, unknown architecture: the caller falls back to sdpa / eager
+        return None
+
+
+def supports(model_class: type | None, implementation: str) -> bool:
+    """Whether ``model_class`` declares support for an attention implementation (unknown class: sdpa yes)."""
+    if model_class is None:
+        return implementation == "sdpa"
+    if implementation == "flash_attention_2":
+        return bool(getattr(model_class, "_supports_flash_attn", False)
+                    or getattr(model_class, "_supports_flash_attn_2", False))
+    if implementation == "sdpa":
+        return bool(getattr(model_class, "_supports_sdpa", False))
+    return True
+
+
+def attn_implementation(device: Device, model_class: type | None, flash_installed: bool | None = None) -> str:
+    """`model.attn_implementation: auto` for ``model_class`` on ``device``."""
+    flash = devices.flash_attn_installed() if flash_installed is None else flash_installed
+    if flash and device.bf16 and supports(model_class, "flash_attention_2"):
+        return "flash_attention_2"
+    return "sdpa" if supports(model_class, "sdpa") else "eager"
+
+
+def resolve_settings(recipe: Recipe, device: Device) -> dict[str, Any]:
+    """Resolve every `auto` but gradient checkpointing in place; returns {dotted key: value} of what was auto."""
+    resolved: dict[str, Any] = {}
+    train, quant, model = recipe.train, recipe.quantization, recipe.model
+    if train.precision == AUTO:
+        train.precision = resolved["train.precision"] = precision(device)
+    if quant.compute_dtype == AUTO:
+        quant.compute_dtype = resolved["quantization.compute_dtype"] = compute_dtype(device)
+    if train.optim == AUTO:
+        train.optim = resolved["train.optim"] = optim(device, quant.mode != "none")
+    if model.attn_implementation == AUTO:
+        model.attn_implementation = resolved["model.attn_implementation"] = attn_implementation(
+            device, _model_class(recipe))
+    return resolved
+
+
+def resolve_checkpointing(recipe: Recipe, device: Device, sequence_length: int | None = None,
+                          labels: list[str] | None = None) -> dict[str, Any]:
+    """Resolve `train.gradient_checkpointing: auto` in place: on when the predicted peak without it exceeds
+    ``device.memory``. Call after :func:`resolve_settings`."""
+    if recipe.train.gradient_checkpointing != AUTO:
+        return {}
+    trial = recipe.model_copy(deep=True)
+    trial.train.gradient_checkpointing = False
+    peak = estimate(trial, sequence_length, labels, device=device).total
+    recipe.train.gradient_checkpointing = bool(device.memory) and peak > device.memory
+    return {"train.gradient_checkpointing": recipe.train.gradient_checkpointing}
+
+
+def resolve(recipe: Recipe, device: Device, sequence_length: int | None = None,
+            labels: list[str] | None = None) -> dict[str, Any]:
+    """Resolve every `auto` of ``recipe`` in place for ``device``; returns {dotted key: value} of what was auto."""
+    resolved = resolve_settings(recipe, device)
+    resolved.update(resolve_checkpointing(recipe, device, sequence_length, labels))
+    return resolved
+
+
+def resolved_for(recipe: Recipe, device: Device, sequence_length: int | None = None,
+                 labels: list[str] | None = None) -> Recipe:
+    """A copy of ``recipe`` with every `auto` resolved for ``device`` (``recipe`` itself when nothing is `auto`)."""
+    if is_resolved(recipe):
+        return recipe
+    copy = recipe.model_copy(deep=True)
+    resolve(copy, device, sequence_length, labels)
+    return copy
+
+
+def is_resolved(recipe: Recipe) -> bool:
+    """Whether no option of ``recipe`` is left at `auto`."""
+    return not auto_options(recipe)
+
+
+def estimate_on(recipe: Recipe, device: Device | None = None, sequence_length: int | None = None,
+                labels: list[str] | None = None) -> MemoryEstimate:
+    """The predicted peak of ``recipe`` on ``device`` (default: this machine's), its `auto` options resolved for
+    it first; the data is tokenized once to find the longest batch unless ``sequence_length`` and ``labels`` are
+    given."""
+    device = device or devices.current()
+    if sequence_length is None or labels is None:
+        head = build_head(recipe.task)
+        sequence_length, found = longest_sequence(recipe, head)
+        labels = labels or found
+    return estimate(resolved_for(recipe, device, sequence_length, labels), sequence_length, labels, device=device)

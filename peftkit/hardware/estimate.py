@@ -1,0 +1,271 @@
+"""Predict a recipe's peak training memory before running it: weights by precision, trainable state, activations,
+runtime overhead.
+
+The model is built on the meta device (no weights allocated), the method applied to it, and every parameter
+counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state. Activations are
+the tensors autograd saves for the backward pass, counted by running one training batch through the meta model
+(no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
+reads values in its forward) a per-layer formula stands in. Runtime overhead is what a real run holds beyond
+those: a constant per device kind (RUNTIME_OVERHEAD), the share of freed activations the allocator keeps
+(ALLOCATOR_RETENTION), and the largest transient working set, either the optimizer step's temporaries or a
+quantized layer de-quantized for its matmul.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from torch import nn
+
+from peftkit.config.sections import Recipe, auto_options
+from peftkit.data.pipeline import build_splits, padded_length
+from peftkit.errors import PeftkitError, first_line
+from peftkit.hardware import device as devices
+from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
+from peftkit.model.config import model_config
+from peftkit.model.loading import load_tokenizer
+from peftkit.model.params import count_parameters
+from peftkit.registry import build_head, plugins
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+#: Optimizer state bytes per trainable parameter (AdamW: two fp32 moments; 8-bit AdamW: two uint8 ones).
+OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2, "paged_adamw_32bit": 8,
+                   "adafactor": 0, "sgd": 0}
+#: Bytes per quantized weight: 4-bit packs two per byte plus one fp32 absmax per block of 64 (double
+#: quantization: a uint8 absmax per 64 and an fp32 per 256 blocks); 8-bit is one byte plus a per-row fp32 scale.
+QUANT_WEIGHT_BYTES = {("4bit", True): 0.5 + 1 / 64 + 4 / (64 * 256), ("4bit", False): 0.5 + 4 / 64,
+                      ("8bit", True): 1.0, ("8bit", False): 1.0}
+SKIPPED = (*KNOWN_HEAD_MODULES, "lm_head")
+MIB = 2**20
+#: Private memory a training run holds beyond weights, trainable state, activations and transients, by device
+#: kind: the Trainer, autograd's graph, the allocator's free lists, tokenized data, bitsandbytes' tables.
+#: Measured once per device kind with `python benchmarks/overhead.py` (README, "Memory estimate"), together with
+#: ALLOCATOR_RETENTION: CPU 44 MiB on this project's shared 2-core Xeon (torch 2.13, transformers 5.24, glibc malloc).
+#: No GPU has been lent to measure CUDA's (there the allocator's figure leaves the CUDA context and library
+#: workspaces out); 0 until someone does.
+RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}
+#: Share of the activations the allocator still holds once they are freed (chunks kept for reuse, heap
+#: fragmentation, per-thread arenas): 0.59 with glibc's malloc on this CPU, fitted with RUNTIME_OVERHEAD on the
+#: calibration cells of benchmarks/overhead.yaml. CUDA: unmeasured; its allocated figure counts live tensors only.
+ALLOCATOR_RETENTION = {"cpu": 0.59, "cuda": 0.0}
+#: Temporaries of one optimizer step per element of the largest trainable tensor, in its bytes: AdamW's
+#: ``exp_avg_sq.sqrt() / bias_correction`` makes two tensors of the parameter's size before they are folded in.
+STEP_TEMPORARIES = {"adamw_torch": 2.0, "adamw_bnb_8bit": 1.0, "paged_adamw_8bit": 1.0, "paged_adamw_32bit": 2.0,
+                    "adafactor": 1.0, "sgd": 1.0}
+
+
+@dataclass
+class MemoryEstimate:
+    """Predicted peak training memory in bytes, by component."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    trainable_params: int
+    total_params: int
+    sequence_length: int
+    quantized_weights: int = 0
+    overhead: int = 0
+    retained: int = 0
+    transient: int = 0
+    device: str = "cpu"
+    activations_from: str = "formula"
+
+    @property
+    def floor(self) -> int:
+        """Bytes no run can go below: weights (full precision and quantized) plus trainable state."""
+        return self.weights + self.quantized_weights + self.gradients + self.optimizer
+
+    @property
+    def runtime_overhead(self) -> int:
+        """What a run holds beyond floor and activations: the device's constant, what its allocator keeps of
+        freed activations, and, where the transient working set (optimizer step, de-quantized layer) outgrows
+        the activations it replaces, the difference."""
+        return self.overhead + self.retained + max(0, self.transient - self.activations)
+
+    @property
+    def total(self) -> int:
+        """The predicted peak: the floor, activations and runtime overhead."""
+        return self.floor + self.activations + self.runtime_overhead
+
+    def terms(self) -> list[tuple[str, int]]:
+        """(name, bytes) of every term of ``total``, in print order."""
+        return [("weights", self.weights), ("quantized weights", self.quantized_weights),
+                ("gradients", self.gradients), ("optimizer state", self.optimizer),
+                ("activations", self.activations), ("runtime overhead", self.runtime_overhead)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every component and the floor and total, for result files."""
+        return {**asdict(self), "runtime_overhead": self.runtime_overhead, "floor": self.floor, "total": self.total}
+
+
+def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
+    kwargs = head.model_kwargs(labels) if head.kind != "causal_lm" else {}
+    overrides = recipe.model.config_overrides if recipe.model.random_init else {}
+    return model_config(recipe.model, **overrides, **kwargs)
+
+
+def meta_model(recipe: Recipe, labels: list[str]) -> nn.Module:
+    """The recipe's model with its method applied, on the meta device."""
+    head, method = plugins(recipe)
+    config = _config(recipe, head, labels)
+    with init_empty_weights():
+        model = head.auto_class.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
+        head_modules = sorted({name for name, _ in model.named_children()} & set(KNOWN_HEAD_MODULES))
+        return method.apply(model, head_modules, head.task_type)
+
+
+def longest_sequence(recipe: Recipe, head: Head) -> tuple[int, list[str]]:
+    """The padded length of the longest training batch, and the label names (from the data)."""
+    parts = {"max_length": (), "dynamic": ("train",)}.get(recipe.data.padding, ("train", "validation", "test"))
+    data = build_splits(recipe, head, load_tokenizer(recipe.model), parts=parts)
+    return padded_length(data.tokenized, recipe.data), data.label_names
+
+
+def sequence_for(recipe: Recipe) -> tuple[int, list[str], str]:
+    """(padded length of the longest batch, label names, where the length came from).
+
+    When the data or the tokenizer cannot be loaded (offline, hub only) but the model's config can, the
+    length is data.max_length, an upper bound, and the labels are the recipe's task.labels."""
+    head: Head = build_head(recipe.task)
+    try:
+        length, labels = longest_sequence(recipe, head)
+        return length, labels, "longest training batch"
+    except PeftkitError as exc:
+        if head.kind != "causal_lm" and not recipe.task.labels:
+            raise
+        model_config(recipe.model)
+        cause = str(exc) if len(str(exc)) < 90 else str(exc)[:87] + "..."
+        return (recipe.data.max_length, list(recipe.task.labels),
+                f"data.max_length, an upper bound: the tokenizer or data could not be loaded here ({cause})")
+
+
+def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: str, mode: str) -> bool:
+    return (mode != "none" and isinstance(module, nn.Linear) and pname == "weight" and not parameter.requires_grad
+            and not any(s in name.split(".") for s in SKIPPED))
+
+
+def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
+    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight)."""
+    mode, dtype_bytes = recipe.quantization.mode, DTYPE_BYTES[recipe.model.dtype]
+    per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
+    compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
+    plain, quantized, largest = 0.0, 0.0, 0
+    for name, module in model.named_modules():
+        for pname, parameter in module.named_parameters(recurse=False):
+            n = parameter.numel()
+            if _is_quantized(module, pname, parameter, name, mode):
+                quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
+                largest = max(largest, n * compute_bytes)
+            else:
+                plain += n * (4 if parameter.requires_grad else dtype_bytes)
+    return int(plain), int(quantized), largest
+
+
+def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta") -> int:
+    """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
+    (parameters and views of them excluded, shared storage counted once), plus the output. On the meta device
+    nothing is allocated; a forward that reads tensor values raises there (meta tensors have none)."""
+    parameters = {p.untyped_storage()._cdata for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in parameters:
+            saved[storage._cdata] = max(saved.get(storage._cdata, 0), storage.nbytes())
+        return tensor
+
+    ids = torch.ones(batch, seq, dtype=torch.long, device=device)
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(input_ids=ids)
+    logits = output.logits if hasattr(output, "logits") else output[0]
+    return sum(saved.values()) + logits.numel() * logits.element_size()
+
+
+def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: bool, causal: bool) -> int:
+    """Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes per layer in 16-bit; doubled for fp32 runs.
+    A frozen body (head only) keeps no activations for backward: one layer's forward working set instead."""
+    text = getattr(config, "text_config", config)
+    hidden = text.hidden_size
+    layers = text.num_hidden_layers
+    heads = text.num_attention_heads
+    half = recipe.train.precision != "fp32" or recipe.model.dtype != "float32"
+    scale = 1 if half else 2
+    batch = recipe.train.batch_size
+    per_layer = seq * batch * hidden * (34 + 5 * heads * seq / hidden) * scale
+    logits = 2 * batch * seq * text.vocab_size * 4 if causal else 0
+    if recipe.train.gradient_checkpointing:
+        stored = layers * seq * batch * hidden * 2 * scale + per_layer
+    else:
+        stored = layers * per_layer
+    train = (stored if trainable_body else per_layer) + logits
+    eval_batch = recipe.train.eval_batch_size
+    evaluation = seq * eval_batch * (getattr(text, "intermediate_size", 4 * hidden) + 3 * hidden + heads * seq) * 4
+    return int(max(train, evaluation))
+
+
+def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, trainable_body: bool,
+                 causal: bool) -> tuple[int, str]:
+    """Activation bytes and where they came from ("traced" or "formula")."""
+    formula = _activation_bytes(config, recipe, seq, trainable_body, causal)
+    plain = recipe.train.precision == "fp32" and recipe.model.dtype == "float32"
+    if not plain or recipe.train.gradient_checkpointing:
+        return formula, "formula"
+    try:
+        traced = traced_activations(model, recipe.train.batch_size, seq)
+    except Exception:  # any forward the meta device cannot run falls back to the formula
+        return formula, "formula"
+    text = getattr(config, "text_config", config)
+    logits = 2 * recipe.train.batch_size * seq * text.vocab_size * 4 if causal else 0  # loss: log-softmax, grad
+    evaluation = _activation_bytes(config, recipe, seq, False, False)
+    return max(traced + logits, evaluation), "traced"
+
+
+def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[str] | None = None,
+             device: devices.Device | None = None) -> MemoryEstimate:
+    """Predict the peak training memory of ``recipe`` on ``device`` (default: this machine's). The recipe must be
+    resolved for that device (peftkit.hardware.auto.resolved_for); the data is tokenized to find the longest batch
+    unless ``sequence_length`` (and ``labels``) are given."""
+    unresolved = auto_options(recipe)
+    if unresolved:
+        raise ValueError(f"estimate() takes a resolved recipe; {', '.join(unresolved)} still auto "
+                         "(peftkit.hardware.auto.resolved_for resolves them)")
+    head: Head = build_head(recipe.task)
+    if sequence_length is None or labels is None:
+        sequence_length, found = longest_sequence(recipe, head)
+        labels = labels or found
+    try:
+        model = meta_model(recipe, labels)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise PeftkitError(f"estimate: could not build {recipe.model.name} with method "
+                           f"{recipe.method.name} on the meta device ({first_line(exc)})") from None
+    trainable, total = count_parameters(model)
+    head_params = sum(p.numel() for n, p in model.named_parameters()
+                      if p.requires_grad and any(s in n.split(".") for s in SKIPPED))
+    config = _config(recipe, head, labels)
+    kind = (device or devices.current()).kind
+    plain, quantized, dequantized = _weight_bytes(model, recipe)
+    largest_trainable = max((p.numel() for p in model.parameters() if p.requires_grad), default=0)
+    activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params,
+                                       head.kind == "causal_lm")
+    step = int(largest_trainable * 4 * STEP_TEMPORARIES[recipe.train.optim])
+    return MemoryEstimate(
+        weights=plain,
+        gradients=trainable * 4,
+        optimizer=trainable * OPTIMIZER_BYTES[recipe.train.optim],
+        activations=activations,
+        trainable_params=trainable,
+        total_params=total,
+        sequence_length=sequence_length,
+        quantized_weights=quantized,
+        overhead=RUNTIME_OVERHEAD[kind],
+        retained=int(ALLOCATOR_RETENTION[kind] * activations),
+        transient=max(step, activations + dequantized),
+        device=kind,
+        activations_from=source,
+    )

@@ -1,0 +1,31 @@
+"""The one pre-flight check: settings this machine cannot run are refused before anything loads, naming the key."""
+
+from __future__ import annotations
+
+import torch
+
+from peftkit.config.sections import Recipe
+from peftkit.errors import PeftkitError
+from peftkit.hardware.device import flash_attention_usable
+
+
+def check_machine(recipe: Recipe) -> None:
+    """Refuse what this machine cannot run, naming the key (`auto` options are resolved to what it can first)."""
+    cuda = torch.cuda.is_available()
+    train = recipe.train
+    if recipe.model.attn_implementation == "flash_attention_2" and not flash_attention_usable():
+        raise PeftkitError("'model.attn_implementation': flash_attention_2 needs a CUDA GPU and the flash-attn "
+                           "package; use auto or sdpa here")
+    if train.precision == "fp16" and not cuda:
+        raise PeftkitError("'train.precision': fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 here")
+    if train.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise PeftkitError("'train.precision': this GPU has no bf16 support; use fp16 or fp32")
+    if train.optim.startswith("paged_") and not cuda:
+        raise PeftkitError(
+            f"'train.optim': {train.optim} pages optimizer state between GPU and CPU memory and needs a "
+            "CUDA GPU; use adamw_bnb_8bit or adamw_torch here"
+        )
+    if recipe.distributed.fsdp and not cuda:
+        raise PeftkitError(
+            "'distributed.fsdp' needs CUDA GPUs (on CPUs accelerate silently runs plain DDP); leave it empty here"
+        )

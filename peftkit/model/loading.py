@@ -1,0 +1,138 @@
+"""Recipe → tokenizer and base model: catalogue name, local directory or hub id, quantized or not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from peftkit.config.sections import ModelSection, QuantizationSection
+from peftkit.data.cache import cache_root
+from peftkit.data.catalog import MODELS
+from peftkit.errors import PeftkitError, first_line
+from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
+from peftkit.model.config import DTYPES, hub_error, model_config, resolve_model_path, shipped_config
+from peftkit.model.dropout import dropout_kwargs
+from peftkit.model.quantization import quantization_config
+from peftkit.model.weights import release_checkpoint, require_safetensors
+
+
+def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of the recipe's model (or of ``path``, a saved run)."""
+    source = path or resolve_model_path(model.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=model.trust_remote_code, revision=None if path else model.revision
+        )
+    except (OSError, ValueError) as exc:
+        raise hub_error(source, exc) from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise PeftkitError(f"model.name '{model.name}': the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def random_init_path(model: ModelSection) -> Path | None:
+    """Where ``random_init_checkpoint`` keeps the model's random-init checkpoint (None without random_init)."""
+    if not model.random_init:
+        return None
+    source = str(shipped_config(model.name) or resolve_model_path(model.name))
+    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
+    return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def random_init_checkpoint(model: ModelSection) -> str | None:
+    """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
+    the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
+    target = random_init_path(model)
+    if target is None:
+        return None
+    if not (target / "config.json").is_file():
+        try:
+            config = model_config(model, **model.config_overrides)
+        except (ValueError, TypeError) as exc:
+            raise PeftkitError(f"model.config_overrides: {first_line(exc)}") from None
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            body.save_pretrained(staging)
+            staging.replace(target)
+        except (OSError, SafetensorError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise PeftkitError(
+                f"model.random_init: could not write the random checkpoint into the cache '{cache_root()}' "
+                f"({getattr(exc, 'strerror', None) or exc}); set PEFTKIT_CACHE to a writable directory"
+            ) from None
+        del body
+    return str(target)
+
+
+def check_position_limit(model: nn.Module, longest: int, model_name: str) -> None:
+    """Refuse inputs longer than the model's learned position table (an index error deep in training)."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    rotary = any(getattr(config, key, None) for key in ("rope_theta", "rope_parameters", "rope_scaling"))
+    if getattr(config, "position_embedding_type", "absolute") != "absolute" or rotary:
+        return  # relative / rotary positions have no table to run off
+    if isinstance(limit, int) and longest > limit:
+        raise PeftkitError(
+            f"'data.max_length': inputs of up to {longest} tokens, but model '{model_name}' has positions for "
+            f"{limit} (max_position_embeddings); set data.max_length to {limit} or less"
+        )
+
+
+def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
+                    label_names: list[str], path: str | None = None) -> tuple[nn.Module, list[str]]:
+    """The base model with the head's task layer, and the names of the head modules to train and save.
+
+    Head modules are the ones transformers initialised fresh (missing from the checkpoint) plus the
+    usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them.
+    """
+    source = path or random_init_checkpoint(model) or resolve_model_path(model.name)
+    kwargs: dict[str, Any] = dict(
+        dtype=DTYPES[model.dtype],
+        trust_remote_code=model.trust_remote_code,
+        quantization_config=quantization_config(quantization),
+        output_loading_info=True,
+        use_safetensors=True,
+        attn_implementation=None if model.attn_implementation == "auto" else model.attn_implementation,
+        **head.model_kwargs(label_names),
+        **dropout_kwargs(model, source),
+    )
+    if path is None and model.revision:
+        kwargs["revision"] = model.revision
+    require_safetensors(source, f"model.name '{model.name}'" if path is None else f"run '{path}'")
+    try:
+        loaded, info = head.auto_class.from_pretrained(source, **kwargs)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise PeftkitError(
+                f"model.name '{model.name}': its architecture has no {head.auto_class.__name__} "
+                f"(needed by task.head '{head.name}')"
+            ) from None
+        raise hub_error(source, exc) from None
+    except OSError as exc:
+        raise hub_error(source, exc) from None
+    except SafetensorError as exc:
+        what = f"model.name '{model.name}'" if path is None else f"run '{path}'"
+        catalogued = path is None and model.name in MODELS
+        fix = f"; `peftkit models fetch {model.name}` fetches it again" if catalogued else "; replace it"
+        raise PeftkitError(f"{what}: a weights file in '{source}' is damaged or truncated ({exc}){fix}") from None
+    release_checkpoint(loaded)
+    if getattr(loaded.config, "pad_token_id", None) is None:
+        loaded.config.pad_token_id = getattr(loaded.config, "eos_token_id", None)
+    fresh = {key.split(".")[0] for key in info["missing_keys"]}
+    children = {name for name, _ in loaded.named_children()}
+    head_modules = sorted((fresh | set(KNOWN_HEAD_MODULES)) & children)
+    return loaded, head_modules

@@ -1,0 +1,45 @@
+"""Parameter counts: of a built model (trainable, total), and of a model section's checkpoint on the meta device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel
+
+from peftkit.config.sections import ModelSection
+from peftkit.data.cache import is_cached
+from peftkit.data.catalog import MODELS
+from peftkit.model.config import model_config, shipped_config
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; packed 4-bit weights count as their unpacked size."""
+    trainable = total = 0
+    for parameter in model.parameters():
+        n = parameter.numel()
+        if parameter.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if parameter.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def parameter_count(model: ModelSection) -> int | None:
+    """Parameters of the model as its checkpoint holds it (the architecture its config names), counted on the meta
+    device; None when the config is not at hand without a download (an unfetched catalogue model, a hub model
+    peftkit ships no config of)."""
+    import transformers
+
+    if model.name in MODELS and not is_cached("model", model.name):
+        return None
+    if model.name not in MODELS and not shipped_config(model.name) and not Path(model.name).is_dir():
+        return None
+    config = model_config(model, **(model.config_overrides if model.random_init else {}))
+    architecture = getattr(transformers, (getattr(config, "architectures", None) or ["AutoModel"])[0], AutoModel)
+    with torch.device("meta"):
+        built = (architecture.from_config(config, trust_remote_code=model.trust_remote_code)
+                 if architecture is AutoModel else architecture(config))
+    return count_parameters(built)[1]

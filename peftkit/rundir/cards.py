@@ -1,0 +1,206 @@
+"""Model cards (README.md) of runs and exports: what was trained, how it scored, how to load it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from peftkit.config.sections import Recipe
+from peftkit.data.catalog import DATASETS, MODELS
+from peftkit.registry import HEADS
+from peftkit.rundir.layout import CARD_FILE
+from peftkit.rundir.metrics import TIMING_KEYS
+
+LOADERS = {
+    "full": "model = {auto}.from_pretrained(run)",
+    "head_only": "# a head-only run holds just the head weights: use `peftkit predict` or peftkit.rundir.load.load_run",
+}
+
+
+PEFT_LOADER = (
+    "base = {auto}.from_pretrained(\"{base}\"{labels})\n"
+    "model = PeftModel.from_pretrained(base, run)"
+)
+
+
+def _format(value: Any, spec: str = ".4g") -> str:
+    """A card's number: floats by ``spec``, whole numbers with thousands separators."""
+    if isinstance(value, float):
+        return format(value, spec)
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _licences(recipe: Recipe) -> str:
+    """Markdown lines stating the licence of each catalogue entry (model, data) the run was built from."""
+    lines = []
+    if recipe.model.name in MODELS:
+        lines.append(f"- model `{recipe.model.name}`: {MODELS[recipe.model.name].licence}")
+    if recipe.data.source in DATASETS:
+        lines.append(f"- data `{recipe.data.source}`: {DATASETS[recipe.data.source].licence}")
+    if not lines:
+        return ""
+    return "\n## Licences\nThis run inherits the terms of what it was trained from:\n" + "\n".join(lines) + "\n"
+
+
+def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any]) -> None:
+    """A Markdown card: base model, method, data, test metrics and how to load the run."""
+    head = HEADS.get(recipe.task.head)
+    auto = head.auto_class.__name__
+    labels = f", num_labels={len(recipe.task.labels)}" if recipe.task.labels else ""
+    loader = LOADERS.get(recipe.method.name, PEFT_LOADER).format(auto=auto, base=recipe.model.name, labels=labels)
+    rows = _table(metrics.get("test", {}), ".4f", skip=())
+    params = metrics.get("parameters", {})
+    trainable, total = (_format(params.get(k, "?")) for k in ("trainable", "total"))
+    card = f"""---
+library_name: {"transformers" if recipe.method.name == "full" else "peft"}
+base_model: {recipe.model.name}
+tags: [peftkit, {recipe.method.name}, {recipe.task.head}]
+---
+# {Path(recipe.output_dir or directory).name}
+
+Trained with [peftkit](https://github.com/peftkit/peftkit). {recipe.description}
+
+- base model: `{recipe.model.name}` ({recipe.model.dtype}, quantization: {recipe.quantization.mode})
+- method: `{recipe.method.name}`; trainable parameters: {trainable} of {total}
+- task head: `{recipe.task.head}`; labels: {", ".join(recipe.task.labels)}
+- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
+
+## Test metrics ({metrics.get("test_examples", "?")} examples)
+| metric | value |
+|---|---|
+{rows}
+{_licences(recipe)}
+## Load it
+```python
+from peft import PeftModel
+from transformers import {auto}
+run = "{recipe.output_dir}"  # this directory
+{loader}
+```
+or `peftkit predict <run dir> "some text"`. The full resolved recipe is in `recipe.yaml`.
+"""
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+
+
+def _table(rows: dict[str, Any], spec: str = ".4g", skip: Collection[str] = TIMING_KEYS) -> str:
+    """Markdown table rows ``| key | value |`` of the scalar entries of ``rows`` (``skip`` left out)."""
+    return "\n".join(
+        f"| {k} | {_format(v, spec)} |" for k, v in rows.items() if not isinstance(v, (list, dict)) and k not in skip
+    )
+
+
+def _run_summary(recipe: Recipe, metrics: dict[str, Any], exported: str = "") -> str:
+    """The lines every export card shares: what the run was trained from, and its test metrics."""
+    labels = ", ".join(recipe.task.labels) or "none"
+    return f"""- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: \
+{recipe.quantization.mode}){exported}
+- method: `{recipe.method.name}`
+- task head: `{recipe.task.head}`; labels: {labels} (in config.json as id2label)
+- data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
+
+## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
+| metric | value |
+|---|---|
+{_table(metrics.get("test", {}))}"""
+
+
+def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
+                      report: dict[str, Any]) -> None:
+    """Write README.md into ``directory`` (the staged export that becomes ``out``)."""
+    auto = HEADS.get(recipe.task.head).auto_class.__name__
+    merged = report["mode"] == "merge"
+    parity = report["parity"]
+    check = (f"checked against tolerance {parity['tolerance']:g} × max(1, largest |logit|): passed" if parity["checked"]
+             else "report only (weights de-quantized, re-quantized or cast)")
+    if merged:
+        needs = " (needs bitsandbytes: the weights are re-quantized)" if report["requantized"] else ""
+        load = (f"from transformers import {auto}, AutoTokenizer\n"
+                f"model = {auto}.from_pretrained(\"{out}\")\n"
+                f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
+        merge = f"the adapter merged into the {report['merged_into']}" if report["merged_into"] else (
+            f"the weights of method {recipe.method.name}, re-saved")
+        what = f"{merge}; plain transformers loads it{needs}"
+    else:
+        load = (f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
+                f"base = {auto}.from_pretrained(\"{recipe.model.name}\""
+                f"{f', num_labels={len(recipe.task.labels)}' if recipe.task.labels else ''})\n"
+                f"model = PeftModel.from_pretrained(base, \"{out}\")\n"
+                f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
+        what = "the peft adapter and the trained task head (base model not included)"
+    card = f"""---
+library_name: {"transformers" if merged else "peft"}
+base_model: {recipe.model.name}
+tags: [peftkit, {recipe.method.name}, {recipe.task.head}, {"merged" if merged else "adapter"}]
+---
+# {out.name}
+
+Exported with `peftkit export` from the run `{report["run"]}`: {what}.
+
+{_run_summary(recipe, metrics, f"; exported in {report['dtype']}")}
+
+## Parity (export_report.json)
+The run's adapter model and this export, reloaded from disk, on {parity["compared"]} test items; {check}.
+
+| figure | value |
+|---|---|
+{_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
+
+## Load it
+```python
+{load}
+```
+"""
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+
+
+def write_onnx_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
+                    report: dict[str, Any]) -> None:
+    """Write README.md into ``directory`` (the staged ONNX export that becomes ``out``)."""
+    parity = report["parity"]
+    check = (f"checked against tolerance {parity['tolerance']:g} × max(1, largest |logit|): passed" if parity["checked"]
+             else "report only (the run's base was quantized or not fp32)")
+    token_level = "Token" in HEADS.get(recipe.task.head).auto_class.__name__
+    decode = ("for text, ids, mask in zip(texts, logits.argmax(-1), inputs[\"attention_mask\"]):\n"
+              "    print(text, [id2label[str(i)] for i, m in zip(ids, mask) if m])  # one tag per sub-word token"
+              if token_level else
+              "for text, i in zip(texts, logits.argmax(-1)):\n    print(text, id2label[str(i)])")
+    card = f"""---
+library_name: onnx
+base_model: {recipe.model.name}
+tags: [peftkit, onnx, {recipe.method.name}, {recipe.task.head}, merged]
+---
+# {out.name}
+
+Exported with `peftkit export --format onnx` from the run `{report["run"]}`: the adapter merged into the base
+weights (float32), as `model.onnx` with dynamic batch and sequence axes (inputs: {", ".join(report["inputs"])};
+output: logits). ONNX Runtime runs it without PyTorch, peft or peftkit.
+
+{_run_summary(recipe, metrics)}
+
+## Parity (export_report.json)
+The run's adapter model (PyTorch) and this model in onnxruntime {report["onnxruntime"]} (CPU), on \
+{parity["compared"]} test items; {check}.
+
+| figure | value |
+|---|---|
+{_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
+
+## Run it with onnxruntime
+```python
+import json
+
+import onnxruntime as ort
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{out}")
+session = ort.InferenceSession("{out}/model.onnx", providers=["CPUExecutionProvider"])
+id2label = json.load(open("{out}/config.json"))["id2label"]
+texts = ["first text", "second text"]
+inputs = tokenizer(texts, padding=True, truncation=True, max_length={recipe.data.max_length}, return_tensors="np")
+feed = {{i.name: inputs[i.name] for i in session.get_inputs()}}
+logits = session.run(["logits"], feed)[0]
+{decode}
+```
+"""
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")

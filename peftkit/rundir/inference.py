@@ -1,0 +1,48 @@
+"""Use a saved run: evaluate it on its test split, predict for raw texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from peftkit.data import preprocess
+from peftkit.data.pipeline import build_splits
+from peftkit.errors import PeftkitError
+from peftkit.rundir.load import load_run
+from peftkit.rundir.metrics import split_metrics
+
+
+def evaluate_run(directory: str | Path) -> dict[str, Any]:
+    """Metrics of a saved run on its recipe's test split (rebuilt deterministically)."""
+    run = load_run(directory)
+    data = build_splits(run.recipe, run.head, run.tokenizer, parts=("test",))
+    args = TrainingArguments(
+        output_dir=str(run.directory / "eval"),
+        per_device_eval_batch_size=run.recipe.train.eval_batch_size,
+        eval_accumulation_steps=run.recipe.train.eval_accumulation_steps,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=run.model,
+        args=args,
+        data_collator=run.head.collator(run.tokenizer),
+        compute_metrics=run.head.compute_metrics(run.label_names),
+        **run.head.trainer_kwargs(),
+    )
+    metrics = split_metrics(trainer.evaluate(data.tokenized["test"], metric_key_prefix="test"), "test")
+    metrics.update(run.head.samples(run.model, run.tokenizer, data.text["test"], run.recipe.data.max_length))
+    return metrics
+
+
+def predict(directory: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Predictions of a saved run for raw texts, decoded by its head."""
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise PeftkitError("predict: no text given (pass texts as arguments or --file with one text per line)")
+    run = load_run(directory)
+    texts = preprocess.apply_texts(run.recipe.preprocess, texts)
+    return run.head.predict(run.model, run.tokenizer, texts, run.label_names, batch_size, run.recipe.data.max_length)

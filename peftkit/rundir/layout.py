@@ -1,0 +1,41 @@
+"""Every name peftkit gives a file or folder inside a run, export or sweep directory, in one place."""
+
+from __future__ import annotations
+
+# A run directory: its final files (metrics.json is written last, so it marks a finished run) …
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "README.md"
+# … and what a run writes while it trains: checkpoints, a staging folder for the final save, the weights that
+# sharded processes gather for it, a tracker's logs.
+CHECKPOINTS_DIR = "checkpoints"
+STAGING_DIR = ".staging"
+GATHERED_DIR = ".gathered"
+LOGS_DIR = "logs"
+#: What a run may write into output_dir besides its final files; recorded in the manifest from the start.
+WORKING_ENTRIES = (CHECKPOINTS_DIR, STAGING_DIR, GATHERED_DIR, LOGS_DIR)
+#: Written by the first tracker into the logs directory: proof for --overwrite that peftkit wrote it.
+TRACKING_MARKER = "peftkit-tracking.json"
+
+# Inside a checkpoint: the Trainer's state, and what the Trainer does not keep (the loss summed over the run).
+TRAINER_STATE = "trainer_state.json"
+RUN_STATE = "peftkit_state.json"
+#: A checkpoint is written into ``.staging-checkpoint-N`` and renamed into place once whole.
+STAGING_PREFIX = ".staging-"
+
+# An export directory: its parity report (its presence tells an export from a run).
+REPORT_FILE = "export_report.json"
+
+# A sweep directory.
+TRIALS_TABLE = "trials.csv"
+BEST_RECIPE = "best.yaml"
+
+# Bookkeeping in every directory peftkit writes: the manifest of what it wrote (what --overwrite may delete), the
+# lock held while it writes, and the marker of a staging folder whose writer is alive.
+MANIFEST = ".peftkit-manifest.json"
+LOCK = ".peftkit-lock"
+STAGING_MARKER = ".peftkit-staging"
+BOOKKEEPING = (MANIFEST, LOCK)
+
+#: What a run directory holds at some point of its life (checkpoints and logs before recipe.yaml is written).
+RUN_MARKERS = (RECIPE_FILE, METRICS_FILE, CHECKPOINTS_DIR, STAGING_DIR, LOGS_DIR)

@@ -1,0 +1,83 @@
+"""A finished run written into its directory: staged, declared in the manifest, moved into place; rescued
+elsewhere when that fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from transformers import Trainer
+
+from peftkit.config.sections import Recipe
+from peftkit.errors import PeftkitError
+from peftkit.methods.base import Method
+from peftkit.rundir import ownership
+from peftkit.rundir.cards import write_model_card
+from peftkit.rundir.checkpoints import last_checkpoint
+from peftkit.rundir.layout import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, STAGING_DIR, WORKING_ENTRIES
+
+
+def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
+                       metrics: dict[str, Any], weights: Path | None = None) -> None:
+    """``save_run``; when it fails (a full disk), save the run in the temporary folder instead, or point to
+    the last checkpoint, and say where in a one-line error."""
+    try:
+        save_run(recipe, trainer, method, output_dir, metrics, weights=weights)
+        return
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
+        failure = f"saving the run to '{output_dir}' failed: {getattr(exc, 'strerror', None) or exc}"
+    rescue = None
+    try:
+        rescue = Path(tempfile.mkdtemp(prefix=f"peftkit-rescued-{output_dir.name}-"))
+        ownership.record(rescue, "run", WORKING_ENTRIES)
+        save_run(recipe, trainer, method, rescue, metrics, weights=weights)
+        kept = (f"the trained run was saved to '{rescue}' instead (`peftkit eval {rescue}` works on it); "
+                "move it where you want it once there is space")
+    except (OSError, SafetensorError):
+        if rescue is not None:
+            shutil.rmtree(rescue, ignore_errors=True)
+        checkpoint = last_checkpoint(output_dir / CHECKPOINTS_DIR)
+        kept = (f"its last checkpoint '{checkpoint}' is kept: free some space and run the same command with "
+                "--resume to finish" if checkpoint else
+                "saving it elsewhere failed too and there is no checkpoint (train.save_strategy) to fall back on")
+    raise PeftkitError(f"{failure}; {kept}")
+
+
+def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any],
+             weights: Path | None = None) -> None:
+    """Write the trained weights, tokenizer, resolved recipe, metrics and model card.
+
+    Everything goes to a staging directory first and is moved into place file by file, so an
+    interrupted save never leaves a half-written file behind. ``weights``: a directory that
+    ``Trainer.save_model`` filled (sharded runs), used instead of the method's own save.
+    """
+    staging = output_dir / STAGING_DIR
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    if weights is None:
+        method.save(trainer.model, staging)
+    else:
+        for item in weights.iterdir():
+            if item.name != "training_args.bin":
+                item.replace(staging / item.name)
+        shutil.rmtree(weights)
+    trainer.processing_class.save_pretrained(staging)
+    (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+    metrics["adapter_bytes"] = sum(
+        p.stat().st_size for p in staging.iterdir() if p.suffix == ".safetensors"
+    )
+    (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_model_card(staging, recipe, metrics)
+    ownership.record(output_dir, "run", [p.name for p in staging.iterdir()])  # declared before they land
+    for item in staging.iterdir():
+        item.replace(output_dir / item.name)
+    staging.rmdir()
+    checkpoints = output_dir / CHECKPOINTS_DIR
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()

@@ -1,0 +1,146 @@
+"""Recipe → head + method + data + model → a ready Trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import DatasetDict
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+from peftkit.config.sections import DataSection, Recipe
+from peftkit.data import preprocess
+from peftkit.data.pipeline import build_splits, longest_input, padded_length
+from peftkit.errors import PeftkitError
+from peftkit.hardware import auto
+from peftkit.hardware import device as devices
+from peftkit.hardware.preflight import check_machine
+from peftkit.heads.base import Head
+from peftkit.methods.base import Method
+from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer
+from peftkit.registry import plugins
+from peftkit.rundir.layout import CHECKPOINTS_DIR
+from peftkit.training import distributed, tracking
+from peftkit.training.optim import layerwise_groups
+from peftkit.training.penalties import l1_penalty
+from peftkit.training.trainer import PeftkitTrainer
+
+
+@dataclass
+class Prepared:
+    """A ready Trainer and the pieces it was built from."""
+
+    trainer: Trainer
+    tokenized: DatasetDict
+    head: Head
+    method: Method
+    label_names: list[str]
+    splits: DatasetDict | None = None  # the standardized text splits the tokenized ones came from
+    resolved: dict[str, Any] = field(default_factory=dict)  # the recipe's `auto` options as resolved here
+
+
+def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validation: bool) -> TrainingArguments:
+    """Trainer settings from the recipe's `train` section."""
+    t = recipe.train
+    evaluate = t.eval_strategy if has_validation else "no"
+    return TrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS_DIR),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup,
+        lr_scheduler_type=t.scheduler,
+        lr_scheduler_kwargs=dict(t.scheduler_options),
+        label_smoothing_factor=t.label_smoothing,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy=evaluate,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=bool(t.early_stopping_patience) and evaluate != "no",
+        metric_for_best_model=t.metric_for_best_model or head.main_metric,
+        logging_steps=t.logging_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
+        optim=t.optim,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=t.dataloader_num_workers,
+        auto_find_batch_size=t.auto_find_batch_size,
+        eval_accumulation_steps=t.eval_accumulation_steps,
+        restore_callback_states_from_checkpoint=True,
+        report_to=[],
+        disable_tqdm=False,  # transformers hides the bars when its log level is above WARN, as the CLI sets it
+        use_cpu=not torch.cuda.is_available(),
+        **distributed.training_kwargs(recipe.distributed),
+    )
+
+
+def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: DatasetDict) -> Any:
+    """The head's collator, padding to a fixed length when ``data.padding`` asks for one."""
+    collator = head.collator(tokenizer)
+    if data.padding == "dynamic":
+        return collator
+    if not hasattr(collator, "max_length") or not hasattr(collator, "padding"):
+        raise PeftkitError(f"'data.padding': task.head '{head.name}' pads its own way; use data.padding: dynamic")
+    collator.padding, collator.max_length = "max_length", padded_length(tokenized, data)
+    return collator
+
+
+def prepare_recipe(recipe: Recipe, device: devices.Device) -> dict[str, Any]:
+    """Resolve the recipe's `auto` options (gradient checkpointing aside) for ``device`` in place and refuse what
+    this machine cannot run, before anything loads; returns {dotted key: value} of what was `auto`."""
+    resolved = auto.resolve_settings(recipe, device)
+    check_machine(recipe)
+    tracking.chosen(recipe.train.report_to)
+    return resolved
+
+
+def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
+    """Everything a run needs, with the seed set before any weight is initialised."""
+    tokenizer = load_tokenizer(recipe.model)  # fetches a catalogue model, whose config `auto` attention reads
+    device = devices.current()
+    resolved = prepare_recipe(recipe, device)
+    head, method = plugins(recipe)
+    recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run
+    data = build_splits(recipe, head, tokenizer)
+    tokenized, label_names = data.tokenized, data.label_names
+    set_seed(recipe.train.seed)
+    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
+    longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
+    check_position_limit(model, longest, recipe.model.name)
+    model = method.apply(model, head_modules, head.task_type)
+    resolved.update(auto.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
+                                                  label_names))
+    args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
+    callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
+    callbacks += method.callbacks()
+    callbacks += tracking.callbacks(recipe, output_dir)
+    trainer = PeftkitTrainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=padded_collator(head, tokenizer, recipe.data, tokenized),
+        processing_class=tokenizer,
+        compute_metrics=head.compute_metrics(label_names),
+        callbacks=callbacks,
+        loss_fn=head.loss_fn(label_names, tokenized["train"]),
+        penalties=[l1_penalty(recipe.train.l1)] if recipe.train.l1 else [],
+        param_groups=None if recipe.train.layerwise_lr_decay is None else layerwise_groups(
+            recipe.train.layerwise_lr_decay, args.learning_rate, args.weight_decay),
+        **head.trainer_kwargs(),
+    )
+    # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming
+    # it was divided by the global item count; classification models take **kwargs but return a plain mean.
+    trainer.model_accepts_loss_kwargs = head.token_level_loss and trainer.loss_fn is None
+    return Prepared(trainer, tokenized, head, method, label_names, data.text, resolved)

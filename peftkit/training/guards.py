@@ -1,0 +1,108 @@
+"""Guards around a training run: non-finite loss, Ctrl-C, GPU out-of-memory.
+
+Each turns a failure into a one-line message that says where the run stopped, what was kept and
+what to do next; none of them lets a half-trained model be saved as if it had finished.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from peftkit.errors import PeftkitError
+from peftkit.rundir.checkpoints import last_checkpoint
+
+RESUME_HINT = "run the same `peftkit train` command again with --resume (or train.resume=auto)"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after a step; a checkpoint was saved. The CLI prints the message."""
+
+
+def _kept(checkpoints_dir: Path) -> str:
+    checkpoint = last_checkpoint(checkpoints_dir)
+    return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
+
+
+def check_loss(loss: torch.Tensor, state: TrainerState, checkpoints_dir: str) -> float:
+    """The loss as a float; a NaN / inf one stops the run before the optimizer applies it, naming the step
+    and the checkpoint kept."""
+    value = float(loss.detach().float().sum())
+    if math.isfinite(value):
+        return value
+    step = state.global_step + 1
+    raise PeftkitError(
+        f"training loss became {value} at step {step} (epoch {state.epoch or 0:.2f}); stopped before the update, "
+        f"{_kept(Path(checkpoints_dir))}; lower train.learning_rate or train.max_grad_norm (or use fp32), "
+        f"then {RESUME_HINT}"
+    )
+
+
+class InterruptGuard(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("peftkit: Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again aborts without saving)",
+              file=sys.stderr, flush=True)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the SIGINT handler that was there before training."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def raise_if_interrupted(self, state: TrainerState, checkpoints_dir: Path) -> None:
+        """After ``trainer.train()`` returned: a Ctrl-C'd run is not evaluated or saved as finished."""
+        if self.interrupted:
+            raise TrainingInterrupted(
+                f"stopped by Ctrl-C after step {state.global_step}; {_kept(checkpoints_dir)}; to continue, "
+                f"{RESUME_HINT}"
+            )
+
+
+@contextmanager
+def out_of_memory_hint(batch_size: int, grad_accum: int, max_length: int) -> Iterator[None]:
+    """Turn a GPU out-of-memory error into a one-line message with the batch size and what to change."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        smaller = max(batch_size // 2, 1)
+        raise PeftkitError(
+            f"out of GPU memory with train.batch_size={batch_size} (grad_accum {grad_accum}, data.max_length "
+            f"{max_length}); try train.batch_size={smaller} train.grad_accum={grad_accum * batch_size // smaller}, "
+            "train.gradient_checkpointing=true, quantization.mode=4bit, a lower data.max_length, or "
+            "train.auto_find_batch_size=true to find the largest batch that fits"
+        ) from None

@@ -1,0 +1,65 @@
+"""HF Trainer with peftkit's extension points: a head's own loss function and extra penalty terms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_pt_utils import nested_gather
+
+from peftkit.training.checkpoints import AtomicCheckpoints
+from peftkit.training.guards import check_loss
+from peftkit.training.optim import ParamGroups
+
+#: ``loss_fn(logits, labels) -> loss``, e.g. class-weighted cross-entropy from a head.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``penalty(model) -> scalar`` added to every training loss, e.g. an L1 term on trainable weights.
+Penalty = Callable[[nn.Module], torch.Tensor]
+
+
+class PeftkitTrainer(AtomicCheckpoints, Trainer):
+    """A Trainer whose loss can come from the head and carry penalty terms; otherwise HF's own.
+
+    Checkpoints are written atomically (see peftkit.training.checkpoints); a NaN / inf loss stops the run
+    before the optimizer step (peftkit.training.guards).
+    """
+
+    def __init__(self, *args: Any, loss_fn: LossFn | None = None, penalties: Sequence[Penalty] = (),
+                 param_groups: ParamGroups | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.penalties = list(penalties)
+        self.param_groups = param_groups
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """HF's optimizer, over ``param_groups(model, decay_names)`` (each with its own rate) when given."""
+        if self.optimizer is None and self.param_groups is not None:
+            opt_model = self.model if model is None else model
+            cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            groups = self.param_groups(opt_model, self.get_decay_parameter_names(opt_model))
+            self.optimizer_cls_and_kwargs = (cls, {**kwargs, "params": groups})
+        return super().create_optimizer(model)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.loss_fn is None:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+        else:
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            loss = self.loss_fn(outputs.logits, labels)
+        if model.training:
+            for penalty in self.penalties:
+                loss = loss + penalty(model)
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # the mean over processes, as the Trainer logs it; every process then sees the same NaN and stops
+        step_loss = nested_gather(loss.detach(), self.args.parallel_mode).mean() if self.args.world_size > 1 else loss
+        self.run_loss_sum += check_loss(step_loss, self.state, self.args.output_dir)
+        return loss

@@ -15,6 +15,7 @@ from typing import Any
 from peftkit.bench.runner import load_results
 from peftkit.errors import PeftkitError
 from peftkit.rundir import atomic
+from peftkit.rundir.metrics import main_metric
 
 START, END = "<!-- gpu-rows:start -->", "<!-- gpu-rows:end -->"
 HEADER = ("GPU", "torch / transformers / peft / bitsandbytes", "suite", "cell", "status", "samples/s",
@@ -23,10 +24,8 @@ HEADER = ("GPU", "torch / transformers / peft / bitsandbytes", "suite", "cell", 
 
 def _metric(result: dict[str, Any]) -> str:
     metrics = result.get("metrics") or {}
-    for key in ("accuracy", "f1", "token_loss"):
-        if key in metrics:
-            return f"{key} {metrics[key]:.4f}"
-    return "-"
+    key = main_metric(None, metrics)
+    return f"{key} {metrics[key]:.4f}" if key else "-"
 
 
 def row(result: dict[str, Any]) -> tuple[str, ...]:

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.bench.memory import MemorySampler, PhaseCallback
+from peftkit.errors import first_line
 from peftkit.rundir import atomic
+from peftkit.rundir.metrics import TIMING_KEYS
 
 SCHEMA = "peftkit.bench.cell/1"
 #: Keys every result file has, whatever its status.
 RESULT_KEYS = ("schema", "suite", "cell", "variant", "values", "status", "error", "recipe_hash", "provenance")
-TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time", "loss"}
+#: Test figures that are not a cell's metrics: the Trainer's timings and the loss.
+NOT_METRICS = TIMING_KEYS | {"loss"}
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -94,7 +97,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             "tokens_per_second": samples_per_second * per_example if samples_per_second and per_example else None,
             "eval_samples_per_second": m["test"].get("samples_per_second"),
         },
-        metrics={k: v for k, v in m["test"].items() if isinstance(v, (int, float)) and k not in TIMING_KEYS},
+        metrics={k: v for k, v in m["test"].items() if isinstance(v, (int, float)) and k not in NOT_METRICS},
         train_loss=train_metrics["loss"],
     )
     if not spec.get("keep_run"):
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_cell(spec)
     except Exception as exc:  # recorded, never raised: the suite goes on with the next cell
         traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc) if str(exc).strip() else ""
         result = failed_result(spec, f"{type(exc).__name__}: {first}".rstrip(": "))
     result["wall_seconds"] = time.perf_counter() - started
     write_json_atomic(Path(result_path), result)

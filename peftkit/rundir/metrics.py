@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.errors import PeftkitError
+from peftkit.registry import HEADS
 from peftkit.rundir.layout import METRICS_FILE
 
-TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
+#: The Trainer's timing figures: left out of metric tables, cards and trackers' test scalars.
+TIMING_KEYS = frozenset({"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"})
+#: The built-in heads' main metrics, for results whose head is not registered here (a plugin's) or not known.
+FALLBACK_METRICS = ("accuracy", "f1", "token_loss")
+
+
+def main_metric(head: str | None, test: dict[str, Any]) -> str | None:
+    """The metric a run is judged by among ``test``: its head's main metric, else the first fallback present."""
+    name = HEADS.get(head).main_metric if head is not None and head in HEADS.names() else None
+    return name if name in test else next((m for m in FALLBACK_METRICS if m in test), None)
 
 
 def split_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:

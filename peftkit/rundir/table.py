@@ -14,14 +14,14 @@ import yaml
 
 from peftkit.errors import PeftkitError, first_line
 from peftkit.rundir import ownership
-from peftkit.rundir.layout import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, REPORT_FILE, RUN_MARKERS
+from peftkit.rundir.checkpoints import last_checkpoint
+from peftkit.rundir.layout import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, REPORT_FILE, RUN_MARKERS, TRAINER_STATE
+from peftkit.rundir.metrics import main_metric
 
-#: What a run directory holds at some point of its life (checkpoints and logs before recipe.yaml is written).
+#: How deep `peftkit runs` looks for run directories.
 MAX_DEPTH = 4
 #: Metrics where lower is better; every other main metric sorts best-first from the top.
 LOWER_IS_BETTER = ("loss", "token_loss", "perplexity")
-#: Main metric by head for runs whose head is not registered here (a plugin's), else the head's own.
-FALLBACK_METRICS = ("accuracy", "f1", "token_loss")
 SORT_KEYS = ("name", "status", "model", "method", "quantization", "head", "data", "metric", "trainable", "time",
              "date")
 COLUMNS = ("name", "status", "model", "method", "quantization", "head", "data", "metric", "trainable %",
@@ -66,17 +66,6 @@ def _short(value: Any) -> str | None:
     return Path(text).name if text.startswith(("/", ".", "~")) else text
 
 
-def _main_metric(head: str | None, test: dict[str, Any]) -> str | None:
-    from peftkit.registry import HEADS
-
-    name = None
-    if head is not None and head in HEADS.names():
-        name = HEADS.get(head).main_metric
-    if name in test:
-        return name
-    return next((m for m in FALLBACK_METRICS if m in test), None)
-
-
 def _describe_recipe(row: RunRow, raw: dict[str, Any]) -> None:
     """Fill the columns a resolved recipe gives; tolerant of missing or odd sections."""
 
@@ -99,9 +88,6 @@ def _stamp(path: Path) -> str | None:
 
 def _progress(directory: Path) -> tuple[str, Path | None]:
     """How far an unfinished run got, from its newest checkpoint's trainer state."""
-    from peftkit.rundir.checkpoints import last_checkpoint
-    from peftkit.rundir.layout import TRAINER_STATE
-
     checkpoint = last_checkpoint(directory / CHECKPOINTS_DIR)
     if checkpoint is None:
         return "no checkpoint yet", None
@@ -145,7 +131,7 @@ def _read_run(directory: Path, name: str) -> RunRow:
         if not isinstance(metrics, dict):
             raise ValueError("not an object")
         test, parameters, train = (_mapping(metrics, key) for key in ("test", "parameters", "train"))
-        metric = _main_metric(row.head, test)
+        metric = main_metric(row.head, test)
         row.metric_value = _number(test.get(metric))
         row.metric = metric if row.metric_value is not None else None
         row.trainable_percent = _number(parameters.get("trainable_percent"))

@@ -4,7 +4,7 @@
     python tools/check_deps.py oldest    # every dependency at its lower bound, then the fast tests
     python tools/check_deps.py refresh   # resolve within the bounds and rewrite .ci/constraints.txt
 
-Arguments after ``--`` go to pytest: ``python tools/check_deps.py newest -- tests/test_methods.py -k prefix``.
+Arguments after ``--`` go to pytest: ``python tools/check_deps.py newest -- tests/methods/test_methods.py -k prefix``.
 
 torch is installed first as ``--torch`` names it (default the CPU build CI uses) and kept out of the rest.
 Each run prints the installed versions against the range pyproject.toml declares; newest and oldest exit with

@@ -33,7 +33,6 @@ class Ia3Method(PeftMethod):
     default_learning_rate = 3e-3
     peft_config_cls = IA3Config
     copied = ("init_ia3_weights",)
-    target_family = "ia3"
 
     def refusal(self, recipe: Recipe) -> str | None:
         targets, feedforward = self.config.target_modules, self.config.feedforward_modules

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-from conftest import train_and_reload
 from datasets import Dataset
+from testkit import train_and_reload, write_ner_conll
 
 from peftkit.config.sections import DataSection, ModelSection
 from peftkit.data import load_splits
@@ -16,23 +15,6 @@ from peftkit.heads.ner import IGNORE, NerConfig, NerHead, align_labels, entities
 from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.inference import predict
 from peftkit.rundir.load import load_run
-
-NAMES = ["alice", "bob", "carol", "dave"]
-CITIES = ["paris", "london", "berlin", "rome"]
-FILLER = ["the", "man", "went", "to", "see", "today", "and", "then", "left", "quickly"]
-
-
-def ner_conll(path: Path, n: int, seed: int = 0) -> Path:
-    """Sentences where names are PER and cities LOC: learnable in a few dozen steps."""
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n):
-        words = [(w, "O") for w in rng.sample(FILLER, 4)]
-        words.insert(rng.randrange(5), (rng.choice(NAMES), "B-PER"))
-        words.insert(rng.randrange(6), (rng.choice(CITIES), "B-LOC"))
-        lines += [f"{w} {t}" for w, t in words] + [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
 
 
 def test_alignment_first_subtoken_specials_and_long_words() -> None:
@@ -114,7 +96,7 @@ def test_bad_rows_name_the_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
 def test_ner_trains_reloads_to_the_trained_logits_and_predicts(write_recipe, tmp_path: Path,
                                                                quantization: str) -> None:
-    data = ner_conll(tmp_path / "ner.conll", 240)
+    data = write_ner_conll(tmp_path / "ner.conll", 240)
     overrides = {"task": {"head": "ner", "word_split": "whitespace"}, "data.source": str(data),
                  "data.test_size": 40, "data.validation_size": 20, "train.max_steps": 120}
     if quantization == "4bit":

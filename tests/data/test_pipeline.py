@@ -3,12 +3,11 @@ loads wherever it is."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_sentiment_rows, tiny_tokenizer
+from testkit import make_sentiment_rows, tiny_tokenizer, write_csv
 
 import peftkit
 from peftkit.cli import main
@@ -22,22 +21,14 @@ from peftkit.rundir.load import load_run
 @pytest.fixture
 def cased_bert(tiny_bert: Path, tmp_path: Path) -> Path:
     """The tiny BERT with a case-sensitive tokenizer: an upper-case word is [UNK] to it."""
-    from transformers import BertTokenizerFast
-
     path = tmp_path / "cased-bert"
     shutil.copytree(tiny_bert, path)
-    vocab = tiny_tokenizer().get_vocab()
-    BertTokenizerFast(vocab=vocab, do_lower_case=False, eos_token="[SEP]",
-                      model_input_names=["input_ids", "attention_mask"]).save_pretrained(path)
+    tiny_tokenizer(lowercase=False).save_pretrained(path)
     return path
 
 
 def upper_case_csv(path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows({**r, "text": r["text"].upper()} for r in make_sentiment_rows(400))
-    return path
+    return write_csv(path, [{**r, "text": r["text"].upper()} for r in make_sentiment_rows(400)])
 
 
 def test_eval_and_export_parity_see_the_preprocessed_text(write_recipe, cased_bert: Path, tmp_path: Path) -> None:
@@ -67,10 +58,7 @@ def test_a_saved_run_loads_wherever_its_data_went(write_recipe, tmp_path: Path, 
     moved, and eval (which needs the data) names the missing file in one line."""
     data = tmp_path / "data" / "sentiment.csv"
     data.parent.mkdir()
-    with data.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(make_sentiment_rows(200))
+    write_csv(data, make_sentiment_rows(200))
     synonyms = tmp_path / "syn.txt"
     synonyms.write_text("good great\n", encoding="utf-8")
     recipe = write_recipe({"data.source": str(data), "data.test_size": 40, "data.validation_size": 20,

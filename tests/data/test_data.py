@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_sentiment_rows, write_json_lines
+from testkit import make_sentiment_rows, write_csv, write_json_lines
 
 from peftkit.config.schema import HeadConfig
 from peftkit.config.sections import DataSection
@@ -24,10 +23,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     """Write rows in the format the suffix names."""
     suffix = path.suffix
     if suffix in (".csv", ".tsv"):
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(path, rows, delimiter="\t" if suffix == ".tsv" else ",")
     elif suffix == ".jsonl":
         write_json_lines(path, rows)
     elif suffix == ".json":

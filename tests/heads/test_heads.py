@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_sentiment_rows, train_and_reload
 from datasets import Dataset
+from testkit import make_sentiment_rows, train_and_reload, write_csv
 
 from peftkit.config.sections import DataSection
 from peftkit.data import load_splits
@@ -17,14 +16,6 @@ from peftkit.heads.classification import ClassificationConfig, ClassificationHea
 from peftkit.rundir.inference import predict
 from peftkit.rundir.load import load_run
 from peftkit.training.run import train
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def test_balanced_class_weights_and_weighted_loss() -> None:

@@ -7,7 +7,6 @@ no user file was touched. Runs use a tiny random BERT (seconds on a CPU).
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -19,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
-from conftest import FILLER, NEGATIVE, POSITIVE, make_sentiment_rows
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from testkit import make_sentiment_rows, save_tiny_models, tiny_recipe, write_csv, write_recipe_file
 
 from peftkit.cli import main
 from peftkit.rundir import ownership
@@ -30,43 +27,30 @@ from peftkit.rundir.staging import staged_directory
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide random BERT with a word-level tokenizer over the test vocabulary."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {w: i for i, w in enumerate(specials + sorted(set(POSITIVE + NEGATIVE + FILLER)))}
-    BertTokenizerFast(vocab=vocab, model_input_names=["input_ids", "attention_mask"]).save_pretrained(path)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)
-    return path
+def narrow_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT with the tests' word-level tokenizer."""
+    return save_tiny_models(tmp_path_factory.mktemp("tiny-bert"), width=32)["bert"]
 
 
 @pytest.fixture
-def project(tmp_path: Path, tiny_bert: Path) -> Path:
+def project(tmp_path: Path, narrow_bert: Path) -> Path:
     """A user's project folder: a recipe, its training CSV and notes, as a user keeps them together."""
     root = tmp_path / "project"
     root.mkdir()
-    with (root / "train.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(make_sentiment_rows(120))
+    write_csv(root / "train.csv", make_sentiment_rows(120))
     (root / "notes.txt").write_text("my notes", encoding="utf-8")
-    write_recipe(root / "recipe.yaml", tiny_bert, root / "train.csv")
+    write_project_recipe(root / "recipe.yaml", narrow_bert, root / "train.csv")
     return root
 
 
-def write_recipe(path: Path, model: Path, data: Path, **train: Any) -> Path:
-    recipe = {
-        "model": {"name": str(model)},
+def write_project_recipe(path: Path, model: Path, data: Path, **train: Any) -> Path:
+    """4 steps of LoRA (r 2) on ``model``; ``train``: train-section keys."""
+    recipe = tiny_recipe(model, data, {
         "method": {"name": "lora", "r": 2, "alpha": 4, "target_modules": ["query", "value"]},
-        "task": {"head": "sentiment"},
-        "data": {"source": str(data), "test_size": 16, "validation_size": 8, "max_length": 16},
-        "train": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "eval_strategy": "no",
-                  "save_strategy": "no", "logging_steps": 1, "warmup": 0, **train},
-    }
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+        "data.max_length": 16,
+        "train.max_steps": 4, "train.batch_size": 8, "train.logging_steps": 1, "train.group_by_length": True,
+    }, {f"train.{key}": value for key, value in train.items()})
+    return write_recipe_file(path, recipe)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -182,7 +166,7 @@ def test_a_run_into_a_locked_output_dir_fails_at_once_and_runs_once_it_is_releas
 @pytest.mark.slow  # SIGKILL
 def test_a_second_run_into_a_busy_output_dir_fails_at_once_naming_the_first(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    slow = write_recipe(tmp_path / "slow.yaml", *_model_and_data(project), max_steps=100_000)
+    slow = write_project_recipe(tmp_path / "slow.yaml", *_model_and_data(project), max_steps=100_000)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "peftkit", "train", str(slow), f"output_dir={out}"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -251,7 +235,7 @@ def test_full_disk_at_the_final_save_keeps_the_run_elsewhere_and_says_where(
 def test_full_disk_everywhere_keeps_the_last_checkpoint_and_resume_finishes(
         project: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = _model_and_data(project)
-    recipe = write_recipe(tmp_path / "ckpt.yaml", model, data, save_strategy="steps", save_steps=2)
+    recipe = write_project_recipe(tmp_path / "ckpt.yaml", model, data, save_strategy="steps", save_steps=2)
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _fail_writes_under(patch, Path("/"))

@@ -37,20 +37,16 @@ def pause():
     marker.write_text("paused")
     time.sleep(600)
 
-if mode == "step":  # pause before the optimizer step `step` + 1
-    inner = Trainer.training_step
-    def training_step(self, *a, **k):
+# step: pause before the optimizer step `step` + 1; save: inside the save of checkpoint-`step`, after the weights
+# and the optimizer are written
+name = {"step": "training_step", "save": "_save_rng_state"}.get(mode)
+if name:
+    inner = getattr(Trainer, name)
+    def paused(self, *a, **k):
         if self.state.global_step == step:
             pause()
         return inner(self, *a, **k)
-    Trainer.training_step = training_step
-elif mode == "save":  # pause inside the save of checkpoint-`step`, after weights and optimizer are written
-    inner = Trainer._save_rng_state
-    def _save_rng_state(self, *a, **k):
-        if self.state.global_step == step:
-            pause()
-        return inner(self, *a, **k)
-    Trainer._save_rng_state = _save_rng_state
+    setattr(Trainer, name, paused)
 
 from peftkit.cli import main
 sys.exit(main(sys.argv[1:]))

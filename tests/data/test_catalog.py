@@ -501,20 +501,26 @@ def test_wnut_tab_columns_with_tab_only_separators(tmp_path: Path) -> None:
     assert {"B-facility", "I-facility", "O"} <= set(DATASETS["wnut16"].label_names)
 
 
-def test_thucnews_label_tab_title(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path,
-        "thucnews_train_10w.txt",
-        "realty\t顺义北京苏活88平米起精装房在售\nsports\t英语对答如流  孙悦俨然已成湖人新天使\n\n"
-        "stocks\t顺义北京苏活88平米起精装房在售\n",
-    )
-    assert DATASETS["thucnews"].parse([path]) == [
-        {"text": "顺义北京苏活88平米起精装房在售", "label": "realty"},
-        {"text": "英语对答如流 孙悦俨然已成湖人新天使", "label": "sports"},
-    ]
-    _write(tmp_path, "thucnews_train_10w.txt", "realty\tok\nweather\t晴\n")
-    with pytest.raises(PeftkitError, match=r"thucnews_train_10w.txt, line 2: expected 'label TAB text'"):
-        DATASETS["thucnews"].parse([path])
+@pytest.mark.parametrize(("entry", "name", "text", "records", "bad", "error"), [
+    ("thucnews", "thucnews_train_10w.txt",
+     "realty\t顺义北京苏活88平米起精装房在售\nsports\t英语对答如流  孙悦俨然已成湖人新天使\n\n"
+     "stocks\t顺义北京苏活88平米起精装房在售\n",
+     [{"text": "顺义北京苏活88平米起精装房在售", "label": "realty"},
+      {"text": "英语对答如流 孙悦俨然已成湖人新天使", "label": "sports"}],
+     "realty\tok\nweather\t晴\n", r"thucnews_train_10w.txt, line 2: expected 'label TAB text'"),
+    ("imdb", "imdb.csv",
+     'review,sentiment\n"Great, really.<br /><br />Loved ""it"".",positive\n'
+     '"Dull<br/>and\nlong<BR>",negative\n"Great, really.<br /><br />Loved ""it"".",positive\n',
+     [{"text": 'Great, really. Loved "it".', "label": "positive"}, {"text": "Dull and long", "label": "negative"}],
+     "review,sentiment\nok,neutral\n", r"imdb.csv, line 2: expected 2 fields"),
+], ids=["thucnews-label-tab-title-unique", "imdb-csv-html-breaks-unique"])
+def test_parser_reads_rows_once_and_names_a_bad_line(tmp_path: Path, entry: str, name: str, text: str,
+                                                     records: list[dict], bad: str, error: str) -> None:
+    path = _write(tmp_path, name, text)
+    assert DATASETS[entry].parse([path]) == records
+    _write(tmp_path, name, bad)
+    with pytest.raises(PeftkitError, match=error):
+        DATASETS[entry].parse([path])
 
 
 def test_bbc_folders_keep_their_layout_and_read_latin1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -538,22 +544,6 @@ def test_bbc_manifest_covers_the_five_classes() -> None:
     members = DATASETS["bbc-news"].members
     assert len(members) == 2_225
     assert {Path(m.path).parent.name for m in members} == set(DATASETS["bbc-news"].label_names)
-
-
-def test_imdb_csv_html_breaks_and_repeats(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path,
-        "imdb.csv",
-        'review,sentiment\n"Great, really.<br /><br />Loved ""it"".",positive\n'
-        '"Dull<br/>and\nlong<BR>",negative\n"Great, really.<br /><br />Loved ""it"".",positive\n',
-    )
-    assert DATASETS["imdb"].parse([path]) == [
-        {"text": 'Great, really. Loved "it".', "label": "positive"},
-        {"text": "Dull and long", "label": "negative"},
-    ]
-    _write(tmp_path, "imdb.csv", "review,sentiment\nok,neutral\n")
-    with pytest.raises(PeftkitError, match=r"imdb.csv, line 2: expected 2 fields"):
-        DATASETS["imdb"].parse([path])
 
 
 def _tiny_bert_checkpoint(root: Path) -> dict:

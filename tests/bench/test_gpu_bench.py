@@ -12,7 +12,7 @@ import pytest
 from peftkit.errors import PeftkitError
 from tools import gpu_rows as gpu
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _result(cell: str, status: str = "ok", device: str = "cuda", error: str | None = None) -> dict:

@@ -4,7 +4,7 @@ Every case must end with exit code 2, one `peftkit: error:` line naming the culp
 stderr but the noise named in NOISE, and nothing written or deleted: not in the scratch directory, not beside the
 data file, not in the model directory, not in the peftkit cache or the `datasets` cache (both pointed at fresh
 folders for the test).
-API-level recipe and data errors are covered in test_recipe.py / test_data.py; these are end to end.
+API-level recipe and data errors are covered in config/test_recipe.py / data/test_data.py; these are end to end.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from testkit import tiny_recipe, write_recipe_file
 
 from peftkit.cli import main
 
@@ -267,14 +267,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     monkeypatch.chdir(scratch)
     for handler in logging.getLogger("datasets").handlers:  # bound to an earlier test's (closed) captured stderr
         monkeypatch.setattr(handler, "stream", sys.stderr)
-    recipe = scratch / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model": {"name": str(tiny_bert)},
+    recipe = write_recipe_file(scratch / "tiny.yaml", tiny_recipe(tiny_bert, sentiment_csv, {
         "method": {"name": "lora", "r": 2, "target_modules": ["query"]},
-        "task": {"head": "sentiment"},
-        "data": {"source": str(sentiment_csv), "test_size": 20, "validation_size": 10, "max_length": 16},
+        "data.test_size": 20, "data.validation_size": 10, "data.max_length": 16,
         "train": {"max_steps": 1, "batch_size": 4, "save_strategy": "no", "eval_strategy": "no"},
-    }), encoding="utf-8")
+    }))
     env = Env(scratch, recipe, tiny_bert)
     argv = build(env)
     capsys.readouterr()  # what building the case printed (e.g. saving a model) is not the command's output

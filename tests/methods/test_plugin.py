@@ -18,7 +18,7 @@ import yaml
 from peftkit.cli import main
 from peftkit.registry import HEADS, METHODS
 
-PLUGIN = Path(__file__).parent / "plugins"
+PLUGIN = Path(__file__).resolve().parents[1] / "plugins"
 ENTRY_POINTS = """[peftkit.heads]
 demo_topic = peftkit_demo_head:TopicHead
 

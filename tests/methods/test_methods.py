@@ -10,13 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
-from conftest import learnable_rows, logits_of
+from testkit import logits_of, tiny_recipe, write_learnable_data, write_recipe_file
 from transformers import BertConfig, BertModel, LlamaConfig
 
 import peftkit
 from peftkit.config.load import load_recipe, recipe_from_dict
-from peftkit.config.overrides import apply_overrides
 from peftkit.errors import PeftkitError
 from peftkit.methods.targets import default_target_modules
 from peftkit.model.method_table import method_rows
@@ -49,31 +47,21 @@ KIND_MODEL = {"sequence_classification": "bert", "token_classification": "bert",
 def tiny(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The session's tiny BERT and Llama, and data for every head kind."""
     root = tmp_path_factory.mktemp("tiny")
-    paths = {**tiny_models, "root": root}
-    for kind in set(KIND_DATA.values()):
-        path = root / f"{kind}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in learnable_rows(kind, 160)), encoding="utf-8")
-        paths[kind] = path
-    return paths
+    return {**tiny_models, "root": root, **write_learnable_data(root, set(KIND_DATA.values()), 160)}
 
 
-def tiny_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> dict[str, Any]:
+def method_recipe(tiny: dict[str, Path], method: str, head: str, **extra: Any) -> dict[str, Any]:
+    """10 steps of ``method`` with ``head`` on the tiny model and data of the head's kind; ``extra``: dotted."""
     kind = HEADS.get(head).kind
     fields = HEADS.get(head).config_cls.model_fields
     task: dict[str, Any] = {"head": head}
     # the tiny tokenizer has no chat template and splits on whitespace; generation samples are not the point
     task |= {key: value for key, value in (("template", "plain"), ("test_samples", 0), ("word_split", "whitespace"))
              if key in fields}
-    recipe = {
-        "model": {"name": str(tiny[KIND_MODEL[kind]])},
-        "method": {"name": method, **OPTIONS.get(method, {})},
-        "task": task,
-        "data": {"source": str(tiny[KIND_DATA[kind]]), "test_size": 16, "validation_size": 8, "max_length": 24},
-        "train": {"max_steps": 10, "batch_size": 16, "learning_rate": 1e-2 if method != "full" else 1e-3,
-                  "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1, "warmup": 0,
-                  "group_by_length": False},
-    }
-    return apply_overrides(recipe, extra)
+    return tiny_recipe(tiny[KIND_MODEL[kind]], tiny[KIND_DATA[kind]], {
+        "method": {"name": method, **OPTIONS.get(method, {})}, "task": task,
+        "train.max_steps": 10, "train.learning_rate": 1e-2 if method != "full" else 1e-3, "train.logging_steps": 1,
+    }, extra)
 
 
 def refusal(method: str, head: str, mode: str) -> str | None:
@@ -101,8 +89,7 @@ def train_save_reload(tiny: dict[str, Path], raw: dict[str, Any], name: str) -> 
     """Train in memory, save the run, reload it: losses, both logits, the run directory and the trainer."""
     path = tiny["root"] / f"{name}.yaml"
     raw["output_dir"] = str(tiny["root"] / "runs" / name)
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    recipe = load_recipe(path)
+    recipe = load_recipe(write_recipe_file(path, raw))
     output_dir = Path(recipe.output_dir)
     output_dir.mkdir(parents=True)
     prepared = build_trainer(recipe, output_dir)
@@ -136,7 +123,7 @@ def test_method_trains_and_reloads_identically(tiny: dict[str, Path], method: st
     extra = {"quantization.mode": mode} if mode != "none" else {}
     if method in FAST_LR:
         extra["train.learning_rate"] = FAST_LR[method]
-    result = train_save_reload(tiny, tiny_recipe(tiny, method, head, **extra), f"{method}-{head}")
+    result = train_save_reload(tiny, method_recipe(tiny, method, head, **extra), f"{method}-{head}")
     losses = result["losses"]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"loss did not fall: {losses}"
     assert_same_logits(method, result)
@@ -156,30 +143,27 @@ def assert_same_logits(method: str, result: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("method", "mode"), [("ia3", "8bit"), ("adalora", "4bit"), ("prefix_tuning", "4bit"),
                                               ("dora", "4bit"), ("qlora", "8bit")])
 def test_quantized_subset(tiny: dict[str, Path], method: str, mode: str) -> None:
-    raw = tiny_recipe(tiny, method, "sentiment", **{"quantization.mode": mode})
+    raw = method_recipe(tiny, method, "sentiment", **{"quantization.mode": mode})
     result = train_save_reload(tiny, raw, f"{method}-{mode}")
     assert sum(result["losses"][-3:]) < sum(result["losses"][:3]), result["losses"]
     assert_same_logits(method, result)
 
 
+def no_bnb(method: str, mode: str) -> str:
+    """The refusal of a quantized base for a method peft has no bitsandbytes layers for."""
+    return (f"'quantization.mode' {mode} does not work with method '{method}' (it supports: none); "
+            "peft has no bitsandbytes layers for it")
+
+
 @pytest.mark.parametrize(("method", "head", "mode", "message"), [
-    ("loha", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'loha' (it supports: none); "
-                                  "peft has no bitsandbytes layers for it"),
+    *((method, "sentiment", mode, no_bnb(method, mode)) for method in ("loha", "lokr") for mode in ("4bit", "8bit")),
+    ("vera", "sentiment", "4bit", no_bnb("vera", "4bit")),
+    ("oft", "sentiment", "4bit", no_bnb("oft", "4bit")),
     ("vera", "ner", "8bit", "does not work with method 'vera'"),
     ("oft", "sentiment", "8bit", "does not work with method 'oft'"),
     ("full", "sentiment", "4bit", "quantized weights cannot be trained directly"),
     ("full", "sentiment", "8bit", "'quantization.mode' 8bit does not work with method 'full' (it supports: none); "
                                   "quantized weights cannot be trained directly (use qlora)"),
-    ("loha", "sentiment", "8bit", "'quantization.mode' 8bit does not work with method 'loha' (it supports: none); "
-                                  "peft has no bitsandbytes layers for it"),
-    ("lokr", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'lokr' (it supports: none); "
-                                  "peft has no bitsandbytes layers for it"),
-    ("lokr", "sentiment", "8bit", "'quantization.mode' 8bit does not work with method 'lokr' (it supports: none); "
-                                  "peft has no bitsandbytes layers for it"),
-    ("vera", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'vera' (it supports: none); "
-                                  "peft has no bitsandbytes layers for it"),
-    ("oft", "sentiment", "4bit", "'quantization.mode' 4bit does not work with method 'oft' (it supports: none); "
-                                 "peft has no bitsandbytes layers for it"),
     ("prompt_tuning", "ner", "none", "method 'prompt_tuning' does not support task.head 'ner' (token_classification); "
                                      "it supports sequence_classification, causal_lm; peft prepends the virtual "
                                      "tokens to the input, so per-token outputs no longer line up with the tags"),
@@ -220,17 +204,14 @@ def test_option_combinations_are_refused(tiny: dict[str, Path], method: str, ext
                                          message: str) -> None:
     head = "causal_lm" if "task.packing" in extra else "sentiment"
     with pytest.raises(PeftkitError, match=r"^recipe: ") as caught:
-        recipe_from_dict(tiny_recipe(tiny, method, head, **extra))
+        recipe_from_dict(method_recipe(tiny, method, head, **extra))
     assert message in str(caught.value)
 
 
 def test_metrics_report_parameters_and_adapter_size(tiny: dict[str, Path], tmp_path: Path) -> None:
     """metrics.json of a prompt method: trainable = virtual tokens + classifier; adapter bytes = the file."""
-    raw = tiny_recipe(tiny, "prompt_tuning", "sentiment", output_dir=str(tmp_path / "run"))
-    raw["train"]["max_steps"] = 2
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    result = peftkit.train(path)
+    raw = method_recipe(tiny, "prompt_tuning", "sentiment", output_dir=str(tmp_path / "run"), **{"train.max_steps": 2})
+    result = peftkit.train(write_recipe_file(tmp_path / "r.yaml", raw))
     saved = json.loads((result.output_dir / "metrics.json").read_text())
     base = sum(p.numel() for p in BertModel.from_pretrained(tiny["bert"]).parameters())
     head = 64 * 2 + 2  # classifier: hidden × labels + bias
@@ -243,12 +224,9 @@ def test_prompt_method_on_causal_lm_end_to_end(tiny: dict[str, Path], tmp_path: 
     """Virtual tokens lengthen the logits: evaluation, generation samples and `peftkit eval` still line up."""
     from peftkit.rundir.inference import evaluate_run, predict
 
-    raw = tiny_recipe(tiny, "prompt_tuning", "causal_lm", output_dir=str(tmp_path / "run"))
-    raw["train"]["max_steps"] = 2
-    raw["task"]["test_samples"] = 1
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    result = peftkit.train(path)
+    raw = method_recipe(tiny, "prompt_tuning", "causal_lm", output_dir=str(tmp_path / "run"),
+                        **{"train.max_steps": 2, "task.test_samples": 1})
+    result = peftkit.train(write_recipe_file(tmp_path / "r.yaml", raw))
     test = result.metrics["test"]
     assert test["tokens"] > 0 and test["token_loss"] == pytest.approx(test["loss"], rel=1e-5)
     assert len(test["samples"]) == 1

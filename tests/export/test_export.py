@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from testkit import tiny_recipe, write_ner_conll, write_recipe_file
 
 import peftkit
 from peftkit.cli import main
@@ -23,26 +24,19 @@ from peftkit.rundir.load import load_run
 TEXTS = ["the film was really wonderful", "a boring and clumsy plot", "acting is quite charming"]
 
 
-def tiny_recipe(directory: Path, data: Path, name: str, model: Path, **sections: Any) -> Path:
-    """A few-step sentiment recipe on the tiny BERT (``model``) writing its run to ``directory / name``."""
-    recipe: dict[str, Any] = {
-        "model": {"name": str(model)},
-        "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
-        "task": {"head": "sentiment"},
-        "data": {"source": str(data), "test_size": 40, "validation_size": 8, "max_length": 32},
-        "train": {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-2, "eval_strategy": "no",
-                  "save_strategy": "no", "logging_steps": 4, "warmup": 0, "group_by_length": False},
-        "output_dir": str(directory / name),
-    }
-    recipe.update(sections)
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+def export_recipe(directory: Path, data: Path, name: str, model: Path, **sections: Any) -> Path:
+    """A 30-step sentiment recipe on the tiny BERT (``model``) writing its run to ``directory / name``;
+    ``sections`` replace whole sections."""
+    recipe = tiny_recipe(model, data, {
+        "method.target_modules": ["query", "value"], "data.test_size": 40, "data.max_length": 32,
+        "train.max_steps": 30, "train.logging_steps": 4, "output_dir": str(directory / name),
+    }, sections)
+    return write_recipe_file(directory / f"{name}.yaml", recipe)
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
-    return peftkit.train(tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora", tiny_bert)).output_dir
+    return peftkit.train(export_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora", tiny_bert)).output_dir
 
 
 def run_logits(run: Path) -> torch.Tensor:
@@ -107,8 +101,8 @@ def test_cli_exports_bfloat16_and_adapter_only(lora_run: Path, tmp_path: Path, c
 
 
 def test_qlora_nf4_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path, tiny_bert: Path) -> None:
-    recipe = tiny_recipe(tmp_path, sentiment_csv, "qlora", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
-                         "target_modules": ["query", "value"]}, quantization={"mode": "4bit", "quant_type": "nf4"})
+    recipe = export_recipe(tmp_path, sentiment_csv, "qlora", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
+                           "target_modules": ["query", "value"]}, quantization={"mode": "4bit", "quant_type": "nf4"})
     run = peftkit.train(recipe).output_dir
     report = export_run(run, tmp_path / "merged", samples=16)
     assert report["merged_into"] == "de-quantized 4bit base (float32)" and not report["parity"]["checked"]
@@ -195,7 +189,7 @@ def test_export_errors_leave_nothing_behind(lora_run: Path, tmp_path: Path, monk
 
 @pytest.fixture(scope="module")
 def lora_run_b(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
-    recipe = tiny_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b", tiny_bert)
+    recipe = export_recipe(tmp_path_factory.mktemp("runs"), sentiment_csv, "lora_b", tiny_bert)
     return peftkit.train(recipe, **{"train.seed": 7}).output_dir
 
 
@@ -259,7 +253,7 @@ def test_fusion_refuses_mismatched_runs(lora_run: Path, tmp_path: Path, capsys) 
 @pytest.mark.parametrize("method", ["full", "head_only"])
 def test_full_and_head_only_runs_export_and_load_without_peftkit(tmp_path: Path, sentiment_csv: Path,
                                                                  tiny_bert: Path, method: str) -> None:
-    run = peftkit.train(tiny_recipe(tmp_path, sentiment_csv, method, tiny_bert, method={"name": method})).output_dir
+    run = peftkit.train(export_recipe(tmp_path, sentiment_csv, method, tiny_bert, method={"name": method})).output_dir
     report = export_run(run, tmp_path / "merged", samples=16)
     assert report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] <= 1e-4
     assert report["merged_into"] is None  # nothing to merge: the weights are saved as trained
@@ -268,8 +262,8 @@ def test_full_and_head_only_runs_export_and_load_without_peftkit(tmp_path: Path,
 
 
 def test_qlora_8bit_merges_into_a_dequantized_base(tmp_path: Path, sentiment_csv: Path, tiny_bert: Path) -> None:
-    recipe = tiny_recipe(tmp_path, sentiment_csv, "q8", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
-                         "target_modules": ["query", "value"]}, quantization={"mode": "8bit"})
+    recipe = export_recipe(tmp_path, sentiment_csv, "q8", tiny_bert, method={"name": "qlora", "r": 4, "alpha": 8,
+                           "target_modules": ["query", "value"]}, quantization={"mode": "8bit"})
     run = peftkit.train(recipe).output_dir
     report = export_run(run, tmp_path / "merged", samples=16)
     parity = report["parity"]
@@ -305,14 +299,12 @@ def test_adapter_only_fails_above_the_tolerance_and_writes_nothing(lora_run: Pat
 
 
 def test_token_head_parity_counts_every_real_token(tmp_path: Path, tiny_bert: Path) -> None:
-    from test_ner import ner_conll
-
     from peftkit.export.parity import sample_batches
     from peftkit.model.loading import load_tokenizer
     from peftkit.registry import HEADS
 
-    data = ner_conll(tmp_path / "ner.conll", 120)
-    recipe = tiny_recipe(tmp_path, data, "ner", tiny_bert, task={"head": "ner", "word_split": "whitespace"})
+    data = write_ner_conll(tmp_path / "ner.conll", 120)
+    recipe = export_recipe(tmp_path, data, "ner", tiny_bert, task={"head": "ner", "word_split": "whitespace"})
     run = peftkit.train(recipe).output_dir
     report = export_run(run, tmp_path / "merged", samples=8)
     loaded = load_run(run)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import logits_of, train_and_reload
 from peft import PeftModel
+from testkit import logits_of, train_and_reload
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import peftkit

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from tiny_runs import make_tiny, tiny_recipe
+from testkit import make_tiny, write_head_recipe
 
 import peftkit
 from peftkit.cli import main
@@ -30,12 +30,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def classification_run(tiny: dict[str, Path]) -> Path:
-    return peftkit.train(tiny_recipe(tiny, "classification", tiny["root"] / "runs" / "cls")).output_dir
+    return peftkit.train(write_head_recipe(tiny, "classification", tiny["root"] / "runs" / "cls")).output_dir
 
 
 @pytest.fixture(scope="module")
 def ner_run(tiny: dict[str, Path]) -> Path:
-    return peftkit.train(tiny_recipe(tiny, "ner", tiny["root"] / "runs" / "ner")).output_dir
+    return peftkit.train(write_head_recipe(tiny, "ner", tiny["root"] / "runs" / "ner")).output_dir
 
 
 def adapter_and_onnx(run: Path, out: Path, texts: list[str]) -> tuple[torch.Tensor, np.ndarray]:

@@ -6,6 +6,8 @@ import logging
 import subprocess
 import sys
 
+from testkit import tiny_recipe
+
 from peftkit import quiet
 from peftkit.hardware import device as devices
 
@@ -25,6 +27,22 @@ def test_kernels_warning_is_dropped_and_others_pass(caplog) -> None:
         logger.warning("%s: No module named 'kernels'", quiet.KERNELS_MESSAGE)
         logger.warning("a real bitsandbytes problem")
     assert [r.getMessage() for r in caplog.records] == ["a real bitsandbytes problem"]
+
+
+def test_only_the_named_library_warnings_are_filtered() -> None:
+    """peftkit (and its CLI) drop transformers' renamed-checkpointing FutureWarnings; every other warning passes."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet.install()
+        quiet.for_cli()
+        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                      stacklevel=1)
+        warnings.warn("a real peft warning", UserWarning, stacklevel=1)
+        warnings.warn("a real transformers deprecation", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["a real peft warning", "a real transformers deprecation"]
 
 
 def test_sampler_catches_a_short_spike_in_its_phase() -> None:
@@ -88,12 +106,13 @@ def test_no_checkpoint_stays_mapped_after_a_4bit_load(minilm_dir, monkeypatch) -
 
 
 def tiny_estimate_recipe(minilm_dir, **sections):
+    """A LoRA recipe on ``minilm_dir`` with batches of 4 and no data section; ``sections`` replace whole sections."""
     from peftkit.config.load import recipe_from_dict
 
-    raw = {"model": {"name": str(minilm_dir)}, "task": {"head": "sentiment"},
-           "method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
-           "train": {"batch_size": 4, "eval_batch_size": 4}, **sections}
-    return recipe_from_dict(raw)
+    return recipe_from_dict(tiny_recipe(minilm_dir, None, {
+        "method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
+        "train": {"batch_size": 4, "eval_batch_size": 4},
+    }, sections))
 
 
 def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:

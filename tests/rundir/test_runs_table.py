@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_runs import make_tiny, tiny_recipe
+from testkit import make_tiny, write_head_recipe
 from transformers import TrainerCallback, TrainerState
 
 import peftkit
@@ -29,11 +29,11 @@ class StopAt(TrainerCallback):
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny = make_tiny(tmp_path_factory.mktemp("tiny"))
     root = tmp_path_factory.mktemp("runs")
-    peftkit.train(tiny_recipe(tiny, "sentiment", root / "sent"))
-    peftkit.train(tiny_recipe(tiny, "ner", root / "group" / "ner", **{"method.r": 8}))
+    peftkit.train(write_head_recipe(tiny, "sentiment", root / "sent"))
+    peftkit.train(write_head_recipe(tiny, "ner", root / "group" / "ner", **{"method.r": 8}))
     with pytest.raises(RuntimeError, match="killed"):
-        peftkit.train(tiny_recipe(tiny, "sentiment", root / "crashed", **{"train.save_strategy": "steps",
-                                                                              "train.save_steps": 2}),
+        peftkit.train(write_head_recipe(tiny, "sentiment", root / "crashed",
+                                        **{"train.save_strategy": "steps", "train.save_steps": 2}),
                       callbacks=[StopAt()])
     shutil.copytree(root / "sent", root / "bad-metrics")
     (root / "bad-metrics" / "metrics.json").write_text('{"test": {"accuracy": 0.')

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit import make_sentiment_rows, tiny_recipe, write_csv
 
 from peftkit.bench.cell import RESULT_KEYS, SCHEMA
 from peftkit.bench.report import render
@@ -21,20 +22,17 @@ TINY_TRAIN = {"max_steps": 3, "batch_size": 8, "learning_rate": 3e-3, "eval_stra
               "warmup": 0, "logging_steps": 1}
 
 
-def tiny_recipe(data: Path, model: Path | str) -> dict[str, Any]:
-    return {
-        "model": {"name": str(model)},
-        "method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
-        "task": {"head": "sentiment"},
-        "data": {"source": str(data), "test_size": 40, "validation_size": 0, "max_length": 32},
-        "train": TINY_TRAIN,
-    }
+def bench_recipe(data: Path, model: Path | str) -> dict[str, Any]:
+    """A suite's recipe: 3 LoRA steps, 40 test rows, no validation split."""
+    return tiny_recipe(model, data, {"method": {"name": "lora", "r": 4, "target_modules": ["query", "value"]},
+                                     "data.test_size": 40, "data.validation_size": 0, "data.max_length": 32,
+                                     "train": TINY_TRAIN})
 
 
 def write_suite(path: Path, data: Path, model: Path | str = "minilm-l6", **extra: Any) -> Path:
     suite = {
         "description": "tiny",
-        "recipe": tiny_recipe(data, model),
+        "recipe": bench_recipe(data, model),
         "variants": {"lora": {}, "broken": {"method": {"name": "no_such_method"}}},
         "grid": {"train.seed": [1, 2]},
         **extra,
@@ -248,16 +246,11 @@ def test_cli_bench_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_padding_option_fixes_batch_length(write_recipe: Any, tmp_path: Path) -> None:
-    from conftest import make_sentiment_rows
-
     from peftkit.config.load import load_recipe
     from peftkit.training.build import build_trainer
 
     data = tmp_path / "varied.csv"  # texts of 5 to 9 words, so dynamic padding varies from batch to batch
-    with data.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows({**r, "text": r["text"] + " really" * (i % 5)} for i, r in enumerate(make_sentiment_rows(200)))
+    write_csv(data, [{**r, "text": r["text"] + " really" * (i % 5)} for i, r in enumerate(make_sentiment_rows(200))])
     for padding, expected in (("max_length", {32}), ("longest_in_dataset", None), ("dynamic", None)):
         recipe = load_recipe(write_recipe({"data.padding": padding, "data.source": str(data)}))
         prepared = build_trainer(recipe, Path(recipe.output_dir))
@@ -279,7 +272,7 @@ def test_random_init_needs_flag_and_matches_estimate(tmp_path: Path, sentiment_c
     from peftkit.model.params import count_parameters
     from peftkit.training.build import build_trainer
 
-    raw = tiny_recipe(sentiment_csv, "minilm-l6")
+    raw = bench_recipe(sentiment_csv, "minilm-l6")
     raw["model"]["config_overrides"] = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                                         "intermediate_size": 128}
     with pytest.raises(PeftkitError, match=r"'model\.config_overrides' changes the architecture; it needs "
@@ -302,7 +295,7 @@ def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentimen
     from peftkit.bench.tfidf import run_tfidf
     from peftkit.config.load import recipe_from_dict
 
-    fitted = run_tfidf(recipe_from_dict(tiny_recipe(sentiment_csv, "minilm-l6")))
+    fitted = run_tfidf(recipe_from_dict(bench_recipe(sentiment_csv, "minilm-l6")))
     assert fitted["test_examples"] == 40 and fitted["train_examples"] == 360
     assert fitted["metrics"]["accuracy"] >= 0.95 and set(fitted["metrics"]) >= {"accuracy", "f1_macro"}
     assert fitted["parameters"]["trainable"] == fitted["features"] + 1  # binary: one weight per feature + bias
@@ -310,11 +303,8 @@ def test_tfidf_baseline_learns_and_reads_the_same_split(tmp_path: Path, sentimen
     labels = [r["label"] for r in rows]
     random.Random(0).shuffle(labels)
     shuffled = tmp_path / "shuffled.csv"
-    with shuffled.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows({"text": r["text"], "label": label} for r, label in zip(rows, labels, strict=True))
-    shuffled_recipe = recipe_from_dict(tiny_recipe(shuffled, "minilm-l6"))
+    write_csv(shuffled, [{"text": r["text"], "label": label} for r, label in zip(rows, labels, strict=True)])
+    shuffled_recipe = recipe_from_dict(bench_recipe(shuffled, "minilm-l6"))
     assert run_tfidf(shuffled_recipe)["metrics"]["accuracy"] < 0.75  # no signal, no score
 
 
@@ -322,7 +312,7 @@ def test_tfidf_baseline_refuses_token_classification(sentiment_csv: Path) -> Non
     from peftkit.bench.tfidf import run_tfidf
     from peftkit.config.load import recipe_from_dict
 
-    recipe = recipe_from_dict({**tiny_recipe(sentiment_csv, "minilm-l6"), "task": {"head": "ner"}})
+    recipe = recipe_from_dict({**bench_recipe(sentiment_csv, "minilm-l6"), "task": {"head": "ner"}})
     with pytest.raises(PeftkitError, match=r"baseline 'tfidf': needs a single-label sequence classification head"):
         run_tfidf(recipe)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_runs import make_tiny, tiny_recipe
+from testkit import make_tiny, write_head_recipe
 from transformers import TrainerCallback, TrainerState
 
 import peftkit
@@ -24,8 +24,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tracked_run(tiny: dict[str, Path]) -> Path:
-    recipe = tiny_recipe(tiny, "sentiment", tiny["root"] / "runs" / "tracked",
-                         **{"train.report_to": ["tensorboard", "mlflow"], "train.max_steps": 10})
+    recipe = write_head_recipe(tiny, "sentiment", tiny["root"] / "runs" / "tracked",
+                               **{"train.report_to": ["tensorboard", "mlflow"], "train.max_steps": 10})
     return peftkit.train(recipe).output_dir
 
 
@@ -71,7 +71,7 @@ class Crash(TrainerCallback):
 
 def test_logs_of_an_unfinished_run_do_not_block_resume_or_overwrite(tiny: dict[str, Path], capsys) -> None:
     out = tiny["root"] / "runs" / "crashed"
-    recipe = tiny_recipe(tiny, "sentiment", out, **{"train.report_to": "tensorboard"})
+    recipe = write_head_recipe(tiny, "sentiment", out, **{"train.report_to": "tensorboard"})
     with pytest.raises(RuntimeError, match="killed"):
         peftkit.train(recipe, callbacks=[Crash()])
     written = sorted(p.name for p in out.iterdir() if p.name not in BOOKKEEPING)
@@ -94,7 +94,7 @@ def test_logs_of_an_unfinished_run_do_not_block_resume_or_overwrite(tiny: dict[s
 
 
 def test_report_to_errors(tiny: dict[str, Path], monkeypatch, capsys) -> None:
-    recipe = str(tiny_recipe(tiny, "sentiment", tiny["root"] / "runs" / "never"))
+    recipe = str(write_head_recipe(tiny, "sentiment", tiny["root"] / "runs" / "never"))
     assert main(["validate", recipe, "train.report_to=[none, mlflow]"]) == 2
     assert "'train.report_to': 'none' cannot be combined with mlflow" in capsys.readouterr().err
     assert main(["validate", recipe, "train.report_to=comet"]) == 2

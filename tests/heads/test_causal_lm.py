@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
-from conftest import logits_of, train_and_reload
 from peft import PeftModel
+from testkit import logits_of, tiny_recipe, train_and_reload, write_json_lines, write_recipe_file
 from transformers import AutoModelForCausalLM
 
 import peftkit
@@ -46,24 +45,19 @@ def smollm_tokenizer():
 
 def write_causal_recipe(root: Path, model: str, **train: Any) -> Path:
     """Fruit-colour pairs and a LoRA recipe for ``model`` (the tiny Llama has no chat template: plain one)."""
-    data = root / "fruit.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in fruit_rows(160)), encoding="utf-8")
+    data = write_json_lines(root / "fruit.jsonl", fruit_rows(160))
     tiny = model != "smollm2-135m"
-    recipe: dict[str, Any] = {
-        "model": {"name": model},
+    recipe = tiny_recipe(model, data, {
         "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0,
                    **({"target_modules": "all-linear"} if tiny else {})},
         "task": {"head": "causal_lm", "prompt_column": "question", "response_column": "answer", "max_new_tokens": 12,
                  **({"template": "plain"} if tiny else {})},
-        "data": {"source": str(data), "test_size": 16, "validation_size": 8, "max_length": 64},
-        "train": {"max_steps": 100 if tiny else 12, "batch_size": 8, "learning_rate": 2e-2 if tiny else 2e-3,
-                  "eval_strategy": "no", "save_strategy": "no", "logging_steps": 3, "warmup": 0,
-                  "group_by_length": False, **train},
+        "data.max_length": 64,
+        "train.max_steps": 100 if tiny else 12, "train.batch_size": 8, "train.learning_rate": 2e-2 if tiny else 2e-3,
+        "train.logging_steps": 3,
         "output_dir": str(root / "run"),
-    }
-    path = root / "causal.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+    }, {f"train.{key}": value for key, value in train.items()})
+    return write_recipe_file(root / "causal.yaml", recipe)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from peftkit.errors import PeftkitError, did_you_mean
 
 if TYPE_CHECKING:  # types only: the plugins sit in layers above this one and register themselves here
     from peftkit.config.schema import HeadConfig, MethodConfig
+    from peftkit.config.sections import Recipe
     from peftkit.data.augment import Augmenter
     from peftkit.heads.base import Head
     from peftkit.methods.base import Method
@@ -134,6 +135,6 @@ def build_method(method: MethodConfig) -> Method:
     return METHODS.get(method.name)(method)
 
 
-def plugins(recipe: Any) -> tuple[Head, Method]:
+def plugins(recipe: Recipe) -> tuple[Head, Method]:
     """A recipe's task head and fine-tuning method, each built from its section."""
     return build_head(recipe.task), build_method(recipe.method)

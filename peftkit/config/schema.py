@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -53,3 +54,14 @@ class HeadConfig(Section):
             raise refuse(f"'task.labels': {', '.join(map(repr, twice))} given more than once; "
                          "each label name must appear once")
         return labels
+
+
+def declared_options(plugin: type) -> type[Section] | None:
+    """The options class a head or method class declares in its own body as the type of ``config``
+    (``config: LoraOptions``), or None when it declares none there (it keeps its parent's)."""
+    try:
+        annotation = inspect.get_annotations(plugin, eval_str=True).get("config")
+    except NameError as exc:
+        raise TypeError(f"{plugin.__qualname__}: the type of `config` must be a class defined at module level "
+                        f"({exc}); or set config_cls") from None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None

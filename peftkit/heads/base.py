@@ -16,7 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from peftkit.config.schema import HeadConfig
+from peftkit.config.schema import HeadConfig, declared_options
 from peftkit.errors import PeftkitError
 
 #: Module names transformers uses for task heads; kept out of quantization and saved with the adapter.
@@ -34,6 +34,7 @@ class Head:
     """Base class of a task head. Subclass it, set the class attributes, and register it:
 
     ``@HEADS.register("name")`` on the subclass (or an entry point in the ``peftkit.heads`` group).
+    The options class is the type of ``config`` (``config: NerConfig``), declared once: it becomes ``config_cls``;
     ``auto_class`` and ``task_type`` follow from ``kind`` (KINDS).
     """
 
@@ -41,6 +42,7 @@ class Head:
     description: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # "sequence_classification", "token_classification" or "causal_lm"; methods declare which
     config_cls: ClassVar[type[HeadConfig]] = HeadConfig
+    config: HeadConfig
     auto_class: ClassVar[Any] = None
     task_type: ClassVar[TaskType | None] = None
     main_metric: ClassVar[str] = "accuracy"
@@ -51,6 +53,8 @@ class Head:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "config_cls" not in vars(cls):
+            cls.config_cls = declared_options(cls) or cls.config_cls
         auto_class, task_type = KINDS.get(cls.kind, (None, None))
         cls.auto_class = cls.auto_class or auto_class
         cls.task_type = cls.task_type or task_type

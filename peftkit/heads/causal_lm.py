@@ -45,7 +45,6 @@ class CausalLMConfig(HeadConfig):
 class CausalLMHead(Head):
     description = "instruction tuning of a decoder LM: loss on response tokens; eval loss + perplexity"
     kind = "causal_lm"
-    config_cls = CausalLMConfig
     main_metric = "token_loss"
     label_field = "response"
     token_level_loss = True

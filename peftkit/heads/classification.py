@@ -47,7 +47,6 @@ def _label_id(label: str, label2id: dict[str, int]) -> int | None:
 class ClassificationHead(Head):
     description = "labels per text (topic, intent, spam; multi-label optional); accuracy, macro P/R/F1"
     kind = "sequence_classification"
-    config_cls = ClassificationConfig
     config: ClassificationConfig
 
     def _cell_labels(self, value: Any) -> list[str]:

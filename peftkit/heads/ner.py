@@ -86,7 +86,6 @@ def argmax_ids(logits: Any, labels: torch.Tensor) -> torch.Tensor:
 class NerHead(Head):
     description = "named entities: BIO tags per word (first sub-token labelled); entity P/R/F1 via seqeval"
     kind = "token_classification"
-    config_cls = NerConfig
     main_metric = "f1"
     label_field = "tags"
     config: NerConfig

@@ -22,7 +22,6 @@ class SentimentConfig(ClassificationConfig):
 @HEADS.register("sentiment")
 class SentimentHead(ClassificationHead):
     description = "classification with sentiment labels; predictions add polarity = P(positive) − P(negative)"
-    config_cls = SentimentConfig
     config: SentimentConfig
 
     def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],

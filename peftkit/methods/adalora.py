@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peft import AdaLoraConfig
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from peftkit.config.schema import option
 from peftkit.errors import PeftkitError
-from peftkit.methods.base import ALL_QUANTIZATION, LORA_NAMES, AdapterOptions, PeftMethod
+from peftkit.methods.base import LORA_NAMES, AdapterOptions, QuantizablePeftMethod
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
@@ -55,12 +54,10 @@ class RankBudget(TrainerCallback):
 
 
 @METHODS.register("adalora")
-class AdaLoraMethod(PeftMethod):
+class AdaLoraMethod(QuantizablePeftMethod):
     description = "AdaLoRA: SVD-form LoRA that moves its rank budget to the important layers (Zhang et al. 2023)"
-    config_cls = AdaLoraOptions
-    quantization_modes = ALL_QUANTIZATION
+    config: AdaLoraOptions
     default_learning_rate = 1e-3
-    peft_config_cls = AdaLoraConfig
     copied = ("init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")
     renamed = LORA_NAMES
 

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model, prepare_model_for_kbit_training
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 from transformers import TrainerCallback
 
-from peftkit.config.schema import MethodConfig, option
+from peftkit.config.schema import MethodConfig, declared_options, option
 from peftkit.errors import PeftkitError
 from peftkit.methods.targets import resolve_target_modules
 
@@ -29,7 +30,8 @@ BaseBuilder = Callable[..., nn.Module]
 
 class Method:
     """Base class of a fine-tuning method. Subclass, set the class attributes, register with
-    ``@METHODS.register("name")`` (or an entry point in the ``peftkit.methods`` group)."""
+    ``@METHODS.register("name")`` (or an entry point in the ``peftkit.methods`` group). The options class is the
+    type of ``config`` (``config: LoraOptions``), declared once: it becomes ``config_cls``."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -39,6 +41,12 @@ class Method:
     quantization_hint: ClassVar[str] = ""  # appended to the refusal of an unsupported quantization mode
     head_hint: ClassVar[str] = ""  # appended to the refusal of an unsupported head kind
     default_learning_rate: ClassVar[float] = 5e-4
+    config: MethodConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_cls" not in vars(cls):
+            cls.config_cls = declared_options(cls) or cls.config_cls
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -109,30 +117,37 @@ def check_targets(model: nn.Module, config: PeftConfig) -> None:
 class PeftMethod(Method):
     """A method that is a peft config: applied with ``get_peft_model``, saved in peft's own format.
 
-    A subclass names its config class and the options it passes on: ``copied`` under their own names,
-    ``renamed`` (option → peft field) under peft's; with ``AdapterOptions`` the target modules are resolved
-    for the architecture from the ``target_family`` table (empty: the method's name). Values worked out
-    otherwise are added by overriding ``peft_fields``."""
+    ``peft_type`` names the peft tuner it builds (its config class comes from peft's registry; empty: the method's
+    name, as for ``ia3``), which also picks the architecture's default target modules for ``AdapterOptions``.
+    The options it passes on are ``copied`` under their own names and ``renamed`` (option → peft field) under
+    peft's; values worked out otherwise are added by overriding ``peft_fields``. It trains on an unquantized base
+    only, unless it is a ``QuantizablePeftMethod``."""
 
-    peft_config_cls: ClassVar[type[PeftConfig]]
+    quantization_hint = ("; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt "
+                         "method)")
+    peft_type: ClassVar[str] = ""
     copied: ClassVar[tuple[str, ...]] = ()
     renamed: ClassVar[dict[str, str]] = {}
-    target_family: ClassVar[str] = ""
+
+    @property
+    def tuner(self) -> str:
+        """The peft tuner this method builds, in lower case (``lora``, ``ia3``, ``p_tuning`` …)."""
+        return self.peft_type or self.name
 
     def peft_fields(self, model: nn.Module) -> dict[str, Any]:
-        """Keyword arguments of ``peft_config_cls`` (besides ``task_type``) from the options, on ``model``."""
+        """Keyword arguments of the peft config (besides ``task_type``) from the options, on ``model``."""
         cfg = self.config
         fields = {name: getattr(cfg, name) for name in self.copied}
         fields |= {peft_name: getattr(cfg, name) for name, peft_name in self.renamed.items()}
         if isinstance(cfg, AdapterOptions):
-            family = self.target_family or self.name
-            fields["target_modules"] = resolve_target_modules(family, model, cfg.target_modules)
+            fields["target_modules"] = resolve_target_modules(self.tuner, model, cfg.target_modules)
         return fields
 
     def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
         """The peft config for this method's options on ``model`` (its architecture picks default targets);
         ``apply`` adds the task head modules to train and save (``modules_to_save``)."""
-        return self.peft_config_cls(task_type=task_type, **self.peft_fields(model))
+        config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(self.tuner.upper())]
+        return config_cls(task_type=task_type, **self.peft_fields(model))
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         config = self.peft_config(model, head_modules, task_type)
@@ -144,3 +159,12 @@ class PeftMethod(Method):
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
         return PeftModel.from_pretrained(build_base(), directory)
+
+
+
+class QuantizablePeftMethod(PeftMethod):
+    """A peft method that also trains on an 8-bit or 4-bit bitsandbytes base: peft wraps the quantized layers
+    (LoRA and its variants, AdaLoRA, IA3) or leaves them alone (prompt methods)."""
+
+    quantization_modes = ALL_QUANTIZATION
+    quantization_hint = ""

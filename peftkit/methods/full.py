@@ -23,7 +23,7 @@ class FullOptions(MethodConfig):
 @METHODS.register("full")
 class FullMethod(Method):
     description = "baseline: every weight trained, the whole model saved"
-    config_cls = FullOptions
+    config: FullOptions
     quantization_hint = "; quantized weights cannot be trained directly (use qlora)"
     default_learning_rate = 3e-5
 
@@ -43,7 +43,7 @@ class HeadOnlyOptions(MethodConfig):
 @METHODS.register("head_only")
 class HeadOnlyMethod(Method):
     description = "baseline: frozen body, only the task head trained (linear probe); saves just the head"
-    config_cls = HeadOnlyOptions
+    config: HeadOnlyOptions
     head_kinds = ("sequence_classification", "token_classification")  # a causal LM has no separate head
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 2e-3

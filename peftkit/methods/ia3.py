@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peft import IA3Config
 from torch import nn
 
 from peftkit.config.schema import option
-from peftkit.methods.base import ALL_QUANTIZATION, AdapterOptions, PeftMethod
+from peftkit.methods.base import AdapterOptions, QuantizablePeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
 
@@ -26,12 +25,10 @@ class Ia3Options(AdapterOptions):
 
 
 @METHODS.register("ia3")
-class Ia3Method(PeftMethod):
+class Ia3Method(QuantizablePeftMethod):
     description = "(IA)³: learned rescaling of keys, values and feed-forward activations (Liu et al. 2022)"
-    config_cls = Ia3Options
-    quantization_modes = ALL_QUANTIZATION
+    config: Ia3Options
     default_learning_rate = 3e-3
-    peft_config_cls = IA3Config
     copied = ("init_ia3_weights",)
 
     def refusal(self, recipe: Recipe) -> str | None:

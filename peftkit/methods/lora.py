@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from peft import LoraConfig
 from torch import nn
 
 from peftkit.config.schema import option
-from peftkit.methods.base import ALL_QUANTIZATION, LORA_NAMES, AdapterOptions, PeftMethod
+from peftkit.methods.base import LORA_NAMES, AdapterOptions, QuantizablePeftMethod
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
@@ -29,15 +28,13 @@ class LoraOptions(AdapterOptions):
     )
 
 
-class LoraMethod(PeftMethod):
+class LoraMethod(QuantizablePeftMethod):
     description = "low-rank adapters on the attention / linear layers (Hu et al. 2021)"
-    config_cls = LoraOptions
-    quantization_modes = ALL_QUANTIZATION
+    config: LoraOptions
     default_learning_rate = 5e-4
-    peft_config_cls = LoraConfig
     copied = ("r", "bias", "use_rslora", "use_dora")
     renamed = LORA_NAMES
-    target_family = "lora"
+    peft_type = "lora"  # its variants (qlora, dora) build LoRA too
 
     def refusal(self, recipe: Recipe) -> str | None:
         init = self.config.init_lora_weights
@@ -64,7 +61,7 @@ class QloraOptions(LoraOptions):
 @METHODS.register("qlora")
 class QloraMethod(LoraMethod):
     description = "LoRA on a 4-bit (NF4) or 8-bit quantized base (Dettmers et al. 2023)"
-    config_cls = QloraOptions
+    config: QloraOptions
     quantization_modes = ("4bit", "8bit")
     quantization_hint = "; set quantization.mode: 4bit (or use method lora on an unquantized base)"
 
@@ -77,4 +74,4 @@ class DoraOptions(LoraOptions):
 @METHODS.register("dora")
 class DoraMethod(LoraMethod):
     description = "LoRA with a learned magnitude per output feature (Liu et al. 2024)"
-    config_cls = DoraOptions
+    config: DoraOptions

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from peft import LoHaConfig, LoKrConfig
-
 from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.registry import METHODS
-
-NO_BNB = "; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt method)"
 
 
 class LohaOptions(AdapterOptions):
@@ -28,16 +24,13 @@ class LokrOptions(LohaOptions):
 @METHODS.register("loha")
 class LohaMethod(PeftMethod):
     description = "LoHa: Hadamard product of two low-rank updates (LyCORIS; Hyeon-Woo et al. 2022)"
-    config_cls = LohaOptions
-    quantization_hint = NO_BNB
+    config: LohaOptions
     default_learning_rate = 1e-3
-    peft_config_cls = LoHaConfig
     copied = ("r", "alpha", "rank_dropout", "module_dropout")
 
 
 @METHODS.register("lokr")
 class LokrMethod(LohaMethod):
     description = "LoKr: Kronecker product of a small and a low-rank factor (LyCORIS; Edalati et al. 2022)"
-    config_cls = LokrOptions
-    peft_config_cls = LoKrConfig
+    config: LokrOptions
     copied = (*LohaMethod.copied, "decompose_both", "decompose_factor")

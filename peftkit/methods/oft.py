@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import OFTConfig
 from torch import nn
 
 from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
-from peftkit.methods.lycoris import NO_BNB
 from peftkit.registry import METHODS
 
 
@@ -26,10 +24,8 @@ class OftOptions(AdapterOptions):
 @METHODS.register("oft")
 class OftMethod(PeftMethod):
     description = "OFT: learned block-diagonal orthogonal rotation of the adapted weights (Qiu et al. 2023)"
-    config_cls = OftOptions
-    quantization_hint = NO_BNB
+    config: OftOptions
     default_learning_rate = 1e-3
-    peft_config_cls = OFTConfig
     copied = ("oft_block_size", "module_dropout", "coft", "eps", "block_share", "use_cayley_neumann")
 
     def peft_fields(self, model: nn.Module) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from peft import PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
+from peft import PeftConfig, TaskType
 from torch import nn
 
 from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.methods.base import ALL_HEAD_KINDS, ALL_QUANTIZATION, BaseBuilder, PeftMethod
+from peftkit.methods.base import ALL_HEAD_KINDS, BaseBuilder, QuantizablePeftMethod
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
@@ -52,11 +52,10 @@ class PTuningOptions(PromptOptions):
     encoder_dropout: float = option(0.0, "P-tuning: dropout in the encoder", ge=0, lt=1)
 
 
-class PromptMethod(PeftMethod):
+class PromptMethod(QuantizablePeftMethod):
     """Shared by the three: any quantization (the base is frozen), no packing; an empty encoder_hidden_size
     (prefix MLP, P-tuning encoder) is the model's hidden size."""
 
-    quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 1e-2
     head_kinds = ("sequence_classification", "causal_lm")
     head_hint = ("; peft prepends the virtual tokens to the input, so per-token outputs no longer line up with "
@@ -111,9 +110,8 @@ def _renaming_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
 @METHODS.register("prefix_tuning")
 class PrefixTuningMethod(PromptMethod):
     description = "prefix tuning: trained key/value prefixes in every attention layer (Li & Liang 2021)"
-    config_cls = PrefixTuningOptions
+    config: PrefixTuningOptions
     head_kinds = ALL_HEAD_KINDS
-    peft_config_cls = PrefixTuningConfig
     copied = (*PromptMethod.copied, "prefix_projection", "encoder_hidden_size")
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
@@ -127,8 +125,7 @@ class PrefixTuningMethod(PromptMethod):
 @METHODS.register("prompt_tuning")
 class PromptTuningMethod(PromptMethod):
     description = "prompt tuning: trained soft-prompt embeddings before the input (Lester et al. 2021)"
-    config_cls = PromptTuningOptions
-    peft_config_cls = PromptTuningConfig
+    config: PromptTuningOptions
 
     def refusal(self, recipe: Recipe) -> str | None:
         if self.config.init == "text" and not self.config.init_text.strip():
@@ -148,7 +145,6 @@ class PromptTuningMethod(PromptMethod):
 @METHODS.register("p_tuning")
 class PTuningMethod(PromptMethod):
     description = "P-tuning: virtual tokens produced by a small trained encoder (Liu et al. 2021)"
-    config_cls = PTuningOptions
-    peft_config_cls = PromptEncoderConfig
+    config: PTuningOptions
     copied = (*PromptMethod.copied, "encoder_hidden_size", "encoder_num_layers", "encoder_dropout")
     renamed: ClassVar[dict[str, str]] = {"encoder_type": "encoder_reparameterization_type"}

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from peft import VeraConfig
-
 from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
-from peftkit.methods.lycoris import NO_BNB
 from peftkit.registry import METHODS
 
 
@@ -24,9 +21,7 @@ class VeraOptions(AdapterOptions):
 @METHODS.register("vera")
 class VeraMethod(PeftMethod):
     description = "VeRA: frozen random low-rank matrices shared across layers, trained scaling vectors"
-    config_cls = VeraOptions
-    quantization_hint = NO_BNB
+    config: VeraOptions
     default_learning_rate = 5e-3
-    peft_config_cls = VeraConfig
     copied = ("r", "d_initial", "projection_prng_key", "save_projection")
     renamed: ClassVar[dict[str, str]] = {"dropout": "vera_dropout"}

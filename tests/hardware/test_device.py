@@ -111,3 +111,25 @@ def test_cpu_run_saves_resolved_values(write_recipe, tmp_path: Path) -> None:
     assert saved["model"]["attn_implementation"] == "sdpa"
     assert result.metrics["resolved"]["train.precision"] == "fp32"
     assert result.metrics["device"].startswith("cpu")
+
+
+def test_the_estimate_takes_a_resolved_recipe_and_the_policy_resolves_a_copy() -> None:
+    from peftkit.hardware.estimate import estimate
+
+    recipe = load_recipe("sentiment-lora")
+    labels, cpu = ["negative", "positive"], devices.Device("cpu", "cpu", 24 * 2**30)
+    with pytest.raises(ValueError, match=r"estimate\(\) takes a resolved recipe; train.precision, "):
+        estimate(recipe, 96, labels, device=cpu)
+    copy = auto.resolved_for(recipe, cpu, 96, labels)
+    assert recipe.train.precision == "auto" and auto.is_resolved(copy) and copy.train.precision == "fp32"
+    assert auto.estimate_on(recipe, cpu, 96, labels) == estimate(copy, 96, labels, device=cpu)
+
+
+def test_a_quantization_config_needs_a_resolved_compute_dtype() -> None:
+    from peftkit.config.sections import QuantizationSection
+    from peftkit.model.quantization import quantization_config
+
+    with pytest.raises(ValueError, match="compute_dtype is still auto"):
+        quantization_config(QuantizationSection(mode="4bit"))
+    config = quantization_config(QuantizationSection(mode="4bit", compute_dtype="bfloat16"))
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16 and "classifier" in config.llm_int8_skip_modules

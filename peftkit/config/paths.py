@@ -9,8 +9,6 @@ FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
     ".conll": "conll", ".iob": "conll", ".bio": "conll",
 }
-
-
 #: Suffixes that make a recipe value a local path; a ``.txt`` file is one, in a format that is refused by name.
 PATH_SUFFIXES = frozenset({*FORMATS, ".txt"})
 

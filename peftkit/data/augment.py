@@ -26,8 +26,6 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _GROUP_SEPARATORS = re.compile(r"[\s,，、;；]+")
 
 
-
-
 @dataclass
 class AugmentContext:
     """What an augmenter may use: a seeded random generator, the change share and the synonym groups."""
@@ -42,8 +40,6 @@ class AugmentContext:
 
 
 Augmenter = Callable[[str, AugmentContext], str]
-
-
 
 
 def read_synonyms(path: str | Path | None) -> dict[str, list[str]]:

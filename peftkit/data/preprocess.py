@@ -25,18 +25,12 @@ _STOPWORDS_TEXT = (
 )
 #: A small built-in stop-word list (English and Chinese); `preprocess.stopwords` replaces it.
 BUILTIN_STOPWORDS = tuple(_STOPWORDS_TEXT.split())
-
-
-
-
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _SPACES = re.compile(r"\s+")
 _FULLWIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _TRAILING_PUNCT = ".,;:!?)]}\"'"
-
-
 
 
 def resolved(section: PreprocessSection) -> PreprocessSection:

@@ -10,8 +10,6 @@ from typing import Literal
 import torch
 
 GIB = 2**30
-
-
 #: The GPUs `peftkit estimate` answers for besides this machine's devices: an Ampere-class 24 GB and 80 GB card.
 REFERENCE_GPUS = (("24 GB GPU", 24 * GIB), ("80 GB GPU", 80 * GIB))
 

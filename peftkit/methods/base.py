@@ -161,7 +161,6 @@ class PeftMethod(Method):
         return PeftModel.from_pretrained(build_base(), directory)
 
 
-
 class QuantizablePeftMethod(PeftMethod):
     """A peft method that also trains on an 8-bit or 4-bit bitsandbytes base: peft wraps the quantized layers
     (LoRA and its variants, AdaLoRA, IA3) or leaves them alone (prompt methods)."""

@@ -15,8 +15,6 @@ from peftkit.data.catalog import MODELS
 from peftkit.errors import PeftkitError, first_line
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 #: The config.json of hub models the named recipes use (a few KB each), so validate / estimate work offline.
 HUB_CONFIGS = Path(__file__).resolve().parent / "hub_configs"
 

@@ -1,4 +1,11 @@
-"""CHECKPOINTS_DOC"""
+"""Checkpoints written atomically, the best one never rotated away.
+
+transformers' Trainer writes a checkpoint (weights, optimizer, scheduler, RNG states, trainer state) straight into
+``checkpoint-N``; a kill mid-save leaves a half-written directory that looks complete. Here it writes into a hidden
+``.staging-checkpoint-N`` beside it and renames it into place only once everything is on disk, so every
+``checkpoint-N`` is whole. Resuming (peftkit.rundir.checkpoints finds the last one) hands it to
+``Trainer.train(resume_from_checkpoint=...)``, which restores all of that state and the data order.
+"""
 
 from __future__ import annotations
 

@@ -62,8 +62,6 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
         ) from None
 
 
-
-
 def training_kwargs(section: DistributedSection) -> dict[str, Any]:
     """TrainingArguments for the recipe's `distributed` section (ignored by transformers in one process)."""
     if section.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:

@@ -52,9 +52,8 @@ def add_predict(verbs: Verbs) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Print one prediction per text (from the arguments, then `--file`): the head's line, or JSON."""
-    from peftkit.registry import build_head
-    from peftkit.rundir.inference import predict
-    from peftkit.rundir.load import read_run_recipe
+    from peftkit.rundir.inference import predict_with, texts_to_predict
+    from peftkit.rundir.load import load_run
 
     texts = list(args.texts)
     if args.file:
@@ -65,13 +64,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
             texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:
             raise PeftkitError(f"--file '{path}': not UTF-8 text") from None
-    predictions = predict(args.run, texts, args.batch_size)
+    texts = texts_to_predict(texts)
+    run = load_run(args.run)
     line: Callable[[dict[str, Any]], str]
-    if args.json:
-        line = functools.partial(json.dumps, ensure_ascii=False)
-    else:  # formatting needs only the run's head, rebuilt from its recipe
-        line = build_head(read_run_recipe(args.run).task).format_prediction
-    for prediction in predictions:
+    line = functools.partial(json.dumps, ensure_ascii=False) if args.json else run.head.format_prediction
+    for prediction in predict_with(run, texts, args.batch_size):
         print(line(prediction))
 
 

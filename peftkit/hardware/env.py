@@ -116,8 +116,7 @@ def fits(recipe: Recipe, targets: list[devices.Device]) -> tuple[list[Fit], str]
     length, labels, source = sequence_for(recipe)
     rows = []
     for target in targets:
-        resolved = recipe.model_copy(deep=True)
-        auto.resolve(resolved, target, length, labels)
+        resolved = auto.resolved_for(recipe, target, length, labels)
         rows.append(Fit(target, resolved, estimate(resolved, length, labels, device=target)))
     return rows, source
 

@@ -11,7 +11,7 @@ from transformers import Trainer, TrainingArguments
 from peftkit.data import preprocess
 from peftkit.data.pipeline import build_splits
 from peftkit.errors import PeftkitError
-from peftkit.rundir.load import load_run
+from peftkit.rundir.load import LoadedRun, load_run
 from peftkit.rundir.metrics import split_metrics
 
 
@@ -38,11 +38,21 @@ def evaluate_run(directory: str | Path) -> dict[str, Any]:
     return metrics
 
 
-def predict(directory: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
-    """Predictions of a saved run for raw texts, decoded by its head."""
+def texts_to_predict(texts: list[str]) -> list[str]:
+    """The non-blank texts; none at all is a one-line error (checked before a run is loaded)."""
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise PeftkitError("predict: no text given (pass texts as arguments or --file with one text per line)")
-    run = load_run(directory)
+    return texts
+
+
+def predict_with(run: LoadedRun, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Predictions of a loaded run for non-blank raw texts: its preprocessing, then its head's decoding."""
     texts = preprocess.apply_texts(run.recipe.preprocess, texts)
     return run.head.predict(run.model, run.tokenizer, texts, run.label_names, batch_size, run.recipe.data.max_length)
+
+
+def predict(directory: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Predictions of a saved run for raw texts, decoded by its head."""
+    texts = texts_to_predict(texts)
+    return predict_with(load_run(directory), texts, batch_size)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from peftkit.config.paths import looks_like_path
-from peftkit.config.sections import AugmentSection, PreprocessSection, Recipe
+from peftkit.config.sections import WORKERS_PER_CORE, AugmentSection, PreprocessSection, Recipe
 from peftkit.errors import PeftkitError
 from peftkit.registry import AUGMENTERS, HEADS, METHODS
 
@@ -44,6 +45,7 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
         if not data.files and looks_like_path(data.source):
             _check_data_file(data.source, "data.source", source)
         check_source_files(recipe, source)
+        check_workers(recipe.train.dataloader_num_workers, source)
     if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
 
@@ -61,6 +63,15 @@ def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
     for key, path in files.items():
         if not Path(path).is_file():
             raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
+
+
+def check_workers(workers: int, source: str = "recipe") -> None:
+    """Refuse more data-loading workers than WORKERS_PER_CORE × this machine's cores (each is a process holding
+    a copy of the data); checked when training, not when a saved run is read on a smaller machine."""
+    cores = os.cpu_count() or 1
+    if workers > WORKERS_PER_CORE * cores:
+        raise PeftkitError(f"{source}: 'train.dataloader_num_workers': {workers} workers on a machine with {cores} "
+                           f"CPU core(s); use at most {WORKERS_PER_CORE * cores} ({WORKERS_PER_CORE} per core)")
 
 
 def check_techniques(recipe: Recipe, source: str = "recipe") -> None:

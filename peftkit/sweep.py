@@ -56,7 +56,8 @@ def read_space(path: str | Path) -> dict[str, Any]:
     """The search space file: dotted key → {low, high[, log, step]} or a list of choices."""
     path = Path(path)
     if not path.is_file():
-        raise PeftkitError(f"--space '{path}' does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise PeftkitError(f"--space '{path}' {what}")
     space = read_yaml(path)
     if not space:
         raise PeftkitError(f"{path}: the search space is empty; map recipe keys to ranges or choices")

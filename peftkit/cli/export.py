@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from peftkit.cli.common import Verbs, print_metrics, verb
+from peftkit.cli.common import (
+    Verbs,
+    byte_size,
+    finite_float,
+    non_negative_float,
+    positive_int,
+    print_metrics,
+    share,
+    verb,
+)
 from peftkit.errors import PeftkitError
 
 
@@ -27,11 +36,12 @@ def add_export(verbs: Verbs) -> None:
                         help="safetensors for transformers / peft, or onnx: the merged model with dynamic batch and "
                              "sequence axes, parity-checked in onnxruntime (classification, sentiment, ner heads; "
                              "needs peftkit[onnx])")
-    export.add_argument("--opset", type=int, help="ONNX opset version (--format onnx; default: the exporter's)")
-    export.add_argument("--tolerance", type=float, default=1e-4,
+    export.add_argument("--opset", type=positive_int,
+                        help="ONNX opset version (--format onnx; default: the exporter's)")
+    export.add_argument("--tolerance", type=non_negative_float, default=1e-4,
                         help="largest |logit difference| allowed for an fp32 merge of an fp32 run")
-    export.add_argument("--samples", type=int, default=64, help="test examples in the parity check")
-    export.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 500MB")
+    export.add_argument("--samples", type=positive_int, default=64, help="test examples in the parity check")
+    export.add_argument("--max-shard-size", type=byte_size, default="2GB", help="largest safetensors shard, e.g. 500MB")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
 
 
@@ -82,11 +92,12 @@ def add_fuse(verbs: Verbs) -> None:
                 "fuse the LoRA adapters of runs on one base into a new run (add_weighted_adapter)")
     fuse.add_argument("runs", nargs="+", help="run directories (same base model, head and labels)")
     fuse.add_argument("--out", required=True, help="run directory to create")
-    fuse.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal, summing to 1)")
+    fuse.add_argument("--weights", type=finite_float, nargs="+",
+                      help="one weight per run (default: equal, summing to 1)")
     fuse.add_argument("--combination", default="linear",
                       choices=["linear", "cat", "svd", "ties", "dare_linear", "dare_ties"],
                       help="how peft combines the adapters")
-    fuse.add_argument("--density", type=float, default=0.5, help="share of weights kept by ties / dare pruning")
+    fuse.add_argument("--density", type=share, default=0.5, help="share of weights kept by ties / dare pruning")
     fuse.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
 
 

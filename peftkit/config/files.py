@@ -29,8 +29,11 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     """A recipe file from a name (`sentiment-lora`) or a path; a clear error otherwise."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise PeftkitError(f"recipe file '{path}' is a directory, expected a file")
         if not path.is_file():
-            raise PeftkitError(f"recipe file '{path}' does not exist")
+            what = "is not a regular file (a FIFO or device)" if path.exists() else "does not exist"
+            raise PeftkitError(f"recipe file '{path}' {what}")
         return path
     recipes = named_recipes()
     if str(name_or_path) not in recipes:

@@ -8,15 +8,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationInfo, field_validator, model_validator
 
+from peftkit.config.limits import MAX_WORKERS, SEED_MAX, WORKERS_PER_CORE
 from peftkit.config.schema import HeadConfig, MethodConfig, Section, option, refuse
 
 DType = Literal["float32", "bfloat16", "float16"]
-
-#: The largest seed numpy's generator takes (seeds are 0 … 2**32 - 1).
-SEED_MAX = 2**32 - 1
-#: Most data-loading worker processes a recipe may ask for; training also caps them at WORKERS_PER_CORE × cores.
-MAX_WORKERS = 64
-WORKERS_PER_CORE = 4
 
 
 def _is_size(key: str) -> bool:

@@ -6,8 +6,9 @@ import importlib.util
 import os
 from pathlib import Path
 
+from peftkit.config.limits import WORKERS_PER_CORE
 from peftkit.config.paths import looks_like_path
-from peftkit.config.sections import WORKERS_PER_CORE, AugmentSection, PreprocessSection, Recipe
+from peftkit.config.sections import AugmentSection, PreprocessSection, Recipe
 from peftkit.errors import PeftkitError
 from peftkit.registry import AUGMENTERS, HEADS, METHODS
 
@@ -47,7 +48,8 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
         check_source_files(recipe, source)
         check_workers(recipe.train.dataloader_num_workers, source)
     if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
-        raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
+        what = "is a file, expected a model directory" if Path(recipe.model.name).exists() else "does not exist"
+        raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' {what}")
 
 
 def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
@@ -61,8 +63,11 @@ def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
     if recipe.augment.synonyms:
         files["augment.synonyms"] = recipe.augment.synonyms
     for key, path in files.items():
+        if Path(path).is_dir():
+            raise PeftkitError(f"{source}: '{key}': '{path}' is a directory, expected a file")
         if not Path(path).is_file():
-            raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
+            what = "is not a regular file (a FIFO or device)" if Path(path).exists() else "does not exist"
+            raise PeftkitError(f"{source}: '{key}': file '{path}' {what}")
 
 
 def check_workers(workers: int, source: str = "recipe") -> None:

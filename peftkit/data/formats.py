@@ -25,11 +25,8 @@ def read_file(path: str | Path) -> Dataset:
         raise PeftkitError(
             f"data file '{path}': unsupported format '{path.suffix}' (expected one of {', '.join(FORMATS)})"
         )
-    if path.is_dir():
-        raise PeftkitError(f"data file '{path}' is a directory, expected a file")
     if not path.is_file():
-        what = "is not a regular file (a FIFO or device)" if path.exists() else "does not exist"
-        raise PeftkitError(f"data file '{path}' {what}")
+        raise PeftkitError(f"data file '{path}' does not exist")
     if reader == "conll":
         return read_conll(path)
     kwargs: dict = {}

@@ -29,6 +29,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.json and not Path(args.json).parent.is_dir():
         raise PeftkitError(f"--json: directory '{Path(args.json).parent}' does not exist")
+    if args.json and Path(args.json).is_dir():
+        raise PeftkitError(f"--json '{args.json}' is a directory, expected a file")
     metrics = evaluate_run(args.run)
     print_metrics(f"test metrics of {args.run}:", metrics)
     saved = saved_metrics(args.run).get("test", {})
@@ -61,7 +63,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if path.is_dir():
             raise PeftkitError(f"--file '{path}' is a directory, expected a file")
         if not path.is_file():
-            raise PeftkitError(f"--file '{path}' does not exist")
+            what = "is not a regular file (a FIFO or device)" if path.exists() else "does not exist"
+            raise PeftkitError(f"--file '{path}' {what}")
         try:
             texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:

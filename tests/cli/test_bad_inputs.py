@@ -286,6 +286,8 @@ CLI_CASES: list[Case] = [
      "argument --batch-size: expected a whole number of at least 1, got '-3'"),
     ("predict-file-is-a-directory", lambda e: ["predict", str(e.tmp), "--file", str(e.tmp)],
      "is a directory, expected a file"),
+    ("eval-json-is-a-directory", lambda e: ["eval", str(e.tmp), "--json", str(e.tmp)],
+     "is a directory, expected a file"),
     ("export-max-shard-size-not-a-size",
      lambda e: ["export", str(e.tmp), "--out", str(e.out), "--max-shard-size", "abc"],
      "argument --max-shard-size: expected a size such as 500MB, 2GB or 1GiB"),

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationInfo, field_validator, model_validator
 
-from peftkit.config.limits import MAX_WORKERS, SEED_MAX, WORKERS_PER_CORE
+from peftkit.config.limits import MAX_WORKERS, SEED_MAX
 from peftkit.config.schema import HeadConfig, MethodConfig, Section, option, refuse
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -91,8 +91,7 @@ class DataSection(Section):
     test_size: int | float = option(
         0.1, "held-out test share (<1) or row count (>=1) when the source has no test split", ge=0
     )
-    split_seed: int = option(42, "seed of the deterministic train/validation/test split (0 … 2**32-1)", ge=0,
-                             le=SEED_MAX)
+    split_seed: int = option(42, "seed of the deterministic train/validation/test split", ge=0, le=SEED_MAX)
     max_length: int = option(128, "longest tokenized input; longer ones are truncated", ge=8)
     max_train_samples: int | None = option(None, "use only the first N training rows (after the split)", ge=1)
     max_eval_samples: int | None = option(None, "use only the first N validation and test rows", ge=1)
@@ -147,8 +146,7 @@ class TrainSection(Section):
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (Trainer's label_smoothing_factor)",
                                     ge=0, lt=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 disables it", ge=0)
-    seed: int = option(42, "seed set before the model, adapter and head are initialised (0 … 2**32-1)", ge=0,
-                       le=SEED_MAX)
+    seed: int = option(42, "seed set before the model, adapter and head are initialised", ge=0, le=SEED_MAX)
     eval_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to evaluate on the validation split")
     eval_steps: int = option(200, "evaluate every N steps (eval_strategy: steps)", ge=1)
     save_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to write a checkpoint")
@@ -174,10 +172,7 @@ class TrainSection(Section):
         "auto = bf16 on a GPU with native bf16 (Ampere on), fp16 on older GPUs, fp32 on a CPU"
     )
     group_by_length: bool = option(True, "batch texts of similar length together to cut padding")
-    dataloader_num_workers: int = option(
-        0, f"worker processes for data loading; at most {MAX_WORKERS}, and at most {WORKERS_PER_CORE} × the CPU "
-        "cores of the machine that trains", ge=0, le=MAX_WORKERS
-    )
+    dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0, le=MAX_WORKERS)
     resume: Literal["never", "auto"] = option(
         "never", "auto = continue from the last complete checkpoint in output_dir (`train --resume`)"
     )

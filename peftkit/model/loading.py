@@ -50,9 +50,10 @@ def random_init_path(model: ModelSection) -> Path | None:
     return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _random_init_config(model: ModelSection) -> Any:
+def random_init_config(model: ModelSection) -> Any:
     """The config ``model.config_overrides`` make, refused (naming the key) when the architecture cannot be built
-    from it (e.g. a width the head count does not divide) or its weights would not fit this machine's memory."""
+    from it (e.g. a width the head count does not divide) or its weights would not fit this machine's memory;
+    checked before anything loads (hardware.preflight) where the config is at hand, and again when building."""
     try:
         config = model_config(model, **model.config_overrides)
         with torch.device("meta"):
@@ -76,7 +77,7 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
     if target is None:
         return None
     if not (target / "config.json").is_file():
-        config = _random_init_config(model)
+        config = random_init_config(model)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])

@@ -36,15 +36,16 @@ class ClassificationConfig(HeadConfig):
 
 
 def same_number(names: Iterable[str]) -> tuple[str, str] | None:
-    """Two of ``names`` that spell one number differently ('1' and '1.0'), or None."""
+    """Two of ``names`` that spell one number differently, one of them as a decimal ('1' and '1.0', as a column
+    read once as integers and once as floats gives), or None; codes such as '01' and '1' stay distinct."""
     seen: dict[float, str] = {}
-    for name in sorted(set(names)):
+    for name in sorted(set(names), key=lambda n: ("." in n, n)):
         try:
             value = float(name)
         except ValueError:
             continue
         first = seen.setdefault(value, name)
-        if first != name and math.isfinite(value):
+        if first != name and math.isfinite(value) and "." in first + name:
             return first, name
     return None
 

@@ -127,7 +127,7 @@ def test_labels_spelling_one_number_two_ways_are_refused(tmp_path: Path) -> None
              "test": write_rows(tmp_path / "test.jsonl", [{"text": "g", "label": "1.0"}])}
     from peftkit.heads.classification import same_number
 
-    assert same_number(["1", "1.0", "2"]) == ("1", "1.0") and same_number(["1", "01x", "inf", "Infinity"]) is None
+    assert same_number(["1.0", "2", "1"]) == ("1", "1.0") and same_number(["1", "01", "inf", "Infinity"]) is None
     splits, labels = load_splits(DataSection(files={k: str(v) for k, v in files.items()}), HEAD, [])
     with pytest.raises(PeftkitError, match=r"label '1\.0' .* '1' and '1\.0' are one number written two ways"):
         HEAD.label_ids(splits["test"], {name: i for i, name in enumerate(labels)})

@@ -282,8 +282,6 @@ def lock_path(directory: Path, beside: bool = False) -> Path:
 def check_unlocked(directory: Path, option: str = "output_dir") -> None:
     """Fail at once when another live peftkit run holds ``directory``'s lock; creates nothing."""
     path = directory / LOCK
-    if DirectoryLock.held(directory) is not None:
-        return
     try:
         fd = open_bookkeeping(path)
     except FileNotFoundError:

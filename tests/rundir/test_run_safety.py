@@ -22,6 +22,7 @@ import yaml
 from testkit import make_sentiment_rows, save_tiny_models, tiny_recipe, write_csv, write_recipe_file
 
 from peftkit.cli import main
+from peftkit.errors import PeftkitError
 from peftkit.rundir import ownership
 from peftkit.rundir.staging import staged_directory
 
@@ -290,13 +291,14 @@ def test_full_disk_during_export_is_one_line_and_writes_nothing(
 
 @pytest.mark.slow  # SIGKILL
 def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Path) -> None:
-    out = tmp_path / "export"
+    out, busy = tmp_path / "export", tmp_path / "busy"
     script = (
         "import sys, time\nfrom pathlib import Path\nfrom peftkit.rundir.staging import staged_directory\n"
-        f"with staged_directory(Path({str(out)!r})) as s:\n"
+        "with staged_directory(Path(sys.argv[1])) as s:\n"
         "    (s / 'model.safetensors').write_bytes(b'x' * 1000)\n    print(s, flush=True)\n    time.sleep(60)\n"
     )
-    writers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+               for path in (out, busy)]
     partials = [Path(w.stdout.readline().strip()) for w in writers]
     writers[0].send_signal(signal.SIGKILL)  # like kill -9 during an export
     writers[0].wait()
@@ -307,11 +309,15 @@ def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Pat
     assert not ownership.is_stale_staging(partials[1]), "a live export's folder is not stale"
     (tmp_path / ".export.mine.partial").mkdir()  # same pattern, no marker: not peftkit's, kept
     try:
+        with pytest.raises(PeftkitError, match=f"--out '{busy}' is being written by another peftkit run "
+                                                f"\\(pid {writers[1].pid} "), staged_directory(busy):
+            pass  # a second export to one --out fails at once on the lock
         with staged_directory(out) as staging:
             (staging / "config.json").write_text("{}", encoding="utf-8")
         assert not partials[0].exists()
         assert partials[1].is_dir() and (tmp_path / ".export.mine.partial").is_dir()
         assert ownership.read_manifest(out) == {"written_by": "peftkit", "kind": "export", "entries": ["config.json"]}
+        assert not (tmp_path / ".export.peftkit-lock").exists(), "the lock beside --out goes with its writer"
     finally:
         writers[1].send_signal(signal.SIGKILL)
         writers[1].wait()

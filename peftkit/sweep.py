@@ -190,17 +190,20 @@ def _prepare(out: Path, overwrite: bool, inputs: list[str | Path]) -> ownership.
     out.mkdir(parents=True, exist_ok=True)
     lock = ownership.DirectoryLock(out, "--output-dir").acquire()
     try:
-        if ownership.has_content(out):  # checked again under the lock: another sweep may have won
-            if not overwrite:
-                raise PeftkitError(f"--output-dir '{out}' is not empty (another sweep wrote it meanwhile); choose "
-                                   "another (--output-dir) or pass --overwrite")
+        replace = ownership.has_content(out)  # checked again under the lock: another sweep may have won
+        if replace and not overwrite:
+            raise PeftkitError(f"--output-dir '{out}' is not empty (another sweep wrote it meanwhile); choose "
+                               "another (--output-dir) or pass --overwrite")
+        if replace:
             ownership.check_not_precious(out, "--output-dir", inputs)
-            ownership.remove_owned(out, "sweep", "--output-dir")
+            ownership.check_owned(out, "sweep", "--output-dir")
         clash = [name for name in ownership.foreign_entries(out)
                  if name in (TRIALS_TABLE, BEST_RECIPE) or name.startswith(TRIAL_PREFIX)]
         if clash:
             raise PeftkitError(f"--output-dir '{out}' holds {', '.join(clash)}, which peftkit did not write and the "
                                "sweep would replace; move it away or choose another --output-dir")
+        if replace:
+            ownership.remove_owned(out, "sweep", "--output-dir")
         ownership.record(out, "sweep", [TRIALS_TABLE, BEST_RECIPE])
     except BaseException:
         lock.release()

@@ -82,20 +82,24 @@ def prepare_output_dir(path: Path, overwrite: bool, inputs: Iterable[str | Path]
         made = path / CHECKPOINTS_DIR  # the Trainer made it empty when it was built; phase 1 saw it absent
         if not resume and made.is_dir() and not any(made.iterdir()):
             made.rmdir()
-        if not resume and ownership.has_content(path):  # checked again under the lock: another run may have won
-            if not overwrite:
-                raise PeftkitError(
-                    f"output_dir '{path}' is not empty (another run wrote it meanwhile); choose another "
-                    "(output_dir=runs/new) or pass --overwrite"
-                )
+        # checked again under the lock (another run may have won), and nothing deleted before all checks pass
+        replace = not resume and ownership.has_content(path)
+        if replace and not overwrite:
+            raise PeftkitError(
+                f"output_dir '{path}' is not empty (another run wrote it meanwhile); choose another "
+                "(output_dir=runs/new) or pass --overwrite"
+            )
+        if replace:
             ownership.check_not_precious(path, "output_dir", inputs)
-            ownership.remove_owned(path, "run", "output_dir")
+            ownership.check_owned(path, "run", "output_dir")
         clash = [name for name in ownership.foreign_entries(path) if name in RUN_FILES]
         if clash:
             raise PeftkitError(
                 f"output_dir '{path}' holds {', '.join(clash)}, which peftkit did not write and the run's final save "
                 "would replace; move it away or choose another output_dir"
             )
+        if replace:
+            ownership.remove_owned(path, "run", "output_dir")
         ownership.record(path, "run", [n for n in WORKING_ENTRIES if resume or not (path / n).exists()])
     except BaseException:
         lock.release()

@@ -204,3 +204,59 @@ logits = session.run(["logits"], feed)[0]
 ```
 """
     (directory / CARD_FILE).write_text(card, encoding="utf-8")
+
+
+def _ansi_c(text: str) -> str:
+    """``text`` as a shell $'...' word (newlines and quotes escaped): exact in bash and zsh."""
+    return "$'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def write_gguf_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any], report: dict[str, Any],
+                    modelfile: str, example: str, max_new_tokens: int) -> None:
+    """Write README.md into ``directory`` (the staged GGUF export that becomes ``out``): how to run the file with
+    llama.cpp (on ``example``, a test prompt formatted as in training) and with Ollama (``modelfile``), and its
+    parity with the merged model."""
+    parity, trip, file = report["parity"], report["tokenizer_round_trip"], report["file"]
+    chat = ("The run's chat template is in the file: `llama-cli -m {file} -cnv` and `llama-server -m {file}` use it"
+            if report["tokenizer"]["chat_template"] else "The run used a plain prompt format (no chat template): "
+            "give llama.cpp the formatted prompt, as below").format(file=file)
+    card = f"""---
+library_name: gguf
+base_model: {recipe.model.name}
+tags: [peftkit, gguf, {recipe.method.name}, {recipe.task.head}, merged, {report["dtype"]}]
+---
+# {out.name}
+
+Exported with `peftkit export --format gguf` from the run `{report["run"]}`: the adapter merged into the \
+{report["merged_into"]}, written as `{file}` ({report["dtype"]}, {report["weights_bytes"]:,} bytes; architecture \
+`{report["architecture"]}`, tokenizer `{report["tokenizer"]["model"]}` / `{report["tokenizer"]["pre"]}`). llama.cpp, \
+Ollama and LM Studio load it without PyTorch, peft or peftkit.
+
+{_run_summary(recipe, metrics, f"; exported in {report['dtype']}")}
+
+## Parity (export_report.json)
+The merged model (PyTorch, float32) and this file as transformers' GGUF reader rebuilds it \
+({report["reader"]}) on {parity["compared"]} test tokens; checked against tolerance {parity["tolerance"]:g} × \
+max(1, largest |logit|): passed. The tokenizer rebuilt from the file encodes and decodes the {trip["texts"]} test \
+prompts and responses identically.
+
+| figure | value |
+|---|---|
+{_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
+
+## Run it with llama.cpp
+{chat}.
+```sh
+llama-cli -m {out}/{file} -no-cnv --temp 0 -n {max_new_tokens} -p {_ansi_c(example)}
+```
+
+## Run it with Ollama
+`Modelfile` (beside the GGUF file) holds the run's prompt format:
+```
+{modelfile.rstrip()}
+```
+```sh
+cd {out} && ollama create {out.name.lower()} -f Modelfile && ollama run {out.name.lower()} "your prompt"
+```
+"""
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")

@@ -35,11 +35,10 @@ TOLERANCE_SCALE = {"f32": 1.0, "f16": 100.0, "bf16": 1000.0, "q8_0": 1000.0}
 #: transformers model_type → the llama.cpp architecture it is written as.
 ARCHITECTURES = {"llama": "LLAMA", "qwen2": "QWEN2"}
 SUPPORTED = "llama (Llama, SmolLM2) and qwen2 (Qwen2, Qwen2.5)"
-#: Byte-level pre-tokenizer splits by llama.cpp's name for them (tokenizer.ggml.pre); "gpt2" is ByteLevel's own.
+#: Llama 3's pre-tokenizer split (llama.cpp's "llama-bpe"); Qwen2's comes from transformers, GPT-2's is ByteLevel's own.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-
+#: The Ollama Modelfile written beside the GGUF file.
 MODELFILE = "Modelfile"
 
 
@@ -163,26 +162,25 @@ def permute_rope(weights: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def _encoded(data: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
-    """``data`` (float32) as the GGUF weight type ``dtype``; vectors stay f32 and rows q8_0 cannot block go f16,
-    as llama.cpp's converter does."""
-    gguf = _gguf()
-    types = gguf.GGMLQuantizationType
-    if data.ndim < 2 or dtype == "f32":
-        return data, types.F32
-    if dtype == "f16" or (dtype == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[types.Q8_0][0]):
-        return data.astype(np.float16), types.F16
-    qtype = types.BF16 if dtype == "bf16" else types.Q8_0
-    return gguf.quants.quantize(data, qtype), qtype
+def _weight_type(shape: tuple[int, ...], dtype: str) -> Any:
+    """The GGUF type a weight of ``shape`` is stored in for ``dtype``: vectors stay f32 and rows q8_0 cannot cut
+    into blocks go f16, as llama.cpp's converter does."""
+    types = _gguf().GGMLQuantizationType
+    if len(shape) < 2 or dtype == "f32":
+        return types.F32
+    if dtype == "q8_0":
+        return types.Q8_0 if shape[-1] % _gguf().GGML_QUANT_SIZES[types.Q8_0][0] == 0 else types.F16
+    return {"f16": types.F16, "bf16": types.BF16}[dtype]
 
 
 def add_weights(writer: Any, model: nn.Module, arch: Any, dtype: str) -> int:
-    """Write ``model``'s weights under llama.cpp's tensor names; returns how many."""
+    """Declare ``model``'s weights under llama.cpp's tensor names, write the file's header, then stream the weights
+    one at a time (only one converted tensor is in memory); returns how many."""
     gguf = _gguf()
     config = model.config
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     tied = getattr(config, "tie_word_embeddings", False)
-    count = 0
+    planned = []
     for hf_name, tensor in model.state_dict().items():
         if tied and hf_name == "lm_head.weight":
             continue
@@ -190,14 +188,21 @@ def add_weights(writer: Any, model: nn.Module, arch: Any, dtype: str) -> int:
         name = names.get_name(stem)
         if name is None:
             raise PeftkitError(f"--format gguf: weight '{hf_name}' has no llama.cpp name for this architecture")
+        shape = tuple(tensor.shape)
+        qtype = _weight_type(shape, dtype)
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        writer.add_tensor_info(f"{name}.{suffix}", shape, np.float32, tensor.numel() // block * size, raw_dtype=qtype)
+        planned.append((stem, tensor, qtype))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for stem, tensor, qtype in planned:
         data = tensor.detach().float().cpu().numpy()
         if arch == gguf.MODEL_ARCH.LLAMA and stem.endswith(("q_proj", "k_proj")):
-            heads = config.num_attention_heads if stem.endswith("q_proj") else config.num_key_value_heads
-            data = permute_rope(data, heads)
-        encoded, qtype = _encoded(data, dtype)
-        writer.add_tensor(f"{name}.{suffix}", encoded, raw_dtype=qtype)
-        count += 1
-    return count
+            data = permute_rope(data, config.num_attention_heads if stem.endswith("q_proj")
+                                else config.num_key_value_heads)
+        writer.write_tensor_data(gguf.quants.quantize(data, qtype))
+    return len(planned)
 
 
 def add_architecture(writer: Any, config: Any, arch: Any, dtype: str) -> None:
@@ -238,9 +243,6 @@ def write_gguf(path: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
         add_architecture(writer, model.config, arch, dtype)
         written = add_tokenizer(writer, tokenizer, model.config.vocab_size)
         tensors = add_weights(writer, model, arch, dtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
     finally:
         writer.close()
     return {"tokenizer": written, "tensors": tensors}

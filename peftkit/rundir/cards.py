@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,15 @@ def _table(rows: dict[str, Any], spec: str = ".4g", skip: Collection[str] = TIMI
     )
 
 
-def _run_summary(recipe: Recipe, metrics: dict[str, Any], exported: str = "") -> str:
-    """The lines every export card shares: what the run was trained from, and its test metrics."""
+def _run_summary(recipe: Recipe, metrics: dict[str, Any], exported: str = "",
+                 labels_at: str = " (in config.json as id2label)") -> str:
+    """The lines every export card shares: what the run was trained from (``labels_at``: where the export keeps
+    the label names), and its test metrics."""
     labels = ", ".join(recipe.task.labels) or "none"
     return f"""- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: \
 {recipe.quantization.mode}){exported}
 - method: `{recipe.method.name}`
-- task head: `{recipe.task.head}`; labels: {labels} (in config.json as id2label)
+- task head: `{recipe.task.head}`; labels: {labels}{labels_at}
 - data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
 
 ## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
@@ -217,6 +220,7 @@ def write_gguf_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[st
     llama.cpp (on ``example``, a test prompt formatted as in training) and with Ollama (``modelfile``), and its
     parity with the merged model."""
     parity, trip, file = report["parity"], report["tokenizer_round_trip"], report["file"]
+    name = re.sub(r"[^a-z0-9._-]+", "-", out.name.lower()).strip("-._") or "peftkit-export"  # an Ollama model name
     chat = ("The run's chat template is in the file: `llama-cli -m {file} -cnv` and `llama-server -m {file}` use it"
             if report["tokenizer"]["chat_template"] else "The run used a plain prompt format (no chat template): "
             "give llama.cpp the formatted prompt, as below").format(file=file)
@@ -232,7 +236,7 @@ Exported with `peftkit export --format gguf` from the run `{report["run"]}`: the
 `{report["architecture"]}`, tokenizer `{report["tokenizer"]["model"]}` / `{report["tokenizer"]["pre"]}`). llama.cpp, \
 Ollama and LM Studio load it without PyTorch, peft or peftkit.
 
-{_run_summary(recipe, metrics, f"; exported in {report['dtype']}")}
+{_run_summary(recipe, metrics, f"; exported in {report['dtype']}", labels_at="")}
 
 ## Parity (export_report.json)
 The merged model (PyTorch, float32) and this file as transformers' GGUF reader rebuilds it \
@@ -256,7 +260,7 @@ llama-cli -m {out}/{file} -no-cnv --temp 0 -n {max_new_tokens} -p {_ansi_c(examp
 {modelfile.rstrip()}
 ```
 ```sh
-cd {out} && ollama create {out.name.lower()} -f Modelfile && ollama run {out.name.lower()} "your prompt"
+cd {out} && ollama create {name} -f Modelfile && ollama run {name} "your prompt"
 ```
 """
     (directory / CARD_FILE).write_text(card, encoding="utf-8")

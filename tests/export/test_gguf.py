@@ -35,15 +35,16 @@ from peftkit.rundir.load import load_run
 PROMPTS = ["colour of banana?", "colour of plum?\nwhat colour, really?", "alice saw a lime in paris"]
 
 
-def causal_run(root: Path, model: Path | str, steps: int = 10, **task: Any) -> Path:
-    """A LoRA causal_lm run on ``model`` (plain prompt format) over fruit-colour pairs."""
+def causal_run(root: Path, model: Path | str, steps: int = 10, **sections: Any) -> Path:
+    """A LoRA causal_lm run on ``model`` (plain prompt format) over fruit-colour pairs; ``sections`` replace or
+    set (dotted keys) parts of the recipe."""
     root.mkdir(parents=True, exist_ok=True)
     data = write_json_lines(root / "causal.jsonl", learnable_rows("causal", 120))
     recipe = tiny_recipe(model, data, {
         "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
-        "task": {"head": "causal_lm", "template": "plain", "max_new_tokens": 8, "test_samples": 1, **task},
+        "task": {"head": "causal_lm", "template": "plain", "max_new_tokens": 8, "test_samples": 1},
         "data.max_length": 48, "train.max_steps": steps, "output_dir": str(root / "run"),
-    })
+    }, sections)
     return peftkit.train(write_recipe_file(root / "causal.yaml", recipe)).output_dir
 
 
@@ -132,6 +133,16 @@ def test_q8_0_export_is_smaller_and_within_its_tolerance(bpe_run: Path, f32_expo
     assert tensors["blk.0.attn_k.weight"].tensor_type == GGMLQuantizationType.Q8_0
     assert tensors["blk.0.attn_norm.weight"].tensor_type == GGMLQuantizationType.F32  # vectors stay f32
     assert meta["general.file_type"] == 7  # MOSTLY_Q8_0
+
+
+def test_qlora_run_merges_into_its_dequantized_base(tmp_path: Path) -> None:
+    model = save_tiny_bpe_causal_lm(tmp_path / "llama")
+    run = causal_run(tmp_path, model, steps=2, method={"name": "qlora", "r": 4, "alpha": 8, "dropout": 0.0,
+                                                       "target_modules": "all-linear"},
+                     quantization={"mode": "4bit", "quant_type": "nf4"})
+    report = export_gguf(run, tmp_path / "out", dtype="f32", samples=8)
+    assert report["merged_into"] == "de-quantized 4bit base (float32)" and report["base_quantization"] == "4bit"
+    assert report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] <= 1e-4
 
 
 def test_qwen2_run_exports_with_its_pre_tokenizer(tmp_path: Path) -> None:

@@ -80,6 +80,21 @@ def merged_model(model: nn.Module, method: Method) -> nn.Module:
         ) from None
 
 
+def merged_float32(run_model: nn.Module | None, recipe: Recipe, head: Head, method: Method, run_dir: Path,
+                   fmt: str) -> nn.Module:
+    """The run's adapter merged into its float32 base for ``--format fmt``: ``run_model`` (the run as loaded, when it
+    is already float32 and unquantized) or the base rebuilt in float32, a 4-/8-bit one de-quantized first."""
+    model = run_model if run_model is not None else method.load(run_dir, dequantized_builder(recipe, head, "float32"))
+    try:
+        model = merged_model(model, method)
+    except PeftkitError:
+        model = None
+    if model is None or isinstance(model, PeftModel):
+        raise PeftkitError(f"--format {fmt}: method {method.name} cannot be merged into the base, so it has no "
+                           "plain model to export; export it with --adapter-only instead")
+    return model.float().eval()
+
+
 def requantize(directory: Path, head: Head, mode: str, trained: QuantizationSection, max_shard_size: str) -> None:
     """Replace the merged weights in ``directory`` by a bitsandbytes ``mode`` copy (settings of the run's own
     quantization when it had one)."""

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from torch import nn
 
 from peftkit.errors import PeftkitError, first_line
-from peftkit.export.merge import dequantized_builder, merged_model, open_for_export
+from peftkit.export.merge import merged_float32, open_for_export
 from peftkit.export.parity import Batches, compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
-from peftkit.methods.base import Method
 from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.cards import write_onnx_card
 from peftkit.rundir.load import load_run
@@ -96,18 +94,6 @@ def onnx_logits(session: Any, batches: Batches) -> list[torch.Tensor]:
     return out
 
 
-def _merged(run_model: nn.Module | None, recipe: Any, head: Head, method: Method, run_dir: Path) -> nn.Module:
-    model = run_model if run_model is not None else method.load(run_dir, dequantized_builder(recipe, head, "float32"))
-    try:
-        model = merged_model(model, method)
-    except PeftkitError:
-        model = None
-    if model is None or isinstance(model, PeftModel):
-        raise PeftkitError(f"--format onnx: method {method.name} cannot be merged into the base, so it has no "
-                           "plain model to export; export it with --adapter-only instead")
-    return model.float().eval()
-
-
 def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, samples: int = 64,
                 opset: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Export a classification, sentiment or NER run to ``out/model.onnx`` and return its parity report.
@@ -133,7 +119,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
             model = run.model if exact else None
             run = None
             gc.collect()
-            model = _merged(model, recipe, head, method, run_dir)
+            model = merged_float32(model, recipe, head, method, run_dir, "onnx")
             to_onnx(model, _example(batches), staging / MODEL_FILE, opset)
             model.config.save_pretrained(staging)
             del model

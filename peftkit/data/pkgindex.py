@@ -391,7 +391,6 @@ def download(
     client = _Client(config)
     local = _local_path(url)
     digest = hashlib.sha256()
-    too_long = HashMismatch(f"archive {dest.name} from {redact(url)} sent more than the pinned {size} bytes; refusing")
     try:
         with open(local, "rb") if local is not None else client.open(client.clean(url)) as src:
             length = local.stat().st_size if local is not None else src.headers.get("Content-Length")
@@ -402,10 +401,12 @@ def download(
                 )
             done = 0
             with open(dest, "wb") as out:
-                while done <= size and (chunk := src.read(min(_CHUNK, size + 1 - done))):
+                while chunk := src.read(min(_CHUNK, size + 1 - done)):
                     done += len(chunk)
                     if done > size:
-                        raise too_long
+                        raise HashMismatch(
+                            f"archive {dest.name} from {redact(url)} sent more than the pinned {size} bytes; refusing"
+                        )
                     digest.update(chunk)
                     out.write(chunk)
                     if progress:

@@ -3,7 +3,7 @@ so the three agree:
 
 - ``train.precision``: bf16 on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere on), fp16 on an
   older CUDA GPU, fp32 on a CPU;
-- ``quantization.compute_dtype``: bfloat16 where bf16 is native, else float32;
+- ``quantization.compute_dtype``: bfloat16 where bf16 is native, float16 on an older CUDA GPU, float32 on a CPU;
 - ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, AdamW otherwise;
 - ``model.attn_implementation``: flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and
   the model class supports it; else sdpa where the model class supports it; else eager;
@@ -35,8 +35,10 @@ def precision(device: Device) -> str:
 
 
 def compute_dtype(device: Device) -> str:
-    """`quantization.compute_dtype: auto` on ``device``."""
-    return "bfloat16" if device.bf16 else "float32"
+    """`quantization.compute_dtype: auto` on ``device``: the half precision its autocast runs in on a GPU."""
+    if device.kind != "cuda":
+        return "float32"
+    return "bfloat16" if device.bf16 else "float16"
 
 
 def optim(device: Device, quantized: bool) -> str:

@@ -57,11 +57,12 @@ def test_ampere_gpu_resolves_to_bf16_paged_8bit_and_flash(monkeypatch: pytest.Mo
         "precision": "bf16", "compute_dtype": "bfloat16", "optim": "adamw_torch", "attn": "sdpa"}
 
 
-def test_older_gpu_resolves_to_fp16_float32_and_no_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_older_gpu_resolves_to_fp16_float16_and_no_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4-bit layers compute in float16 there, the half precision fp16 autocast runs in (not float32)."""
     mock_gpu(monkeypatch, "Tesla T4", (7, 5), 16 * 10**9, flash=True)
     assert not devices.current().bf16
     assert resolved("causal-lm-qlora") == {
-        "precision": "fp16", "compute_dtype": "float32", "optim": "paged_adamw_8bit", "attn": "sdpa"}
+        "precision": "fp16", "compute_dtype": "float16", "optim": "paged_adamw_8bit", "attn": "sdpa"}
 
 
 def test_explicit_values_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:

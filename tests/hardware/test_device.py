@@ -134,3 +134,17 @@ def test_a_quantization_config_needs_a_resolved_compute_dtype() -> None:
         quantization_config(QuantizationSection(mode="4bit"))
     config = quantization_config(QuantizationSection(mode="4bit", compute_dtype="bfloat16"))
     assert config.bnb_4bit_compute_dtype == torch.bfloat16 and "classifier" in config.llm_int8_skip_modules
+
+
+def test_explicit_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.is_bf16_supported() counts emulation (a T4 says yes); bf16 needs the native kind."""
+    from peftkit.errors import PeftkitError
+    from peftkit.hardware.preflight import check_machine
+
+    mock_gpu(monkeypatch, "Tesla T4", (7, 5), 16 * 10**9)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(PeftkitError, match="no native bf16"):
+        check_machine(load_recipe("sentiment-lora", ["train.precision=bf16", "model.attn_implementation=sdpa"]))
+    check_machine(load_recipe("sentiment-lora", ["train.precision=fp16", "model.attn_implementation=sdpa"]))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an Ampere GPU
+    check_machine(load_recipe("sentiment-lora", ["train.precision=bf16", "model.attn_implementation=sdpa"]))

@@ -179,8 +179,10 @@ def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: 
 
 def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
     """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight); weights
-    not quantized count in their dtype on the meta model (model.dtype, trained ones as the method trains them)."""
+    not quantized count in their dtype on the meta model (model.dtype, trained ones as the method trains them),
+    or in float32 beside quantized ones where the method keeps them so (``float32_beside_quantized``)."""
     mode = recipe.quantization.mode
+    upcast = mode != "none" and getattr(plugins(recipe)[1], "float32_beside_quantized", False)
     per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
     compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
     plain, quantized, largest = 0.0, 0.0, 0
@@ -195,7 +197,7 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
                 quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
                 largest = max(largest, n * compute_bytes)
             else:
-                plain += n * parameter.element_size()
+                plain += n * (4 if upcast and parameter.is_floating_point() else parameter.element_size())
     return int(plain), int(quantized), largest
 
 

@@ -141,6 +141,10 @@ class PeftMethod(Method):
     quantization_hint = ("; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt "
                          "method)")
     peft_type: ClassVar[str] = ""
+    #: Whether peft's bitsandbytes layers of this tuner return float32 from a half base (IA3 multiplies by its
+    #: float32 vector, AdaLoRA divides by its float32 rank count): on a quantized base its other weights are then
+    #: kept in float32 too (``prepared_base``), or the model mixes dtypes where no autocast covers it.
+    float32_beside_quantized: ClassVar[bool] = False
     copied: ClassVar[tuple[str, ...]] = ()
     renamed: ClassVar[dict[str, str]] = {}
 
@@ -168,13 +172,21 @@ class PeftMethod(Method):
         config = self.peft_config(model, head_modules, task_type)
         config.modules_to_save = head_modules
         check_targets(model, config)
-        # A quantized base stays as loaded (peft freezes it): its other weights (embeddings, norms, lm_head) in
-        # model.dtype. peft's prepare_model_for_kbit_training would cast them to float32, and a 4-bit layer returns
-        # its input's dtype, so the residual stream would then run in float32 under bf16 autocast.
-        return get_peft_model(model, config)
+        return get_peft_model(self.prepared_base(model), config)
+
+    def prepared_base(self, model: nn.Module) -> nn.Module:
+        """The base as peft wraps it, for training and reloading alike. A quantized base stays as loaded (peft
+        freezes it), its other weights (embeddings, norms, lm_head) in model.dtype: peft's
+        prepare_model_for_kbit_training would cast them to float32, and as a 4-bit layer returns its input's dtype
+        the residual stream would then run in float32 under bf16 autocast. Unless ``float32_beside_quantized``."""
+        if self.float32_beside_quantized and getattr(model, "is_quantized", False):
+            for parameter in model.parameters():
+                if parameter.is_floating_point() and parameter.__class__.__name__ != "Params4bit":
+                    parameter.data = parameter.data.float()
+        return model
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
-        return PeftModel.from_pretrained(build_base(), directory)
+        return PeftModel.from_pretrained(self.prepared_base(build_base()), directory)
 
 
 class QuantizablePeftMethod(PeftMethod):

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 from testkit import tiny_recipe
 
 from peftkit import quiet
@@ -223,16 +224,18 @@ def test_full_fine_tuning_in_bf16_counts_weights_gradients_and_adamw_in_bf16(tin
                                                               8 * full.total_params)
 
 
-def test_the_estimate_counts_each_weight_in_the_dtype_a_qlora_run_holds_it(tiny_llama) -> None:
-    """The weights term equals the bytes of the non-quantized parameters of the model a bf16 QLoRA run builds:
-    the base in bfloat16 (preparation upcasts nothing), the adapters in float32."""
+@pytest.mark.parametrize("method", ["qlora", "ia3"])
+def test_the_estimate_counts_each_weight_in_the_dtype_a_quantized_run_holds_it(tiny_llama, method: str) -> None:
+    """The weights term equals the bytes of the non-quantized parameters of the model a bf16 4-bit run builds:
+    for QLoRA the base in bfloat16 (its preparation upcasts nothing), the adapters in float32; for (IA)³, whose
+    quantized layers return float32, everything beside the 4-bit weights in float32."""
     from peftkit.config.load import recipe_from_dict
     from peftkit.hardware.estimate import estimate
     from peftkit.model.loading import load_base_model
     from peftkit.registry import plugins
 
     raw = {"model": {"name": str(tiny_llama), "dtype": "bfloat16"}, "task": {"head": "causal_lm"},
-           "method": {"name": "qlora", "r": 4},
+           "method": {"name": method},
            "quantization": {"mode": "4bit", "quant_type": "nf4", "compute_dtype": "bfloat16"},
            "train": {"precision": "bf16", "optim": "adamw_torch", "gradient_checkpointing": False}}
     recipe = recipe_from_dict(raw)

@@ -177,3 +177,100 @@ def test_a_classifier_pools_the_last_token_before_the_tokenizers_padding(tiny_ll
     padded = logits_of(model, tokenizer, [short, long])[0]
     alone = logits_of(model, tokenizer, [short])[0]
     torch.testing.assert_close(padded, alone)
+
+
+#: Options that keep the tiny runs learnable in a dozen steps (as tests/methods/test_methods.py uses them).
+BF16_OPTIONS: dict[str, dict[str, Any]] = {
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "qlora": {"r": 4, "alpha": 8, "dropout": 0.0},
+    "dora": {"r": 4, "alpha": 8, "dropout": 0.0}, "adalora": {"init_r": 6, "target_r": 4}, "vera": {"r": 16},
+    "oft": {"oft_block_size": 16}, "prefix_tuning": {"num_virtual_tokens": 4},
+    "prompt_tuning": {"num_virtual_tokens": 4}, "p_tuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 32},
+}
+BF16_LR = {"full": 1e-3, "head_only": 5e-2, "prompt_tuning": 5e-2, "vera": 5e-2}
+#: Methods whose reload matches the trained logits to bf16's rounding, not bit for bit: AdaLoRA's reload drops the
+#: pruned (zeroed) ranks, which reorders sums; P-tuning saves its prompt encoder's output computed at save time,
+#: outside the autocast its training forward ran the encoder under.
+ROUNDED_RELOAD = ("adalora", "p_tuning")
+
+
+def bf16_recipe(method: str, mode: str, head: str = "sentiment") -> dict[str, Any]:
+    """The method on a bfloat16 base under bf16 mixed precision (``mode`` quantization, compute in bfloat16)."""
+    quantization = {"mode": mode} | ({"compute_dtype": "bfloat16"} if mode != "none" else {})
+    task = {"head": head} | ({"template": "plain", "test_samples": 0} if head == "causal_lm" else {})
+    return {"method": {"name": method, **BF16_OPTIONS.get(method, {})}, "quantization": quantization,
+            "task": task, "model.dtype": "bfloat16", "train.precision": "bf16", "train.max_steps": 12,
+            "train.logging_steps": 1, "train.learning_rate": BF16_LR.get(method, 1e-2)}
+
+
+def bf16_cells() -> list[tuple[str, str]]:
+    """Every method × quantization mode that validates on this machine (its refusals are tested elsewhere)."""
+    from peftkit.registry import METHODS
+
+    cells = []
+    for method in METHODS.names():
+        for mode in METHODS.get(method).quantization_modes:
+            raw = {"model": {"name": "minilm-l6"}, "task": {"head": "sentiment"}, "method": {"name": method},
+                   "quantization": {"mode": mode}}
+            try:
+                recipe_from_dict(raw)
+            except PeftkitError:
+                continue
+            cells.append((method, mode))
+    return cells
+
+
+@pytest.fixture(scope="module")
+def bf16_world(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from testkit import write_learnable_data
+
+    root = tmp_path_factory.mktemp("bf16")
+    return {**tiny_models, "root": root, **write_learnable_data(root, ("text", "causal"), 160)}
+
+
+def train_bf16_reload_export(world: dict[str, Path], method: str, mode: str, head: str = "sentiment") -> None:
+    """Train in bf16 (loss finite and falling), reload to the trained logits under the same autocast, export (merged
+    where the method merges, else the adapter) with the exported model agreeing with the run."""
+    from testkit import logits_probe, tiny_recipe, write_recipe_file
+
+    import peftkit
+    from peftkit.export import export_run
+    from peftkit.rundir.load import load_run
+
+    name = f"{method}-{mode}-{head}"
+    causal = head == "causal_lm"
+    texts = ["colour of lime?", "colour of plum?"] if causal else TEXTS
+    raw = tiny_recipe(world["llama" if causal else "bert"], world["causal" if causal else "text"],
+                      bf16_recipe(method, mode, head), {"output_dir": str(world["root"] / name)})
+    probe = logits_probe(texts)
+    result = peftkit.train(write_recipe_file(world["root"] / f"{name}.yaml", raw), callbacks=[probe])
+    losses = [entry["loss"] for entry in result.metrics["loss_history"]]
+    assert all(math.isfinite(loss) for loss in losses) and sum(losses[-3:]) < sum(losses[:3]), losses
+    run = load_run(result.output_dir)
+    assert run.recipe.train.precision == "bf16" and run.recipe.model.dtype == "bfloat16"
+    reloaded = logits_of(run.model, run.tokenizer, texts, precision="bf16")
+    assert not torch.allclose(probe.trained, probe.untrained, atol=1e-4), "training did not move the logits"
+    if method in ROUNDED_RELOAD:
+        torch.testing.assert_close(reloaded, probe.trained, rtol=0, atol=0.05)
+    else:
+        assert torch.equal(reloaded, probe.trained), (reloaded - probe.trained).abs().max()
+    # prompt methods have nothing to merge into the weights; peft merges no (IA)³ into a quantized base
+    adapter = method in ("prefix_tuning", "prompt_tuning", "p_tuning") or (method == "ia3" and mode != "none")
+    report = export_run(result.output_dir, world["root"] / f"{name}-export", mode="adapter" if adapter else "merge",
+                        samples=16)
+    parity = report["parity"]
+    assert report["dtype"] == "bfloat16" and parity["prediction_agreement"] >= 0.85, parity
+    if mode == "none":  # a merge into bf16 weights rounds once; into a de-quantized base, more
+        assert parity["max_abs_logit_diff"] <= 0.05 * max(1.0, parity["max_abs_logit"]), parity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "mode"), bf16_cells(), ids=[f"{m}-{q}" for m, q in bf16_cells()])
+def test_bf16_tier_every_method_and_quantization_trains_reloads_and_exports(bf16_world: dict[str, Path],
+                                                                           method: str, mode: str) -> None:
+    train_bf16_reload_export(bf16_world, method, mode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "mode"), [("lora", "none"), ("qlora", "4bit"), ("qlora", "8bit")])
+def test_bf16_tier_causal_lm(bf16_world: dict[str, Path], method: str, mode: str) -> None:
+    train_bf16_reload_export(bf16_world, method, mode, head="causal_lm")

@@ -17,6 +17,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from peftkit.config.load import load_recipe
     from peftkit.hardware import device
     from peftkit.hardware.env import fit_table, fits
+    from peftkit.hardware.estimate import DEVICE_RESERVE
 
     recipe = load_recipe(args.recipe, args.overrides)
     rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
@@ -37,7 +38,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device}, "
           f"{e.retained / mib:,.0f} MiB the allocator keeps of freed activations, {transient / mib:,.0f} MiB of "
           "transients (optimizer step, de-quantized layer) beyond the activations")
-    print("per device, `auto` options resolved for it (reference GPUs: Ampere-class):")
+    print("per device, `auto` options resolved for it (reference GPUs: Ampere-class); needs: the peak and, on a GPU, "
+          f"{DEVICE_RESERVE['cuda'] / mib:,.0f} MiB the device holds besides (CUDA context, allocator; assumed):")
     print("\n".join(fit_table(rows)))
 
 

@@ -7,7 +7,8 @@ so the three agree:
 - ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, AdamW otherwise;
 - ``model.attn_implementation``: flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and
   the model class supports it; else sdpa where the model class supports it; else eager;
-- ``train.gradient_checkpointing``: on when the predicted peak without it exceeds the device's memory.
+- ``train.gradient_checkpointing``: on when the predicted peak without it (and what the device reserves besides)
+  exceeds the device's memory.
 
 The policy calls the memory estimate (peftkit.hardware.estimate), never the other way round: the estimate takes a
 resolved recipe.
@@ -102,7 +103,7 @@ def resolve_checkpointing(recipe: Recipe, device: Device, sequence_length: int |
         return {}
     trial = recipe.model_copy(deep=True)
     trial.train.gradient_checkpointing = False
-    peak = estimate(trial, sequence_length, labels, device=device).total
+    peak = estimate(trial, sequence_length, labels, device=device).needed
     recipe.train.gradient_checkpointing = bool(device.memory) and peak > device.memory
     return {"train.gradient_checkpointing": recipe.train.gradient_checkpointing}
 

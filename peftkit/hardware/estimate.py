@@ -5,10 +5,13 @@ The model is built on the meta device (no weights allocated), the method applied
 counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state. Activations are
 the tensors autograd saves for the backward pass, counted by running one training batch through the meta model
 (no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
-reads values in its forward) a per-layer formula stands in. Runtime overhead is what a real run holds beyond
-those: a constant per device kind (RUNTIME_OVERHEAD), the share of freed activations the allocator keeps
-(ALLOCATOR_RETENTION), and the largest transient working set, either the optimizer step's temporaries or a
-quantized layer de-quantized for its matmul.
+reads values in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
+working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
+larger of the two counts. Runtime overhead is what a real run holds beyond those: a constant per device kind
+(RUNTIME_OVERHEAD), the share of freed activations the allocator keeps (ALLOCATOR_RETENTION), and the largest
+transient working set, either the optimizer step's temporaries or a quantized layer de-quantized for its matmul.
+A CUDA device also holds memory outside the tensors counted (DEVICE_RESERVE), added where a recipe must fit it
+(``MemoryEstimate.needed``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}
 #: fragmentation, per-thread arenas): 0.59 with glibc's malloc on this CPU, fitted with RUNTIME_OVERHEAD on the
 #: calibration cells of benchmarks/overhead.yaml. CUDA: unmeasured; its allocated figure counts live tensors only.
 ALLOCATOR_RETENTION = {"cpu": 0.59, "cuda": 0.0}
+#: Device memory a CUDA run holds beyond the tensors ``total`` counts (torch.cuda.max_memory_allocated leaves it
+#: out): the CUDA context (about 0.3-0.6 GiB with lazy module loading), cuBLAS workspaces and the caching
+#: allocator's reserved but free blocks. Assumed, 1 GiB, as no GPU has been lent to measure it; counted where a
+#: recipe must fit a device (``MemoryEstimate.needed``: `peftkit estimate` / `env`, `auto` gradient checkpointing).
+DEVICE_RESERVE = {"cpu": 0, "cuda": 2**30}
 #: Temporaries of one optimizer step per element of the largest trainable tensor, in its bytes: AdamW's
 #: ``exp_avg_sq.sqrt() / bias_correction`` makes two tensors of the parameter's size before they are folded in.
 STEP_TEMPORARIES = {"adamw_torch": 2.0, "adamw_bnb_8bit": 1.0, "paged_adamw_8bit": 1.0, "paged_adamw_32bit": 2.0,
@@ -77,6 +85,7 @@ class MemoryEstimate:
     overhead: int = 0
     retained: int = 0
     transient: int = 0
+    reserved: int = 0  # DEVICE_RESERVE: held by the device outside the counted tensors
     device: str = "cpu"
     activations_from: str = "formula"
 
@@ -102,6 +111,11 @@ class MemoryEstimate:
         """The predicted peak: the floor, the working set and runtime overhead."""
         return self.floor + self.working_set + self.runtime_overhead
 
+    @property
+    def needed(self) -> int:
+        """What the device must have free: the peak and what it reserves besides (CUDA context, allocator)."""
+        return self.total + self.reserved
+
     def terms(self) -> list[tuple[str, int]]:
         """(name, bytes) of every term of ``total``, in print order."""
         return [("weights", self.weights), ("quantized weights", self.quantized_weights),
@@ -112,7 +126,7 @@ class MemoryEstimate:
     def as_dict(self) -> dict[str, Any]:
         """Every component and the floor and total, for result files."""
         return {**asdict(self), "runtime_overhead": self.runtime_overhead, "floor": self.floor, "total": self.total,
-                "working_set": self.working_set}
+                "working_set": self.working_set, "needed": self.needed}
 
 
 def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
@@ -337,6 +351,7 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
         overhead=RUNTIME_OVERHEAD[kind],
         retained=int(ALLOCATOR_RETENTION[kind] * working_set),
         transient=max(step, working_set + dequantized),
+        reserved=DEVICE_RESERVE[kind],
         device=kind,
         activations_from=source,
     )

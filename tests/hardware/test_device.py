@@ -89,8 +89,12 @@ def test_gradient_checkpointing_turns_on_only_when_the_estimate_does_not_fit() -
     recipe = load_recipe("sentiment-lora", ["train.batch_size=64"])
     gpu = devices.Device("cuda", "A100", 80 * 10**9, (8, 0))
     auto.resolve_settings(recipe, gpu)
-    peak = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
-        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"], device=gpu).total
+    predicted = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
+        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"], device=gpu)
+    from peftkit.hardware.estimate import DEVICE_RESERVE
+
+    assert predicted.needed == predicted.total + DEVICE_RESERVE["cuda"] > predicted.total  # CUDA context, allocator
+    peak = predicted.needed
     small = devices.Device("cuda", "small", peak - 1, (8, 0))
     large = devices.Device("cuda", "large", peak + 1, (8, 0))
     for target, expected in ((small, True), (large, False)):

@@ -19,9 +19,8 @@ from peftkit.export.merge import dequantized_builder, merged_model, open_for_exp
 from peftkit.export.parity import Batches, compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
-from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.cards import write_onnx_card
-from peftkit.rundir.load import load_run
+from peftkit.rundir.load import load_run, load_run_tokenizer
 from peftkit.rundir.staging import staged_directory
 
 MODEL_FILE = "model.onnx"
@@ -123,7 +122,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
     check_exportable(head)
     onnxruntime = _runtime()
 
-    tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+    tokenizer = load_run_tokenizer(run_dir, recipe)
     batches = sample_batches(recipe, head, tokenizer, samples)
     run = load_run(run_dir)
     reference = logits_of(run.model, batches)

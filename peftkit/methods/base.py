@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model, prepare_model_for_kbit_training
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.tuners.tuners_utils import check_target_module_exists
+from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from torch import nn
 from transformers import TrainerCallback
 
@@ -41,6 +42,10 @@ class Method:
     quantization_hint: ClassVar[str] = ""  # appended to the refusal of an unsupported quantization mode
     head_hint: ClassVar[str] = ""  # appended to the refusal of an unsupported head kind
     default_learning_rate: ClassVar[float] = 5e-4
+    #: What ``save`` writes into a run directory and ``load`` reads back: a JSON config and a safetensors weights
+    #: file (sharded: ``<weights>.index.json`` beside its shards); checked before ``load``. Empty: not declared.
+    saved_config: ClassVar[str] = ""
+    saved_weights: ClassVar[str] = ""
     config: MethodConfig
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -126,6 +131,8 @@ class PeftMethod(Method):
     quantization_hint = ("; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt "
                          "method)")
     peft_type: ClassVar[str] = ""
+    saved_config = CONFIG_NAME
+    saved_weights = SAFETENSORS_WEIGHTS_NAME
     copied: ClassVar[tuple[str, ...]] = ()
     renamed: ClassVar[dict[str, str]] = {}
 

@@ -26,6 +26,8 @@ class FullMethod(Method):
     config: FullOptions
     quantization_hint = "; quantized weights cannot be trained directly (use qlora)"
     default_learning_rate = 3e-5
+    saved_config = "config.json"
+    saved_weights = "model.safetensors"
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         for parameter in model.parameters():
@@ -47,6 +49,8 @@ class HeadOnlyMethod(Method):
     head_kinds = ("sequence_classification", "token_classification")  # a causal LM has no separate head
     quantization_modes = ALL_QUANTIZATION
     default_learning_rate = 2e-3
+    saved_config = "config.json"
+    saved_weights = HEAD_WEIGHTS
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         for name, parameter in model.named_parameters():

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from peft import PeftConfig
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from peftkit.config.files import read_yaml
 from peftkit.config.load import recipe_from_dict
 from peftkit.config.sections import Recipe
-from peftkit.errors import PeftkitError
+from peftkit.errors import PeftkitError, first_line
 from peftkit.hardware.device import flash_attention_usable
 from peftkit.heads.base import Head
-from peftkit.methods.base import Method
+from peftkit.methods.base import Method, PeftMethod
 from peftkit.model.loading import load_base_model, load_tokenizer
 from peftkit.model.weights import require_safetensors
 from peftkit.registry import plugins
-from peftkit.rundir.layout import METRICS_FILE, RECIPE_FILE
+from peftkit.rundir.layout import METRICS_FILE, RECIPE_FILE, TOKENIZER_FILES
+from peftkit.rundir.metrics import saved_metrics
+from peftkit.rundir.readback import (
+    check_weights,
+    damaged,
+    labels_mismatch,
+    read_json_object,
+    recipe_problem,
+    shape_mismatch,
+)
 
 
 @dataclass
@@ -32,6 +43,7 @@ class LoadedRun:
     method: Method
     tokenizer: PreTrainedTokenizerBase
     model: nn.Module
+    metrics: dict[str, Any]
 
     @property
     def label_names(self) -> list[str]:
@@ -49,7 +61,68 @@ def read_run_recipe(directory: str | Path) -> Recipe:
         raise PeftkitError(f"run directory '{directory}' does not exist")
     if not recipe_path.is_file():
         raise PeftkitError(f"'{directory}' is not a peftkit run (no {RECIPE_FILE}); train one with `peftkit train`")
-    return recipe_from_dict(read_yaml(recipe_path), source=str(recipe_path), check_data=False)
+    raw = read_yaml(recipe_path)
+    problem = recipe_problem(raw)
+    if problem:
+        raise damaged(directory, RECIPE_FILE, problem)
+    return recipe_from_dict(raw, source=str(recipe_path), check_data=False)
+
+
+def head_outputs(head: Head, labels: list[str]) -> int | None:
+    """How many outputs the head's model has for ``labels`` (None: the head does not say)."""
+    outputs = head.model_kwargs(labels).get("num_labels")
+    return outputs if isinstance(outputs, int) else None
+
+
+def _check_saved_config(directory: Path, recipe: Recipe, head: Head, method: Method) -> None:
+    """The method's saved config: an adapter of the recipe's peft type that peft reads, or a model config whose
+    label count is the recipe's."""
+    name = method.saved_config
+    if not (directory / name).is_file():
+        raise damaged(directory, name, "is missing")
+    config = read_json_object(directory, name)
+    if isinstance(method, PeftMethod):
+        expected = method.tuner.upper()
+        if config.get("peft_type") != expected:
+            raise PeftkitError(
+                f"run '{directory}': {name} holds peft_type {config.get('peft_type')!r} but {RECIPE_FILE} says method "
+                f"{method.name} (peft_type '{expected}'); put back the recipe.yaml the run was trained with, or "
+                f"restore {name}"
+            )
+        try:
+            PeftConfig.from_pretrained(str(directory))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise damaged(directory, name, f"holds settings peft refuses ({first_line(exc)})") from None
+        return
+    saved, outputs = config.get("id2label"), head_outputs(head, recipe.task.labels)
+    if isinstance(saved, dict) and recipe.task.labels and outputs is not None and len(saved) != outputs:
+        raise labels_mismatch(directory, len(recipe.task.labels), len(saved), method.saved_weights or name)
+
+
+def check_run_files(directory: str | Path, recipe: Recipe) -> None:
+    """Every file loading the run reads, checked before it is: the tokenizer's JSON files, the method's saved
+    config and weights (present, readable, fitting the recipe's labels); a damaged one is one error line."""
+    directory = Path(directory)
+    head, method = plugins(recipe)
+    for name in TOKENIZER_FILES:
+        if (directory / name).is_file():
+            read_json_object(directory, name)
+    if method.saved_config:
+        _check_saved_config(directory, recipe, head, method)
+    if method.saved_weights:
+        check_weights(directory, method.saved_weights)
+
+
+def load_run_tokenizer(directory: str | Path, recipe: Recipe) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a run; files the tokenizer library cannot read are a damaged run, in one line."""
+    try:
+        return load_tokenizer(recipe.model, path=str(directory))
+    except MemoryError:
+        raise
+    except Exception as exc:  # tokenizers raises many types (plain Exception too) on files it cannot parse
+        cause = exc.__context__ if isinstance(exc, PeftkitError) and exc.__context__ else exc
+        files = ", ".join(n for n in TOKENIZER_FILES if (Path(directory) / n).is_file()) or "tokenizer files"
+        raise damaged(directory, files, f"could not be loaded as its tokenizer ({first_line(cause)})") from None
 
 
 def load_run(directory: str | Path) -> LoadedRun:
@@ -60,18 +133,30 @@ def load_run(directory: str | Path) -> LoadedRun:
         raise PeftkitError(
             f"'{directory}' is an unfinished run (no {METRICS_FILE}); continue it with `peftkit train ... --resume`"
         )
+    metrics = saved_metrics(directory)
     head, method = plugins(recipe)
     if recipe.model.attn_implementation == "flash_attention_2" and not flash_attention_usable():
         recipe.model.attn_implementation = "sdpa"  # trained with flash-attn on a GPU, used here without
     require_safetensors(directory, f"run '{directory}'")
-    tokenizer = load_tokenizer(recipe.model, path=str(directory))
+    check_run_files(directory, recipe)
+    tokenizer = load_run_tokenizer(directory, recipe)
 
     def build_base(path: str | None = None) -> nn.Module:
         model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path)
         return model
 
-    model = method.load(directory, build_base)
+    saved = " and ".join(n for n in (method.saved_config, method.saved_weights) if n) or "its saved model"
+    try:
+        model = method.load(directory, build_base)
+    except RuntimeError as exc:  # torch's size mismatch: recipe.yaml edited (its labels) since the run was saved
+        error = shape_mismatch(exc, directory, method.saved_weights or "the saved weights",
+                               len(recipe.task.labels), head_outputs(head, recipe.task.labels))
+        if error is None:
+            raise
+        raise error from None
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:  # files that parse but peft cannot use
+        raise damaged(directory, saved, f"could not be loaded ({type(exc).__name__}: {first_line(exc)})") from None
     model.eval()
     if torch.cuda.is_available() and recipe.quantization.mode == "none":
         model.to("cuda")
-    return LoadedRun(directory, recipe, head, method, tokenizer, model)
+    return LoadedRun(directory, recipe, head, method, tokenizer, model, metrics)

@@ -170,9 +170,10 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     recipe.output_dir = str(out)
     recipe.description = (f"fusion ({combination}, weights {', '.join(f'{w:g}' for w in weights)}) of "
                           f"{', '.join(str(r) for r in runs)}")
+    tokenizer = load_run_tokenizer(runs[0], first)
     with staged_directory(out, overwrite, kind="run", inputs=runs) as staging:
         fused.save_pretrained(staging)
-        load_run_tokenizer(runs[0], first).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
         (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
         metrics: dict[str, Any] = {
             "test_examples": saved[0].get("test_examples"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +90,27 @@ def _check_saved_config(directory: Path, recipe: Recipe, head: Head, method: Met
                 f"restore {name}"
             )
         try:
-            PeftConfig.from_pretrained(str(directory))
+            peft_config = PeftConfig.from_pretrained(str(directory))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise damaged(directory, name, f"holds settings peft refuses ({first_line(exc)})") from None
+        _check_setting_kinds(directory, name, peft_config)
         return
     saved, outputs = config.get("id2label"), head_outputs(head, recipe.task.labels)
     if isinstance(saved, dict) and recipe.task.labels and outputs is not None and len(saved) != outputs:
         raise labels_mismatch(directory, len(recipe.task.labels), len(saved), method.saved_weights or name)
+
+
+def _check_setting_kinds(directory: Path, name: str, config: PeftConfig) -> None:
+    """Each setting whose default is a number, text or true/false holds one of those (or null): peft reads the
+    file without checking, and fails later with a traceback."""
+    for field in fields(config):
+        default, value = field.default, getattr(config, field.name)
+        if value is None or not isinstance(default, (bool, int, float, str)):
+            continue
+        kind = (bool,) if isinstance(default, bool) else (str,) if isinstance(default, str) else (int, float)
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
+            expected = {bool: "true/false", str: "text", int: "a number"}[kind[0]]
+            raise damaged(directory, name, f"holds {field.name}: {value!r:.40}, expected {expected}")
 
 
 def check_run_files(directory: str | Path, recipe: Recipe) -> None:

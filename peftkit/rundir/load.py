@@ -50,17 +50,21 @@ class LoadedRun:
         return self.recipe.task.labels
 
 
+def _require_run(directory: Path) -> Path:
+    """The recipe file of a run directory; a clear error when the directory is not a run."""
+    if not directory.is_dir():
+        raise PeftkitError(f"run directory '{directory}' does not exist")
+    if not (directory / RECIPE_FILE).is_file():
+        raise PeftkitError(f"'{directory}' is not a peftkit run (no {RECIPE_FILE}); train one with `peftkit train`")
+    return directory / RECIPE_FILE
+
+
 def read_run_recipe(directory: str | Path) -> Recipe:
     """The resolved recipe a run was trained with; a clear error when the directory is not a run.
 
     Its data files are not checked here: predicting needs none, evaluating reads them (and says so if gone).
     """
-    directory = Path(directory)
-    recipe_path = directory / RECIPE_FILE
-    if not directory.is_dir():
-        raise PeftkitError(f"run directory '{directory}' does not exist")
-    if not recipe_path.is_file():
-        raise PeftkitError(f"'{directory}' is not a peftkit run (no {RECIPE_FILE}); train one with `peftkit train`")
+    recipe_path = _require_run(Path(directory))
     raw = read_yaml(recipe_path)
     problem = recipe_problem(raw)
     if problem:
@@ -142,11 +146,12 @@ def load_run_tokenizer(directory: str | Path, recipe: Recipe) -> PreTrainedToken
 def load_run(directory: str | Path) -> LoadedRun:
     """Rebuild the trained model of a run directory in evaluation mode."""
     directory = Path(directory)
-    recipe = read_run_recipe(directory)
+    _require_run(directory)
     if not (directory / METRICS_FILE).is_file():
         raise PeftkitError(
             f"'{directory}' is an unfinished run (no {METRICS_FILE}); continue it with `peftkit train ... --resume`"
         )
+    recipe = read_run_recipe(directory)
     metrics = saved_metrics(directory)
     head, method = plugins(recipe)
     if recipe.model.attn_implementation == "flash_attention_2" and not flash_attention_usable():

@@ -104,16 +104,23 @@ def _check_saved_config(directory: Path, recipe: Recipe, head: Head, method: Met
         raise labels_mismatch(directory, len(recipe.task.labels), len(saved), method.saved_weights or name)
 
 
+#: Settings annotated as one plain type (peft's annotations are text) → the JSON kinds allowed and their name.
+_PLAIN_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int, float), "a number"), "float": ((int, float), "a number"), "bool": ((bool,), "true/false"),
+    "str": ((str,), "text"),
+}
+
+
 def _check_setting_kinds(directory: Path, name: str, config: PeftConfig) -> None:
-    """Each setting whose default is a number, text or true/false holds one of those (or null): peft reads the
-    file without checking, and fails later with a traceback."""
+    """Each setting annotated as a plain number, text or true/false holds one (or null): peft reads the file
+    without checking, and fails later with a traceback."""
     for field in fields(config):
-        default, value = field.default, getattr(config, field.name)
-        if value is None or not isinstance(default, (bool, int, float, str)):
+        annotation = str(field.type).removeprefix("Optional[").removesuffix("]").removesuffix(" | None")
+        value = getattr(config, field.name)
+        if annotation not in _PLAIN_KINDS or value is None:
             continue
-        kind = (bool,) if isinstance(default, bool) else (str,) if isinstance(default, str) else (int, float)
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
-            expected = {bool: "true/false", str: "text", int: "a number"}[kind[0]]
+        kinds, expected = _PLAIN_KINDS[annotation]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise damaged(directory, name, f"holds {field.name}: {value!r:.40}, expected {expected}")
 
 

@@ -17,10 +17,11 @@ from peftkit.errors import PeftkitError
 from peftkit.model.loading import load_base_model
 from peftkit.registry import build_head
 from peftkit.rundir.cards import write_model_card
+from peftkit.rundir.checks import check_run_files, head_outputs
 from peftkit.rundir.destination import check_destination
 from peftkit.rundir.inference import evaluate_run
 from peftkit.rundir.layout import METRICS_FILE, RECIPE_FILE
-from peftkit.rundir.load import check_run_files, head_outputs, load_run_tokenizer, read_run_recipe
+from peftkit.rundir.load import load_run_tokenizer, read_run_recipe
 from peftkit.rundir.metrics import saved_metrics
 from peftkit.rundir.readback import damaged, shape_mismatch
 from peftkit.rundir.staging import staged_directory

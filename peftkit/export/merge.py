@@ -22,8 +22,9 @@ from peftkit.model.quantization import quantization_config
 from peftkit.model.weights import release_checkpoint
 from peftkit.registry import plugins
 from peftkit.rundir.cards import write_export_card
+from peftkit.rundir.checks import check_run_files
 from peftkit.rundir.destination import check_destination
-from peftkit.rundir.load import check_run_files, load_run, load_run_tokenizer, read_run_recipe
+from peftkit.rundir.load import load_run, load_run_tokenizer, read_run_recipe
 from peftkit.rundir.metrics import saved_metrics
 from peftkit.rundir.staging import staged_directory
 

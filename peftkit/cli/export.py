@@ -17,19 +17,21 @@ def add_export(verbs: Verbs) -> None:
     what = export.add_mutually_exclusive_group()
     what.add_argument("--merge", action="store_true", help="merge the adapter into the base (the default)")
     what.add_argument("--adapter-only", action="store_true", help="a clean peft adapter + head, no base weights")
-    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="dtype of the merged weights (default: the run's model.dtype); a 4-/8-bit base is "
-                             "de-quantized into it")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "f32", "f16", "bf16", "q8_0"],
+                        help="dtype of the merged weights (default: the run's model.dtype; --format gguf: f32, f16 "
+                             "(default), bf16 or q8_0); a 4-/8-bit base is de-quantized into it")
     export.add_argument("--requantize", choices=["4bit", "8bit"],
                         help="re-quantize the merged weights with bitsandbytes (smaller; costs accuracy, "
                              "measured in the parity report; loading needs bitsandbytes)")
-    export.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+    export.add_argument("--format", choices=["safetensors", "onnx", "gguf"], default="safetensors",
                         help="safetensors for transformers / peft, or onnx: the merged model with dynamic batch and "
                              "sequence axes, parity-checked in onnxruntime (classification, sentiment, ner heads; "
-                             "needs peftkit[onnx])")
+                             "needs peftkit[onnx]), or gguf: one file for llama.cpp / Ollama / LM Studio, "
+                             "parity-checked in transformers' GGUF reader (causal_lm runs: Llama, SmolLM2, Qwen2)")
     export.add_argument("--opset", type=int, help="ONNX opset version (--format onnx; default: the exporter's)")
     export.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest |logit difference| allowed for an fp32 merge of an fp32 run")
+                        help="largest |logit difference| allowed for an fp32 merge of an fp32 run (--format gguf: "
+                             "for f32; f16 ×100, bf16 and q8_0 ×1000)")
     export.add_argument("--samples", type=int, default=64, help="test examples in the parity check")
     export.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 500MB")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -46,12 +48,25 @@ def _onnx_export(args: argparse.Namespace) -> dict[str, Any]:
                        overwrite=args.overwrite)
 
 
+def _gguf_export(args: argparse.Namespace) -> dict[str, Any]:
+    from peftkit.export.gguf import export_gguf
+
+    given = [flag for flag, value in (("--adapter-only", args.adapter_only), ("--requantize", args.requantize),
+                                      ("--opset", args.opset is not None)) if value]
+    if given:
+        raise PeftkitError(f"--format gguf exports the merged model; {given[0]} does not apply")
+    return export_gguf(args.run, args.out, dtype=args.dtype or "f16", tolerance=args.tolerance, samples=args.samples,
+                       overwrite=args.overwrite)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     """Export a run (merged, adapter only, or ONNX) and print its parity check."""
     from peftkit.export import export_run
 
     if args.format == "onnx":
         report = _onnx_export(args)
+    elif args.format == "gguf":
+        report = _gguf_export(args)
     elif args.opset is not None:
         raise PeftkitError("--opset applies to --format onnx only")
     else:
@@ -72,7 +87,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         q = report["requantized"]
         print(f"re-quantized to {q['mode']}: weights {q['bytes_before']:,} → {q['bytes_after']:,} bytes; "
               "loading it needs bitsandbytes")
-    kind = "ONNX model (merged, float32)" if args.format == "onnx" else f"{report['mode']} model"
+    kind = {"onnx": "ONNX model (merged, float32)", "gguf": f"GGUF model (merged, {report.get('dtype')})"}.get(
+        args.format, f"{report['mode']} model")
     print(f"exported {kind} to {args.out} ({report['weights_bytes']:,} bytes of weights)")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
+#: The final files a run saves whatever its method (its weights and tokenizer files vary).
+RUN_FILES = (RECIPE_FILE, METRICS_FILE, CARD_FILE)
 #: The tokenizer's JSON files a run may hold (the tokenizer saves them; a run is loaded with them).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 #: The JSON files of a run's saved model: an adapter's or a model's config, the tokenizer's.
@@ -30,7 +32,8 @@ STAGING_PREFIX = ".staging-"
 # An export directory: its parity report (its presence tells an export from a run).
 REPORT_FILE = "export_report.json"
 
-# A sweep directory.
+# A sweep directory: a trial trains in ``trial-NNN`` (removed once scored), then the table and the best recipe.
+TRIAL_PREFIX = "trial-"
 TRIALS_TABLE = "trials.csv"
 BEST_RECIPE = "best.yaml"
 

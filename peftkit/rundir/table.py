@@ -179,7 +179,10 @@ def _is_run(directory: Path) -> bool:
     """Run files, or the manifest of a run that has not written any yet."""
     if any((directory / marker).exists() for marker in RUN_MARKERS):
         return True
-    manifest = ownership.read_manifest(directory)
+    try:
+        manifest = ownership.read_manifest(directory)
+    except PeftkitError:  # not one peftkit wrote: not a run it can list
+        return False
     return manifest is not None and manifest.get("kind") == "run"
 
 

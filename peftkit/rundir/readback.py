@@ -61,7 +61,7 @@ def read_json_object(directory: str | Path, name: str) -> dict[str, Any]:
 def recipe_problem(raw: dict[str, Any]) -> str | None:
     """What is wrong with the mapping a run's recipe.yaml holds, said after the file's name; None if nothing."""
     if not raw:
-        return "is empty (a saved run's holds the recipe it was trained with)"
+        return "is empty, though a saved run's recipe.yaml holds the recipe it was trained with"
     for section, key in RUN_RECIPE_KEYS:
         value = raw.get(section)
         if not isinstance(value, dict) or key not in value:

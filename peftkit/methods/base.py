@@ -10,6 +10,7 @@ import torch
 from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.tuners.tuners_utils import check_target_module_exists
+from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from torch import nn
 from transformers import TrainerCallback
 
@@ -45,6 +46,10 @@ class Method:
     #: Whether the trained weights stay in ``model.dtype`` under mixed precision (full fine-tuning: no fp32 copy
     #: of the whole model); otherwise they are float32 master weights (``master_weights``).
     trains_in_model_dtype: ClassVar[bool] = False
+    #: What ``save`` writes into a run directory and ``load`` reads back: a JSON config and a safetensors weights
+    #: file (sharded: ``<weights>.index.json`` beside its shards); checked before ``load``. Empty: not declared.
+    saved_config: ClassVar[str] = ""
+    saved_weights: ClassVar[str] = ""
     config: MethodConfig
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -145,6 +150,8 @@ class PeftMethod(Method):
     #: float32 vector, AdaLoRA divides by its float32 rank count): on a quantized base its other weights are then
     #: kept in float32 too (``prepared_base``), or the model mixes dtypes where no autocast covers it.
     float32_beside_quantized: ClassVar[bool] = False
+    saved_config = CONFIG_NAME
+    saved_weights = SAFETENSORS_WEIGHTS_NAME
     copied: ClassVar[tuple[str, ...]] = ()
     renamed: ClassVar[dict[str, str]] = {}
 

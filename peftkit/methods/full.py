@@ -36,6 +36,8 @@ class FullMethod(Method):
             return ("train.precision fp16 cannot train float16 weights (the gradient scaler refuses fp16 "
                     "gradients); set model.dtype: float32 (fp16 autocast over float32 weights) or use bf16")
         return None
+    saved_config = "config.json"
+    saved_weights = "model.safetensors"
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         for parameter in model.parameters():
@@ -58,6 +60,8 @@ class HeadOnlyMethod(Method):
     # the Trainer refuses to train a quantized model that is not a peft model
     quantization_hint = "; the Trainer trains a quantized base only through an adapter (use qlora)"
     default_learning_rate = 2e-3
+    saved_config = "config.json"
+    saved_weights = HEAD_WEIGHTS
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         for name, parameter in model.named_parameters():

@@ -56,9 +56,11 @@ def add_predict(verbs: Verbs) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Print one prediction per text (from the arguments, then `--file`): the head's line, or JSON."""
+    from peftkit.quiet import no_progress_bars
     from peftkit.rundir.inference import predict_with, texts_to_predict
     from peftkit.rundir.load import load_run
 
+    no_progress_bars()  # one line per text, nothing between
     texts = list(args.texts)
     if args.file:
         path = Path(args.file)

@@ -17,7 +17,7 @@ from transformers import (
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns
+from peftkit.heads.base import Head, logits_only, require_columns, tokenizing_label
 from peftkit.registry import HEADS
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
@@ -103,7 +103,7 @@ class CausalLMHead(Head):
                      for p, r in zip(batch["prompt"], batch["response"], strict=True)]
             return {key: [pair[key] for pair in pairs] for key in ("input_ids", "labels")}
 
-        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=tokenizing_label())
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
         if self.config.packing:

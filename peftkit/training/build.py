@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from peftkit.training import distributed, tracking
 from peftkit.training.optim import layerwise_groups
 from peftkit.training.penalties import l1_penalty
 from peftkit.training.trainer import PeftkitTrainer
+
+#: TrainingArguments' name for gradient checkpointing: `activation_checkpointing` from transformers 5.2x on (the
+#: old name warns there), `gradient_checkpointing` before.
+CHECKPOINTING_ARGUMENT = ("activation_checkpointing" if "activation_checkpointing" in
+                          {f.name for f in dataclasses.fields(TrainingArguments)} else "gradient_checkpointing")
 
 
 @dataclass
@@ -70,7 +76,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         load_best_model_at_end=bool(t.early_stopping_patience) and evaluate != "no",
         metric_for_best_model=t.metric_for_best_model or head.main_metric,
         logging_steps=t.logging_steps,
-        gradient_checkpointing=t.gradient_checkpointing,
+        **{CHECKPOINTING_ARGUMENT: t.gradient_checkpointing},
         optim=t.optim,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",

@@ -15,15 +15,18 @@ from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
 from peftkit.hardware import device as devices
 from peftkit.model.params import count_parameters
+from peftkit.quiet import library_noise_filtered
 from peftkit.rundir import ownership
 from peftkit.rundir.checkpoints import resume_point
 from peftkit.rundir.destination import check_destination, prepare_output_dir, run_inputs
 from peftkit.rundir.layout import CHECKPOINTS_DIR, GATHERED_DIR
 from peftkit.rundir.metrics import split_metrics
+from peftkit.rundir.progress import ProgressTable, replace_printing
 from peftkit.rundir.save import save_run_or_rescue
 from peftkit.training import distributed, tracking
 from peftkit.training.build import Prepared, build_trainer
 from peftkit.training.guards import InterruptGuard, out_of_memory_hint
+from peftkit.training.header import header_lines
 
 
 @dataclass
@@ -35,13 +38,23 @@ class RunResult:
 
 
 def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Sequence[TrainerCallback] = (),
-          protect: Sequence[str | Path] = (), **overrides: Any) -> RunResult:
+          protect: Sequence[str | Path] = (), quiet: bool = False, name: str | None = None,
+          **overrides: Any) -> RunResult:
     """Train and evaluate a recipe (a Recipe, a name or a YAML path) with dotted-key overrides.
 
     ``peftkit.train("sentiment-lora", **{"train.epochs": 2})`` returns the metrics and the run directory.
     ``callbacks`` are added to the Trainer. ``protect``: files (the recipe) whose directory ``overwrite``
-    must never delete in, besides the data and model the recipe names.
+    must never delete in, besides the data and model the recipe names. ``quiet``: no header, training bars or
+    log table; ``name``: the recipe's name in the header (by default its file's or catalogue name).
     """
+    if name is None:
+        name = "" if isinstance(recipe, Recipe) else Path(recipe).stem
+    with library_noise_filtered():
+        return _train(recipe, overwrite, callbacks, protect, quiet, name, overrides)
+
+
+def _train(recipe: Recipe | str | Path, overwrite: bool, callbacks: Sequence[TrainerCallback],
+           protect: Sequence[str | Path], quiet: bool, name: str, overrides: dict[str, Any]) -> RunResult:
     if not isinstance(recipe, Recipe):
         protect = [*protect, recipe] if Path(recipe).is_file() else protect
         recipe = load_recipe(recipe, overrides)
@@ -57,6 +70,10 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Seque
         check_destination(output_dir, overwrite, "run", "output_dir", inputs, locked=main)
     prepared = build_trainer(recipe, output_dir)
     lock = prepare_output_dir(output_dir, overwrite, inputs, resume=checkpoint is not None) if main else None
+    header = header_lines(name, recipe, prepared.trainer.model, prepared.tokenized, prepared.resolved, output_dir)
+    t, world = recipe.train, prepared.trainer.args.world_size
+    replace_printing(prepared.trainer, ProgressTable(header, prepared.head.main_metric, show=main and not quiet,
+                                                     samples_per_step=t.batch_size * t.grad_accum * world))
     try:
         return _train_and_save(recipe, prepared, output_dir, checkpoint, callbacks)
     finally:

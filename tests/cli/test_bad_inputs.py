@@ -319,8 +319,8 @@ def test_the_catalogue_has_at_least_30_distinct_cases() -> None:
 CPU_ONLY = {"paged-optimizer-on-cpu"}
 #: Output allowed besides the one error line: argparse's usage lines, progress bars and transformers' reports
 #: of the (tiny) model it loaded before the error. Anything else (a warning, a second error, a traceback) fails.
-NOISE = re.compile(r"^(usage: |\s+\S|\s*$|tokenizing:|Loading weights|Generating \w+ split|Map|Filter|\[transformers\]"
-                   r"|Key\s+\||-+\+|classifier\.|Notes:|- MISSING)")
+NOISE = re.compile(r"^(usage: |\s+\S|\s*$|tokenizing( \w+)?:|Loading weights|Generating \w+ split|Map|Filter"
+                   r"|\[transformers\]|Key\s+\||-+\+|classifier\.|Notes:|- MISSING)")
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

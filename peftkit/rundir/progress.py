@@ -35,6 +35,7 @@ class ProgressTable(TrainerCallback):
                  samples_per_step: int = 1) -> None:
         self.header = list(header)
         self.metric = metric
+        self.titles = [title.format(metric=f"eval {metric}") for title, _ in COLUMNS]
         self.show = show
         self.samples_per_step = samples_per_step
         self.training_bar: Any = None
@@ -99,10 +100,12 @@ class ProgressTable(TrainerCallback):
         if not state.is_world_process_zero or not ("loss" in logs or "eval_loss" in logs):
             return
         if not self.titled:
-            titles = [title.format(metric=f"eval {self.metric}") for title, _ in COLUMNS]
-            self._write("  ".join(f"{t:>{max(w, len(t))}}" for t, (_, w) in zip(titles, COLUMNS, strict=True)))
+            self._write(self._aligned(self.titles))
             self.titled = True
         self._write(self.row(state, logs))
+
+    def _aligned(self, cells: Sequence[str]) -> str:
+        return "  ".join(f"{c:>{max(w, len(t))}}" for c, t, (_, w) in zip(cells, self.titles, COLUMNS, strict=True))
 
     def row(self, state: Any, logs: dict[str, Any]) -> str:
         """One aligned row of the log table for a training or an evaluation log entry."""
@@ -125,8 +128,7 @@ class ProgressTable(TrainerCallback):
         done = step - self.first_step
         if done > 0 and state.max_steps > step:
             cells[6] = format_eta((now - self.started) / done * (state.max_steps - step))
-        titles = [title.format(metric=f"eval {self.metric}") for title, _ in COLUMNS]
-        return "  ".join(f"{c:>{max(w, len(t))}}" for c, t, (_, w) in zip(cells, titles, COLUMNS, strict=True))
+        return self._aligned(cells)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.training_bar is not None:

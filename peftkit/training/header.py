@@ -15,8 +15,8 @@ from peftkit.model.params import count_parameters
 
 def header_lines(name: str, recipe: Recipe, model: nn.Module, tokenized: DatasetDict, resolved: dict[str, Any],
                  output_dir: Path) -> list[str]:
-    """Recipe, model and size, method and trainable share, rows per split, device with the resolved `auto`
-    settings and the output folder; the training progress adds the step count once the Trainer knows it."""
+    """Recipe, model and size, method and trainable share, rows per split, device, the recipe's `auto` settings as
+    resolved and the output folder; the training progress adds the step count once the Trainer knows it."""
     trainable, total = count_parameters(model)
     about = " — ".join(part for part in (name, recipe.description) if part)
     rows = " / ".join(f"{len(part):,} {split}" for split, part in tokenized.items())
@@ -28,6 +28,7 @@ def header_lines(name: str, recipe: Recipe, model: nn.Module, tokenized: Dataset
         f"  {'method':<10} {recipe.method.name}: {trainable:,} trainable parameters ({100 * trainable / total:.2f} %)",
         f"  {'data':<10} {rows} rows; batch {t.batch_size} × {t.grad_accum} accumulated, max_length "
         f"{recipe.data.max_length}",
-        f"  {'device':<10} {devices.current().label}; precision {t.precision}; `auto` resolved: {auto}",
+        f"  {'device':<10} {devices.current().label}, precision {t.precision}",
+        f"  {'auto':<10} {auto}",
         f"  {'output':<10} {output_dir}",
     ]

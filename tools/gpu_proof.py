@@ -56,7 +56,7 @@ SUITE = "gpu-proof"
 STEPS, QUICK_STEPS = 20, 2
 CELL_TIMEOUT = 150
 #: Seconds the cells may take together; cells left after it are skipped (and no rows are written).
-CELLS_BUDGET = 390
+CELLS_BUDGET = 360
 PREPARATIONS = ("upcast", "freeze-only")
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 GIB = 2**30

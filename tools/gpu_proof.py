@@ -109,8 +109,8 @@ def cells(fixtures: Path, quick: bool = False) -> list[ProofCell]:
                   _merge(_merge(sft, small), {"method": lora, "task": {"packing": True}})),
         ProofCell("full-bf16", "full fine-tuning in bf16, 1.5B width / 4 layers, classification",
                   _merge(_merge(classify, small), {"method": {"name": "full"}})),
-        ProofCell("fp16-older", "what `auto` picks on an older GPU (fp16 weights, fp16 mixed precision, sdpa): "
-                  "LoRA, classification",
+        ProofCell("fp16-older", "fp16 mixed precision and sdpa (what `auto` resolves on a pre-Ampere GPU) on "
+                  "fp16 weights: LoRA, classification",
                   _merge(_merge(classify, small), {"model": {"dtype": "float16", "attn_implementation": "sdpa"},
                                                    "method": lora, "train": {"precision": "fp16"}})),
         ProofCell("oom", "deliberately too big: full FT, 7B width, 64 x 4096 tokens, no checkpointing", oom),
@@ -320,7 +320,7 @@ def ab_line(result: dict[str, Any]) -> str:
     speed, memory = result.get("speed") or {}, result.get("memory") or {}
     per_step = (f"{1000 * speed['train_seconds'] / speed['steps']:.0f} ms/step" if speed.get("steps")
                 else "- ms/step")
-    return f"  {prep.get('mode', '?'):<12} {dtypes} | {per_step} | {_peaks(memory)}"
+    return f"  {result['cell'].removeprefix('ab-'):<12} {dtypes} | {per_step} | {_peaks(memory)}"
 
 
 def run_cell_process(cell: ProofCell, directory: Path, timeout: float) -> dict[str, Any]:
@@ -370,13 +370,13 @@ def run(directory: Path, fixtures: Path, quick: bool = False, tiny: bool = False
         result = run_cell_process(cell, directory, CELL_TIMEOUT)
         results.append(result)
         print(cell_line(result), flush=True)
-    arms = [r for r in results if r.get("qlora_prep", {}).get("mode") in PREPARATIONS and r["cell"].startswith("ab-")]
+    arms = [r for r in results if r["cell"] in {f"ab-{mode}" for mode in PREPARATIONS}]
     if arms:
         print("A/B of the QLoRA preparation (qlora-auto's recipe; parameters by dtype after the preparation):")
         for result in arms:
             print(ab_line(result))
-        freeze = [r for r in arms if r["qlora_prep"]["mode"] == "freeze-only"]
-        if freeze and (freeze[0]["qlora_prep"]["dtypes"].get("frozen") or {}).get("float32"):
+        freeze = [(r.get("qlora_prep") or {}).get("dtypes") or {} for r in arms if r["cell"] == "ab-freeze-only"]
+        if freeze and (freeze[0].get("frozen") or {}).get("float32"):
             print("  note: the freeze-only arm holds float32 frozen weights: this checkout's PeftMethod.apply still "
                   "upcasts a quantized base before the seam")
     print(f"{len(results)} cells in {time.perf_counter() - started:.0f} s")

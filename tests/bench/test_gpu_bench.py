@@ -66,6 +66,7 @@ def test_out_of_memory_label_comes_from_the_guard() -> None:
     result = failure(SPEC, error)
     assert result["status"] == "failed" and result["out_of_memory"] is True
     assert status_label(result) == "out of memory"
+    assert gpu_proof.cell_line(result).endswith("| out of memory")  # the proof's line for its oom cell
     raw = failure(SPEC, torch.OutOfMemoryError("CUDA out of memory."))  # outside the training loop (loading)
     assert status_label(raw) == "out of memory"
     other = failure(SPEC, PeftkitError("training loss became nan at step 1"))

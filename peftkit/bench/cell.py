@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+import torch
+from transformers import TrainerCallback
 
 from peftkit.bench.memory import MemorySampler, PhaseCallback
 from peftkit.errors import first_line
@@ -51,6 +55,31 @@ def measured_memory(sampler: MemorySampler) -> dict[str, Any]:
     }
 
 
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step, the GPU synchronised at both ends: their median leaves the first
+    steps' warm-up out of a per-step figure."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    @staticmethod
+    def _now() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started = self._now()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.seconds.append(self._now() - self._started)
+
+    def median(self) -> float | None:
+        """The median step time in seconds (None before any step)."""
+        return statistics.median(self.seconds) if self.seconds else None
+
+
 def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one cell's recipe; everything measured goes into ``result`` (a base result), which keeps
     what was known before a failure: provenance, the prediction, the settings the run resolved."""
@@ -74,9 +103,9 @@ def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         # built once, in a process of its own: its memory never inflates the baseline
         subprocess.run([sys.executable, "-m", "peftkit.bench.cell", "--prepare", json.dumps(spec["recipe"])],
                        check=True)
-    sampler = MemorySampler().start("load")
+    sampler, timer = MemorySampler().start("load"), StepTimer()
     try:
-        run = train(recipe, overwrite=True, callbacks=[PhaseCallback(sampler)])
+        run = train(recipe, overwrite=True, callbacks=[PhaseCallback(sampler), timer])
     finally:
         sampler.stop()
         result["settings"] = settings(recipe)  # resolved in place before anything loaded
@@ -96,6 +125,7 @@ def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         speed={
             "train_seconds": train_metrics["seconds"],
             "steps": train_metrics["steps"],
+            "median_step_seconds": timer.median(),
             "samples_per_second": samples_per_second,
             "tokens_per_second": samples_per_second * per_example if samples_per_second and per_example else None,
             "eval_samples_per_second": m["test"].get("samples_per_second"),

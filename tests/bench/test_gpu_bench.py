@@ -176,3 +176,4 @@ def test_a_tiny_ab_arm_runs_on_a_cpu(tmp_path: Path, capsys: pytest.CaptureFixtu
     result = json.loads((tmp_path / "out" / "cells" / "ab-upcast.json").read_text(encoding="utf-8"))
     assert result["qlora_prep"]["mode"] == "upcast" and result["qlora_prep"]["dtypes"]["frozen"]["4bit-packed"] > 0
     assert result["qlora_prep"]["dtypes"]["frozen"].get("float32")  # the upcast arm upcasts
+    assert result["speed"]["median_step_seconds"] > 0 and "ms/step (median)" in out

@@ -46,8 +46,8 @@ def random_init_path(model: ModelSection) -> Path | None:
     if not model.random_init:
         return None
     source = str(shipped_config(model.name) or resolve_model_path(model.name))
-    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype, "with_lm_head": True},
-                     sort_keys=True)
+    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype,
+                      "with_lm_head": True}, sort_keys=True)
     return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

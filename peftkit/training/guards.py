@@ -1,4 +1,5 @@
-"""Guards around a training run: non-finite loss, Ctrl-C, GPU out-of-memory.
+"""Guards around a training run: non-finite loss, Ctrl-C (while training and while the run is saved), GPU
+out-of-memory.
 
 Each turns a failure into a one-line message that says where the run stopped, what was kept and
 what to do next; none of them lets a half-trained model be saved as if it had finished.
@@ -91,6 +92,29 @@ class InterruptGuard(TrainerCallback):
                 f"stopped by Ctrl-C after step {state.global_step}; {_kept(checkpoints_dir)}; to continue, "
                 f"{RESUME_HINT}"
             )
+
+
+@contextmanager
+def saving_first() -> Iterator[None]:
+    """While the trained run is saved (seconds): a first Ctrl-C lets the save finish, so no half-moved run is left;
+    a second one aborts it (the checkpoint kept since training ended still holds the model)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+        print("peftkit: Ctrl-C: finishing the save of the trained run first (Ctrl-C again aborts it)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -54,9 +54,13 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Seque
     main = distributed.is_main_process()
     if main and output_dir.is_dir():
         ownership.check_unlocked(output_dir)  # fail at once, before loading anything
+    left = recipe.train.resume != "never" and output_dir.is_dir() and any(output_dir.iterdir())  # to resume?
     checkpoint = resume_point(output_dir, output_dir / CHECKPOINTS_DIR, recipe.train.resume, overwrite, clean=main)
     if checkpoint is None:  # check now, delete / create only once the recipe, data and model have loaded
         check_destination(output_dir, overwrite, "run", "output_dir", inputs, locked=main)
+        if left and main:
+            print(f"peftkit: no complete checkpoint in '{output_dir}' to resume from; training from the start",
+                  file=sys.stderr, flush=True)
     prepared = build_trainer(recipe, output_dir)
     lock = prepare_output_dir(output_dir, overwrite, inputs, resume=checkpoint is not None) if main else None
     try:

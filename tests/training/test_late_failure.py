@@ -231,6 +231,21 @@ def test_keeping_the_model_on_a_full_disk_still_saves_the_run(
     assert (run / "metrics.json").is_file() and not (run / "checkpoints").exists(), "no staging left behind"
 
 
+def test_ctrl_c_when_nothing_could_be_kept_says_so_and_resume_says_it_starts_over(
+        write_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    recipe = str(write_recipe(FAST))
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(PeftkitTrainer, "save_model", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "")))
+        _ctrl_c_in_the_final_evaluation(patch)
+        code, _, line = run_cli(["train", recipe], capsys)
+    assert code == 130 and "keeping the trained model as a checkpoint failed too (a full disk?)" in line
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir()), "no staging left"
+    code, out, err = run_cli(["train", recipe, "--resume"], capsys)
+    assert code == 0 and f"trained {STEPS} steps" in out
+    assert f"peftkit: no complete checkpoint in '{run}' to resume from; training from the start" in err
+
+
 def test_a_data_file_whose_name_is_not_utf8_trains_saves_and_evaluates(
         write_recipe, sentiment_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / os.fsdecode(b"data-\xff.csv")  # bytes no encoding decodes; Linux takes any

@@ -10,6 +10,7 @@ The search space is a YAML mapping of dotted recipe keys to a range or a list of
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from peftkit.errors import PeftkitError
 from peftkit.registry import HEADS
 from peftkit.rundir import ownership
 from peftkit.rundir.destination import check_destination, run_inputs
-from peftkit.rundir.layout import BEST_RECIPE, TRIALS_TABLE
+from peftkit.rundir.layout import BEST_RECIPE, TRIAL_PREFIX, TRIALS_TABLE
 from peftkit.training.build import build_trainer
 
 PRUNERS = ("median", "hyperband", "none")
@@ -56,7 +57,8 @@ def read_space(path: str | Path) -> dict[str, Any]:
     """The search space file: dotted key → {low, high[, log, step]} or a list of choices."""
     path = Path(path)
     if not path.is_file():
-        raise PeftkitError(f"--space '{path}' does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise PeftkitError(f"--space '{path}' {what}")
     space = read_yaml(path)
     if not space:
         raise PeftkitError(f"{path}: the search space is empty; map recipe keys to ranges or choices")
@@ -142,50 +144,72 @@ def sweep(recipe: str | Path, space: str | Path, trials: int, output_dir: str | 
     _check_space(recipe, overrides, search)
     base = load_recipe(recipe, overrides)
     out = Path(output_dir or Path("runs") / "sweeps" / recipe_path.stem)
-    _prepare(out, overwrite, [recipe_path, space, *run_inputs(base)])
-    metric = base.train.metric_for_best_model or HEADS.get(base.task.head).main_metric
+    with _prepare(out, overwrite, [recipe_path, space, *run_inputs(base)]):  # locked until the sweep ends
+        metric = base.train.metric_for_best_model or HEADS.get(base.task.head).main_metric
 
-    def objective(trial: Any) -> float:
-        params = {key: suggest(trial, key, spec) for key, spec in search.items()}
-        trial_recipe = load_recipe(recipe, {**overrides, **params})
-        trial_dir = out / f"trial-{trial.number:03d}"
-        ownership.record(out, "sweep", [trial_dir.name])
-        trial_recipe.output_dir = str(trial_dir)
-        prepared = build_trainer(trial_recipe, trial_dir)
-        callback = PruningCallback(trial, metric)
-        prepared.trainer.add_callback(callback)
-        try:
-            prepared.trainer.train()
-            if callback.pruned:
-                raise optuna.TrialPruned()
-            scores = prepared.trainer.evaluate()
-        finally:
-            shutil.rmtree(trial_dir, ignore_errors=True)
-        if f"eval_{metric}" not in scores:
-            raise PeftkitError(f"sweep: validation metric '{metric}' not reported; it has {', '.join(scores)}")
-        print(f"trial {trial.number}: {metric} {scores[f'eval_{metric}']:.4f}  {params}", flush=True)
-        return float(scores[f"eval_{metric}"])
+        def objective(trial: Any) -> float:
+            params = {key: suggest(trial, key, spec) for key, spec in search.items()}
+            trial_recipe = load_recipe(recipe, {**overrides, **params})
+            trial_dir = out / f"{TRIAL_PREFIX}{trial.number:03d}"
+            if os.path.lexists(trial_dir):
+                raise PeftkitError(f"--output-dir '{out}': '{trial_dir.name}' appeared there, not written by this "
+                                   "sweep; it is kept — move it away or choose another --output-dir")
+            ownership.record(out, "sweep", [trial_dir.name])
+            trial_recipe.output_dir = str(trial_dir)
+            prepared = build_trainer(trial_recipe, trial_dir)
+            callback = PruningCallback(trial, metric)
+            prepared.trainer.add_callback(callback)
+            try:
+                prepared.trainer.train()
+                if callback.pruned:
+                    raise optuna.TrialPruned()
+                scores = prepared.trainer.evaluate()
+            finally:
+                shutil.rmtree(trial_dir, ignore_errors=True)
+            if f"eval_{metric}" not in scores:
+                raise PeftkitError(f"sweep: validation metric '{metric}' not reported; it has {', '.join(scores)}")
+            print(f"trial {trial.number}: {metric} {scores[f'eval_{metric}']:.4f}  {params}", flush=True)
+            return float(scores[f"eval_{metric}"])
 
-    study = optuna.create_study(direction="minimize" if "loss" in metric else "maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(optuna, pruner))
-    study.optimize(objective, n_trials=trials, catch=())
-    rows = [{"trial": t.number, "state": t.state.name.lower(), metric: t.value, **t.params} for t in study.trials]
-    _write_table(out / TRIALS_TABLE, rows)
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not finished:
-        raise PeftkitError(f"sweep: no trial finished (all {len(rows)} pruned); see {out / TRIALS_TABLE}")
-    best = study.best_trial
-    best_path = write_best_recipe(recipe_path, {**overrides, **best.params}, out)
-    return SweepResult(out, best_path, float(best.value), dict(best.params), metric, rows)
+        study = optuna.create_study(direction="minimize" if "loss" in metric else "maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(optuna, pruner))
+        study.optimize(objective, n_trials=trials, catch=())
+        rows = [{"trial": t.number, "state": t.state.name.lower(), metric: t.value, **t.params} for t in study.trials]
+        _write_table(out / TRIALS_TABLE, rows)
+        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not finished:
+            raise PeftkitError(f"sweep: no trial finished (all {len(rows)} pruned); see {out / TRIALS_TABLE}")
+        best = study.best_trial
+        best_path = write_best_recipe(recipe_path, {**overrides, **best.params}, out)
+        return SweepResult(out, best_path, float(best.value), dict(best.params), metric, rows)
 
 
-def _prepare(out: Path, overwrite: bool, inputs: list[str | Path]) -> None:
-    """An empty sweep directory; ``overwrite`` removes what an earlier sweep wrote (its manifest), nothing else."""
-    check_destination(out, overwrite, "sweep", "--output-dir", inputs)
-    if out.is_dir() and ownership.has_content(out):
-        ownership.remove_owned(out, "sweep", "--output-dir")
+def _prepare(out: Path, overwrite: bool, inputs: list[str | Path]) -> ownership.DirectoryLock:
+    """An empty sweep directory, locked for the sweep; ``overwrite`` removes what an earlier sweep wrote (its
+    manifest), nothing else, and refuses when a file left there has a name the sweep writes."""
+    check_destination(out, overwrite, "sweep", "--output-dir", inputs, locked=True)
     out.mkdir(parents=True, exist_ok=True)
-    ownership.record(out, "sweep", [TRIALS_TABLE, BEST_RECIPE])
+    lock = ownership.DirectoryLock(out, "--output-dir").acquire()
+    try:
+        replace = ownership.has_content(out)  # checked again under the lock: another sweep may have won
+        if replace and not overwrite:
+            raise PeftkitError(f"--output-dir '{out}' is not empty (another sweep wrote it meanwhile); choose "
+                               "another (--output-dir) or pass --overwrite")
+        if replace:
+            ownership.check_not_precious(out, "--output-dir", inputs)
+            ownership.check_owned(out, "sweep", "--output-dir")
+        clash = [name for name in ownership.foreign_entries(out)
+                 if name in (TRIALS_TABLE, BEST_RECIPE) or name.startswith(TRIAL_PREFIX)]
+        if clash:
+            raise PeftkitError(f"--output-dir '{out}' holds {', '.join(clash)}, which peftkit did not write and the "
+                               "sweep would replace; move it away or choose another --output-dir")
+        if replace:
+            ownership.remove_owned(out, "sweep", "--output-dir")
+        ownership.record(out, "sweep", [TRIALS_TABLE, BEST_RECIPE])
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -147,6 +147,47 @@ def save_tiny_models(root: Path, width: int = 64, position_free: bool = False, l
     return paths
 
 
+def tiny_bpe_tokenizer(split: str | None = None) -> Any:
+    """A byte-level BPE tokenizer (GPT-2's kind: what a GGUF file can carry) trained on the test vocabulary; no
+    text becomes [UNK]. ``<|endoftext|>`` ends a text and ``<|pad|>`` pads. With ``split`` (a regex), words are
+    split by it before the byte-level step, as Qwen2's and Llama 3's tokenizers do."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for ws in (POSITIVE, NEGATIVE, FILLER, NAMES, CITIES, list(COLOURS), list(COLOURS.values()),
+                                 EXTRA_WORDS) for w in ws})
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else (
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]))
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|pad|>", "<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator([" ".join(words), *(f"{w}?" for w in words)] * 2, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                   model_input_names=["input_ids", "attention_mask"])
+
+
+def save_tiny_bpe_causal_lm(root: Path, width: int = 64, qwen2: bool = False) -> Path:
+    """A tiny random Llama causal LM (2 layers, 4 heads, 2 key-value heads, untied head) with
+    ``tiny_bpe_tokenizer``, saved to ``root``; with ``qwen2`` a Qwen2 of that size (biased q/k/v) with Qwen2's
+    pre-tokenizer split. Seeded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tokenizer = tiny_bpe_tokenizer(PRETOKENIZE_REGEX if qwen2 else None)
+    config, model_class = (Qwen2Config, Qwen2ForCausalLM) if qwen2 else (LlamaConfig, LlamaForCausalLM)
+    torch.manual_seed(0)
+    model = model_class(config(
+        vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=2 * width, max_position_embeddings=128, initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None))
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
 def make_tiny(root: Path) -> dict[str, Path]:
     """A module's own tiny world under ``root`` (returned as ``root``, a place for its runs): a tiny random BERT of
     width 32 (``bert``) and 120 learnable rows each for the text and NER heads (``text``, ``ner``: JSON Lines)."""

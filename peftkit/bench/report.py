@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from peftkit.bench.runner import SUITE_FILE, load_results
 from peftkit.bench.suite import Suite
+from peftkit.config.files import read_yaml
 from peftkit.errors import PeftkitError
 
 MIB = 2**20
@@ -63,7 +62,7 @@ def read_suite(directory: Path) -> Suite:
     path = directory / SUITE_FILE
     if not path.is_file():
         raise PeftkitError(f"'{directory}' has no {SUITE_FILE}; is it a `peftkit bench` output directory?")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml(path)
     raw.pop("quick_run", None)
     return Suite.model_validate(raw)
 

@@ -63,7 +63,8 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; problems are one-line errors naming the file and key."""
     path = Path(path)
     if not path.is_file():
-        raise PeftkitError(f"suite file '{path}' does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise PeftkitError(f"suite file '{path}' {what}")
     raw = read_yaml(path)
     raw.setdefault("name", path.stem)
     try:

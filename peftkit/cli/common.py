@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
+from peftkit.config.limits import SEED_MAX
 from peftkit.rundir.metrics import TIMING_KEYS
 
 Verbs = argparse._SubParsersAction
@@ -26,6 +29,69 @@ def recipe_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("recipe", help="recipe name (`peftkit recipes`) or YAML file")
     sub.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 method.r=16")
     sub.set_defaults(trailing="overrides")
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
+    return value
+
+
+def seed(text: str) -> int:
+    """An argparse ``type``: a seed numpy's generator takes (0 … 2**32-1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {SEED_MAX}, got '{text}'")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number of at least 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of at least 0, got '{text}'")
+    return value
+
+
+def share(text: str) -> float:
+    """An argparse ``type``: a share above 0 and at most 1."""
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share above 0 and at most 1, got '{text}'")
+    return value
+
+
+_SIZE = re.compile(r"(\d+)\s*(KB|MB|GB|KIB|MIB|GIB)?", re.IGNORECASE)
+_UNITS = {None: 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """An argparse ``type``: a size in bytes, plain or with a unit (500MB, 2GB, 1GiB), at least 1 byte."""
+    match = _SIZE.fullmatch(text.strip())
+    value = int(match[1]) * _UNITS[match[2] and match[2].upper()] if match else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 500MB, 2GB or 1GiB (bytes without a unit), got '{text}'")
+    return value
 
 
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:

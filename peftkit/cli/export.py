@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from peftkit.cli.common import Verbs, print_metrics, verb
+from peftkit.cli.common import (
+    Verbs,
+    byte_size,
+    finite_float,
+    non_negative_float,
+    positive_int,
+    print_metrics,
+    share,
+    verb,
+)
 from peftkit.errors import PeftkitError
 
 
@@ -17,21 +26,25 @@ def add_export(verbs: Verbs) -> None:
     what = export.add_mutually_exclusive_group()
     what.add_argument("--merge", action="store_true", help="merge the adapter into the base (the default)")
     what.add_argument("--adapter-only", action="store_true", help="a clean peft adapter + head, no base weights")
-    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="dtype of the merged weights (default: the run's model.dtype); a 4-/8-bit base is "
-                             "de-quantized into it")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "f32", "f16", "bf16", "q8_0"],
+                        help="dtype of the merged weights (default: the run's model.dtype; --format gguf: f32, f16 "
+                             "(default), bf16 or q8_0); a 4-/8-bit base is de-quantized into it")
     export.add_argument("--requantize", choices=["4bit", "8bit"],
                         help="re-quantize the merged weights with bitsandbytes (smaller; costs accuracy, "
                              "measured in the parity report; loading needs bitsandbytes)")
-    export.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+    export.add_argument("--format", choices=["safetensors", "onnx", "gguf"], default="safetensors",
                         help="safetensors for transformers / peft, or onnx: the merged model with dynamic batch and "
                              "sequence axes, parity-checked in onnxruntime (classification, sentiment, ner heads; "
-                             "needs peftkit[onnx])")
-    export.add_argument("--opset", type=int, help="ONNX opset version (--format onnx; default: the exporter's)")
-    export.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest |logit difference| allowed for an fp32 merge of an fp32 run")
-    export.add_argument("--samples", type=int, default=64, help="test examples in the parity check")
-    export.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 500MB")
+                             "needs peftkit[onnx]), or gguf: one file for llama.cpp / Ollama / LM Studio, "
+                             "parity-checked in transformers' GGUF reader (causal_lm runs: Llama, SmolLM2, Qwen2)")
+    export.add_argument("--opset", type=positive_int,
+                        help="ONNX opset version (--format onnx; default: the exporter's)")
+    export.add_argument("--tolerance", type=non_negative_float, default=1e-4,
+                        help="largest |logit difference| allowed for an fp32 merge of an fp32 run (--format gguf: "
+                             "for f32; f16 ×100, bf16 and q8_0 ×1000)")
+    export.add_argument("--samples", type=positive_int, default=64, help="test examples in the parity check")
+    export.add_argument("--max-shard-size", type=byte_size, default="2GB",
+                        help="largest safetensors shard, e.g. 500MB")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
 
 
@@ -46,12 +59,25 @@ def _onnx_export(args: argparse.Namespace) -> dict[str, Any]:
                        overwrite=args.overwrite)
 
 
+def _gguf_export(args: argparse.Namespace) -> dict[str, Any]:
+    from peftkit.export.gguf import export_gguf
+
+    given = [flag for flag, value in (("--adapter-only", args.adapter_only), ("--requantize", args.requantize),
+                                      ("--opset", args.opset is not None)) if value]
+    if given:
+        raise PeftkitError(f"--format gguf exports the merged model; {given[0]} does not apply")
+    return export_gguf(args.run, args.out, dtype=args.dtype or "f16", tolerance=args.tolerance, samples=args.samples,
+                       overwrite=args.overwrite)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     """Export a run (merged, adapter only, or ONNX) and print its parity check."""
     from peftkit.export import export_run
 
     if args.format == "onnx":
         report = _onnx_export(args)
+    elif args.format == "gguf":
+        report = _gguf_export(args)
     elif args.opset is not None:
         raise PeftkitError("--opset applies to --format onnx only")
     else:
@@ -72,7 +98,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         q = report["requantized"]
         print(f"re-quantized to {q['mode']}: weights {q['bytes_before']:,} → {q['bytes_after']:,} bytes; "
               "loading it needs bitsandbytes")
-    kind = "ONNX model (merged, float32)" if args.format == "onnx" else f"{report['mode']} model"
+    kind = {"onnx": "ONNX model (merged, float32)", "gguf": f"GGUF model (merged, {report.get('dtype')})"}.get(
+        args.format, f"{report['mode']} model")
     print(f"exported {kind} to {args.out} ({report['weights_bytes']:,} bytes of weights)")
 
 
@@ -82,11 +109,12 @@ def add_fuse(verbs: Verbs) -> None:
                 "fuse the LoRA adapters of runs on one base into a new run (add_weighted_adapter)")
     fuse.add_argument("runs", nargs="+", help="run directories (same base model, head and labels)")
     fuse.add_argument("--out", required=True, help="run directory to create")
-    fuse.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal, summing to 1)")
+    fuse.add_argument("--weights", type=finite_float, nargs="+",
+                      help="one weight per run (default: equal, summing to 1)")
     fuse.add_argument("--combination", default="linear",
                       choices=["linear", "cat", "svd", "ties", "dare_linear", "dare_ties"],
                       help="how peft combines the adapters")
-    fuse.add_argument("--density", type=float, default=0.5, help="share of weights kept by ties / dare pruning")
+    fuse.add_argument("--density", type=share, default=0.5, help="share of weights kept by ties / dare pruning")
     fuse.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
 
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from peftkit.cli.common import Verbs, recipe_args, verb
-from peftkit.errors import PeftkitError
+from peftkit.errors import PeftkitError, did_you_mean
 
 
 def add_recipes(verbs: Verbs) -> None:
@@ -112,7 +112,10 @@ def cmd_options(args: argparse.Namespace) -> None:
     """List every recipe option (or those of one section) with its default and help."""
     from peftkit.config.options import describe_options
 
-    for key, default, help_text in describe_options():
-        if args.section and not key.startswith(args.section):
-            continue
+    rows = [row for row in describe_options() if not args.section or row[0].startswith(args.section)]
+    if not rows:
+        sections = sorted({key.split(".")[0] for key, _, _ in describe_options()})
+        raise PeftkitError(f"options: no option starts with '{args.section}'{did_you_mean(args.section, sections)} "
+                           f"(sections: {', '.join(sections)})")
+    for key, default, help_text in rows:
         print(f"{key} = {default}\n    {help_text}")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from peftkit.cli.common import Verbs, print_metrics, verb
+from peftkit.cli.common import Verbs, positive_int, print_metrics, verb
 from peftkit.errors import PeftkitError
 from peftkit.rundir import atomic
 
@@ -29,6 +29,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.json and not Path(args.json).parent.is_dir():
         raise PeftkitError(f"--json: directory '{Path(args.json).parent}' does not exist")
+    if args.json and Path(args.json).is_dir():
+        raise PeftkitError(f"--json '{args.json}' is a directory, expected a file")
     metrics = evaluate_run(args.run)
     print_metrics(f"test metrics of {args.run}:", metrics)
     saved = saved_metrics(args.run).get("test", {})
@@ -46,7 +48,7 @@ def add_predict(verbs: Verbs) -> None:
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.set_defaults(trailing="texts")
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
-    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -58,8 +60,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     texts = list(args.texts)
     if args.file:
         path = Path(args.file)
+        if path.is_dir():
+            raise PeftkitError(f"--file '{path}' is a directory, expected a file")
         if not path.is_file():
-            raise PeftkitError(f"--file '{path}' does not exist")
+            what = "is not a regular file (a FIFO or device)" if path.exists() else "does not exist"
+            raise PeftkitError(f"--file '{path}' {what}")
         try:
             texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from peftkit.cli.common import Verbs, print_metrics, recipe_args, verb
+from peftkit.cli.common import Verbs, positive_int, print_metrics, recipe_args, seed, verb
 
 
 def add_train(verbs: Verbs) -> None:
@@ -62,11 +62,11 @@ def add_sweep(verbs: Verbs) -> None:
     sweep = verb(verbs, "sweep", cmd_sweep, "search recipe values with Optuna; writes trials.csv and best.yaml")
     recipe_args(sweep)
     sweep.add_argument("--space", required=True, help="YAML: dotted key → {low, high[, log, step]} or [choices]")
-    sweep.add_argument("--trials", type=int, default=10, help="trainings to run")
+    sweep.add_argument("--trials", type=positive_int, default=10, help="trainings to run")
     sweep.add_argument("--output-dir", help="where trials.csv and best.yaml go (default runs/sweeps/<recipe>)")
     sweep.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
                        help="stop unpromising trials early from their validation scores (needs train.eval_strategy)")
-    sweep.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
+    sweep.add_argument("--seed", type=seed, default=0, help="seed of Optuna's sampler")
     sweep.add_argument("--overwrite", action="store_true", help="replace an earlier sweep in the output directory")
 
 

@@ -29,8 +29,11 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     """A recipe file from a name (`sentiment-lora`) or a path; a clear error otherwise."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise PeftkitError(f"recipe file '{path}' is a directory, expected a file")
         if not path.is_file():
-            raise PeftkitError(f"recipe file '{path}' does not exist")
+            what = "is not a regular file (a FIFO or device)" if path.exists() else "does not exist"
+            raise PeftkitError(f"recipe file '{path}' {what}")
         return path
     recipes = named_recipes()
     if str(name_or_path) not in recipes:
@@ -41,8 +44,18 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     return recipes[str(name_or_path)]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+#: Nodes YAML aliases may add to a document once expanded: far above any recipe, far below a "billion laughs".
+ALIAS_NODE_LIMIT = 10_000
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently), aliases
+    that expand beyond ALIAS_NODE_LIMIT nodes and a node that contains itself (a self-referencing alias)."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -57,17 +70,62 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping with the safe loader; syntax errors and duplicate keys name the file and line."""
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that contains itself, or whose aliases add more than ALIAS_NODE_LIMIT nodes once
+    expanded; walked without recursion, each node's expanded size computed once."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in _children(node))
+            continue
+        if id(node) in size:
+            continue
+        on_path.add(id(node))
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias refers to a node that contains it (a self-referencing structure)",
+                    child.start_mark)
+            stack.append((child, False))
+    extra = size[id(root)] - len(size)
+    if extra > ALIAS_NODE_LIMIT:
+        raise yaml.composer.ComposerError(
+            None, None, f"aliases expand to {extra:,} more nodes (at most {ALIAS_NODE_LIMIT:,}); write the values "
+            "out or use fewer nested aliases", None)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text with the guarded safe loader; a problem becomes one line naming ``where`` and the line."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=_GuardedLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or first_line(exc)
-        raise PeftkitError(f"{path}{where}: invalid YAML ({problem})") from None
+        raise PeftkitError(f"{where}{line}: invalid YAML ({problem})") from None
+    except RecursionError:
+        raise PeftkitError(f"{where}: invalid YAML (nested too deeply)") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping with the guarded safe loader; syntax errors, duplicate keys, alias bombs and
+    self-referencing aliases name the file (and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise PeftkitError(f"{path}: not UTF-8 text") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

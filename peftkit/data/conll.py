@@ -3,11 +3,20 @@ sentences."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from datasets import Dataset
 
 from peftkit.errors import PeftkitError
+
+_SEPARATOR = re.compile(r"[ \t\r\n\f\v]+")
+
+
+def fields_of(line: str) -> list[str]:
+    """The fields of a CoNLL line: split on spaces and tabs only, so a word keeps a non-breaking (or other
+    Unicode) space inside it."""
+    return [field for field in _SEPARATOR.split(line) if field]
 
 
 def read_conll(path: Path) -> Dataset:
@@ -18,7 +27,7 @@ def read_conll(path: Path) -> Dataset:
     except UnicodeDecodeError as exc:
         raise PeftkitError(f"data file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for lineno, line in enumerate(lines, start=1):
-        fields = line.split()
+        fields = fields_of(line)
         if not fields:
             if sentences[-1][0]:
                 sentences.append(([], []))

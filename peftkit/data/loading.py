@@ -100,7 +100,5 @@ def load_splits(data: DataSection, head: Head, labels: list[str]) -> tuple[Datas
     source = load_source(data)
     standardized = DatasetDict({name: head.standardize(part, data, name) for name, part in source.items()})
     splits = split(standardized, data)
-    label_names = list(labels) or head.read_labels(splits["train"], head.label_field)
-    if len(label_names) < 2 and head.kind == "sequence_classification":
-        raise PeftkitError(f"data: the training split has only {len(label_names)} label(s); need at least 2")
-    return splits, label_names
+    head.check_training_labels(splits["train"], data, data.files.get("train", data.source))
+    return splits, list(labels) or head.read_labels(splits["train"], head.label_field)

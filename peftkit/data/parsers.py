@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from peftkit.data.conll import fields_of
 from peftkit.errors import PeftkitError
 
 
@@ -193,7 +194,7 @@ def parse_token_columns(files: list[Path], columns: int) -> list[dict]:
         tags: list[str] = []
         lines = path.read_text(encoding="utf-8").splitlines()
         for lineno, line in enumerate([*lines, ""], start=1):
-            fields = line.split()
+            fields = fields_of(line)
             if fields and fields[0] == "-DOCSTART-":
                 continue
             if fields and len(fields) != columns:

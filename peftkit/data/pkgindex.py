@@ -4,7 +4,9 @@ pip's settings are read the way ``pip download`` reads them (its config files, t
 variables; sections ``[global]`` then ``[download]``): ``index-url``, ``extra-index-url``, ``find-links``,
 ``no-index``, ``cert``, ``trusted-host``, ``proxy`` and ``timeout``. pip itself is never run, so nothing
 is built and no code from the package runs: the archive is a file listed on a PEP 503 (HTML) or PEP 691
-(JSON) project page, fetched over http(s) or read from a ``file://`` index, and hashed while it streams.
+(JSON) project page, fetched over http(s) or read from a ``file://`` index, and hashed while it streams. An
+archive stops at its pinned size (a stream that sends more is refused at the first byte too many), an index page
+at 64 MiB, and a server that sends nothing for pip's ``timeout`` (15 s unless set) is given up on.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DEFAULT_INDEX = "https://pypi.org/simple"
 SYSTEM_CONFIG_DIR = Path("/etc")  # pip also reads /etc/pip.conf after the XDG config dirs
 _ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 _CHUNK = 1 << 20
+PAGE_LIMIT = 64 << 20  # bytes of one project page: PyPI's largest are a few MB
 _ALIASES = {"default-timeout": "timeout", "pypi-url": "index-url"}  # pip options with two long names
 
 
@@ -50,7 +53,7 @@ class NotOnIndex(IndexLookupError):
 
 
 class HashMismatch(IndexLookupError):
-    """The archive (or the hash an index lists for it) differs from the pinned sha256."""
+    """The archive (or the hash an index lists for it) differs from its pin: the sha256, or more than the size."""
 
 
 @dataclass(frozen=True)
@@ -275,9 +278,13 @@ class _Client:
         return self.openers[host in self.config.trusted_hosts].open(request, timeout=self.config.timeout)
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, TimeoutError):
+        return f"no answer for {timeout:g} s, pip's `timeout` setting (PIP_DEFAULT_TIMEOUT)"
     if isinstance(exc, urllib.error.URLError):
         return str(exc.reason)
     return str(exc) or type(exc).__name__
@@ -305,7 +312,10 @@ def _project_files(client: _Client, source: str, package: str) -> list[_File] | 
         url = url.rstrip("/") + f"/{_normalize(package)}/"
     try:
         with client.open(url, _ACCEPT if is_index else None) as response:
-            text = response.read().decode("utf-8", errors="replace")
+            body = response.read(PAGE_LIMIT + 1)
+            if len(body) > PAGE_LIMIT:
+                raise IndexLookupError(f"{redact(url)} sent a page larger than {PAGE_LIMIT >> 20} MiB; refusing")
+            text = body.decode("utf-8", errors="replace")
             content_type = response.headers.get("Content-Type", "")
             base = response.geturl()
     except urllib.error.HTTPError as exc:
@@ -333,7 +343,7 @@ def locate(package: str, version: str, filename: str, sha256: str, config: Index
         try:
             files = _project_files(client, source, package)
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            unreachable.append(f"{redact(source)} is unreachable: {_reason(exc)}")
+            unreachable.append(f"{redact(source)} is unreachable: {_reason(exc, config.timeout)}")
             continue
         for f in files or []:
             if f.filename == filename:
@@ -370,28 +380,40 @@ def _version_key(version: str) -> tuple:
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
 
-def download(url: str, dest: Path, sha256: str, config: IndexConfig, progress: Progress | None = None) -> None:
-    """Stream ``url`` into ``dest`` while hashing; ``dest`` is removed unless its sha256 is ``sha256``."""
+def download(
+    url: str, dest: Path, sha256: str, size: int, config: IndexConfig, progress: Progress | None = None
+) -> None:
+    """Stream ``url`` into ``dest`` while hashing; ``dest`` is removed unless its sha256 is ``sha256``.
+
+    The stream is cut at ``size + 1`` bytes (the pinned size; more is refused), and a read that waits longer than
+    ``config.timeout`` fails; ``dest`` is removed on any failure, an interrupt included.
+    """
     client = _Client(config)
     local = _local_path(url)
     digest = hashlib.sha256()
     try:
         with open(local, "rb") if local is not None else client.open(client.clean(url)) as src:
-            length = None if local is not None else src.headers.get("Content-Length")
-            total = local.stat().st_size if local is not None else (int(length) if length else None)
+            length = local.stat().st_size if local is not None else src.headers.get("Content-Length")
+            if length is not None and str(length).isdigit() and int(length) > size:
+                raise HashMismatch(
+                    f"archive {dest.name} from {redact(url)} is {int(length)} bytes, more than the pinned {size}; "
+                    "refusing"
+                )
             done = 0
             with open(dest, "wb") as out:
-                while chunk := src.read(_CHUNK):
+                while chunk := src.read(min(_CHUNK, size + 1 - done)):
+                    done += len(chunk)
+                    if done > size:
+                        raise HashMismatch(
+                            f"archive {dest.name} from {redact(url)} sent more than the pinned {size} bytes; refusing"
+                        )
                     digest.update(chunk)
                     out.write(chunk)
-                    done += len(chunk)
                     if progress:
-                        progress(done, total)
-            if progress and total is None:
-                progress(done, done)
+                        progress(done, size)
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
         dest.unlink(missing_ok=True)
-        raise IndexUnreachable(f"download of {redact(url)} failed ({_reason(exc)})") from exc
+        raise IndexUnreachable(f"download of {redact(url)} failed ({_reason(exc, config.timeout)})") from exc
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

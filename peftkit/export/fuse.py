@@ -22,7 +22,7 @@ from peftkit.rundir.inference import evaluate_run
 from peftkit.rundir.layout import METRICS_FILE, RECIPE_FILE
 from peftkit.rundir.load import read_run_recipe
 from peftkit.rundir.metrics import saved_metrics
-from peftkit.rundir.staging import staged_directory
+from peftkit.rundir.staging import locked_output, staged_directory
 
 COMBINATIONS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 PRUNING = ("ties", "dare_linear", "dare_ties")  # the combinations that use ``density``
@@ -94,77 +94,78 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     recipes = [read_run_recipe(r) for r in runs]
     _check_same_base(runs, recipes)
     configs = [_lora_config(run, recipe) for run, recipe in zip(runs, recipes, strict=True)]
-    for run in runs:
-        check_destination(out, overwrite, "run", "--out", protected=run, whole=True)
+    with locked_output(out):  # the whole command: a second one writing --out fails at once
+        for run in runs:
+            check_destination(out, overwrite, "run", "--out", protected=run, whole=True)
 
-    first = recipes[0]
-    head = build_head(first.task)
-    base, head_modules = load_base_model(first.model, first.quantization, head, first.task.labels)
-    states = [load_file(str(run / ADAPTER_WEIGHTS)) for run in runs]
-    total = sum(weights)
-    head_state = {
-        key.removeprefix(PEFT_PREFIX): sum(
-            w / total * s[key].float() for w, s in zip(weights, states, strict=True)
-        ).to(states[0][key].dtype)
-        for key in states[0] if not _is_lora_key(key)
-    }
-    unknown = set(head_state) - set(base.state_dict())
-    if unknown:
-        raise PeftkitError(f"fuse: run '{runs[0]}' holds weights for unknown modules {sorted(unknown)[:3]}")
-    base.load_state_dict(head_state, strict=False)
-
-    names = [f"run{i}" for i in range(len(runs))]
-    model = None
-    for name, config, state in zip(names, configs, states, strict=True):
-        # no task type: peft would wrap the head modules of every adapter, which add_weighted_adapter refuses
-        config = replace(config, modules_to_save=None, task_type=None, inference_mode=True)
-        if model is None:
-            model = get_peft_model(base, config, adapter_name=name)
-        else:
-            model.add_adapter(name, config)
-        set_peft_model_state_dict(model, {k: v for k, v in state.items() if _is_lora_key(k)}, adapter_name=name)
-    try:
-        model.add_weighted_adapter(names, weights, "fused", combination_type=combination,
-                                   density=density if combination in PRUNING else None)
-    except ValueError as exc:
-        raise PeftkitError(f"fuse: peft cannot combine these adapters with {combination}: {exc}") from None
-    fused_config = model.peft_config["fused"]
-    fused_state = get_peft_model_state_dict(model, adapter_name="fused")
-    base = model.unload()
-    targets = fused_config.target_modules
-    fused_config = replace(fused_config, modules_to_save=head_modules or None, task_type=configs[0].task_type,
-                           target_modules=sorted(targets) if isinstance(targets, set) else targets)
-    fused = get_peft_model(base, fused_config)
-    set_peft_model_state_dict(fused, {**fused_state, **{PEFT_PREFIX + k: v for k, v in head_state.items()}})
-
-    recipe = read_run_recipe(runs[0])
-    for key, value in (("r", fused_config.r), ("alpha", fused_config.lora_alpha),
-                       ("target_modules", fused_config.target_modules)):
-        if key in type(recipe.method).model_fields:
-            setattr(recipe.method, key, value)
-    recipe.output_dir = str(out)
-    recipe.description = (f"fusion ({combination}, weights {', '.join(f'{w:g}' for w in weights)}) of "
-                          f"{', '.join(str(r) for r in runs)}")
-    with staged_directory(out, overwrite, kind="run", inputs=runs) as staging:
-        fused.save_pretrained(staging)
-        load_tokenizer(first.model, path=str(runs[0])).save_pretrained(staging)
-        (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
-        metrics: dict[str, Any] = {
-            "test_examples": saved_metrics(runs[0]).get("test_examples"),
-            "fusion": {
-                "runs": [str(r) for r in runs],
-                "weights": weights,
-                "combination": combination,
-                "density": density if combination in PRUNING else None,
-                "rank": fused_config.r,
-                "head": "weighted average of the runs' task heads (weights normalised to sum to 1)",
-                "runs_test": [saved_metrics(r).get("test", {}) for r in runs],
-            },
+        first = recipes[0]
+        head = build_head(first.task)
+        base, head_modules = load_base_model(first.model, first.quantization, head, first.task.labels)
+        states = [load_file(str(run / ADAPTER_WEIGHTS)) for run in runs]
+        total = sum(weights)
+        head_state = {
+            key.removeprefix(PEFT_PREFIX): sum(
+                w / total * s[key].float() for w, s in zip(weights, states, strict=True)
+            ).to(states[0][key].dtype)
+            for key in states[0] if not _is_lora_key(key)
         }
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")  # a finished run
-        with torch.no_grad():
-            metrics = {"test": evaluate_run(staging), **metrics}
-        shutil.rmtree(staging / "eval", ignore_errors=True)
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        write_model_card(staging, recipe, metrics)
-    return FuseResult(out, metrics)
+        unknown = set(head_state) - set(base.state_dict())
+        if unknown:
+            raise PeftkitError(f"fuse: run '{runs[0]}' holds weights for unknown modules {sorted(unknown)[:3]}")
+        base.load_state_dict(head_state, strict=False)
+
+        names = [f"run{i}" for i in range(len(runs))]
+        model = None
+        for name, config, state in zip(names, configs, states, strict=True):
+            # no task type: peft would wrap the head modules of every adapter, which add_weighted_adapter refuses
+            config = replace(config, modules_to_save=None, task_type=None, inference_mode=True)
+            if model is None:
+                model = get_peft_model(base, config, adapter_name=name)
+            else:
+                model.add_adapter(name, config)
+            set_peft_model_state_dict(model, {k: v for k, v in state.items() if _is_lora_key(k)}, adapter_name=name)
+        try:
+            model.add_weighted_adapter(names, weights, "fused", combination_type=combination,
+                                       density=density if combination in PRUNING else None)
+        except ValueError as exc:
+            raise PeftkitError(f"fuse: peft cannot combine these adapters with {combination}: {exc}") from None
+        fused_config = model.peft_config["fused"]
+        fused_state = get_peft_model_state_dict(model, adapter_name="fused")
+        base = model.unload()
+        targets = fused_config.target_modules
+        fused_config = replace(fused_config, modules_to_save=head_modules or None, task_type=configs[0].task_type,
+                               target_modules=sorted(targets) if isinstance(targets, set) else targets)
+        fused = get_peft_model(base, fused_config)
+        set_peft_model_state_dict(fused, {**fused_state, **{PEFT_PREFIX + k: v for k, v in head_state.items()}})
+
+        recipe = read_run_recipe(runs[0])
+        for key, value in (("r", fused_config.r), ("alpha", fused_config.lora_alpha),
+                           ("target_modules", fused_config.target_modules)):
+            if key in type(recipe.method).model_fields:
+                setattr(recipe.method, key, value)
+        recipe.output_dir = str(out)
+        recipe.description = (f"fusion ({combination}, weights {', '.join(f'{w:g}' for w in weights)}) of "
+                              f"{', '.join(str(r) for r in runs)}")
+        with staged_directory(out, overwrite, kind="run", inputs=runs) as staging:
+            fused.save_pretrained(staging)
+            load_tokenizer(first.model, path=str(runs[0])).save_pretrained(staging)
+            (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+            metrics: dict[str, Any] = {
+                "test_examples": saved_metrics(runs[0]).get("test_examples"),
+                "fusion": {
+                    "runs": [str(r) for r in runs],
+                    "weights": weights,
+                    "combination": combination,
+                    "density": density if combination in PRUNING else None,
+                    "rank": fused_config.r,
+                    "head": "weighted average of the runs' task heads (weights normalised to sum to 1)",
+                    "runs_test": [saved_metrics(r).get("test", {}) for r in runs],
+                },
+            }
+            (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")  # a finished run
+            with torch.no_grad():
+                metrics = {"test": evaluate_run(staging), **metrics}
+            shutil.rmtree(staging / "eval", ignore_errors=True)
+            (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            write_model_card(staging, recipe, metrics)
+        return FuseResult(out, metrics)

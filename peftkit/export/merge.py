@@ -25,7 +25,7 @@ from peftkit.rundir.cards import write_export_card
 from peftkit.rundir.destination import check_destination
 from peftkit.rundir.load import load_run, read_run_recipe
 from peftkit.rundir.metrics import saved_metrics
-from peftkit.rundir.staging import staged_directory
+from peftkit.rundir.staging import locked_output, staged_directory
 
 Mode = Literal["merge", "adapter"]
 
@@ -80,6 +80,21 @@ def merged_model(model: nn.Module, method: Method) -> nn.Module:
         ) from None
 
 
+def merged_float32(run_model: nn.Module | None, recipe: Recipe, head: Head, method: Method, run_dir: Path,
+                   fmt: str) -> nn.Module:
+    """The run's adapter merged into its float32 base for ``--format fmt``: ``run_model`` (the run as loaded, when it
+    is already float32 and unquantized) or the base rebuilt in float32, a 4-/8-bit one de-quantized first."""
+    model = run_model if run_model is not None else method.load(run_dir, dequantized_builder(recipe, head, "float32"))
+    try:
+        model = merged_model(model, method)
+    except PeftkitError:
+        model = None
+    if model is None or isinstance(model, PeftModel):
+        raise PeftkitError(f"--format {fmt}: method {method.name} cannot be merged into the base, so it has no "
+                           "plain model to export; export it with --adapter-only instead")
+    return model.float().eval()
+
+
 def requantize(directory: Path, head: Head, mode: str, trained: QuantizationSection, max_shard_size: str) -> None:
     """Replace the merged weights in ``directory`` by a bitsandbytes ``mode`` copy (settings of the run's own
     quantization when it had one)."""
@@ -125,68 +140,70 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
     adapter-only), else the figure is reported.
     """
     run_dir, out = Path(run_dir), Path(out)
-    recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
-    dtype = dtype or recipe.model.dtype
-    if dtype not in DTYPES:
-        raise PeftkitError(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    if mode == "merge":
-        check_mergeable(head)
-    elif requantize_to or dtype != recipe.model.dtype:
-        raise PeftkitError("--adapter-only exports the adapter as trained; --dtype and --requantize need --merge")
-    elif not isinstance(method, PeftMethod):
-        raise PeftkitError(f"--adapter-only: the run uses method {method.name}, which has no adapter; use --merge")
-
-    tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
-    batches = sample_batches(recipe, head, tokenizer, samples)
-    run = load_run(run_dir)
-    reference = logits_of(run.model, batches)
-    quantized = recipe.quantization.mode != "none"
-    exact = mode == "adapter" or (not quantized and not requantize_to and dtype == recipe.model.dtype == "float32")
-    with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
+    with locked_output(out):  # the whole command: a second one writing --out fails at once
+        recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
+        dtype = dtype or recipe.model.dtype
+        if dtype not in DTYPES:
+            raise PeftkitError(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
         if mode == "merge":
-            model = run.model if not quantized and dtype == recipe.model.dtype else None
-            run = None
-            gc.collect()
-            if model is None:
-                model = method.load(run_dir, dequantized_builder(recipe, head, dtype))
-            model = merged_model(model, method)
-            model.save_pretrained(staging, max_shard_size=max_shard_size)
-            merged_bytes = weights_bytes(staging)
-            del model
-            gc.collect()
-            if requantize_to:
-                requantize(staging, head, requantize_to, recipe.quantization, max_shard_size)
-                exported = head.auto_class.from_pretrained(staging)
+            check_mergeable(head)
+        elif requantize_to or dtype != recipe.model.dtype:
+            raise PeftkitError("--adapter-only exports the adapter as trained; --dtype and --requantize need --merge")
+        elif not isinstance(method, PeftMethod):
+            raise PeftkitError(f"--adapter-only: the run uses method {method.name}, which has no adapter; use --merge")
+
+        tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+        batches = sample_batches(recipe, head, tokenizer, samples)
+        run = load_run(run_dir)
+        reference = logits_of(run.model, batches)
+        quantized = recipe.quantization.mode != "none"
+        exact = mode == "adapter" or (not quantized and not requantize_to and dtype == recipe.model.dtype == "float32")
+        with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
+            if mode == "merge":
+                model = run.model if not quantized and dtype == recipe.model.dtype else None
+                run = None
+                gc.collect()
+                if model is None:
+                    model = method.load(run_dir, dequantized_builder(recipe, head, dtype))
+                model = merged_model(model, method)
+                model.save_pretrained(staging, max_shard_size=max_shard_size)
+                merged_bytes = weights_bytes(staging)
+                del model
+                gc.collect()
+                if requantize_to:
+                    requantize(staging, head, requantize_to, recipe.quantization, max_shard_size)
+                    exported = head.auto_class.from_pretrained(staging)
+                else:
+                    exported = head.auto_class.from_pretrained(staging, dtype=DTYPES[dtype])
             else:
-                exported = head.auto_class.from_pretrained(staging, dtype=DTYPES[dtype])
-        else:
-            run.model.save_pretrained(staging)
-            merged_bytes = weights_bytes(staging)
-            run = None
-            gc.collect()
-            exported = method.load(staging, run_builder(recipe, head))
-        tokenizer.save_pretrained(staging)
-        figures = compare(reference, logits_of(exported, batches))
-        del exported
-        report: dict[str, Any] = {
-            "run": str(run_dir),
-            "mode": mode,
-            "dtype": dtype,
-            "base_quantization": recipe.quantization.mode,
-            "merged_into": None if mode == "adapter" or not isinstance(method, PeftMethod) else (
-                f"de-quantized {recipe.quantization.mode} base ({dtype})" if quantized else f"base weights ({dtype})"
-            ),
-            "requantized": None if not requantize_to else {
-                "mode": requantize_to,
-                "bytes_before": merged_bytes,
-                "bytes_after": weights_bytes(staging),
-                "note": "loading needs bitsandbytes; the logit difference below is what re-quantizing costs",
-            },
-            "weights_bytes": weights_bytes(staging),
-            "parity": parity_section(figures, samples, tolerance, exact,
-                                     "the run's adapter model vs the export reloaded from disk",
-                                     "de-quantized, re-quantized or cast weights"),
-        }
-        write_report_and_check(staging, report, "parity check failed: exported logits")
-        write_export_card(staging, out, recipe, metrics, report)
-    return report
+                run.model.save_pretrained(staging)
+                merged_bytes = weights_bytes(staging)
+                run = None
+                gc.collect()
+                exported = method.load(staging, run_builder(recipe, head))
+            tokenizer.save_pretrained(staging)
+            figures = compare(reference, logits_of(exported, batches))
+            del exported
+            report: dict[str, Any] = {
+                "run": str(run_dir),
+                "mode": mode,
+                "dtype": dtype,
+                "base_quantization": recipe.quantization.mode,
+                "merged_into": None if mode == "adapter" or not isinstance(method, PeftMethod) else (
+                    f"de-quantized {recipe.quantization.mode} base ({dtype})" if quantized
+                    else f"base weights ({dtype})"
+                ),
+                "requantized": None if not requantize_to else {
+                    "mode": requantize_to,
+                    "bytes_before": merged_bytes,
+                    "bytes_after": weights_bytes(staging),
+                    "note": "loading needs bitsandbytes; the logit difference below is what re-quantizing costs",
+                },
+                "weights_bytes": weights_bytes(staging),
+                "parity": parity_section(figures, samples, tolerance, exact,
+                                         "the run's adapter model vs the export reloaded from disk",
+                                         "de-quantized, re-quantized or cast weights"),
+            }
+            write_report_and_check(staging, report, "parity check failed: exported logits")
+            write_export_card(staging, out, recipe, metrics, report)
+        return report

@@ -11,18 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from torch import nn
 
 from peftkit.errors import PeftkitError, first_line
-from peftkit.export.merge import dequantized_builder, merged_model, open_for_export
+from peftkit.export.merge import merged_float32, open_for_export
 from peftkit.export.parity import Batches, compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
-from peftkit.methods.base import Method
 from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.cards import write_onnx_card
 from peftkit.rundir.load import load_run
-from peftkit.rundir.staging import staged_directory
+from peftkit.rundir.staging import locked_output, staged_directory
 
 MODEL_FILE = "model.onnx"
 #: Heads whose model ends in logits per text or per token: what an ONNX Runtime deployment serves.
@@ -96,18 +94,6 @@ def onnx_logits(session: Any, batches: Batches) -> list[torch.Tensor]:
     return out
 
 
-def _merged(run_model: nn.Module | None, recipe: Any, head: Head, method: Method, run_dir: Path) -> nn.Module:
-    model = run_model if run_model is not None else method.load(run_dir, dequantized_builder(recipe, head, "float32"))
-    try:
-        model = merged_model(model, method)
-    except PeftkitError:
-        model = None
-    if model is None or isinstance(model, PeftModel):
-        raise PeftkitError(f"--format onnx: method {method.name} cannot be merged into the base, so it has no "
-                           "plain model to export; export it with --adapter-only instead")
-    return model.float().eval()
-
-
 def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, samples: int = 64,
                 opset: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Export a classification, sentiment or NER run to ``out/model.onnx`` and return its parity report.
@@ -119,43 +105,44 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
     is reported. ``out`` also gets config.json (label names), the tokenizer, the report and a model card.
     """
     run_dir, out = Path(run_dir), Path(out)
-    recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
-    check_exportable(head)
-    onnxruntime = _runtime()
+    with locked_output(out):  # the whole command: a second one writing --out fails at once
+        recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
+        check_exportable(head)
+        onnxruntime = _runtime()
 
-    tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
-    batches = sample_batches(recipe, head, tokenizer, samples)
-    run = load_run(run_dir)
-    reference = logits_of(run.model, batches)
-    exact = recipe.quantization.mode == "none" and recipe.model.dtype == "float32"
-    with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
-        model = run.model if exact else None
-        run = None
-        gc.collect()
-        model = _merged(model, recipe, head, method, run_dir)
-        to_onnx(model, _example(batches), staging / MODEL_FILE, opset)
-        model.config.save_pretrained(staging)
-        del model
-        gc.collect()
-        tokenizer.save_pretrained(staging)
-        session = onnxruntime.InferenceSession(str(staging / MODEL_FILE), providers=["CPUExecutionProvider"])
-        figures = compare(reference, onnx_logits(session, batches))
-        report: dict[str, Any] = {
-            "run": str(run_dir),
-            "format": "onnx",
-            "mode": "merge",
-            "dtype": "float32",
-            "base_quantization": recipe.quantization.mode,
-            "inputs": [i.name for i in session.get_inputs()],
-            "dynamic_axes": {"0": "batch", "1": "sequence"},
-            "opset": opset,
-            "onnxruntime": onnxruntime.__version__,
-            "weights_bytes": sum(p.stat().st_size for p in staging.glob(f"{MODEL_FILE}*")),
-            "parity": parity_section(figures, samples, tolerance, exact,
-                                     "the run's adapter model (PyTorch) vs the ONNX model in onnxruntime (CPU)",
-                                     "the run's base was quantized or not fp32"),
-        }
-        del session
-        write_report_and_check(staging, report, "ONNX parity check failed: onnxruntime logits")
-        write_onnx_card(staging, out, recipe, metrics, report)
-    return report
+        tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+        batches = sample_batches(recipe, head, tokenizer, samples)
+        run = load_run(run_dir)
+        reference = logits_of(run.model, batches)
+        exact = recipe.quantization.mode == "none" and recipe.model.dtype == "float32"
+        with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
+            model = run.model if exact else None
+            run = None
+            gc.collect()
+            model = merged_float32(model, recipe, head, method, run_dir, "onnx")
+            to_onnx(model, _example(batches), staging / MODEL_FILE, opset)
+            model.config.save_pretrained(staging)
+            del model
+            gc.collect()
+            tokenizer.save_pretrained(staging)
+            session = onnxruntime.InferenceSession(str(staging / MODEL_FILE), providers=["CPUExecutionProvider"])
+            figures = compare(reference, onnx_logits(session, batches))
+            report: dict[str, Any] = {
+                "run": str(run_dir),
+                "format": "onnx",
+                "mode": "merge",
+                "dtype": "float32",
+                "base_quantization": recipe.quantization.mode,
+                "inputs": [i.name for i in session.get_inputs()],
+                "dynamic_axes": {"0": "batch", "1": "sequence"},
+                "opset": opset,
+                "onnxruntime": onnxruntime.__version__,
+                "weights_bytes": sum(p.stat().st_size for p in staging.glob(f"{MODEL_FILE}*")),
+                "parity": parity_section(figures, samples, tolerance, exact,
+                                         "the run's adapter model (PyTorch) vs the ONNX model in onnxruntime (CPU)",
+                                         "the run's base was quantized or not fp32"),
+            }
+            del session
+            write_report_and_check(staging, report, "ONNX parity check failed: onnxruntime logits")
+            write_onnx_card(staging, out, recipe, metrics, report)
+        return report

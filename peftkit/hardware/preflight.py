@@ -7,6 +7,8 @@ import torch
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
 from peftkit.hardware.device import flash_attention_usable
+from peftkit.model.loading import random_init_config
+from peftkit.model.params import config_at_hand
 
 
 def check_machine(recipe: Recipe) -> None:
@@ -25,6 +27,8 @@ def check_machine(recipe: Recipe) -> None:
             f"'train.optim': {train.optim} pages optimizer state between GPU and CPU memory and needs a "
             "CUDA GPU; use adamw_bnb_8bit or adamw_torch here"
         )
+    if recipe.model.random_init and config_at_hand(recipe.model):
+        random_init_config(recipe.model)
     if recipe.distributed.fsdp and not cuda:
         raise PeftkitError(
             "'distributed.fsdp' needs CUDA GPUs (on CPUs accelerate silently runs plain DDP); leave it empty here"

@@ -73,6 +73,10 @@ class Head:
         """Rename and check the user's columns into the head's canonical ones, naming bad rows."""
         raise NotImplementedError
 
+    def check_training_labels(self, train: Dataset, data_cfg: Any, source: str) -> None:
+        """Refuse a standardized training split a classifier cannot learn from (a single label), naming ``source``
+        and the column; heads without labels take any."""
+
     def tokenize(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  label2id: dict[str, int]) -> Dataset:
         """Model inputs and label ids for every row (done once, cached by `datasets`)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,26 @@ class ClassificationConfig(HeadConfig):
         "none",
         "loss weight per label: none, balanced (inverse training frequency) or {label: weight} (others 1.0)",
     )
+
+
+def same_number(names: Iterable[str]) -> tuple[str, str] | None:
+    """Two of ``names`` that spell one number differently, one of them as a decimal ('1' and '1.0', as a column
+    read once as integers and once as floats gives), or None; codes such as '01' and '1' stay distinct."""
+    seen: dict[float, str] = {}
+    for name in sorted(set(names), key=lambda n: ("." in n, n)):
+        try:
+            value = float(name)
+        except ValueError:
+            continue
+        first = seen.setdefault(value, name)
+        if first != name and math.isfinite(value) and "." in first + name:
+            return first, name
+    return None
+
+
+def _spelling_hint(label: str, known: Iterable[str]) -> str:
+    pair = same_number([label, *known])
+    return f"; '{pair[0]}' and '{pair[1]}' are one number written two ways: write each label one way" if pair else ""
 
 
 def _label_id(label: str, label2id: dict[str, int]) -> int | None:
@@ -76,12 +97,24 @@ class ClassificationHead(Head):
                 if _label_id(name, declared) is None:
                     raise PeftkitError(
                         f"data ({split} split) row {row}: label '{name}' is not one of task.labels "
-                        f"({', '.join(declared)})"
+                        f"({', '.join(declared)}){_spelling_hint(name, declared)}"
                     )
-        return Dataset.from_dict({
-            "text": texts,
-            "label": [self._cell_labels(v) if self.config.multi_label else str(v) for v in labels],
-        })
+        names = [self._cell_labels(v) if self.config.multi_label else str(v) for v in labels]
+        pair = same_number(name for cell in names for name in (cell if isinstance(cell, list) else [cell]))
+        if pair:
+            raise PeftkitError(
+                f"data ({split} split), column '{label_col}': labels '{pair[0]}' and '{pair[1]}' are one number "
+                "written two ways and would become two classes; write each label one way"
+            )
+        return Dataset.from_dict({"text": texts, "label": names})
+
+    def check_training_labels(self, train: Dataset, data_cfg: Any, source: str) -> None:
+        found = self.read_labels(train, self.label_field)
+        if len(found) < 2:
+            raise PeftkitError(
+                f"data '{source}' (train split): column '{data_cfg.label_column}' holds only the label "
+                f"{', '.join(map(repr, found)) or '(none)'}; a classifier needs at least two labels to learn"
+            )
 
     def label_ids(self, dataset: Dataset, label2id: dict[str, int]) -> list[Any]:
         """Label ids per row (multi-hot float vectors for multi-label); a label outside ``label2id`` is an error."""
@@ -93,7 +126,7 @@ class ClassificationHead(Head):
                 bad = names[found.index(None)]
                 raise PeftkitError(
                     f"data: label '{bad}' (text {text[:40]!r}) is not one of the training labels "
-                    f"({', '.join(label2id)}); list every label in task.labels"
+                    f"({', '.join(label2id)}){_spelling_hint(bad, label2id) or '; list every label in task.labels'}"
                 )
             if self.config.multi_label:
                 hot = [0.0] * len(label2id)

@@ -94,6 +94,15 @@ class NerHead(Head):
         tags = {tag for row in dataset[column] for tag in row} - {"O"}
         return ["O", *sorted(tags, key=lambda t: (t[2:], t[0]))]
 
+    def check_training_labels(self, train: Dataset, data_cfg: Any, source: str) -> None:
+        found = sorted({tag for row in train[self.label_field] for tag in row})
+        if len(found) < 2:
+            raise PeftkitError(
+                f"data '{source}' (train split): every tag in column '{data_cfg.tags_column}' is "
+                f"{', '.join(map(repr, found)) or '(none)'}; a token classifier needs at least two tags "
+                "(entities tagged B-TYPE / I-TYPE besides O)"
+            )
+
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
         tokens_col, tags_col = data_cfg.tokens_column, data_cfg.tags_column
         require_columns(dataset, split, ((tokens_col, "data.tokens_column"), (tags_col, "data.tags_column")))

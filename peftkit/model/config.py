@@ -27,7 +27,8 @@ def resolve_model_path(name: str) -> str:
     if path.is_dir():
         return str(path)
     if name.startswith((".", "/", "~")):
-        raise PeftkitError(f"model.name: directory '{name}' does not exist")
+        what = "is a file, expected a model directory" if path.exists() else "does not exist"
+        raise PeftkitError(f"model.name: directory '{name}' {what}")
     return name
 
 

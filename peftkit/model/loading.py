@@ -50,6 +50,26 @@ def random_init_path(model: ModelSection) -> Path | None:
     return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def random_init_config(model: ModelSection) -> Any:
+    """The config ``model.config_overrides`` make, refused (naming the key) when the architecture cannot be built
+    from it (e.g. a width the head count does not divide) or its weights would not fit this machine's memory;
+    checked before anything loads (hardware.preflight) where the config is at hand, and again when building."""
+    try:
+        config = model_config(model, **model.config_overrides)
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise PeftkitError(f"model.config_overrides: {first_line(exc)}") from None
+    needed = parameters * DTYPES[model.dtype].itemsize
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise PeftkitError(
+            f"model.config_overrides: {model.config_overrides} make a model of {parameters:,} parameters "
+            f"({needed / 2**30:.1f} GiB in {model.dtype}), more than this machine's {memory / 2**30:.1f} GiB of memory"
+        )
+    return config
+
+
 def random_init_checkpoint(model: ModelSection) -> str | None:
     """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
     the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
@@ -57,10 +77,7 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
     if target is None:
         return None
     if not (target / "config.json").is_file():
-        try:
-            config = model_config(model, **model.config_overrides)
-        except (ValueError, TypeError) as exc:
-            raise PeftkitError(f"model.config_overrides: {first_line(exc)}") from None
+        config = random_init_config(model)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])

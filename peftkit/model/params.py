@@ -27,15 +27,21 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def config_at_hand(model: ModelSection) -> bool:
+    """Whether the model's config can be read without a download (a fetched catalogue model, a directory, a hub
+    model peftkit ships the config of)."""
+    if model.name in MODELS:
+        return is_cached("model", model.name)
+    return bool(shipped_config(model.name)) or Path(model.name).is_dir()
+
+
 def parameter_count(model: ModelSection) -> int | None:
     """Parameters of the model as its checkpoint holds it (the architecture its config names), counted on the meta
     device; None when the config is not at hand without a download (an unfetched catalogue model, a hub model
     peftkit ships no config of)."""
     import transformers
 
-    if model.name in MODELS and not is_cached("model", model.name):
-        return None
-    if model.name not in MODELS and not shipped_config(model.name) and not Path(model.name).is_dir():
+    if not config_at_hand(model):
         return None
     config = model_config(model, **(model.config_overrides if model.random_init else {}))
     architecture = getattr(transformers, (getattr(config, "architectures", None) or ["AutoModel"])[0], AutoModel)

@@ -1,9 +1,9 @@
 """Weights on disk: safetensors only (pickles can run code), and the mapped checkpoint released after loading.
 
-The other safety rules live where the thing is done: recipes are parsed with ``yaml.safe_load``
-(peftkit.config.files), ``trust_remote_code`` is false unless a recipe sets it, plugins come only from installed
-entry points (peftkit.registry), and the Trainer reads its own optimizer / RNG state with
-``torch.load(weights_only=True)``. What --overwrite may delete: peftkit.rundir.ownership."""
+The other safety rules live where the thing is done: recipes are parsed with a guarded ``yaml.SafeLoader``
+(peftkit.config.files: no alias bombs, no self-referencing aliases), ``trust_remote_code`` is false unless a
+recipe sets it, plugins come only from installed entry points (peftkit.registry), and the Trainer reads its own
+optimizer / RNG state with ``torch.load(weights_only=True)``. What --overwrite may delete: peftkit.rundir.ownership."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -27,6 +28,46 @@ def replace_dir(staged: Path, target: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         staged.rename(target)
+    _fsync(target.parent)
+
+
+class TargetChanged(OSError):
+    """The target of ``replace_checked_dir`` is not the one checked before: nothing was replaced."""
+
+
+def replace_checked_dir(staged: Path, target: Path, expected: tuple[int, int] | None) -> None:
+    """``replace_dir``, only if ``target`` is still what was checked: absent (``expected`` None) or the
+    directory with that device and inode (the name itself, not followed); else TargetChanged, ``target`` as it is.
+
+    An absent target is taken by a plain rename, which the kernel refuses onto anything but an empty directory;
+    an existing one is renamed aside, and put back unless the directory moved aside is the one expected.
+    """
+    _fsync_tree(staged)
+    if expected is None:
+        try:
+            staged.rename(target)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise TargetChanged(exc.errno, "it was created by something else meanwhile") from None
+            raise
+        _fsync(target.parent)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    aside.rmdir()
+    try:
+        target.rename(aside)
+    except FileNotFoundError:
+        raise TargetChanged(errno.ENOENT, "it was moved away meanwhile") from None
+    info = os.lstat(aside)
+    if (info.st_dev, info.st_ino) != expected:
+        aside.rename(target)
+        raise TargetChanged(errno.EEXIST, "it was replaced by something else meanwhile")
+    try:
+        staged.rename(target)
+    except OSError:
+        aside.rename(target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
     _fsync(target.parent)
 
 

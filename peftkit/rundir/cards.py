@@ -108,13 +108,15 @@ def _table(rows: dict[str, Any], spec: str = ".4g", skip: Collection[str] = TIMI
     )
 
 
-def _run_summary(recipe: Recipe, metrics: dict[str, Any], exported: str = "") -> str:
-    """The lines every export card shares: what the run was trained from, and its test metrics."""
+def _run_summary(recipe: Recipe, metrics: dict[str, Any], exported: str = "",
+                 labels_at: str = " (in config.json as id2label)") -> str:
+    """The lines every export card shares: what the run was trained from (``labels_at``: where the export keeps
+    the label names), and its test metrics."""
     labels = ", ".join(recipe.task.labels) or "none"
     return f"""- base model: `{recipe.model.name}` (trained in {recipe.model.dtype}, quantization: \
 {recipe.quantization.mode}){exported}
 - method: `{recipe.method.name}`
-- task head: `{recipe.task.head}`; labels: {labels} (in config.json as id2label)
+- task head: `{recipe.task.head}`; labels: {labels}{labels_at}
 - data: `{recipe.data.source}`; training examples: {metrics.get("train", {}).get("examples", "?")}
 
 ## Test metrics of the run ({metrics.get("test_examples", "?")} examples)
@@ -219,6 +221,63 @@ inputs = tokenizer(texts, padding=True, truncation=True, max_length={recipe.data
 feed = {{i.name: inputs[i.name] for i in session.get_inputs()}}
 logits = session.run(["logits"], feed)[0]
 {decode}
+```
+"""
+    _write_card(directory, card)
+
+
+def _ansi_c(text: str) -> str:
+    """``text`` as a shell $'...' word (newlines and quotes escaped): exact in bash and zsh."""
+    return "$'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def write_gguf_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any], report: dict[str, Any],
+                    modelfile: str, example: str, max_new_tokens: int) -> None:
+    """Write README.md into ``directory`` (the staged GGUF export that becomes ``out``): how to run the file with
+    llama.cpp (on ``example``, a test prompt formatted as in training) and with Ollama (``modelfile``), and its
+    parity with the merged model."""
+    parity, trip, file = report["parity"], report["tokenizer_round_trip"], report["file"]
+    name = re.sub(r"[^a-z0-9._-]+", "-", out.name.lower()).strip("-._") or "peftkit-export"  # an Ollama model name
+    chat = ("The run's chat template is in the file: `llama-cli -m {file} -cnv` and `llama-server -m {file}` use it"
+            if report["tokenizer"]["chat_template"] else "The run used a plain prompt format (no chat template): "
+            "give llama.cpp the formatted prompt, as below").format(file=file)
+    card = f"""---
+library_name: gguf
+base_model: {recipe.model.name}
+tags: [peftkit, gguf, {recipe.method.name}, {recipe.task.head}, merged, {report["dtype"]}]
+---
+# {out.name}
+
+Exported with `peftkit export --format gguf` from the run `{report["run"]}`: the adapter merged into the \
+{report["merged_into"]}, written as `{file}` ({report["dtype"]}, {report["weights_bytes"]:,} bytes; architecture \
+`{report["architecture"]}`, tokenizer `{report["tokenizer"]["model"]}` / `{report["tokenizer"]["pre"]}`). llama.cpp, \
+Ollama and LM Studio load it without PyTorch, peft or peftkit.
+
+{_run_summary(recipe, metrics, f"; exported in {report['dtype']}", labels_at="")}
+
+## Parity (export_report.json)
+The merged model (PyTorch, float32) and this file as transformers' GGUF reader rebuilds it \
+({report["reader"]}) on {parity["compared"]} test tokens; checked against tolerance {parity["tolerance"]:g} × \
+max(1, largest |logit|): passed. The tokenizer rebuilt from the file encodes and decodes the {trip["texts"]} test \
+prompts and responses identically.
+
+| figure | value |
+|---|---|
+{_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
+
+## Run it with llama.cpp
+{chat}.
+```sh
+llama-cli -m {out}/{file} -no-cnv --temp 0 -n {max_new_tokens} -p {_ansi_c(example)}
+```
+
+## Run it with Ollama
+`Modelfile` (beside the GGUF file) holds the run's prompt format:
+```
+{modelfile.rstrip()}
+```
+```sh
+cd {out} && ollama create {name} -f Modelfile && ollama run {name} "your prompt"
 ```
 """
     _write_card(directory, card)

@@ -9,7 +9,7 @@ from pathlib import Path
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
 from peftkit.rundir import ownership
-from peftkit.rundir.layout import CHECKPOINTS_DIR, WORKING_ENTRIES
+from peftkit.rundir.layout import CHECKPOINTS_DIR, RUN_FILES, WORKING_ENTRIES
 
 #: How each option's message says that its directory is taken, and what to do instead of --overwrite.
 TAKEN = {
@@ -40,9 +40,7 @@ def check_destination(path: Path, overwrite: bool, kind: str, option: str, input
         if target == source or target in source.parents:
             raise PeftkitError(f"{option} '{path}' would replace the run '{protected}' itself; choose another "
                                "directory")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise PeftkitError(f"{option} '{path}': '{parent}' is a file, not a directory")
+    check_parents(path, option)
     if path.exists() and not path.is_dir():
         raise PeftkitError(f"{option} '{path}' is a file, not a directory")
     if not path.is_dir():
@@ -63,12 +61,20 @@ def check_destination(path: Path, overwrite: bool, kind: str, option: str, input
         )
 
 
+def check_parents(path: Path, option: str) -> None:
+    """Refuse a ``path`` under a file: its folder could not be made."""
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise PeftkitError(f"{option} '{path}': '{parent}' is a file, not a directory")
+
+
 def prepare_output_dir(path: Path, overwrite: bool, inputs: Iterable[str | Path] = (),
                        resume: bool = False) -> ownership.DirectoryLock:
     """Create and lock output_dir for this run; ``overwrite`` first removes what an earlier run wrote.
 
-    Only the entries the earlier run's manifest lists are deleted; anything else in the directory is left.
-    The returned lock is held until the run has saved (a second run into the directory fails at once).
+    Only the entries the earlier run's manifest lists are deleted; anything else in the directory is left, and
+    refused when the final save would replace it (a README.md of the user's). The returned lock is held until
+    the run has saved (a second run into the directory fails at once).
     """
     path.mkdir(parents=True, exist_ok=True)
     lock = ownership.DirectoryLock(path).acquire()
@@ -76,13 +82,23 @@ def prepare_output_dir(path: Path, overwrite: bool, inputs: Iterable[str | Path]
         made = path / CHECKPOINTS_DIR  # the Trainer made it empty when it was built; phase 1 saw it absent
         if not resume and made.is_dir() and not any(made.iterdir()):
             made.rmdir()
-        if not resume and ownership.has_content(path):  # checked again under the lock: another run may have won
-            if not overwrite:
-                raise PeftkitError(
-                    f"output_dir '{path}' is not empty (another run wrote it meanwhile); choose another "
-                    "(output_dir=runs/new) or pass --overwrite"
-                )
+        # checked again under the lock (another run may have won), and nothing deleted before all checks pass
+        replace = not resume and ownership.has_content(path)
+        if replace and not overwrite:
+            raise PeftkitError(
+                f"output_dir '{path}' is not empty (another run wrote it meanwhile); choose another "
+                "(output_dir=runs/new) or pass --overwrite"
+            )
+        if replace:
             ownership.check_not_precious(path, "output_dir", inputs)
+            ownership.check_owned(path, "run", "output_dir")
+        clash = [name for name in ownership.foreign_entries(path) if name in RUN_FILES]
+        if clash:
+            raise PeftkitError(
+                f"output_dir '{path}' holds {', '.join(clash)}, which peftkit did not write and the run's final save "
+                "would replace; move it away or choose another output_dir"
+            )
+        if replace:
             ownership.remove_owned(path, "run", "output_dir")
         ownership.record(path, "run", [n for n in WORKING_ENTRIES if resume or not (path / n).exists()])
     except BaseException:

@@ -6,6 +6,8 @@ from __future__ import annotations
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
+#: The final files a run saves whatever its method (its weights and tokenizer files vary).
+RUN_FILES = (RECIPE_FILE, METRICS_FILE, CARD_FILE)
 # … and what a run writes while it trains: checkpoints, a staging folder for the final save, the weights that
 # sharded processes gather for it, a tracker's logs.
 CHECKPOINTS_DIR = "checkpoints"
@@ -26,7 +28,8 @@ STAGING_PREFIX = ".staging-"
 # An export directory: its parity report (its presence tells an export from a run).
 REPORT_FILE = "export_report.json"
 
-# A sweep directory.
+# A sweep directory: a trial trains in ``trial-NNN`` (removed once scored), then the table and the best recipe.
+TRIAL_PREFIX = "trial-"
 TRIALS_TABLE = "trials.csv"
 BEST_RECIPE = "best.yaml"
 

@@ -46,7 +46,8 @@ def read_run_recipe(directory: str | Path) -> Recipe:
     directory = Path(directory)
     recipe_path = directory / RECIPE_FILE
     if not directory.is_dir():
-        raise PeftkitError(f"run directory '{directory}' does not exist")
+        what = "is a file, expected a run directory" if directory.exists() else "does not exist"
+        raise PeftkitError(f"run directory '{directory}' {what}")
     if not recipe_path.is_file():
         raise PeftkitError(f"'{directory}' is not a peftkit run (no {RECIPE_FILE}); train one with `peftkit train`")
     return recipe_from_dict(read_yaml(recipe_path), source=str(recipe_path), check_data=False)

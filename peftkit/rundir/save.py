@@ -4,6 +4,7 @@ elsewhere when that fails."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +19,14 @@ from peftkit.methods.base import Method
 from peftkit.rundir import ownership
 from peftkit.rundir.cards import write_model_card
 from peftkit.rundir.checkpoints import finished_training, last_checkpoint
-from peftkit.rundir.layout import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, STAGING_DIR, WORKING_ENTRIES
+from peftkit.rundir.layout import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    RECIPE_FILE,
+    RUN_FILES,
+    STAGING_DIR,
+    WORKING_ENTRIES,
+)
 
 
 def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
@@ -29,6 +37,8 @@ def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_
     try:
         save_run(recipe, trainer, method, output_dir, metrics, weights=weights)
         return
+    except ownership.DestinationChanged as exc:  # output_dir is not what was checked: nothing to tidy in it
+        failure = str(exc)
     except Exception as exc:  # the trained model must outlive any failure of its save
         shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
         failure = str(exc) if isinstance(exc, PeftkitError) else (
@@ -74,7 +84,15 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     Everything goes to a staging directory first and is moved into place file by file, so an
     interrupted save never leaves a half-written file behind. ``weights``: a directory that
     ``Trainer.save_model`` filled (sharded runs), used instead of the method's own save.
+
+    ``output_dir`` is checked again first and right before the files move: it must still be the directory
+    this process locked (not moved away, replaced or a new symlink), and no file the save would replace may
+    be one its manifest does not list; otherwise DestinationChanged, with nothing written there.
     """
+    lock = ownership.DirectoryLock.held(output_dir)
+    if lock is not None:
+        lock.check_unchanged()
+    _check_replaceable(output_dir, [*RUN_FILES, *(p.name for p in weights.iterdir())] if weights else RUN_FILES)
     staging = output_dir / STAGING_DIR
     if staging.exists():
         shutil.rmtree(staging)
@@ -93,6 +111,13 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     )
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_model_card(staging, recipe, metrics)
+    if lock is not None:
+        lock.check_unchanged()  # moved or replaced meanwhile: the staging folder is not ours to delete any more
+    try:
+        _check_replaceable(output_dir, [p.name for p in staging.iterdir()])
+    except ownership.DestinationChanged:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     ownership.record(output_dir, "run", [p.name for p in staging.iterdir()])  # declared before they land
     for item in staging.iterdir():
         item.replace(output_dir / item.name)
@@ -100,3 +125,19 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     checkpoints = output_dir / CHECKPOINTS_DIR
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
+
+
+def _check_replaceable(output_dir: Path, names: list[str]) -> None:
+    """Refuse (DestinationChanged) when one of ``names`` exists in ``output_dir`` but its manifest does not list
+    it: a file of the user's, which the save must not replace."""
+    try:
+        manifest = ownership.read_manifest(output_dir)
+    except PeftkitError as exc:
+        raise ownership.DestinationChanged(str(exc)) from None
+    owned = set(manifest["entries"]) if manifest else set()
+    foreign = sorted({n for n in names if n not in owned and os.path.lexists(output_dir / n)})
+    if foreign:
+        raise ownership.DestinationChanged(
+            f"output_dir '{output_dir}' holds {', '.join(foreign)}, which peftkit did not write; the final save "
+            "does not replace it, so nothing was saved there"
+        )

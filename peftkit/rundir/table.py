@@ -10,8 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from peftkit.config.files import parse_yaml
 from peftkit.errors import PeftkitError, first_line
 from peftkit.rundir import ownership
 from peftkit.rundir.checkpoints import last_checkpoint
@@ -112,11 +111,11 @@ def _read_run(directory: Path, name: str) -> RunRow:
     problems = []
     if recipe_path.is_file():
         try:
-            raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+            raw = parse_yaml(recipe_path.read_text(encoding="utf-8"), RECIPE_FILE)
             if not isinstance(raw, dict):
                 raise ValueError("not a mapping")
             _describe_recipe(row, raw)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, PeftkitError) as exc:
             problems.append(f"{RECIPE_FILE} unreadable ({first_line(exc)})")
     if not metrics_path.is_file():
         progress, checkpoint = _progress(directory)
@@ -157,7 +156,10 @@ def _is_run(directory: Path) -> bool:
     """Run files, or the manifest of a run that has not written any yet."""
     if any((directory / marker).exists() for marker in RUN_MARKERS):
         return True
-    manifest = ownership.read_manifest(directory)
+    try:
+        manifest = ownership.read_manifest(directory)
+    except PeftkitError:  # not one peftkit wrote: not a run it can list
+        return False
     return manifest is not None and manifest.get("kind") == "run"
 
 

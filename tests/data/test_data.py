@@ -108,3 +108,38 @@ def test_unsupported_format_and_bad_encoding(tmp_path: Path) -> None:
     latin.write_bytes("text,label\ncaf\xe9 cr\xe8me,positive\n".encode("latin-1"))
     with pytest.raises(PeftkitError, match=r"latin\.csv': not UTF-8 text"):
         load_splits(DataSection(source=str(latin)), HEAD, [])
+
+
+def test_one_label_in_the_training_split_is_refused_naming_file_and_label(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "one.csv", [{"text": f"film {i}", "label": "positive"} for i in range(30)])
+    for declared in ([], ["negative", "positive"]):
+        with pytest.raises(PeftkitError, match=r"one\.csv' \(train split\): column 'label' holds only the label "
+                                               r"'positive'; a classifier needs at least two labels"):
+            load_splits(DataSection(source=str(path), test_size=5, validation_size=5), HEAD, declared)
+
+
+def test_labels_spelling_one_number_two_ways_are_refused(tmp_path: Path) -> None:
+    rows = [{"text": f"film {i}", "label": ("0", "1", "1.0")[i % 3]} for i in range(30)]
+    path = write_rows(tmp_path / "n.jsonl", rows)
+    with pytest.raises(PeftkitError, match=r"column 'label': labels '1' and '1\.0' are one number written two ways"):
+        load_splits(DataSection(source=str(path), test_size=5, validation_size=5), HEAD, [])
+    files = {"train": write_rows(tmp_path / "train.jsonl", [{"text": f"f {i}", "label": str(i % 2)} for i in range(9)]),
+             "test": write_rows(tmp_path / "test.jsonl", [{"text": "g", "label": "1.0"}])}
+    from peftkit.heads.classification import same_number
+
+    assert same_number(["1.0", "2", "1"]) == ("1", "1.0") and same_number(["1", "01", "inf", "Infinity"]) is None
+    splits, labels = load_splits(DataSection(files={k: str(v) for k, v in files.items()}), HEAD, [])
+    with pytest.raises(PeftkitError, match=r"label '1\.0' .* '1' and '1\.0' are one number written two ways"):
+        HEAD.label_ids(splits["test"], {name: i for i, name in enumerate(labels)})
+
+
+def test_conll_words_keep_a_non_breaking_space(tmp_path: Path) -> None:
+    from peftkit.data.conll import read_conll
+    from peftkit.data.parsers import parse_token_columns
+
+    path = tmp_path / "nb.conll"
+    path.write_text("New\u00a0York B-LOC\nis\tO\n\nBob  B-PER\n", encoding="utf-8")
+    assert read_conll(path)["tokens"] == [["New\u00a0York", "is"], ["Bob"]]
+    assert parse_token_columns([path], 2) == [{"tokens": ["New\u00a0York", "is"], "tags": ["B-LOC", "O"]},
+                                              {"tokens": ["Bob"], "tags": ["B-PER"]}]
+

@@ -123,7 +123,7 @@ def test_json_index_over_http_with_credentials_and_progress(json_index: str, tmp
     url = pkgindex.locate("FakePkg", "1.0", WHEEL, sha, config)
     assert url.endswith(f"/files/{WHEEL}") and "u:p" not in url
     log = io.StringIO()
-    pkgindex.download(url, tmp_path / WHEEL, sha, config, pkgindex.StderrProgress("downloading x", 1, log))
+    pkgindex.download(url, tmp_path / WHEEL, sha, len(DATA), config, pkgindex.StderrProgress("downloading x", 1, log))
     assert (tmp_path / WHEEL).read_bytes() == DATA
     lines = log.getvalue().splitlines()
     assert [line.split(" (")[0] for line in lines] == [
@@ -131,7 +131,7 @@ def test_json_index_over_http_with_credentials_and_progress(json_index: str, tmp
     ]
     (tmp_path / "again").mkdir()
     with pytest.raises(pkgindex.HashMismatch, match=rf"archive {WHEEL} from {url}: expected {'0' * 64}, got {sha}"):
-        pkgindex.download(url, tmp_path / "again" / WHEEL, "0" * 64, config)
+        pkgindex.download(url, tmp_path / "again" / WHEEL, "0" * 64, len(DATA), config)
     assert not (tmp_path / "again" / WHEEL).exists()
     with pytest.raises(pkgindex.NotOnIndex, match=r"otherpkg is not on http://u:\*\*\*\*@127.0.0.1:\d+/simple$"):
         pkgindex.locate("otherpkg", "1.0", "otherpkg-1.0.tar.gz", sha, config)

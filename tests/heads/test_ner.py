@@ -111,3 +111,14 @@ def test_ner_trains_reloads_to_the_trained_logits_and_predicts(write_recipe, tmp
     assert [(e["type"], e["text"], e["start"], e["end"]) for e in out["entities"]] == [("PER", "bob", 0, 3),
                                                                                       ("LOC", "rome", 12, 16)]
     assert load_run(result.output_dir).head.format_prediction(out).startswith("PER 0-3 bob (")
+
+
+def test_a_conll_file_with_only_o_tags_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "o.conll"
+    path.write_text("alice O\nleft O\n\n" * 20, encoding="utf-8")
+    head = NerHead(NerConfig())
+    with pytest.raises(PeftkitError, match=r"o\.conll' \(train split\): every tag in column 'tags' is 'O'; a token "
+                                           r"classifier needs at least two tags"):
+        load_splits(DataSection(source=str(path), test_size=2, validation_size=2), head, [])
+    path.write_text("alice B-PER\nleft O\n\n" * 20, encoding="utf-8")
+    assert load_splits(DataSection(source=str(path), test_size=2, validation_size=2), head, [])[1] == ["O", "B-PER"]

@@ -8,6 +8,7 @@ no user file was touched. Runs use a tiny random BERT (seconds on a CPU).
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import yaml
 from testkit import make_sentiment_rows, save_tiny_models, tiny_recipe, write_csv, write_recipe_file
 
 from peftkit.cli import main
+from peftkit.errors import PeftkitError
 from peftkit.rundir import ownership
 from peftkit.rundir.staging import staged_directory
 
@@ -55,6 +57,11 @@ def write_project_recipe(path: Path, model: Path, data: Path, **train: Any) -> P
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def user_files(root: Path) -> dict[str, tuple[int, int]]:
+    """``snapshot`` without peftkit's lock files, which taking a lock rewrites."""
+    return {name: stat for name, stat in snapshot(root).items() if not name.endswith(ownership.LOCK)}
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
@@ -142,6 +149,246 @@ def test_export_overwrite_refuses_a_folder_that_is_no_export(project: Path, tmp_
     assert code == 2 and "holds files peftkit did not write (thesis.tex)" in error
     (exported / "thesis.tex").unlink()
     assert run_cli(["export", str(run), "--out", str(exported), "--overwrite", "--samples", "4"], capsys)[0] == 0
+
+
+# Bookkeeping files are read back as untrusted input ------------------------------------------------------------
+
+#: Manifests peftkit never writes, each with what the refusal says about it; ``{victim}``: a folder beside the run.
+TAMPERED = {
+    "parent": ('["../victim"]', "it lists '../victim', which is not a plain name inside the folder"),
+    "absolute": ('["{victim}"]', "it lists '{victim}', which is not a plain name inside the folder"),
+    "dot": ('["."]', "it lists '.', which is not a plain name inside the folder"),
+    "nested": ('["checkpoints/../../victim"]', "it lists 'checkpoints/../../victim', which is not a plain name"),
+    "bookkeeping": ('[".peftkit-lock"]', "it lists '.peftkit-lock', one of peftkit's own bookkeeping files"),
+    "not-a-name": ('[["victim"]]', "it lists an entry that is not a name (['victim'])"),
+}
+GARBAGE = {
+    "not-json": ("{kind: run, entries", "it is not JSON"),
+    "a-list": ('["../victim"]', 'expected {"kind": "...", "entries": [names]}'),
+    "entries-a-string": ('{"kind": "{kind}", "entries": "../victim"}', 'expected {"kind": "...", "entries": [names]}'),
+}
+
+
+def _manifest_text(case: str, kind: str, victim: Path) -> tuple[str, str]:
+    if case in TAMPERED:
+        entries, expected = TAMPERED[case]
+        text = f'{{"written_by": "peftkit", "kind": "{kind}", "entries": {entries}}}'
+    else:
+        text, expected = GARBAGE[case]
+    return text.replace("{victim}", str(victim)).replace("{kind}", kind), expected.replace("{victim}", str(victim))
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work", encoding="utf-8")
+    return victim
+
+
+@pytest.mark.parametrize("case", [*TAMPERED, *GARBAGE])
+@pytest.mark.parametrize("verb", ["train", "sweep"])
+def test_overwrite_deletes_nothing_on_the_word_of_a_tampered_or_garbage_manifest(
+        verb: str, case: str, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    victim = _victim(tmp_path)
+    folder = tmp_path / "received"  # a run or sweep folder someone sent
+    folder.mkdir()
+    (folder / "trials.csv" if verb == "sweep" else folder / "adapter_model.safetensors").write_text("x")
+    (folder / "my-notes.txt").write_text("notes", encoding="utf-8")
+    text, expected = _manifest_text(case, "sweep" if verb == "sweep" else "run", victim)
+    (folder / ownership.MANIFEST).write_text(text, encoding="utf-8")
+    if verb == "train":
+        argv = ["train", str(project / "recipe.yaml"), f"output_dir={folder}", "--overwrite"]
+    else:
+        pytest.importorskip("optuna")
+        (project / "space.yaml").write_text("method.r: [2, 4]\n", encoding="utf-8")
+        argv = ["sweep", str(project / "recipe.yaml"), "--space", str(project / "space.yaml"), "--trials", "1",
+                "--output-dir", str(folder), "--overwrite"]
+    before = snapshot(tmp_path)
+    code, error = run_cli(argv, capsys)
+    assert code == 2, error
+    assert f"'{folder / ownership.MANIFEST}' is not a manifest peftkit wrote: {expected}" in error
+    assert "it deletes nothing there" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_a_symlinked_manifest_or_lock_is_refused_not_followed(project: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    victim = _victim(tmp_path)
+    (victim / "manifest.json").write_text('{"kind": "run", "entries": ["thesis.tex"]}', encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "thesis.tex").symlink_to(victim / "thesis.tex")
+    (run / ownership.MANIFEST).symlink_to(victim / "manifest.json")
+    before = snapshot(tmp_path)
+    code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}", "--overwrite"], capsys)
+    assert code == 2 and f"'{run / ownership.MANIFEST}' is a symlink; peftkit does not follow it" in error
+    assert snapshot(tmp_path) == before
+    locked = tmp_path / "locked"  # a lock pointing at a user's file: opening it for writing would truncate it
+    locked.mkdir()
+    (locked / ownership.LOCK).symlink_to(victim / "thesis.tex")
+    before = snapshot(tmp_path)
+    code, error = run_cli(["train", str(project / "recipe.yaml"), f"output_dir={locked}"], capsys)
+    assert code == 2 and f"'{locked / ownership.LOCK}' is a symlink; peftkit does not follow it" in error
+    assert snapshot(tmp_path) == before and (victim / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwrite_unlinks_a_symlinked_entry_and_never_follows_it(project: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    victim = _victim(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}"], capsys)[0] == 0
+    (run / "logs").symlink_to(victim, target_is_directory=True)  # listed (a tracker's logs), now a link outside
+    (run / "README.md").unlink()
+    (run / "README.md").symlink_to(victim / "thesis.tex")
+    before = snapshot(victim)
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}", "--overwrite"], capsys)[0] == 0
+    assert snapshot(victim) == before
+    assert not (run / "logs").exists() and not (run / "README.md").is_symlink()
+
+
+def _unfinished_run(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A run killed at its final save (no space anywhere): its checkpoint kept, no final files."""
+    recipe = write_project_recipe(tmp_path / "ckpt.yaml", *_model_and_data(project), save_strategy="steps",
+                                  save_steps=2)
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _fail_writes_under(patch, Path("/"))
+        assert run_cli(["train", str(recipe), f"output_dir={out}"], capsys)[0] == 2
+    assert (out / "checkpoints" / "checkpoint-4").is_dir() and not (out / "README.md").exists()
+    return recipe, out
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_a_users_readme_in_an_unfinished_run_is_never_replaced(
+        flag: str, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe, out = _unfinished_run(project, tmp_path, capsys, monkeypatch)
+    (out / "README.md").write_text("my notes on this run", encoding="utf-8")
+    before = user_files(out)
+    code, error = run_cli(["train", str(recipe), f"output_dir={out}", flag], capsys)
+    assert code == 2
+    assert f"output_dir '{out}' holds README.md, which peftkit did not write and the run's final save" in error
+    assert user_files(out) == before
+
+
+def _on_train_end(action: Any) -> Any:
+    from transformers import TrainerCallback
+
+    class Act(TrainerCallback):
+        def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+            action()
+
+    return Act()
+
+
+@pytest.mark.parametrize("change", ["readme", "renamed-and-replaced", "symlinked"])
+def test_the_final_save_checks_the_run_folder_again_and_keeps_the_run_elsewhere(
+        change: str, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftkit import train
+
+    out, moved, victim = tmp_path / "run", tmp_path / "moved", _victim(tmp_path)
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spare))
+
+    def act() -> None:  # while the run trains: the user's README, or the folder swapped for another
+        if change == "readme":
+            (out / "README.md").write_text("mine", encoding="utf-8")
+            return
+        out.rename(moved)
+        if change == "symlinked":
+            out.symlink_to(victim, target_is_directory=True)
+        else:
+            out.mkdir()
+            (out / "new.txt").write_text("new", encoding="utf-8")
+
+    before = snapshot(victim)
+    with pytest.raises(PeftkitError) as refused:
+        train(project / "recipe.yaml", callbacks=[_on_train_end(act)], output_dir=str(out))
+    rescued = next(spare.glob("peftkit-rescued-run-*"))
+    if change == "readme":
+        assert f"output_dir '{out}' holds README.md, which peftkit did not write" in str(refused.value)
+        assert (out / "README.md").read_text() == "mine" and not (out / "metrics.json").exists()
+        assert not (out / ".staging").exists()
+    else:
+        assert f"output_dir '{out}' was moved or replaced while peftkit was writing it" in str(refused.value)
+        assert not (moved / "metrics.json").exists()
+        assert sorted(p.name for p in out.iterdir()) == (["new.txt"] if change != "symlinked" else ["thesis.tex"])
+    assert f"the trained run was saved to '{rescued}' instead" in str(refused.value)
+    assert (rescued / "adapter_model.safetensors").is_file() and (rescued / "metrics.json").is_file()
+    assert snapshot(victim) == before
+
+
+def test_an_out_created_by_someone_else_during_an_export_is_left_as_it_is(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peftkit.export.merge
+
+    run = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}"], capsys)[0] == 0
+    out = tmp_path / "exports" / "exp"
+    real = peftkit.export.merge.write_export_card
+
+    def meanwhile(*args: Any) -> None:  # between the check of --out and the rename: a user makes it
+        real(*args)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "mine.txt").write_text("mine", encoding="utf-8")
+
+    monkeypatch.setattr(peftkit.export.merge, "write_export_card", meanwhile)
+    for overwrite in ([], ["--overwrite"]):
+        code, error = run_cli(["export", str(run), "--out", str(out), "--samples", "4", *overwrite], capsys)
+        assert code == 2
+        assert f"--out '{out}' was created by something else while this command ran; it is left as it is" in error
+        assert sorted(p.name for p in out.parent.iterdir()) == ["exp"]  # no partial folder, no lock left
+        assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+        (out / "mine.txt").unlink()
+        out.rmdir()
+
+
+def test_a_second_export_to_one_out_fails_at_once_on_the_lock(project: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert run_cli(["train", str(project / "recipe.yaml"), f"output_dir={run}"], capsys)[0] == 0
+    out = tmp_path / "exp"
+    with (tmp_path / f".exp{ownership.LOCK}").open("w", encoding="utf-8") as other:  # another export's lock
+        fcntl.flock(other, fcntl.LOCK_EX)
+        other.write("pid 4242 on elsewhere")
+        other.flush()
+        before = snapshot(tmp_path)
+        code, error = run_cli(["export", str(run), "--out", str(out), "--samples", "4"], capsys)
+        assert code == 2 and f"--out '{out}' is being written by another peftkit run (pid 4242 on elsewhere)" in error
+        assert snapshot(tmp_path) == before
+    (tmp_path / f".exp{ownership.LOCK}").unlink()
+    (tmp_path / f".exp{ownership.LOCK}").symlink_to(project / "notes.txt")  # a lock beside --out is not followed
+    code, error = run_cli(["export", str(run), "--out", str(out), "--samples", "4"], capsys)
+    assert code == 2 and "is a symlink; peftkit does not follow it" in error
+    assert (project / "notes.txt").read_text() == "my notes"
+    (tmp_path / f".exp{ownership.LOCK}").unlink()
+    assert run_cli(["export", str(run), "--out", str(out), "--samples", "4"], capsys)[0] == 0
+    assert not (tmp_path / f".exp{ownership.LOCK}").exists()
+
+
+def test_sweeps_lock_their_folder_and_keep_a_users_trial_folder(project: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("optuna")
+    (project / "space.yaml").write_text("method.r: [2, 4]\n", encoding="utf-8")
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(project / "recipe.yaml"), "--space", str(project / "space.yaml"), "--trials", "1",
+            "--output-dir", str(out), "--pruner", "none"]
+    out.mkdir()
+    with ownership.DirectoryLock(out, "--output-dir").acquire():  # as another sweep holds it
+        before = snapshot(tmp_path)
+        code, error = run_cli(argv, capsys)
+        assert code == 2 and f"'{out}' is being written by another peftkit run (pid {os.getpid()} " in error
+        assert snapshot(tmp_path) == before
+    (out / "trials.csv").write_text("trial\n0\n", encoding="utf-8")  # an earlier sweep's …
+    ownership.record(out, "sweep", ["trials.csv", "best.yaml"])
+    (out / "trial-000").mkdir()  # … and a user's folder it never listed
+    (out / "trial-000" / "notes.txt").write_text("mine", encoding="utf-8")
+    before = user_files(tmp_path)
+    code, error = run_cli([*argv, "--overwrite"], capsys)
+    assert code == 2 and f"'{out}' holds trial-000, which peftkit did not write and the sweep would replace" in error
+    assert user_files(tmp_path) == before
 
 
 # The run lock -----------------------------------------------------------------------------------------------
@@ -290,13 +537,14 @@ def test_full_disk_during_export_is_one_line_and_writes_nothing(
 
 @pytest.mark.slow  # SIGKILL
 def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Path) -> None:
-    out = tmp_path / "export"
+    out, busy = tmp_path / "export", tmp_path / "busy"
     script = (
         "import sys, time\nfrom pathlib import Path\nfrom peftkit.rundir.staging import staged_directory\n"
-        f"with staged_directory(Path({str(out)!r})) as s:\n"
+        "with staged_directory(Path(sys.argv[1])) as s:\n"
         "    (s / 'model.safetensors').write_bytes(b'x' * 1000)\n    print(s, flush=True)\n    time.sleep(60)\n"
     )
-    writers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+               for path in (out, busy)]
     partials = [Path(w.stdout.readline().strip()) for w in writers]
     writers[0].send_signal(signal.SIGKILL)  # like kill -9 during an export
     writers[0].wait()
@@ -307,11 +555,15 @@ def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Pat
     assert not ownership.is_stale_staging(partials[1]), "a live export's folder is not stale"
     (tmp_path / ".export.mine.partial").mkdir()  # same pattern, no marker: not peftkit's, kept
     try:
+        with pytest.raises(PeftkitError, match=f"--out '{busy}' is being written by another peftkit run "
+                                                f"\\(pid {writers[1].pid} "), staged_directory(busy):
+            pass  # a second export to one --out fails at once on the lock
         with staged_directory(out) as staging:
             (staging / "config.json").write_text("{}", encoding="utf-8")
         assert not partials[0].exists()
         assert partials[1].is_dir() and (tmp_path / ".export.mine.partial").is_dir()
         assert ownership.read_manifest(out) == {"written_by": "peftkit", "kind": "export", "entries": ["config.json"]}
+        assert not (tmp_path / ".export.peftkit-lock").exists(), "the lock beside --out goes with its writer"
     finally:
         writers[1].send_signal(signal.SIGKILL)
         writers[1].wait()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from peftkit.rundir.atomic import replace_dir, write_text
 from peftkit.rundir.checkpoints import finished_training, last_checkpoint
 from peftkit.rundir.layout import RUN_STATE, STAGING_PREFIX, TRAINER_STATE
+from peftkit.rundir.ownership import DestinationChanged
 
 
 def _barrier() -> None:
@@ -81,10 +83,11 @@ class AtomicCheckpoints:
                                best_model_checkpoint=state.best_model_checkpoint)
         _barrier()
 
-    def keep_trained(self, finished: dict[str, Any]) -> Path:
+    def keep_trained(self, finished: dict[str, Any], check: Callable[[], None] | None = None) -> Path:
         """After ``train()``: the checkpoint of the final step, marked ``finished`` (the training's figures); written
         (weights and trainer state only; ``finished["transient"]`` set: removed once the run is saved) when the
-        Trainer saved none at that step. Every process calls it."""
+        Trainer saved none at that step. Every process calls it; ``check`` (the writing one's) raises when the run
+        directory may no longer be written, before anything is written and before it lands."""
         run_dir = Path(self.args.output_dir)  # type: ignore[attr-defined]
         state = self.state  # type: ignore[attr-defined]
         final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
@@ -93,11 +96,15 @@ class AtomicCheckpoints:
         should_save = self.args.should_save  # type: ignore[attr-defined]
         finished["transient"] = made
         try:
+            if should_save and check is not None:
+                check()
             if made:
                 if should_save and staging.exists():
                     shutil.rmtree(staging)
                 self.save_model(str(staging))  # type: ignore[attr-defined]  # collective for sharded weights
             if should_save:
+                if check is not None:
+                    check()
                 run_state = json.dumps({"loss_sum": self.run_loss_sum, "finished": finished})
                 if made:
                     state.save_to_json(str(staging / TRAINER_STATE))
@@ -105,6 +112,8 @@ class AtomicCheckpoints:
                     replace_dir(staging, final)
                 else:
                     write_text(final / RUN_STATE, run_state)
+        except DestinationChanged:
+            raise  # not ours any more: nothing there to tidy
         except BaseException:
             if should_save:
                 shutil.rmtree(staging, ignore_errors=True)

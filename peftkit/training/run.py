@@ -54,15 +54,15 @@ def train(recipe: Recipe | str | Path, overwrite: bool = False, callbacks: Seque
     main = distributed.is_main_process()
     if main and output_dir.is_dir():
         ownership.check_unlocked(output_dir)  # fail at once, before loading anything
-    left = recipe.train.resume != "never" and output_dir.is_dir() and any(output_dir.iterdir())  # to resume?
+    left = recipe.train.resume != "never" and output_dir.is_dir() and any(output_dir.iterdir())  # what a run left
     checkpoint = resume_point(output_dir, output_dir / CHECKPOINTS_DIR, recipe.train.resume, overwrite, clean=main)
     if checkpoint is None:  # check now, delete / create only once the recipe, data and model have loaded
         check_destination(output_dir, overwrite, "run", "output_dir", inputs, locked=main)
-        if left and main:
-            print(f"peftkit: no complete checkpoint in '{output_dir}' to resume from; training from the start",
-                  file=sys.stderr, flush=True)
     prepared = build_trainer(recipe, output_dir)
     lock = prepare_output_dir(output_dir, overwrite, inputs, resume=checkpoint is not None) if main else None
+    if left and checkpoint is None and main:
+        print(f"peftkit: no complete checkpoint in '{output_dir}' to resume from; training from the start",
+              file=sys.stderr, flush=True)
     try:
         return _train_and_save(recipe, prepared, output_dir, checkpoint, callbacks)
     finally:
@@ -80,7 +80,7 @@ def _train_and_save(recipe: Recipe, prepared: Prepared, output_dir: Path, checkp
         final, figures = checkpoint, trainer.restore_trained(checkpoint)
     else:
         figures = _train(recipe, trainer, checkpoint, callbacks, output_dir / CHECKPOINTS_DIR)
-        final = _keep_trained(trainer, figures)
+        final = _keep_trained(trainer, figures, output_dir)
     try:
         metrics = _evaluate(recipe, prepared, figures, final)
         gathered = None
@@ -118,19 +118,20 @@ def _train(recipe: Recipe, trainer: Trainer, checkpoint: Path | None, callbacks:
             "samples_per_second": train_output.metrics.get("train_samples_per_second")}
 
 
-def _keep_trained(trainer: Trainer, figures: dict[str, Any]) -> Path | None:
+def _keep_trained(trainer: Trainer, figures: dict[str, Any], output_dir: Path) -> Path | None:
     """The checkpoint that keeps the trained model until the run is saved; None when it cannot be written (a full
-    disk: the run is still evaluated, and its save falls back on a rescue folder)."""
+    disk, or output_dir moved or replaced meanwhile: the run is still evaluated, and its save says where it went)."""
+    lock = ownership.DirectoryLock.held(output_dir)
     try:
-        return trainer.keep_trained(figures)
-    except (OSError, SafetensorError):
+        return trainer.keep_trained(figures, check=lock.check_unchanged if lock is not None else None)
+    except (OSError, SafetensorError, ownership.DestinationChanged):
         return None
 
 
 def _kept_trained(final: Path | None) -> str:
     if final is None:
-        return ("keeping the trained model as a checkpoint failed too (a full disk?): free some space and run the "
-                "same `peftkit train` command with --resume (it continues from the last checkpoint, if there is one)")
+        return ("the trained model could not be kept as a checkpoint either (a full disk?): free some space and run "
+                "the same `peftkit train` command with --resume (it continues from the last checkpoint, if any)")
     return (f"the trained model is kept in '{final}': run the same `peftkit train` command with --resume to "
             "evaluate and save it without training again")
 

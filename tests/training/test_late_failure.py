@@ -239,7 +239,7 @@ def test_ctrl_c_when_nothing_could_be_kept_says_so_and_resume_says_it_starts_ove
         patch.setattr(PeftkitTrainer, "save_model", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "")))
         _ctrl_c_in_the_final_evaluation(patch)
         code, _, line = run_cli(["train", recipe], capsys)
-    assert code == 130 and "keeping the trained model as a checkpoint failed too (a full disk?)" in line
+    assert code == 130 and "the trained model could not be kept as a checkpoint either (a full disk?)" in line
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir()), "no staging left"
     code, out, err = run_cli(["train", recipe, "--resume"], capsys)
     assert code == 0 and f"trained {STEPS} steps" in out

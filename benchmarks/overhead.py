@@ -29,12 +29,12 @@ def main(argv: list[str]) -> int:
     points = []
     for result in results:
         memory, predicted = result["memory"], result["memory"]["predicted"]
-        analytic = predicted["floor"] + max(predicted["activations"], predicted["transient"])
+        analytic = predicted["floor"] + max(predicted["working_set"], predicted["transient"])
         residual = memory["peak_bytes"] - analytic
-        points.append((predicted["activations"], residual))
+        points.append((predicted["working_set"], residual))
         print(f"{result['cell']}: measured {memory['peak_bytes'] / MIB:,.1f} MiB ({memory['measure']}, in "
-              f"{memory['peak_phase']}), analytic terms {analytic / MIB:,.1f} MiB (activations "
-              f"{predicted['activations'] / MIB:,.1f}), residual {residual / MIB:,.1f} MiB")
+              f"{memory['peak_phase']}), analytic terms {analytic / MIB:,.1f} MiB (activations or evaluation "
+              f"{predicted['working_set'] / MIB:,.1f}), residual {residual / MIB:,.1f} MiB")
     if len(points) < 2:
         print("need at least two cells to fit")
         return 1

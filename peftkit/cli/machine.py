@@ -17,6 +17,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from peftkit.config.load import load_recipe
     from peftkit.hardware import device
     from peftkit.hardware.env import fit_table, fits
+    from peftkit.hardware.estimate import DEVICE_RESERVE
 
     recipe = load_recipe(args.recipe, args.overrides)
     rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
@@ -28,13 +29,17 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     for name, value in e.terms():
         print(f"  {name:<18} {value / mib:>10,.1f} MiB")
     print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
-          f"trainable parameters {e.trainable_params:,} of {e.total_params:,}")
+          f"trainable parameters {e.trainable_params:,} of {e.total_params:,} (the model's own: {e.base_params:,})")
     how = "saved tensors counted on the meta device" if e.activations_from == "traced" else "per-layer formula"
     transient = e.runtime_overhead - e.overhead - e.retained
+    print(f"  evaluation: the larger of the training activations and an evaluation batch "
+          f"({recipe.train.eval_batch_size} × {e.sequence_length}: {e.evaluation / mib:,.1f} MiB, of which "
+          f"{e.eval_logits / mib:,.1f} MiB evaluation logits with their fp32 copies for the loss)")
     print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device}, "
           f"{e.retained / mib:,.0f} MiB the allocator keeps of freed activations, {transient / mib:,.0f} MiB of "
           "transients (optimizer step, de-quantized layer) beyond the activations")
-    print("per device, `auto` options resolved for it (reference GPUs: Ampere-class):")
+    print("per device, `auto` options resolved for it (reference GPUs: Ampere-class); needs: the peak and, on a GPU, "
+          f"{DEVICE_RESERVE['cuda'] / mib:,.0f} MiB the device holds besides (CUDA context, allocator; assumed):")
     print("\n".join(fit_table(rows)))
 
 

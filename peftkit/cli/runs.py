@@ -24,19 +24,21 @@ def add_eval(verbs: Verbs) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate a run on its test split; show the metrics saved at training time beside the main ones."""
-    from peftkit.rundir.inference import evaluate_run
-    from peftkit.rundir.metrics import FALLBACK_METRICS, saved_metrics
+    from peftkit.rundir.inference import evaluate_with
+    from peftkit.rundir.load import load_run
+    from peftkit.rundir.metrics import FALLBACK_METRICS
 
     if args.json and not Path(args.json).parent.is_dir():
         raise PeftkitError(f"--json: directory '{Path(args.json).parent}' does not exist")
     if args.json and Path(args.json).is_dir():
         raise PeftkitError(f"--json '{args.json}' is a directory, expected a file")
-    metrics = evaluate_run(args.run)
+    run = load_run(args.run)
+    metrics = evaluate_with(run)
     print_metrics(f"test metrics of {args.run}:", metrics)
-    saved = saved_metrics(args.run).get("test", {})
-    main = [k for k in FALLBACK_METRICS if k in metrics and k in saved]
-    for key in main:
-        print(f"  (saved at training time: {key} {saved[key]:.4f})")
+    saved = run.metrics.get("test", {})
+    for key in (k for k in FALLBACK_METRICS if k in metrics):
+        if isinstance(saved.get(key), (int, float)) and not isinstance(saved[key], bool):
+            print(f"  (saved at training time: {key} {saved[key]:.4f})")
     if args.json:
         atomic.write_text(args.json, json.dumps(metrics, indent=2))
 

@@ -61,7 +61,8 @@ class QuantizationSection(Section):
     quant_type: Literal["nf4", "fp4"] = option("nf4", "4-bit data type (4bit only)")
     double_quant: bool = option(True, "also quantize the 4-bit quantization constants (4bit only)")
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
-        "auto", "dtype 4-bit layers compute in; auto = bfloat16 on a GPU with native bf16, else float32"
+        "auto", "dtype 4-bit layers compute in; auto = bfloat16 on a GPU with native bf16, float16 on an older "
+        "GPU, float32 on a CPU"
     )
     quant_storage: Literal["uint8", "float32", "bfloat16", "float16"] = option(
         "uint8", "dtype packed 4-bit weights are stored in; FSDP needs it equal to model.dtype (4bit only)"

@@ -29,9 +29,7 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
             f"{source}: method '{method.name}' does not support task.head '{head.name}' "
             f"({head.kind}); it supports {', '.join(method.head_kinds)}{method.head_hint}"
         )
-    reason = method(recipe.method).refusal(recipe)
-    if reason:
-        raise PeftkitError(f"{source}: method '{method.name}' with task.head '{head.name}': {reason}")
+    check_method(recipe, source)
     check_techniques(recipe, source)
     quantization = recipe.quantization
     if recipe.distributed.fsdp and quantization.mode == "4bit" and quantization.quant_storage != recipe.model.dtype:
@@ -50,6 +48,14 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
     if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         what = "is a file, expected a model directory" if Path(recipe.model.name).exists() else "does not exist"
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' {what}")
+
+
+def check_method(recipe: Recipe, source: str = "recipe") -> None:
+    """Refuse what the method itself cannot run; checked again once `auto` options are resolved for the device."""
+    method = METHODS.get(recipe.method.name)
+    reason = method(recipe.method).refusal(recipe)
+    if reason:
+        raise PeftkitError(f"{source}: method '{method.name}' with task.head '{recipe.task.head}': {reason}")
 
 
 def check_source_files(recipe: Recipe, source: str = "recipe") -> None:

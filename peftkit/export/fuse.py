@@ -14,19 +14,22 @@ from safetensors.torch import load_file
 
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
-from peftkit.model.loading import load_base_model, load_tokenizer
+from peftkit.model.loading import load_base_model
 from peftkit.registry import build_head
 from peftkit.rundir.cards import write_model_card
+from peftkit.rundir.checks import check_run_files, head_outputs
 from peftkit.rundir.destination import check_destination
 from peftkit.rundir.inference import evaluate_run
 from peftkit.rundir.layout import METRICS_FILE, RECIPE_FILE
-from peftkit.rundir.load import read_run_recipe
+from peftkit.rundir.load import load_run_tokenizer, read_run_recipe
 from peftkit.rundir.metrics import saved_metrics
+from peftkit.rundir.readback import damaged, shape_mismatch
 from peftkit.rundir.staging import locked_output, staged_directory
 
 COMBINATIONS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 PRUNING = ("ties", "dare_linear", "dare_ties")  # the combinations that use ``density``
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
 
 
@@ -57,8 +60,9 @@ def _check_same_base(runs: list[Path], recipes: list[Recipe]) -> None:
 
 
 def _lora_config(run: Path, recipe: Recipe) -> PeftConfig:
-    config = PeftConfig.from_pretrained(str(run))
-    if config.peft_type != "LORA" or getattr(config, "use_dora", False) or not (run / ADAPTER_WEIGHTS).is_file():
+    config = PeftConfig.from_pretrained(str(run)) if (run / ADAPTER_CONFIG).is_file() else None
+    plain = config is not None and config.peft_type == "LORA" and not getattr(config, "use_dora", False)
+    if not plain or not (run / ADAPTER_WEIGHTS).is_file():
         raise PeftkitError(
             f"fuse: run '{run}' (method {recipe.method.name}) is not a plain LoRA adapter; add_weighted_adapter "
             "combines LoRA adapters only"
@@ -68,6 +72,17 @@ def _lora_config(run: Path, recipe: Recipe) -> PeftConfig:
 
 def _is_lora_key(key: str) -> bool:
     return ".lora_" in key
+
+
+def _check_same_heads(runs: list[Path], states: list[dict[str, torch.Tensor]]) -> None:
+    """The task-head tensors of every run's adapter have the names and shapes of the first run's."""
+    first = {k: tuple(v.shape) for k, v in states[0].items() if not _is_lora_key(k)}
+    for run, state in zip(runs[1:], states[1:], strict=True):
+        heads = {k: tuple(v.shape) for k, v in state.items() if not _is_lora_key(k)}
+        if heads != first:
+            key = sorted(set(heads) ^ set(first)) or [k for k in sorted(first) if heads[k] != first[k]]
+            raise damaged(run, ADAPTER_WEIGHTS, f"holds a task head unlike run '{runs[0]}'s (at {key[0]}), though "
+                                                "their recipes agree")
 
 
 def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | None = None,
@@ -92,6 +107,9 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     if not 0 < density <= 1:
         raise PeftkitError(f"--density {density}: must be in (0, 1]")
     recipes = [read_run_recipe(r) for r in runs]
+    saved = [saved_metrics(r) for r in runs]
+    for run, recipe in zip(runs, recipes, strict=True):
+        check_run_files(run, recipe)
     _check_same_base(runs, recipes)
     configs = [_lora_config(run, recipe) for run, recipe in zip(runs, recipes, strict=True)]
     with locked_output(out):  # the whole command: a second one writing --out fails at once
@@ -102,6 +120,7 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
         head = build_head(first.task)
         base, head_modules = load_base_model(first.model, first.quantization, head, first.task.labels)
         states = [load_file(str(run / ADAPTER_WEIGHTS)) for run in runs]
+        _check_same_heads(runs, states)
         total = sum(weights)
         head_state = {
             key.removeprefix(PEFT_PREFIX): sum(
@@ -112,7 +131,14 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
         unknown = set(head_state) - set(base.state_dict())
         if unknown:
             raise PeftkitError(f"fuse: run '{runs[0]}' holds weights for unknown modules {sorted(unknown)[:3]}")
-        base.load_state_dict(head_state, strict=False)
+        try:
+            base.load_state_dict(head_state, strict=False)
+        except RuntimeError as exc:  # the labels of the runs' recipe.yaml edited alike since they were saved
+            error = shape_mismatch(exc, runs[0], ADAPTER_WEIGHTS, len(first.task.labels),
+                                   head_outputs(head, first.task.labels))
+            if error is None:
+                raise
+            raise error from None
 
         names = [f"run{i}" for i in range(len(runs))]
         model = None
@@ -146,12 +172,13 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
         recipe.output_dir = str(out)
         recipe.description = (f"fusion ({combination}, weights {', '.join(f'{w:g}' for w in weights)}) of "
                               f"{', '.join(str(r) for r in runs)}")
+        tokenizer = load_run_tokenizer(runs[0], first)
         with staged_directory(out, overwrite, kind="run", inputs=runs) as staging:
             fused.save_pretrained(staging)
-            load_tokenizer(first.model, path=str(runs[0])).save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
             (staging / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
             metrics: dict[str, Any] = {
-                "test_examples": saved_metrics(runs[0]).get("test_examples"),
+                "test_examples": saved[0].get("test_examples"),
                 "fusion": {
                     "runs": [str(r) for r in runs],
                     "weights": weights,
@@ -159,7 +186,7 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
                     "density": density if combination in PRUNING else None,
                     "rank": fused_config.r,
                     "head": "weighted average of the runs' task heads (weights normalised to sum to 1)",
-                    "runs_test": [saved_metrics(r).get("test", {}) for r in runs],
+                    "runs_test": [m.get("test", {}) for m in saved],
                 },
             }
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")  # a finished run

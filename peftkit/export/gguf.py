@@ -24,8 +24,8 @@ from peftkit.export.merge import merged_float32, open_for_export
 from peftkit.export.parity import compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
 from peftkit.model.config import model_config
-from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.cards import write_gguf_card
+from peftkit.rundir.load import load_run_tokenizer
 from peftkit.rundir.staging import locked_output, staged_directory
 
 #: GGUF weight types by --dtype, with the long names the safetensors export uses.
@@ -309,7 +309,7 @@ def _export_locked(run_dir: Path, out: Path, dtype: str, tolerance: float, sampl
     recipe, metrics, head, method = open_for_export(run_dir, out, overwrite, tolerance, samples)
     arch_name = check_exportable(recipe, head)
     _gguf()
-    tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+    tokenizer = load_run_tokenizer(run_dir, recipe)
     check_tokenizer(tokenizer)
     batches = sample_batches(recipe, head, tokenizer, samples)
     texts = round_trip_texts(recipe, head, tokenizer, samples)

@@ -17,13 +17,14 @@ from peftkit.hardware import device as devices
 from peftkit.heads.base import Head
 from peftkit.methods.base import BaseBuilder, Method, PeftMethod
 from peftkit.model.config import DTYPES
-from peftkit.model.loading import load_base_model, load_tokenizer
+from peftkit.model.loading import load_base_model
 from peftkit.model.quantization import quantization_config
 from peftkit.model.weights import release_checkpoint
 from peftkit.registry import plugins
 from peftkit.rundir.cards import write_export_card
+from peftkit.rundir.checks import check_run_files
 from peftkit.rundir.destination import check_destination
-from peftkit.rundir.load import load_run, read_run_recipe
+from peftkit.rundir.load import load_run, load_run_tokenizer, read_run_recipe
 from peftkit.rundir.metrics import saved_metrics
 from peftkit.rundir.staging import locked_output, staged_directory
 
@@ -120,6 +121,7 @@ def open_for_export(run_dir: Path, out: Path, overwrite: bool, tolerance: float,
     recipe = read_run_recipe(run_dir)
     check_destination(out, overwrite, "export", "--out", protected=run_dir, whole=True)
     metrics = saved_metrics(run_dir)
+    check_run_files(run_dir, recipe)
     if tolerance < 0:
         raise PeftkitError(f"--tolerance {tolerance}: must be 0 or more")
     if samples < 1:
@@ -152,7 +154,7 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
         elif not isinstance(method, PeftMethod):
             raise PeftkitError(f"--adapter-only: the run uses method {method.name}, which has no adapter; use --merge")
 
-        tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+        tokenizer = load_run_tokenizer(run_dir, recipe)
         batches = sample_batches(recipe, head, tokenizer, samples)
         run = load_run(run_dir)
         reference = logits_of(run.model, batches)

@@ -17,9 +17,8 @@ from peftkit.errors import PeftkitError, first_line
 from peftkit.export.merge import merged_float32, open_for_export
 from peftkit.export.parity import Batches, compare, logits_of, parity_section, sample_batches, write_report_and_check
 from peftkit.heads.base import Head
-from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.cards import write_onnx_card
-from peftkit.rundir.load import load_run
+from peftkit.rundir.load import load_run, load_run_tokenizer
 from peftkit.rundir.staging import locked_output, staged_directory
 
 MODEL_FILE = "model.onnx"
@@ -110,7 +109,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
         check_exportable(head)
         onnxruntime = _runtime()
 
-        tokenizer = load_tokenizer(recipe.model, path=str(run_dir))
+        tokenizer = load_run_tokenizer(run_dir, recipe)
         batches = sample_batches(recipe, head, tokenizer, samples)
         run = load_run(run_dir)
         reference = logits_of(run.model, batches)

@@ -3,11 +3,12 @@ so the three agree:
 
 - ``train.precision``: bf16 on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere on), fp16 on an
   older CUDA GPU, fp32 on a CPU;
-- ``quantization.compute_dtype``: bfloat16 where bf16 is native, else float32;
+- ``quantization.compute_dtype``: bfloat16 where bf16 is native, float16 on an older CUDA GPU, float32 on a CPU;
 - ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, AdamW otherwise;
 - ``model.attn_implementation``: flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and
   the model class supports it; else sdpa where the model class supports it; else eager;
-- ``train.gradient_checkpointing``: on when the predicted peak without it exceeds the device's memory.
+- ``train.gradient_checkpointing``: on when the predicted peak without it (and what the device reserves besides)
+  exceeds the device's memory.
 
 The policy calls the memory estimate (peftkit.hardware.estimate), never the other way round: the estimate takes a
 resolved recipe.
@@ -35,8 +36,10 @@ def precision(device: Device) -> str:
 
 
 def compute_dtype(device: Device) -> str:
-    """`quantization.compute_dtype: auto` on ``device``."""
-    return "bfloat16" if device.bf16 else "float32"
+    """`quantization.compute_dtype: auto` on ``device``: the half precision its autocast runs in on a GPU."""
+    if device.kind != "cuda":
+        return "float32"
+    return "bfloat16" if device.bf16 else "float16"
 
 
 def optim(device: Device, quantized: bool) -> str:
@@ -100,7 +103,7 @@ def resolve_checkpointing(recipe: Recipe, device: Device, sequence_length: int |
         return {}
     trial = recipe.model_copy(deep=True)
     trial.train.gradient_checkpointing = False
-    peak = estimate(trial, sequence_length, labels, device=device).total
+    peak = estimate(trial, sequence_length, labels, device=device).needed
     recipe.train.gradient_checkpointing = bool(device.memory) and peak > device.memory
     return {"train.gradient_checkpointing": recipe.train.gradient_checkpointing}
 

@@ -107,7 +107,7 @@ class Fit:
 
     @property
     def fits(self) -> bool:
-        return self.estimate.total <= self.device.memory
+        return self.estimate.needed <= self.device.memory
 
 
 def fits(recipe: Recipe, targets: list[devices.Device]) -> tuple[list[Fit], str]:
@@ -122,13 +122,14 @@ def fits(recipe: Recipe, targets: list[devices.Device]) -> tuple[list[Fit], str]
 
 
 def fit_table(rows: list[Fit]) -> list[str]:
-    """Aligned lines: device, resolved settings, predicted peak, whether it fits."""
-    header = ("device", "memory", "precision", "optim", "grad ckpt", "peak", "fits")
+    """Aligned lines: device, resolved settings, predicted peak with what the device reserves besides, whether it
+    fits."""
+    header = ("device", "memory", "precision", "optim", "grad ckpt", "needs", "fits")
     table = [header]
     for row in rows:
         t = row.recipe.train
         table.append((row.device.label, f"{row.device.memory / 2**30:,.1f} GiB", t.precision, t.optim,
-                      "on" if t.gradient_checkpointing else "off", f"{row.estimate.total / MIB:,.0f} MiB",
+                      "on" if t.gradient_checkpointing else "off", f"{row.estimate.needed / MIB:,.0f} MiB",
                       "yes" if row.fits else "NO"))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]

@@ -5,10 +5,13 @@ The model is built on the meta device (no weights allocated), the method applied
 counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state. Activations are
 the tensors autograd saves for the backward pass, counted by running one training batch through the meta model
 (no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
-reads values in its forward) a per-layer formula stands in. Runtime overhead is what a real run holds beyond
-those: a constant per device kind (RUNTIME_OVERHEAD), the share of freed activations the allocator keeps
-(ALLOCATOR_RETENTION), and the largest transient working set, either the optimizer step's temporaries or a
-quantized layer de-quantized for its matmul.
+reads values in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
+working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
+larger of the two counts. Runtime overhead is what a real run holds beyond those: a constant per device kind
+(RUNTIME_OVERHEAD), the share of freed activations the allocator keeps (ALLOCATOR_RETENTION), and the largest
+transient working set, either the optimizer step's temporaries or a quantized layer de-quantized for its matmul.
+A CUDA device also holds memory outside the tensors counted (DEVICE_RESERVE), added where a recipe must fit it
+(``MemoryEstimate.needed``).
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ from peftkit.data.pipeline import build_splits, padded_length
 from peftkit.errors import PeftkitError, first_line
 from peftkit.hardware import device as devices
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
-from peftkit.model.config import model_config
+from peftkit.model.config import DTYPES, model_config
 from peftkit.model.loading import load_tokenizer
 from peftkit.model.params import count_parameters
 from peftkit.registry import build_head, plugins
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-#: Optimizer state bytes per trainable parameter (AdamW: two fp32 moments; 8-bit AdamW: two uint8 ones).
-OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2, "paged_adamw_32bit": 8,
-                   "adafactor": 0, "sgd": 0}
+#: Optimizer state bytes per trainable parameter: two moments in the parameter's own dtype (torch's AdamW: bf16
+#: weights, as full fine-tuning in bf16 keeps them, get bf16 moments), or a fixed size (bitsandbytes: two uint8
+#: moments for 8-bit AdamW, two fp32 ones for 32-bit).
+OPTIMIZER_BYTES: dict[str, float | str] = {"adamw_torch": "2 x parameter", "adamw_bnb_8bit": 2,
+                                           "paged_adamw_8bit": 2, "paged_adamw_32bit": 8, "adafactor": 0, "sgd": 0}
 #: Bytes per quantized weight: 4-bit packs two per byte plus one fp32 absmax per block of 64 (double
 #: quantization: a uint8 absmax per 64 and an fp32 per 256 blocks); 8-bit is one byte plus a per-row fp32 scale.
 QUANT_WEIGHT_BYTES = {("4bit", True): 0.5 + 1 / 64 + 4 / (64 * 256), ("4bit", False): 0.5 + 4 / 64,
@@ -51,6 +56,11 @@ RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}
 #: fragmentation, per-thread arenas): 0.59 with glibc's malloc on this CPU, fitted with RUNTIME_OVERHEAD on the
 #: calibration cells of benchmarks/overhead.yaml. CUDA: unmeasured; its allocated figure counts live tensors only.
 ALLOCATOR_RETENTION = {"cpu": 0.59, "cuda": 0.0}
+#: Device memory a CUDA run holds beyond the tensors ``total`` counts (torch.cuda.max_memory_allocated leaves it
+#: out): the CUDA context (about 0.3-0.6 GiB with lazy module loading), cuBLAS workspaces and the caching
+#: allocator's reserved but free blocks. Assumed, 1 GiB, as no GPU has been lent to measure it; counted where a
+#: recipe must fit a device (``MemoryEstimate.needed``: `peftkit estimate` / `env`, `auto` gradient checkpointing).
+DEVICE_RESERVE = {"cpu": 0, "cuda": 2**30}
 #: Temporaries of one optimizer step per element of the largest trainable tensor, in its bytes: AdamW's
 #: ``exp_avg_sq.sqrt() / bias_correction`` makes two tensors of the parameter's size before they are folded in.
 STEP_TEMPORARIES = {"adamw_torch": 2.0, "adamw_bnb_8bit": 1.0, "paged_adamw_8bit": 1.0, "paged_adamw_32bit": 2.0,
@@ -69,9 +79,13 @@ class MemoryEstimate:
     total_params: int
     sequence_length: int
     quantized_weights: int = 0
+    base_params: int = 0  # the model's own, before the method adds any
+    evaluation: int = 0  # an evaluation batch's working set, eval_logits included
+    eval_logits: int = 0
     overhead: int = 0
     retained: int = 0
     transient: int = 0
+    reserved: int = 0  # DEVICE_RESERVE: held by the device outside the counted tensors
     device: str = "cpu"
     activations_from: str = "formula"
 
@@ -81,26 +95,38 @@ class MemoryEstimate:
         return self.weights + self.quantized_weights + self.gradients + self.optimizer
 
     @property
+    def working_set(self) -> int:
+        """The larger of the training activations and an evaluation batch's working set."""
+        return max(self.activations, self.evaluation)
+
+    @property
     def runtime_overhead(self) -> int:
-        """What a run holds beyond floor and activations: the device's constant, what its allocator keeps of
+        """What a run holds beyond floor and working set: the device's constant, what its allocator keeps of
         freed activations, and, where the transient working set (optimizer step, de-quantized layer) outgrows
         the activations it replaces, the difference."""
-        return self.overhead + self.retained + max(0, self.transient - self.activations)
+        return self.overhead + self.retained + max(0, self.transient - self.working_set)
 
     @property
     def total(self) -> int:
-        """The predicted peak: the floor, activations and runtime overhead."""
-        return self.floor + self.activations + self.runtime_overhead
+        """The predicted peak: the floor, the working set and runtime overhead."""
+        return self.floor + self.working_set + self.runtime_overhead
+
+    @property
+    def needed(self) -> int:
+        """What the device must have free: the peak and what it reserves besides (CUDA context, allocator)."""
+        return self.total + self.reserved
 
     def terms(self) -> list[tuple[str, int]]:
         """(name, bytes) of every term of ``total``, in print order."""
         return [("weights", self.weights), ("quantized weights", self.quantized_weights),
                 ("gradients", self.gradients), ("optimizer state", self.optimizer),
-                ("activations", self.activations), ("runtime overhead", self.runtime_overhead)]
+                ("activations", self.activations), ("evaluation", self.working_set - self.activations),
+                ("runtime overhead", self.runtime_overhead)]
 
     def as_dict(self) -> dict[str, Any]:
         """Every component and the floor and total, for result files."""
-        return {**asdict(self), "runtime_overhead": self.runtime_overhead, "floor": self.floor, "total": self.total}
+        return {**asdict(self), "runtime_overhead": self.runtime_overhead, "floor": self.floor, "total": self.total,
+                "working_set": self.working_set, "needed": self.needed}
 
 
 def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
@@ -109,14 +135,30 @@ def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
     return model_config(recipe.model, **overrides, **kwargs)
 
 
-def meta_model(recipe: Recipe, labels: list[str]) -> nn.Module:
-    """The recipe's model with its method applied, on the meta device."""
-    head, method = plugins(recipe)
+def meta_base(recipe: Recipe, labels: list[str]) -> tuple[nn.Module, list[str]]:
+    """The recipe's model in model.dtype on the meta device, tied embeddings tied as a loaded model has them, and
+    its head modules."""
+    head = build_head(recipe.task)
     config = _config(recipe, head, labels)
     with init_empty_weights():
-        model = head.auto_class.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
-        head_modules = sorted({name for name, _ in model.named_children()} & set(KNOWN_HEAD_MODULES))
-        return method.apply(model, head_modules, head.task_type)
+        model = head.auto_class.from_config(config, trust_remote_code=recipe.model.trust_remote_code,
+                                            dtype=DTYPES[recipe.model.dtype])
+    model.tie_weights()  # outside init_empty_weights, which would give the tied module a parameter of its own
+    return model, sorted({name for name, _ in model.named_children()} & set(KNOWN_HEAD_MODULES))
+
+
+def with_method(recipe: Recipe, model: nn.Module, head_modules: list[str]) -> nn.Module:
+    """``model`` (on the meta device) with the recipe's method applied, the trained parameters in the dtype a run
+    trains them in (``Method.master_weights``)."""
+    head, method = plugins(recipe)
+    with init_empty_weights():
+        applied = method.apply(model, head_modules, head.task_type)
+    return method.master_weights(applied, recipe.train.precision)
+
+
+def meta_model(recipe: Recipe, labels: list[str]) -> nn.Module:
+    """The recipe's model with its method applied, on the meta device."""
+    return with_method(recipe, *meta_base(recipe, labels))
 
 
 def longest_sequence(recipe: Recipe, head: Head) -> tuple[int, list[str]]:
@@ -150,19 +192,26 @@ def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: 
 
 
 def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
-    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight)."""
-    mode, dtype_bytes = recipe.quantization.mode, DTYPE_BYTES[recipe.model.dtype]
+    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight); weights
+    not quantized count in their dtype on the meta model (model.dtype, trained ones as the method trains them),
+    or in float32 beside quantized ones where the method keeps them so (``float32_beside_quantized``)."""
+    mode = recipe.quantization.mode
+    upcast = mode != "none" and getattr(plugins(recipe)[1], "float32_beside_quantized", False)
     per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
     compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
     plain, quantized, largest = 0.0, 0.0, 0
+    seen: set[int] = set()  # a tied parameter (embeddings and lm_head) once
     for name, module in model.named_modules():
         for pname, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
             n = parameter.numel()
             if _is_quantized(module, pname, parameter, name, mode):
                 quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
                 largest = max(largest, n * compute_bytes)
             else:
-                plain += n * (4 if parameter.requires_grad else dtype_bytes)
+                plain += n * (4 if upcast and parameter.is_floating_point() else parameter.element_size())
     return int(plain), int(quantized), largest
 
 
@@ -187,6 +236,10 @@ def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "me
     return sum(saved.values()) + logits.numel() * logits.element_size()
 
 
+def _half(recipe: Recipe) -> bool:
+    return recipe.train.precision != "fp32" or recipe.model.dtype != "float32"
+
+
 def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: bool, causal: bool) -> int:
     """Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes per layer in 16-bit; doubled for fp32 runs.
     A frozen body (head only) keeps no activations for backward: one layer's forward working set instead."""
@@ -194,8 +247,7 @@ def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: boo
     hidden = text.hidden_size
     layers = text.num_hidden_layers
     heads = text.num_attention_heads
-    half = recipe.train.precision != "fp32" or recipe.model.dtype != "float32"
-    scale = 1 if half else 2
+    scale = 1 if _half(recipe) else 2
     batch = recipe.train.batch_size
     per_layer = seq * batch * hidden * (34 + 5 * heads * seq / hidden) * scale
     logits = 2 * batch * seq * text.vocab_size * 4 if causal else 0
@@ -203,18 +255,35 @@ def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: boo
         stored = layers * seq * batch * hidden * 2 * scale + per_layer
     else:
         stored = layers * per_layer
-    train = (stored if trainable_body else per_layer) + logits
-    eval_batch = recipe.train.eval_batch_size
-    evaluation = seq * eval_batch * (getattr(text, "intermediate_size", 4 * hidden) + 3 * hidden + heads * seq) * 4
-    return int(max(train, evaluation))
+    return int((stored if trainable_body else per_layer) + logits)
+
+
+def eval_logit_bytes(config: Any, recipe: Recipe, seq: int, causal: bool) -> int:
+    """A causal LM's evaluation logits: eval batch × sequence × vocabulary in the forward's dtype (half under
+    mixed precision or a half model), plus, while the loss and ``response_nll`` run, an fp32 copy of them (made
+    only from half logits) and the fp32 log-softmax of the cross-entropy. A classifier's logits are negligible."""
+    if not causal:
+        return 0
+    text = getattr(config, "text_config", config)
+    logit_bytes = 2 if _half(recipe) else 4
+    per_element = logit_bytes + (4 if logit_bytes < 4 else 0) + 4
+    return recipe.train.eval_batch_size * seq * text.vocab_size * per_element
+
+
+def evaluation_bytes(config: Any, recipe: Recipe, seq: int, causal: bool) -> int:
+    """An evaluation batch's working set: one layer's forward (fp32 intermediates) and the evaluation logits."""
+    text = getattr(config, "text_config", config)
+    hidden, heads = text.hidden_size, text.num_attention_heads
+    layer = seq * recipe.train.eval_batch_size * (
+        getattr(text, "intermediate_size", 4 * hidden) + 3 * hidden + heads * seq) * 4
+    return int(layer + eval_logit_bytes(config, recipe, seq, causal))
 
 
 def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, trainable_body: bool,
                  causal: bool) -> tuple[int, str]:
-    """Activation bytes and where they came from ("traced" or "formula")."""
+    """Training activation bytes and where they came from ("traced" or "formula")."""
     formula = _activation_bytes(config, recipe, seq, trainable_body, causal)
-    plain = recipe.train.precision == "fp32" and recipe.model.dtype == "float32"
-    if not plain or recipe.train.gradient_checkpointing:
+    if _half(recipe) or recipe.train.gradient_checkpointing:
         return formula, "formula"
     try:
         traced = traced_activations(model, recipe.train.batch_size, seq)
@@ -222,8 +291,15 @@ def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, traina
         return formula, "formula"
     text = getattr(config, "text_config", config)
     logits = 2 * recipe.train.batch_size * seq * text.vocab_size * 4 if causal else 0  # loss: log-softmax, grad
-    evaluation = _activation_bytes(config, recipe, seq, False, False)
-    return max(traced + logits, evaluation), "traced"
+    return traced + logits, "traced"
+
+
+def optimizer_bytes(optim: str, parameters: list[nn.Parameter]) -> int:
+    """Optimizer state of ``parameters`` (OPTIMIZER_BYTES)."""
+    per = OPTIMIZER_BYTES[optim]
+    if isinstance(per, str):
+        return sum(2 * p.numel() * p.element_size() for p in parameters)
+    return int(sum(p.numel() for p in parameters) * per)
 
 
 def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[str] | None = None,
@@ -240,32 +316,42 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
         sequence_length, found = longest_sequence(recipe, head)
         labels = labels or found
     try:
-        model = meta_model(recipe, labels)
+        model, head_modules = meta_base(recipe, labels)
+        base_params = count_parameters(model)[1]
+        model = with_method(recipe, model, head_modules)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise PeftkitError(f"estimate: could not build {recipe.model.name} with method "
                            f"{recipe.method.name} on the meta device ({first_line(exc)})") from None
     trainable, total = count_parameters(model)
+    trained = [p for p in model.parameters() if p.requires_grad]
     head_params = sum(p.numel() for n, p in model.named_parameters()
                       if p.requires_grad and any(s in n.split(".") for s in SKIPPED))
     config = _config(recipe, head, labels)
     kind = (device or devices.current()).kind
+    causal = head.kind == "causal_lm"
     plain, quantized, dequantized = _weight_bytes(model, recipe)
-    largest_trainable = max((p.numel() for p in model.parameters() if p.requires_grad), default=0)
-    activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params,
-                                       head.kind == "causal_lm")
-    step = int(largest_trainable * 4 * STEP_TEMPORARIES[recipe.train.optim])
+    largest = max(trained, key=lambda p: p.numel(), default=None)
+    activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params, causal)
+    evaluation = evaluation_bytes(config, recipe, sequence_length, causal)
+    working_set = max(activations, evaluation)
+    step = 0 if largest is None else int(largest.numel() * largest.element_size()
+                                         * STEP_TEMPORARIES[recipe.train.optim])
     return MemoryEstimate(
         weights=plain,
-        gradients=trainable * 4,
-        optimizer=trainable * OPTIMIZER_BYTES[recipe.train.optim],
+        gradients=sum(p.numel() * p.element_size() for p in trained),
+        optimizer=optimizer_bytes(recipe.train.optim, trained),
         activations=activations,
         trainable_params=trainable,
         total_params=total,
+        base_params=base_params,
         sequence_length=sequence_length,
         quantized_weights=quantized,
+        evaluation=evaluation,
+        eval_logits=eval_logit_bytes(config, recipe, sequence_length, causal),
         overhead=RUNTIME_OVERHEAD[kind],
-        retained=int(ALLOCATOR_RETENTION[kind] * activations),
-        transient=max(step, activations + dequantized),
+        retained=int(ALLOCATOR_RETENTION[kind] * working_set),
+        transient=max(step, working_set + dequantized),
+        reserved=DEVICE_RESERVE[kind],
         device=kind,
         activations_from=source,
     )

@@ -20,8 +20,9 @@ def check_machine(recipe: Recipe) -> None:
                            "package; use auto or sdpa here")
     if train.precision == "fp16" and not cuda:
         raise PeftkitError("'train.precision': fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 here")
-    if train.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise PeftkitError("'train.precision': this GPU has no bf16 support; use fp16 or fp32")
+    if train.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise PeftkitError("'train.precision': this GPU has no native bf16 (compute capability below 8.0: it "
+                           "would emulate it, slowly); use fp16 or fp32")
     if train.optim.startswith("paged_") and not cuda:
         raise PeftkitError(
             f"'train.optim': {train.optim} pages optimizer state between GPU and CPU memory and needs a "

@@ -58,6 +58,7 @@ class AdaLoraMethod(QuantizablePeftMethod):
     description = "AdaLoRA: SVD-form LoRA that moves its rank budget to the important layers (Zhang et al. 2023)"
     config: AdaLoraOptions
     default_learning_rate = 1e-3
+    float32_beside_quantized = True
     copied = ("init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")
     renamed = LORA_NAMES
 

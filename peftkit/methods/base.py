@@ -6,9 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model, prepare_model_for_kbit_training
+import torch
+from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.tuners.tuners_utils import check_target_module_exists
+from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from torch import nn
 from transformers import TrainerCallback
 
@@ -41,6 +43,13 @@ class Method:
     quantization_hint: ClassVar[str] = ""  # appended to the refusal of an unsupported quantization mode
     head_hint: ClassVar[str] = ""  # appended to the refusal of an unsupported head kind
     default_learning_rate: ClassVar[float] = 5e-4
+    #: Whether the trained weights stay in ``model.dtype`` under mixed precision (full fine-tuning: no fp32 copy
+    #: of the whole model); otherwise they are float32 master weights (``master_weights``).
+    trains_in_model_dtype: ClassVar[bool] = False
+    #: What ``save`` writes into a run directory and ``load`` reads back: a JSON config and a safetensors weights
+    #: file (sharded: ``<weights>.index.json`` beside its shards); checked before ``load``. Empty: not declared.
+    saved_config: ClassVar[str] = ""
+    saved_weights: ClassVar[str] = ""
     config: MethodConfig
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -55,6 +64,17 @@ class Method:
         """Why this method cannot run the recipe (checked at validation), or None; quantization modes and
         head kinds are checked from the class attributes before this."""
         return None
+
+    def master_weights(self, model: nn.Module, precision: str) -> nn.Module:
+        """Under bf16 / fp16 mixed precision, the trained parameters (adapters, the task head peft keeps in
+        ``modules_to_save``) as float32 master weights: autocast runs the forward in half precision, and fp16's
+        gradient scaler refuses fp16 gradients. Unless ``trains_in_model_dtype``; frozen weights are left alone."""
+        if precision not in ("bf16", "fp16") or self.trains_in_model_dtype:
+            return model
+        for parameter in model.parameters():
+            if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
+        return model
 
     def callbacks(self) -> list[TrainerCallback]:
         """Trainer callbacks the method needs during training (e.g. AdaLoRA's rank budget)."""
@@ -126,6 +146,12 @@ class PeftMethod(Method):
     quantization_hint = ("; peft has no bitsandbytes layers for it (use lora, qlora, dora, adalora, ia3 or a prompt "
                          "method)")
     peft_type: ClassVar[str] = ""
+    #: Whether peft's bitsandbytes layers of this tuner return float32 from a half base (IA3 multiplies by its
+    #: float32 vector, AdaLoRA divides by its float32 rank count): on a quantized base its other weights are then
+    #: kept in float32 too (``prepared_base``), or the model mixes dtypes where no autocast covers it.
+    float32_beside_quantized: ClassVar[bool] = False
+    saved_config = CONFIG_NAME
+    saved_weights = SAFETENSORS_WEIGHTS_NAME
     copied: ClassVar[tuple[str, ...]] = ()
     renamed: ClassVar[dict[str, str]] = {}
 
@@ -153,12 +179,21 @@ class PeftMethod(Method):
         config = self.peft_config(model, head_modules, task_type)
         config.modules_to_save = head_modules
         check_targets(model, config)
-        if getattr(model, "is_quantized", False):
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return get_peft_model(model, config)
+        return get_peft_model(self.prepared_base(model), config)
+
+    def prepared_base(self, model: nn.Module) -> nn.Module:
+        """The base as peft wraps it, for training and reloading alike. A quantized base stays as loaded (peft
+        freezes it), its other weights (embeddings, norms, lm_head) in model.dtype: peft's
+        prepare_model_for_kbit_training would cast them to float32, and as a 4-bit layer returns its input's dtype
+        the residual stream would then run in float32 under bf16 autocast. Unless ``float32_beside_quantized``."""
+        if self.float32_beside_quantized and getattr(model, "is_quantized", False):
+            for parameter in model.parameters():
+                if parameter.is_floating_point() and parameter.__class__.__name__ != "Params4bit":
+                    parameter.data = parameter.data.float()
+        return model
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
-        return PeftModel.from_pretrained(build_base(), directory)
+        return PeftModel.from_pretrained(self.prepared_base(build_base()), directory)
 
 
 class QuantizablePeftMethod(PeftMethod):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.methods.base import ALL_QUANTIZATION, BaseBuilder, Method
+from peftkit.methods.base import BaseBuilder, Method
 from peftkit.registry import METHODS
+
+if TYPE_CHECKING:
+    from peftkit.config.sections import Recipe
 
 HEAD_WEIGHTS = "head_model.safetensors"
 
@@ -26,6 +29,15 @@ class FullMethod(Method):
     config: FullOptions
     quantization_hint = "; quantized weights cannot be trained directly (use qlora)"
     default_learning_rate = 3e-5
+    trains_in_model_dtype = True
+
+    def refusal(self, recipe: Recipe) -> str | None:
+        if recipe.model.dtype == "float16" and recipe.train.precision == "fp16":
+            return ("train.precision fp16 cannot train float16 weights (the gradient scaler refuses fp16 "
+                    "gradients); set model.dtype: float32 (fp16 autocast over float32 weights) or use bf16")
+        return None
+    saved_config = "config.json"
+    saved_weights = "model.safetensors"
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         for parameter in model.parameters():
@@ -45,8 +57,11 @@ class HeadOnlyMethod(Method):
     description = "baseline: frozen body, only the task head trained (linear probe); saves just the head"
     config: HeadOnlyOptions
     head_kinds = ("sequence_classification", "token_classification")  # a causal LM has no separate head
-    quantization_modes = ALL_QUANTIZATION
+    # the Trainer refuses to train a quantized model that is not a peft model
+    quantization_hint = "; the Trainer trains a quantized base only through an adapter (use qlora)"
     default_learning_rate = 2e-3
+    saved_config = "config.json"
+    saved_weights = HEAD_WEIGHTS
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         for name, parameter in model.named_parameters():

@@ -29,6 +29,7 @@ class Ia3Method(QuantizablePeftMethod):
     description = "(IA)³: learned rescaling of keys, values and feed-forward activations (Liu et al. 2022)"
     config: Ia3Options
     default_learning_rate = 3e-3
+    float32_beside_quantized = True
     copied = ("init_ia3_weights",)
 
     def refusal(self, recipe: Recipe) -> str | None:

@@ -129,6 +129,9 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
     )
     if path is None and model.revision:
         kwargs["revision"] = model.revision
+    if quantization.mode != "none" and torch.cuda.is_available():
+        # bitsandbytes places quantized weights at load time; under torchrun each process on its own GPU
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     require_safetensors(source, f"model.name '{model.name}'" if path is None else f"run '{path}'")
     try:
         loaded, info = head.auto_class.from_pretrained(source, **kwargs)
@@ -147,8 +150,10 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         fix = f"; `peftkit models fetch {model.name}` fetches it again" if catalogued else "; replace it"
         raise PeftkitError(f"{what}: a weights file in '{source}' is damaged or truncated ({exc}){fix}") from None
     release_checkpoint(loaded)
-    if getattr(loaded.config, "pad_token_id", None) is None:
-        loaded.config.pad_token_id = getattr(loaded.config, "eos_token_id", None)
+    if path is None or getattr(loaded.config, "pad_token_id", None) is None:
+        # the token the tokenizer pads with (sequence classification pools the last token that is not it), not
+        # the config's own: Qwen's names eos (<|im_end|>) while its tokenizer pads with <|endoftext|>
+        loaded.config.pad_token_id = load_tokenizer(model, path).pad_token_id
     fresh = {key.split(".")[0] for key in info["missing_keys"]}
     children = {name for name, _ in loaded.named_children()}
     head_modules = sorted((fresh | set(KNOWN_HEAD_MODULES)) & children)

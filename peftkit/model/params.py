@@ -48,4 +48,5 @@ def parameter_count(model: ModelSection) -> int | None:
     with torch.device("meta"):
         built = (architecture.from_config(config, trust_remote_code=model.trust_remote_code)
                  if architecture is AutoModel else architecture(config))
+    built.tie_weights()  # on the meta device embeddings tied in the config are not tied yet (counted twice)
     return count_parameters(built)[1]

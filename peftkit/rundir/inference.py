@@ -17,7 +17,11 @@ from peftkit.rundir.metrics import split_metrics
 
 def evaluate_run(directory: str | Path) -> dict[str, Any]:
     """Metrics of a saved run on its recipe's test split (rebuilt deterministically)."""
-    run = load_run(directory)
+    return evaluate_with(load_run(directory))
+
+
+def evaluate_with(run: LoadedRun) -> dict[str, Any]:
+    """Metrics of a loaded run on its recipe's test split (rebuilt deterministically)."""
     data = build_splits(run.recipe, run.head, run.tokenizer, parts=("test",))
     args = TrainingArguments(
         output_dir=str(run.directory / "eval"),

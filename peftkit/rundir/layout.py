@@ -8,6 +8,10 @@ METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 #: The final files a run saves whatever its method (its weights and tokenizer files vary).
 RUN_FILES = (RECIPE_FILE, METRICS_FILE, CARD_FILE)
+#: The tokenizer's JSON files a run may hold (the tokenizer saves them; a run is loaded with them).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+#: The JSON files of a run's saved model: an adapter's or a model's config, the tokenizer's.
+MODEL_JSON_FILES = ("adapter_config.json", "config.json", *TOKENIZER_FILES)
 # … and what a run writes while it trains: checkpoints, a staging folder for the final save, the weights that
 # sharded processes gather for it, a tracker's logs.
 CHECKPOINTS_DIR = "checkpoints"

@@ -5,17 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from peftkit.config.files import parse_yaml
+from peftkit.config.files import read_yaml
 from peftkit.errors import PeftkitError, first_line
 from peftkit.rundir import ownership
 from peftkit.rundir.checkpoints import last_checkpoint
 from peftkit.rundir.layout import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, REPORT_FILE, RUN_MARKERS, TRAINER_STATE
-from peftkit.rundir.metrics import main_metric
+from peftkit.rundir.metrics import SECTIONS, main_metric
+from peftkit.rundir.readback import file_problems, json_kind, recipe_problem
 
 #: How deep `peftkit runs` looks for run directories.
 MAX_DEPTH = 4
@@ -53,15 +55,30 @@ def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _number(metrics: dict[str, Any], section: str, key: str | None, problems: list[str],
+            odd: list[str]) -> float | None:
+    """``metrics[section][key]`` as a finite float, else None: a value of another kind is named in ``problems`` (a
+    damaged file), one not finite (NaN, Infinity or 1e999, which Python's json reads; a run that diverged writes NaN)
+    in ``odd``."""
+    part = metrics.get(section)
+    value = part.get(key) if isinstance(part, dict) and key is not None else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append(f"{METRICS_FILE}: {section}.{key} is {json_kind(value)}, expected a number")
+        return None
+    number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+    if not math.isfinite(number):
+        odd.append(f"{METRICS_FILE}: {section}.{key} is {value!r:.20}, not a finite number")
+        return None
+    return number
 
 
 def _short(value: Any) -> str | None:
     """A path's last part (catalogue names and hub ids stay as they are)."""
     if value is None:
         return None
-    text = str(value)
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates from YAML escapes
     return Path(text).name if text.startswith(("/", ".", "~")) else text
 
 
@@ -111,12 +128,13 @@ def _read_run(directory: Path, name: str) -> RunRow:
     problems = []
     if recipe_path.is_file():
         try:
-            raw = parse_yaml(recipe_path.read_text(encoding="utf-8"), RECIPE_FILE)
-            if not isinstance(raw, dict):
-                raise ValueError("not a mapping")
+            raw = read_yaml(recipe_path)
             _describe_recipe(row, raw)
-        except (OSError, ValueError, PeftkitError) as exc:
-            problems.append(f"{RECIPE_FILE} unreadable ({first_line(exc)})")
+            problem = recipe_problem(raw)
+            if problem:
+                problems.append(f"{RECIPE_FILE} {problem}")
+        except (PeftkitError, RecursionError) as exc:
+            problems.append(f"{RECIPE_FILE} unreadable ({first_line(exc).removeprefix(f'{recipe_path}: ')})")
     if not metrics_path.is_file():
         progress, checkpoint = _progress(directory)
         row.status = "broken" if problems else "unfinished"
@@ -125,23 +143,28 @@ def _read_run(directory: Path, name: str) -> RunRow:
         return row
     if not recipe_path.is_file():
         problems.append(f"no {RECIPE_FILE}")
+    problems += file_problems(directory)
     try:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         if not isinstance(metrics, dict):
-            raise ValueError("not an object")
-        test, parameters, train = (_mapping(metrics, key) for key in ("test", "parameters", "train"))
-        metric = main_metric(row.head, test)
-        row.metric_value = _number(test.get(metric))
-        row.metric = metric if row.metric_value is not None else None
-        row.trainable_percent = _number(parameters.get("trainable_percent"))
-        row.train_seconds = _number(train.get("seconds"))
-        steps = _number(train.get("steps"))
-        row.steps = None if steps is None else int(steps)
-    except (OSError, ValueError) as exc:
+            raise ValueError(f"holds {json_kind(metrics)}, expected an object")
+    except (ValueError, RecursionError) as exc:  # not UTF-8 (UnicodeDecodeError is a ValueError), not JSON
         problems.append(f"{METRICS_FILE} unreadable ({first_line(exc)})")
+        metrics = {}
+    problems += [f"{METRICS_FILE}: {section} is {json_kind(metrics[section])}, expected an object"
+                 for section in SECTIONS if not isinstance(metrics.get(section, {}), dict)]
+    odd: list[str] = []
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    metric = main_metric(row.head, test)
+    row.metric_value = _number(metrics, "test", metric, problems, odd)
+    row.metric = metric if row.metric_value is not None else None
+    row.trainable_percent = _number(metrics, "parameters", "trainable_percent", problems, odd)
+    row.train_seconds = _number(metrics, "train", "seconds", problems, odd)
+    steps = _number(metrics, "train", "steps", problems, odd)
+    row.steps = None if steps is None else int(steps)
     row.date = _stamp(metrics_path)
-    if problems:
-        row.status, row.note = "broken", "; ".join(problems)
+    row.status = "broken" if problems else "finished"
+    row.note = "; ".join(problems + odd)
     return row
 
 
@@ -245,7 +268,7 @@ def format_table(rows: list[RunRow]) -> str:
 
 def to_json(rows: list[RunRow]) -> str:
     """The rows as a JSON list of objects (every field, values unformatted)."""
-    return json.dumps([asdict(r) for r in rows], indent=2, ensure_ascii=False)
+    return json.dumps([asdict(r) for r in rows], indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def to_csv(rows: list[RunRow]) -> str:

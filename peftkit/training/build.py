@@ -11,6 +11,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from peftkit.config.sections import DataSection, Recipe
+from peftkit.config.validation import check_method
 from peftkit.data import preprocess
 from peftkit.data.pipeline import build_splits, longest_input, padded_length
 from peftkit.errors import PeftkitError
@@ -101,6 +102,7 @@ def prepare_recipe(recipe: Recipe, device: devices.Device) -> dict[str, Any]:
     this machine cannot run, before anything loads; returns {dotted key: value} of what was `auto`."""
     resolved = auto.resolve_settings(recipe, device)
     check_machine(recipe)
+    check_method(recipe)  # e.g. full fine-tuning of float16 weights once `auto` precision is fp16
     tracking.chosen(recipe.train.report_to)
     return resolved
 
@@ -118,7 +120,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
-    model = method.apply(model, head_modules, head.task_type)
+    model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)
     resolved.update(auto.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
                                                   label_names))
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)

@@ -94,6 +94,16 @@ class InterruptGuard(TrainerCallback):
             )
 
 
+class OutOfGpuMemory(PeftkitError):
+    """Training ran out of GPU memory; the message names the batch and what to change."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the GPU running out of memory: torch's own error (outside the training loop) or the
+    one-line message :func:`out_of_memory_hint` turns it into. Benchmark results are labelled from this."""
+    return isinstance(exc, (torch.OutOfMemoryError, OutOfGpuMemory))
+
+
 @contextmanager
 def saving_first() -> Iterator[None]:
     """While the trained run is saved (seconds): a first Ctrl-C lets the save finish, so no half-moved run is left;
@@ -124,7 +134,7 @@ def out_of_memory_hint(batch_size: int, grad_accum: int, max_length: int) -> Ite
         yield
     except torch.OutOfMemoryError:
         smaller = max(batch_size // 2, 1)
-        raise PeftkitError(
+        raise OutOfGpuMemory(
             f"out of GPU memory with train.batch_size={batch_size} (grad_accum {grad_accum}, data.max_length "
             f"{max_length}); try train.batch_size={smaller} train.grad_accum={grad_accum * batch_size // smaller}, "
             "train.gradient_checkpointing=true, quantization.mode=4bit, a lower data.max_length, or "

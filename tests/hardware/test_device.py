@@ -57,11 +57,12 @@ def test_ampere_gpu_resolves_to_bf16_paged_8bit_and_flash(monkeypatch: pytest.Mo
         "precision": "bf16", "compute_dtype": "bfloat16", "optim": "adamw_torch", "attn": "sdpa"}
 
 
-def test_older_gpu_resolves_to_fp16_float32_and_no_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_older_gpu_resolves_to_fp16_float16_and_no_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4-bit layers compute in float16 there, the half precision fp16 autocast runs in (not float32)."""
     mock_gpu(monkeypatch, "Tesla T4", (7, 5), 16 * 10**9, flash=True)
     assert not devices.current().bf16
     assert resolved("causal-lm-qlora") == {
-        "precision": "fp16", "compute_dtype": "float32", "optim": "paged_adamw_8bit", "attn": "sdpa"}
+        "precision": "fp16", "compute_dtype": "float16", "optim": "paged_adamw_8bit", "attn": "sdpa"}
 
 
 def test_explicit_values_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,8 +89,12 @@ def test_gradient_checkpointing_turns_on_only_when_the_estimate_does_not_fit() -
     recipe = load_recipe("sentiment-lora", ["train.batch_size=64"])
     gpu = devices.Device("cuda", "A100", 80 * 10**9, (8, 0))
     auto.resolve_settings(recipe, gpu)
-    peak = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
-        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"], device=gpu).total
+    predicted = estimate(recipe.model_copy(update={"train": recipe.train.model_copy(
+        update={"gradient_checkpointing": False})}, deep=True), 96, ["negative", "positive"], device=gpu)
+    from peftkit.hardware.estimate import DEVICE_RESERVE
+
+    assert predicted.needed == predicted.total + DEVICE_RESERVE["cuda"] > predicted.total  # CUDA context, allocator
+    peak = predicted.needed
     small = devices.Device("cuda", "small", peak - 1, (8, 0))
     large = devices.Device("cuda", "large", peak + 1, (8, 0))
     for target, expected in ((small, True), (large, False)):
@@ -133,3 +138,17 @@ def test_a_quantization_config_needs_a_resolved_compute_dtype() -> None:
         quantization_config(QuantizationSection(mode="4bit"))
     config = quantization_config(QuantizationSection(mode="4bit", compute_dtype="bfloat16"))
     assert config.bnb_4bit_compute_dtype == torch.bfloat16 and "classifier" in config.llm_int8_skip_modules
+
+
+def test_explicit_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.is_bf16_supported() counts emulation (a T4 says yes); bf16 needs the native kind."""
+    from peftkit.errors import PeftkitError
+    from peftkit.hardware.preflight import check_machine
+
+    mock_gpu(monkeypatch, "Tesla T4", (7, 5), 16 * 10**9)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(PeftkitError, match="no native bf16"):
+        check_machine(load_recipe("sentiment-lora", ["train.precision=bf16", "model.attn_implementation=sdpa"]))
+    check_machine(load_recipe("sentiment-lora", ["train.precision=fp16", "model.attn_implementation=sdpa"]))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an Ampere GPU
+    check_machine(load_recipe("sentiment-lora", ["train.precision=bf16", "model.attn_implementation=sdpa"]))

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 from testkit import tiny_recipe
 
 from peftkit import quiet
@@ -128,10 +129,10 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
     assert lora.gradients == 4 * trainable and lora.optimizer == 8 * trainable  # AdamW: two fp32 moments
     assert lora.activations_from == "traced" and lora.activations > 0
     names = [name for name, _ in lora.terms()]
-    assert names == ["weights", "quantized weights", "gradients", "optimizer state", "activations",
+    assert names == ["weights", "quantized weights", "gradients", "optimizer state", "activations", "evaluation",
                      "runtime overhead"]
     assert sum(value for _, value in lora.terms()) == lora.total
-    assert lora.retained == int(ALLOCATOR_RETENTION["cpu"] * lora.activations)
+    assert lora.retained == int(ALLOCATOR_RETENTION["cpu"] * lora.working_set)
     assert lora.runtime_overhead >= RUNTIME_OVERHEAD["cpu"] + lora.retained
 
     wider = tiny_estimate_recipe(minilm_dir, train={"batch_size": 8, "eval_batch_size": 4})
@@ -176,5 +177,100 @@ def test_cli_estimate_prints_every_term(write_recipe, capsys) -> None:
     assert main(["estimate", str(write_recipe())]) == 0
     out = capsys.readouterr().out
     assert "MiB of private memory" in out or "MiB of allocated GPU memory" in out
-    for term in ("weights", "quantized weights", "gradients", "optimizer state", "activations", "runtime overhead"):
+    for term in ("weights", "quantized weights", "gradients", "optimizer state", "activations", "evaluation",
+                 "runtime overhead"):
         assert any(line.strip().startswith(term) and line.strip().endswith("MiB") for line in out.splitlines()), term
+    assert "evaluation logits" in out and "(the model's own: " in out
+
+
+def resolved_recipe(raw: dict, device: devices.Device = CPU):
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware.auto import resolved_for
+
+    return resolved_for(recipe_from_dict(raw), device, 32, ["negative", "positive"])
+
+
+def test_tied_embeddings_count_once_qwen_1_5b_has_1_54_b_parameters() -> None:
+    """On the meta device tied embeddings were built untied: Qwen2.5-1.5B counted 1.78 B parameters (and the
+    embedding matrix's bytes twice)."""
+    from peftkit.config.load import load_recipe
+    from peftkit.hardware.auto import resolved_for
+    from peftkit.hardware.estimate import estimate
+    from peftkit.model.params import parameter_count
+
+    recipe = load_recipe("qwen2.5-1.5b-lora-sft")
+    assert parameter_count(recipe.model) == 1_543_714_304
+    gpu = devices.Device("cuda", "A100", 80 * 2**30, (8, 0))
+    e = estimate(resolved_for(recipe, gpu, 1024, []), 1024, [], device=gpu)
+    assert e.base_params == 1_543_714_304 and e.total_params == e.base_params + e.trainable_params
+    # bf16 base weights once, the LoRA adapters as fp32 master weights
+    assert e.weights == 2 * e.base_params + 4 * e.trainable_params
+
+
+def test_full_fine_tuning_in_bf16_counts_weights_gradients_and_adamw_in_bf16(tiny_bert) -> None:
+    """The Trainer keeps a bf16 model's weights in bf16 and torch's AdamW its moments in the weights' dtype: 8 B full
+    fine-tuning was predicted at 16 bytes a parameter instead of 8. An fp32 model under bf16 autocast keeps 16."""
+    from peftkit.hardware.estimate import estimate
+
+    raw = {"model": {"name": str(tiny_bert), "dtype": "bfloat16"}, "task": {"head": "sentiment"},
+           "method": {"name": "full"}, "train": {"precision": "bf16", "optim": "adamw_torch"}}
+    half = estimate(resolved_recipe(raw), 32, ["negative", "positive"], device=CPU)
+    assert half.trainable_params == half.total_params
+    assert (half.weights, half.gradients, half.optimizer) == (2 * half.total_params, 2 * half.total_params,
+                                                              4 * half.total_params)
+    raw["model"]["dtype"] = "float32"
+    full = estimate(resolved_recipe(raw), 32, ["negative", "positive"], device=CPU)
+    assert (full.weights, full.gradients, full.optimizer) == (4 * full.total_params, 4 * full.total_params,
+                                                              8 * full.total_params)
+
+
+@pytest.mark.parametrize("method", ["qlora", "ia3"])
+def test_the_estimate_counts_each_weight_in_the_dtype_a_quantized_run_holds_it(tiny_llama, method: str) -> None:
+    """The weights term equals the bytes of the non-quantized parameters of the model a bf16 4-bit run builds:
+    for QLoRA the base in bfloat16 (its preparation upcasts nothing), the adapters in float32; for (IA)³, whose
+    quantized layers return float32, everything beside the 4-bit weights in float32."""
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware.estimate import estimate
+    from peftkit.model.loading import load_base_model
+    from peftkit.registry import plugins
+
+    raw = {"model": {"name": str(tiny_llama), "dtype": "bfloat16"}, "task": {"head": "causal_lm"},
+           "method": {"name": method},
+           "quantization": {"mode": "4bit", "quant_type": "nf4", "compute_dtype": "bfloat16"},
+           "train": {"precision": "bf16", "optim": "adamw_torch", "gradient_checkpointing": False}}
+    recipe = recipe_from_dict(raw)
+    recipe.model.attn_implementation = "sdpa"
+    head, method = plugins(recipe)
+    base, head_modules = load_base_model(recipe.model, recipe.quantization, head, [])
+    model = method.master_weights(method.apply(base, head_modules, head.task_type), "bf16")
+    real = sum(p.numel() * p.element_size() for p in model.parameters() if p.__class__.__name__ != "Params4bit")
+    predicted = estimate(recipe, 16, [], device=CPU)
+    assert predicted.weights == real
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert predicted.gradients == 4 * trained and predicted.optimizer == 8 * trained
+
+
+def test_evaluation_logits_are_counted(tiny_llama) -> None:
+    """A causal LM's evaluation holds eval batch × sequence × vocabulary logits (bf16 under autocast) and, in the
+    loss and response_nll, an fp32 copy and the fp32 log-softmax: ~12 GB at eval batch 8 × 1024 for Qwen2.5-7B."""
+    from peftkit.config.load import recipe_from_dict
+    from peftkit.hardware.estimate import _config, estimate, eval_logit_bytes
+    from peftkit.registry import build_head
+
+    raw = {"model": {"name": str(tiny_llama)}, "task": {"head": "causal_lm"}, "method": {"name": "lora", "r": 4},
+           "train": {"precision": "fp32", "optim": "adamw_torch", "gradient_checkpointing": False,
+                     "eval_batch_size": 64}}
+    recipe = resolved_recipe(raw)
+    plain = estimate(recipe, 16, [], device=CPU)
+    vocab = _config(recipe, build_head(recipe.task), []).vocab_size
+    assert plain.eval_logits == 64 * 16 * vocab * 8  # fp32 logits and the log-softmax
+    assert plain.evaluation > plain.eval_logits and plain.working_set == max(plain.activations, plain.evaluation)
+    recipe.train.precision = "bf16"
+    half = estimate(recipe, 16, [], device=CPU)
+    assert half.eval_logits == 64 * 16 * vocab * 10  # bf16 logits, their fp32 copy, the log-softmax
+    assert sum(value for _, value in half.terms()) == half.total
+    seven = recipe_from_dict({"model": {"name": "Qwen/Qwen2.5-7B-Instruct", "dtype": "bfloat16"},
+                              "task": {"head": "causal_lm"}, "method": {"name": "lora"},
+                              "train": {"precision": "bf16", "eval_batch_size": 8}})
+    config = _config(seven, build_head(seven.task), [])
+    assert 12e9 < eval_logit_bytes(config, seven, 1024, causal=True) < 13e9

@@ -71,8 +71,10 @@ def test_table_lists_finished_unfinished_and_broken_runs(runs: Path, capsys) -> 
     assert rows["bad-metrics"]["method"] == "lora"  # what could be read is still shown
     assert rows["no-recipe"]["status"] == "broken" and rows["no-recipe"]["note"] == "no recipe.yaml"
     assert rows["no-recipe"]["metric_value"] == metrics["test"]["accuracy"]
-    odd = rows["odd-metrics"]  # fields of the wrong type are left blank, not fatal
-    assert odd["status"] == "finished" and odd["metric"] is None and odd["trainable_percent"] is None
+    odd = rows["odd-metrics"]  # fields of the wrong type are left blank and named, the row is still listed
+    assert odd["status"] == "broken" and odd["metric"] is None and odd["trainable_percent"] is None
+    assert odd["note"] == ("metrics.json: test is a list, expected an object; metrics.json: "
+                           "parameters.trainable_percent is a string, expected a number")
 
 
 def test_text_table_sorting_and_csv(runs: Path, capsys) -> None:

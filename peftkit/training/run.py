@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from transformers import Trainer, TrainerCallback
 
@@ -25,7 +26,13 @@ from peftkit.rundir.metrics import split_metrics
 from peftkit.rundir.save import save_run_or_rescue
 from peftkit.training import distributed, tracking
 from peftkit.training.build import Prepared, build_trainer
-from peftkit.training.guards import InterruptGuard, TrainingInterrupted, out_of_memory_hint, saving_first
+from peftkit.training.guards import (
+    InterruptGuard,
+    OutOfGpuMemory,
+    TrainingInterrupted,
+    out_of_memory_hint,
+    saving_first,
+)
 
 
 @dataclass
@@ -146,6 +153,9 @@ def _evaluate(recipe: Recipe, prepared: Prepared, figures: dict[str, Any], final
                                           recipe.data.max_length))
     except PeftkitError as exc:
         raise PeftkitError(f"{exc}; {_kept_trained(final)}") from exc
+    except torch.OutOfMemoryError as exc:
+        raise OutOfGpuMemory(f"out of GPU memory in the final test evaluation with train.eval_batch_size="
+                             f"{recipe.train.eval_batch_size}; lower it; {_kept_trained(final)}") from exc
     except Exception as exc:  # the trained model must not be lost to a failure here, whatever it is
         raise PeftkitError(f"the final test evaluation failed ({type(exc).__name__}: {exc}); "
                            f"{_kept_trained(final)}") from exc

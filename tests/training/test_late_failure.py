@@ -171,6 +171,22 @@ def test_a_failing_evaluation_is_one_line_naming_the_kept_model(
     assert code == 0 and out.split()[0] in ("positive", "negative")
 
 
+def test_out_of_gpu_memory_in_the_final_evaluation_names_the_eval_batch_and_the_kept_model(
+        write_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftkit.training.guards import is_out_of_memory
+    from peftkit.training.run import train
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(PeftkitTrainer, "evaluate", out_of_memory)
+    with pytest.raises(PeftkitError) as failed:
+        train(write_recipe({**FAST, "train.eval_batch_size": 64}))
+    assert is_out_of_memory(failed.value), "benchmarks label it out of memory"
+    assert str(failed.value).startswith("out of GPU memory in the final test evaluation with "
+                                        "train.eval_batch_size=64; lower it; the trained model is kept in ")
+
+
 def test_a_card_that_cannot_be_written_anywhere_keeps_the_model_for_resume(
         write_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
         no_training_step: list[int]) -> None:

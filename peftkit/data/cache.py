@@ -18,10 +18,10 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -169,9 +169,9 @@ def _record_verified(entry_dir: Path, known: dict | None = None) -> dict:
         info = path.stat()
         sha = (known or {}).get(name) or pkgindex.file_sha256(path)
         record[name] = {"sha256": sha, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
-    fd, tmp = tempfile.mkstemp(prefix=f"{VERIFIED}.tmp-", dir=entry_dir)
+    tmp = entry_dir / f"{VERIFIED}.tmp-{secrets.token_hex(8)}"  # not mkstemp: that makes the file private
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with open(tmp, "x", encoding="utf-8") as out:
             out.write(json.dumps(record, indent=1))
         os.replace(tmp, entry_dir / VERIFIED)
     except BaseException:

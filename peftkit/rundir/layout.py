@@ -37,6 +37,11 @@ TRIAL_PREFIX = "trial-"
 TRIALS_TABLE = "trials.csv"
 BEST_RECIPE = "best.yaml"
 
+# A `peftkit bench` output directory: the suite as run and one result file per cell (together they mark one), beside
+# a cell's logs and, with --keep-runs, its run under runs/.
+BENCH_SUITE_FILE = "suite.yaml"
+BENCH_RESULTS_DIR = "cells"
+
 # Bookkeeping in every directory peftkit writes: the manifest of what it wrote (what --overwrite may delete), the
 # lock held while it writes, and the marker of a staging folder whose writer is alive.
 MANIFEST = ".peftkit-manifest.json"

@@ -16,7 +16,7 @@ from transformers import Trainer
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
 from peftkit.methods.base import Method
-from peftkit.rundir import ownership
+from peftkit.rundir import atomic, ownership
 from peftkit.rundir.cards import write_model_card
 from peftkit.rundir.checkpoints import last_checkpoint
 from peftkit.rundir.layout import (
@@ -99,6 +99,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     except ownership.DestinationChanged:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    atomic.ordinary_modes(staging)  # the weights' library may write them private, as temporary files
     ownership.record(output_dir, "run", [p.name for p in staging.iterdir()])  # declared before they land
     for item in staging.iterdir():
         item.replace(output_dir / item.name)

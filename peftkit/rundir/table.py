@@ -215,6 +215,7 @@ def find_runs(root: str | Path) -> list[RunRow]:
     if _is_run(root):
         return [read_run(root, root.name)]
     rows: list[RunRow] = []
+    bench = _is_bench(root)  # its empty folders (logs/, specs/) are no runs
 
     def walk(directory: Path, depth: int) -> None:
         try:
@@ -225,7 +226,7 @@ def find_runs(root: str | Path) -> list[RunRow]:
             name = str(child.relative_to(root))
             if _is_run(child):
                 rows.append(read_run(child, name))
-            elif depth == 0 and _is_empty(child):
+            elif depth == 0 and not bench and _is_empty(child):
                 rows.append(RunRow(name=name, path=str(child), status="unfinished",
                                    note="empty directory: nothing written yet", date=_stamp(child)))
             elif depth < MAX_DEPTH and not (child / REPORT_FILE).exists():  # an export has no runs inside

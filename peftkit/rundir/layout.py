@@ -6,6 +6,8 @@ from __future__ import annotations
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
+#: The run's loss and evaluation curves, drawn at the end of training where matplotlib is installed.
+CURVES_FILE = "curves.png"
 #: The final files a run saves whatever its method (its weights and tokenizer files vary).
 RUN_FILES = (RECIPE_FILE, METRICS_FILE, CARD_FILE)
 #: The tokenizer's JSON files a run may hold (the tokenizer saves them; a run is loaded with them).

@@ -27,6 +27,7 @@ from peftkit.rundir.layout import (
     STAGING_DIR,
     WORKING_ENTRIES,
 )
+from peftkit.rundir.plot import eval_history, write_run_plot
 
 
 def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
@@ -90,8 +91,10 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     metrics["adapter_bytes"] = sum(
         p.stat().st_size for p in staging.iterdir() if p.suffix == ".safetensors"
     )
+    metrics.setdefault("eval_history", eval_history(trainer.state.log_history))
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_model_card(staging, recipe, metrics, run=output_dir)
+    write_run_plot(staging, metrics, output_dir)
     if lock is not None:
         lock.check_unchanged()  # moved or replaced meanwhile: the staging folder is not ours to delete any more
     try:

@@ -93,7 +93,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     )
     metrics.setdefault("eval_history", eval_history(trainer.state.log_history))
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    write_model_card(staging, recipe, metrics, run=output_dir)
+    write_model_card(staging, recipe, metrics, output_dir)
     write_run_plot(staging, metrics, output_dir)
     if lock is not None:
         lock.check_unchanged()  # moved or replaced meanwhile: the staging folder is not ours to delete any more

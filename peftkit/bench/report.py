@@ -289,8 +289,8 @@ def plot_accuracy(rows: list[Row], metric: str, directory: Path, measure: str) -
         ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3)
         for x, y, row in zip(xs, ys, rows, strict=True):
             ax.annotate(row.variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
-        if get_x is PEAK:
-            frontier = _pareto(list(zip(xs, ys, strict=True)))
+        frontier = _pareto(list(zip(xs, ys, strict=True))) if get_x is PEAK else []
+        if len(frontier) > 1:  # one point is no line: no legend entry for one either
             ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="tab:red",
                     linestyle="--", label="Pareto frontier")
             ax.legend()

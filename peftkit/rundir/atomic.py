@@ -15,6 +15,7 @@ def replace_dir(staged: Path, target: Path) -> None:
     An old ``target`` is renamed aside first and deleted only after the new one is in place, so at any
     moment ``target`` is either the old directory or the new one, never a mix.
     """
+    ordinary_modes(staged)
     _fsync_tree(staged)
     if target.exists():
         _swap(staged, target)
@@ -58,6 +59,7 @@ def replace_checked_dir(staged: Path, target: Path, expected: tuple[int, int] | 
     An absent target is taken by a plain rename, which the kernel refuses onto anything but an empty directory;
     an existing one is renamed aside, and put back unless the directory moved aside is the one expected.
     """
+    ordinary_modes(staged)
     _fsync_tree(staged)
     if expected is None:
         try:
@@ -74,11 +76,17 @@ def replace_checked_dir(staged: Path, target: Path, expected: tuple[int, int] | 
 
 def write_text(target: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` through a temporary file beside it; a crash leaves the old file."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file beside it; a crash leaves the old file."""
     target = Path(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; the file is an ordinary one
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(name, target)
@@ -86,6 +94,37 @@ def write_text(target: str | Path, text: str) -> None:
         if os.path.exists(name):
             os.unlink(name)
     _fsync(target.parent)
+
+
+def umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (``Umask:`` in /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_modes(root: Path) -> None:
+    """Give ``root`` and everything in it (all written by peftkit) the modes a plain write gives under the umask:
+    files 0666, folders 0777, less the umask. Temporary files and folders are made private (0600, 0700), and
+    some libraries write through them; what peftkit hands over must not stay private."""
+    mask = umask()
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
+        for name in dirs:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o777 & ~mask)
+    os.chmod(root, 0o777 & ~mask)
 
 
 def _fsync_tree(root: Path) -> None:

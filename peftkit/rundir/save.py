@@ -16,7 +16,7 @@ from transformers import Trainer
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
 from peftkit.methods.base import Method
-from peftkit.rundir import ownership
+from peftkit.rundir import atomic, ownership
 from peftkit.rundir.cards import write_model_card
 from peftkit.rundir.checkpoints import finished_training, last_checkpoint
 from peftkit.rundir.layout import (
@@ -27,6 +27,7 @@ from peftkit.rundir.layout import (
     STAGING_DIR,
     WORKING_ENTRIES,
 )
+from peftkit.rundir.plot import eval_history, write_run_plot
 
 
 def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
@@ -109,8 +110,10 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     metrics["adapter_bytes"] = sum(
         p.stat().st_size for p in staging.iterdir() if p.suffix == ".safetensors"
     )
+    metrics.setdefault("eval_history", eval_history(trainer.state.log_history))
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    write_model_card(staging, recipe, metrics)
+    write_model_card(staging, recipe, metrics, output_dir)
+    write_run_plot(staging, metrics, output_dir)
     if lock is not None:
         lock.check_unchanged()  # moved or replaced meanwhile: the staging folder is not ours to delete any more
     try:
@@ -118,6 +121,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     except ownership.DestinationChanged:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    atomic.ordinary_modes(staging)  # the weights' library may write them private, as temporary files
     ownership.record(output_dir, "run", [p.name for p in staging.iterdir()])  # declared before they land
     for item in staging.iterdir():
         item.replace(output_dir / item.name)

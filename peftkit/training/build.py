@@ -20,7 +20,7 @@ from peftkit.hardware import device as devices
 from peftkit.hardware.preflight import check_machine
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
-from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer
+from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer, training_device
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
 from peftkit.training import distributed, tracking
@@ -72,6 +72,8 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         logging_steps=t.logging_steps,
         gradient_checkpointing=t.gradient_checkpointing,
         optim=t.optim,
+        tf32=t.tf32,
+        torch_compile=t.torch_compile,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
@@ -97,6 +99,13 @@ def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: Da
     return collator
 
 
+def check_lm_loss(recipe: Recipe, head: Head, model: Any) -> None:
+    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer."""
+    if head.kind == "causal_lm" and recipe.train.lm_loss != "full" and not auto.chunkable(type(model)):
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} needs a model whose forward takes "
+                           f"logits_to_keep and has a decoder; {type(model).__name__} has not, use full")
+
+
 def prepare_recipe(recipe: Recipe, device: devices.Device) -> dict[str, Any]:
     """Resolve the recipe's `auto` options (gradient checkpointing aside) for ``device`` in place and refuse what
     this machine cannot run, before anything loads; returns {dotted key: value} of what was `auto`."""
@@ -117,7 +126,10 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     data = build_splits(recipe, head, tokenizer)
     tokenized, label_names = data.tokenized, data.label_names
     set_seed(recipe.train.seed)
-    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
+    sharded = bool(recipe.distributed.fsdp or recipe.distributed.deepspeed)
+    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names,
+                                          device=training_device(sharded))
+    check_lm_loss(recipe, head, model)
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
     model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)
@@ -140,6 +152,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         penalties=[l1_penalty(recipe.train.l1)] if recipe.train.l1 else [],
         param_groups=None if recipe.train.layerwise_lr_decay is None else layerwise_groups(
             recipe.train.layerwise_lr_decay, args.learning_rate, args.weight_decay),
+        lm_loss=recipe.train.lm_loss if head.kind == "causal_lm" else "full",
         **head.trainer_kwargs(),
     )
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming

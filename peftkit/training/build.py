@@ -99,9 +99,15 @@ def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: Da
     return collator
 
 
-def check_lm_loss(recipe: Recipe, head: Head, model: Any) -> None:
-    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer."""
-    if head.kind == "causal_lm" and recipe.train.lm_loss != "full" and not auto.chunkable(type(model)):
+def check_lm_loss(recipe: Recipe, head: Head, method: Method, model: Any) -> None:
+    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer, or whose
+    method adds to the model's own loss."""
+    if head.kind != "causal_lm" or recipe.train.lm_loss == "full":
+        return
+    if method.adds_to_model_loss:
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} leaves out what method {recipe.method.name} "
+                           "adds to the model's loss; use full or auto")
+    if not auto.chunkable(type(model)):
         raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} needs a model whose forward takes "
                            f"logits_to_keep and has a decoder; {type(model).__name__} has not, use full")
 
@@ -129,7 +135,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     sharded = bool(recipe.distributed.fsdp or recipe.distributed.deepspeed)
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names,
                                           device=training_device(sharded))
-    check_lm_loss(recipe, head, model)
+    check_lm_loss(recipe, head, method, model)
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
     model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)

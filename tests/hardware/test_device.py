@@ -52,6 +52,8 @@ def test_cpu_resolves_to_fp32_fused_adamw_sdpa_chunked_loss(monkeypatch: pytest.
         "precision": "fp32", "compute_dtype": "float32", "optim": "adamw_torch_fused", "attn": "sdpa",
         "tf32": False, "lm_loss": "chunked", "packing": False}
     assert resolved("sentiment-lora")["lm_loss"] == "full"  # a classifier's logits are small
+    # AdaLoRA adds its orthogonality penalty to the model's own loss, which the chunked loss would leave out
+    assert resolved("causal-lm-lora", "method={name: adalora}")["lm_loss"] == "full"
 
 
 def test_ampere_gpu_resolves_to_bf16_paged_8bit_and_flash(monkeypatch: pytest.MonkeyPatch) -> None:

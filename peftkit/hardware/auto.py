@@ -8,7 +8,8 @@ so the three agree:
   default; on a CPU too, where torch 2.13's fused step is several times faster than the per-tensor one);
 - ``train.tf32``: on for a CUDA GPU with TF32 tensor cores (Ampere on), off elsewhere;
 - ``train.lm_loss``: liger where liger-kernel is installed on CUDA, else chunked, for a causal LM whose model takes
-  ``logits_to_keep`` and exposes its decoder and whose method adds nothing to the model's loss; full otherwise;
+  ``logits_to_keep`` and exposes its decoder and whose method adds nothing to the model's loss, unless FSDP or
+  DeepSpeed shard the weights; full otherwise;
 - ``task.packing`` (causal LM): on where attention is flash_attention_2 (padding-free, variable-length kernel),
   unless the method prepends virtual tokens or data.padding pads to a fixed length;
 - ``model.attn_implementation``: flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and
@@ -61,9 +62,11 @@ def tf32(device: Device) -> bool:
 
 def lm_loss(recipe: Recipe, device: Device, model_class: type | None) -> str:
     """`train.lm_loss: auto`: the causal LM loss that never holds full-vocabulary fp32 logits, where the model
-    lets it (``logits_to_keep`` to skip its own output layer); ``full`` for other heads and models, and where the
-    method adds to the model's own loss (AdaLoRA's orthogonality penalty)."""
-    if (build_head(recipe.task).kind != "causal_lm" or not chunkable(model_class)
+    lets it (``logits_to_keep`` to skip its own output layer); ``full`` for other heads and models, where the
+    method adds to the model's own loss (AdaLoRA's orthogonality penalty), and under FSDP / DeepSpeed, whose
+    sharded output layer is gathered only inside the model's forward."""
+    sharded = recipe.distributed.fsdp or recipe.distributed.deepspeed  # the output layer is gathered in forward only
+    if (build_head(recipe.task).kind != "causal_lm" or not chunkable(model_class) or sharded
             or plugins(recipe)[1].adds_to_model_loss):
         return "full"
     return "liger" if device.kind == "cuda" and devices.liger_installed() else "chunked"

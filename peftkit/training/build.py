@@ -100,10 +100,13 @@ def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: Da
 
 
 def check_lm_loss(recipe: Recipe, head: Head, method: Method, model: Any) -> None:
-    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer, or whose
-    method adds to the model's own loss."""
+    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer, whose
+    method adds to the model's own loss, or whose weights FSDP / DeepSpeed shard."""
     if head.kind != "causal_lm" or recipe.train.lm_loss == "full":
         return
+    if recipe.distributed.fsdp or recipe.distributed.deepspeed:
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} runs the output layer outside the model's "
+                           "forward, where FSDP / DeepSpeed have not gathered its sharded weights; use full or auto")
     if method.adds_to_model_loss:
         raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} leaves out what method {recipe.method.name} "
                            "adds to the model's loss; use full or auto")

@@ -349,3 +349,21 @@ def test_unquantized_weights_load_straight_onto_the_gpu(tiny_bert: Path, monkeyp
         loading.load_base_model(ModelSection(name=str(tiny_bert)), QuantizationSection(), SentimentHead(
             SentimentConfig()), ["negative", "positive"], device=1)
     assert seen["device_map"] == {"": 1}
+
+
+def test_an_explicit_chunked_loss_is_refused_where_it_would_be_wrong() -> None:
+    """AdaLoRA's penalty lives in the model's loss, FSDP gathers the output layer in forward only, and a model
+    without logits_to_keep cannot skip its own output layer: each is named."""
+    from peftkit.registry import plugins
+    from peftkit.training.build import check_lm_loss
+
+    def check(*overrides: str, model: object = None) -> None:
+        recipe = load_recipe("causal-lm-lora", ["train.lm_loss=chunked", *overrides])
+        check_lm_loss(recipe, *plugins(recipe), model or torch.nn.Linear(2, 2))
+
+    with pytest.raises(PeftkitError, match=r"^'train.lm_loss': chunked leaves out what method adalora adds"):
+        check("method={name: adalora}")
+    with pytest.raises(PeftkitError, match=r"^'train.lm_loss': chunked runs the output layer outside the model's"):
+        check("distributed.fsdp=full_shard auto_wrap")
+    with pytest.raises(PeftkitError, match=r"logits_to_keep and has a decoder; Linear has not, use full$"):
+        check()

@@ -174,8 +174,8 @@ class TrainSection(Section):
         "auto", "causal LM training loss: full = the model's own (every position's logits, then an fp32 copy); "
         "chunked = the labelled positions through the output layer a chunk at a time, recomputed in the backward "
         "pass, so full-vocabulary logits are never held; liger = liger-kernel's fused linear cross-entropy (CUDA); "
-        "auto = liger where liger-kernel is installed on a CUDA GPU, else chunked (full where the model's output "
-        "layer cannot be reached)"
+        "auto = liger where liger-kernel is installed on a CUDA GPU, else chunked; full for models without "
+        "logits_to_keep, AdaLoRA (its penalty is in the model's loss) and FSDP / DeepSpeed"
     )
     tf32: bool | Literal["auto"] = option(
         "auto", "TF32 tensor cores for float32 matmuls (CUDA, Ampere or newer); auto = on where the GPU has them"

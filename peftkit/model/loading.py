@@ -112,12 +112,20 @@ def check_position_limit(model: nn.Module, longest: int, model_name: str) -> Non
         )
 
 
+def training_device(sharded: bool) -> int | None:
+    """The CUDA device a training process loads its base model straight onto (under torchrun its own GPU), or
+    None: no GPU, or FSDP / DeepSpeed, which place (and shard) the weights themselves."""
+    return None if sharded or not torch.cuda.is_available() else int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
-                    label_names: list[str], path: str | None = None) -> tuple[nn.Module, list[str]]:
+                    label_names: list[str], path: str | None = None,
+                    device: int | None = None) -> tuple[nn.Module, list[str]]:
     """The base model with the head's task layer, and the names of the head modules to train and save.
 
     Head modules are the ones transformers initialised fresh (missing from the checkpoint) plus the
-    usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them.
+    usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them. Given a CUDA
+    ``device`` the weights are read straight onto it (no CPU copy first).
     """
     source = path or random_init_checkpoint(model) or resolve_model_path(model.name)
     kwargs: dict[str, Any] = dict(
@@ -135,6 +143,8 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
     if quantization.mode != "none" and torch.cuda.is_available():
         # bitsandbytes places quantized weights at load time; under torchrun each process on its own GPU
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    elif device is not None:
+        kwargs["device_map"] = {"": device}
     require_safetensors(source, f"model.name '{model.name}'" if path is None else f"run '{path}'")
     try:
         loaded, info = head.auto_class.from_pretrained(source, **kwargs)

@@ -21,7 +21,7 @@ from peftkit.hardware import device as devices
 from peftkit.hardware.preflight import check_machine
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
-from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer
+from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer, training_device
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
 from peftkit.training import distributed, tracking
@@ -78,6 +78,8 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         logging_steps=t.logging_steps,
         **{CHECKPOINTING_ARGUMENT: t.gradient_checkpointing},
         optim=t.optim,
+        tf32=t.tf32,
+        torch_compile=t.torch_compile,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
@@ -103,6 +105,22 @@ def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: Da
     return collator
 
 
+def check_lm_loss(recipe: Recipe, head: Head, method: Method, model: Any) -> None:
+    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer, whose
+    method adds to the model's own loss, or whose weights FSDP / DeepSpeed shard."""
+    if head.kind != "causal_lm" or recipe.train.lm_loss == "full":
+        return
+    if recipe.distributed.fsdp or recipe.distributed.deepspeed:
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} runs the output layer outside the model's "
+                           "forward, where FSDP / DeepSpeed have not gathered its sharded weights; use full or auto")
+    if method.adds_to_model_loss:
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} leaves out what method {recipe.method.name} "
+                           "adds to the model's loss; use full or auto")
+    if not auto.chunkable(type(model)):
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} needs a model whose forward takes "
+                           f"logits_to_keep and has a decoder; {type(model).__name__} has not, use full")
+
+
 def prepare_recipe(recipe: Recipe, device: devices.Device) -> dict[str, Any]:
     """Resolve the recipe's `auto` options (gradient checkpointing aside) for ``device`` in place and refuse what
     this machine cannot run, before anything loads; returns {dotted key: value} of what was `auto`."""
@@ -123,7 +141,10 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     data = build_splits(recipe, head, tokenizer)
     tokenized, label_names = data.tokenized, data.label_names
     set_seed(recipe.train.seed)
-    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
+    sharded = bool(recipe.distributed.fsdp or recipe.distributed.deepspeed)
+    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names,
+                                          device=training_device(sharded))
+    check_lm_loss(recipe, head, method, model)
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
     model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)
@@ -146,6 +167,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         penalties=[l1_penalty(recipe.train.l1)] if recipe.train.l1 else [],
         param_groups=None if recipe.train.layerwise_lr_decay is None else layerwise_groups(
             recipe.train.layerwise_lr_decay, args.learning_rate, args.weight_decay),
+        lm_loss=recipe.train.lm_loss if head.kind == "causal_lm" else "full",
         **head.trainer_kwargs(),
     )
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming

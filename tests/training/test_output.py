@@ -24,11 +24,14 @@ EVAL_ROW = re.compile(r"^ +\d+ {20,}\d+\.\d{4} +\d+\.\d{4} +[\d,.]* +[\d:]*$")
 
 @pytest.fixture(autouse=True)
 def _bars_back() -> Iterator[None]:
-    """`--quiet` / `--json` / `predict` turn the library bars off for their process; give them back to the others."""
-    yield
+    """`--quiet` / `--json` / `predict` turn the library bars off for their process (earlier tests' too); each test
+    here starts with them on and gives them back to the tests after it."""
     import datasets
     import transformers
 
+    datasets.enable_progress_bars()
+    transformers.utils.logging.enable_progress_bar()
+    yield
     datasets.enable_progress_bars()
     transformers.utils.logging.enable_progress_bar()
 

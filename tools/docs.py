@@ -45,7 +45,6 @@ def methods_table() -> str:
 def versions_table() -> str:
     """Each runtime dependency: the range pyproject.toml declares and the version CI tests (.ci/constraints.txt)."""
     import tomllib
-
     from packaging.requirements import Requirement
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]

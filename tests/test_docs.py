@@ -18,6 +18,7 @@ from tools.docs import DOCS, PAGES, ROOT, _subcommands, render_page
 RUNNABLE = {"bash", "sh", "python", ""}  # an unlabelled block counts as a command
 GUIDES = sorted([*(DOCS / "tutorials").glob("*.md"), *(DOCS / "how-to").glob("*.md")])
 NOT_RUN = re.compile(r"^<!-- not run: (?P<reason>\S.*?) -->$")
+RUNS_AFTER = re.compile(r"^<!-- runs after: (?P<page>\S+\.md) -->$", re.M)  # that page's blocks run first, same folder
 
 
 @dataclass
@@ -121,9 +122,10 @@ def test_guide_blocks_run(page: Path, tmp_path: Path) -> None:
     """Each page's runnable blocks, in order, in one fresh folder, as a user would paste them."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `peftkit` of this interpreter
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    for block in _runnable(page):
+    setup = [DOCS / m.group("page") for m in RUNS_AFTER.finditer(page.read_text(encoding="utf-8"))]
+    for block in [b for earlier in setup for b in _runnable(earlier)] + _runnable(page):
         shell = [sys.executable] if block.lang == "python" else ["bash", "-euo", "pipefail"]
         command = [*shell, "-c", block.code]
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, (f"{page.relative_to(ROOT)}:{block.line} failed (exit {done.returncode}):\n"
+        assert done.returncode == 0, (f"{block.page.relative_to(ROOT)}:{block.line} failed (exit {done.returncode}):\n"
                                       f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -116,16 +117,37 @@ def _runnable(page: Path) -> list[Block]:
     return [b for b in code_blocks(page) if b.lang in RUNNABLE and b.not_run is None]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", [p for p in GUIDES if _runnable(p)], ids=lambda p: p.relative_to(DOCS).as_posix())
-def test_guide_blocks_run(page: Path, tmp_path: Path) -> None:
-    """Each page's runnable blocks, in order, in one fresh folder, as a user would paste them."""
+_RAN: dict[Path, Path] = {}  # page → a copy of the folder its blocks ran in, for pages that run after it
+
+
+def _run_blocks(page: Path, folder: Path) -> None:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `peftkit` of this interpreter
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    setup = [DOCS / m.group("page") for m in RUNS_AFTER.finditer(page.read_text(encoding="utf-8"))]
-    for block in [b for earlier in setup for b in _runnable(earlier)] + _runnable(page):
+    for block in _runnable(page):
         shell = [sys.executable] if block.lang == "python" else ["bash", "-euo", "pipefail"]
-        command = [*shell, "-c", block.code]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*shell, "-c", block.code], cwd=folder, env=env, capture_output=True, text=True,
+                              timeout=600)
         assert done.returncode == 0, (f"{block.page.relative_to(ROOT)}:{block.line} failed (exit {done.returncode}):\n"
                                       f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def _ran(page: Path, factory: pytest.TempPathFactory) -> Path:
+    """A folder holding what ``page``'s blocks left, run once per session."""
+    if page not in _RAN:
+        folder = factory.mktemp(page.stem)
+        _run_blocks(page, folder)
+        _RAN[page] = folder
+    return _RAN[page]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in GUIDES if _runnable(p)], ids=lambda p: p.relative_to(DOCS).as_posix())
+def test_guide_blocks_run(page: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each page's runnable blocks, in order, in one folder, as a user would paste them; a page marked
+    `<!-- runs after: PAGE -->` starts from what that page's blocks left (its run folder, say)."""
+    if page in _RAN:
+        return  # its blocks already ran, and passed, before a page that runs after it
+    for match in RUNS_AFTER.finditer(page.read_text(encoding="utf-8")):
+        shutil.copytree(_ran(DOCS / match.group("page"), tmp_path_factory), tmp_path, dirs_exist_ok=True)
+    _run_blocks(page, tmp_path)
+    _RAN.setdefault(page, tmp_path)

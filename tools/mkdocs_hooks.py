@@ -1,0 +1,17 @@
+"""MkDocs hook: serve benchmarks/RESULTS.md and its plots from where they live, so the site links them unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """Add benchmarks/RESULTS.md and benchmarks/results/*.png to the site at the same relative paths."""
+    for path in [ROOT / "benchmarks" / "RESULTS.md", *sorted((ROOT / "benchmarks" / "results").glob("*.png"))]:
+        files.append(File.generated(config, path.relative_to(ROOT).as_posix(), abs_src_path=str(path)))
+    return files

@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Add benchmarks/RESULTS.md and benchmarks/results/*.png to the site at the same relative paths."""
-    for path in [ROOT / "benchmarks" / "RESULTS.md", *sorted((ROOT / "benchmarks" / "results").glob("*.png"))]:
+    """Add benchmarks/RESULTS.md, benchmarks/results/*.png and the GPU proof's logs to the site at the same relative
+    paths."""
+    benchmarks = ROOT / "benchmarks"
+    for path in [benchmarks / "RESULTS.md", *sorted((benchmarks / "results").glob("*.png")),
+                 *sorted((benchmarks / "gpu").glob("*.log"))]:
         files.append(File.generated(config, path.relative_to(ROOT).as_posix(), abs_src_path=str(path)))
     return files

@@ -16,8 +16,8 @@ from peftkit.data import cache, loading
 from peftkit.hardware import auto
 from peftkit.hardware import device as devices
 from peftkit.hardware.env import fits
-from peftkit.model.config import shipped_config
 from peftkit.model.params import parameter_count
+from peftkit.model.shipped import shipped_config
 
 HUB_RECIPES = ("qwen2.5-7b-qlora-sft", "qwen2.5-1.5b-lora-sft", "roberta-base-lora-sst2",
                "bert-base-chinese-lora-thucnews")

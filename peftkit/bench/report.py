@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftkit.bench.cell import status_label
 from peftkit.bench.runner import SUITE_FILE, load_results
 from peftkit.bench.suite import Suite
 from peftkit.config.files import read_yaml
@@ -209,7 +210,7 @@ def cell_table(results: list[dict[str, Any]]) -> str:
             table.append([r["cell"], "ok", _mib(PEAK(r)), PEAK_PHASE(r) or "–", _mib(RSS_PEAK(r)), _mib(PREDICTED(r)),
                           _num(ERROR(r), 0), ""])
         else:
-            table.append([r["cell"], "failed", "–", "–", "–", "–", "–",
+            table.append([r["cell"], status_label(r).split(":")[0], "–", "–", "–", "–", "–",
                           (r.get("error") or "").replace("|", "\\|")[:160]])
     return _markdown(["cell", "status", "peak MiB", "peak in", "RSS peak MiB", "predicted MiB", "error %", "error"],
                      table)

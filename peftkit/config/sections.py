@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationInfo, field_validator, model_validator
 
-from peftkit.config.limits import MAX_WORKERS, SEED_MAX
+from peftkit.config.limits import MAX_AUGMENT_COPIES, MAX_WORKERS, SEED_MAX
 from peftkit.config.schema import HeadConfig, MethodConfig, Section, option, refuse
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -258,7 +258,8 @@ class PreprocessSection(Section):
 
 
 class AugmentSection(Section):
-    copies: int = option(0, "augmented copies added per training row (training split only); 0 = off", ge=0)
+    copies: int = option(0, "augmented copies added per training row (training split only); 0 = off", ge=0,
+                         le=MAX_AUGMENT_COPIES)
     prob: float = option(
         0.1, "share of the words (characters of unsegmented Chinese) one operation changes, at least one", gt=0, le=1
     )

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftkit.config.sections import ModelSection, QuantizationSection
 from peftkit.data.cache import cache_root
@@ -47,7 +47,8 @@ def random_init_path(model: ModelSection) -> Path | None:
     if not model.random_init:
         return None
     source = str(shipped_config(model.name) or resolve_model_path(model.name))
-    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
+    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype,
+                      "with_lm_head": True}, sort_keys=True)
     return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -72,8 +73,9 @@ def random_init_config(model: ModelSection) -> Any:
 
 
 def random_init_checkpoint(model: ModelSection) -> str | None:
-    """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
-    the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
+    """With ``model.random_init``: a cached checkpoint with seeded random weights, built once from the model's
+    config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint. A causal LM's holds its
+    ``lm_head`` too: without it an untied head would load as fresh and be trained whole beside the adapter."""
     target = random_init_path(model)
     if target is None:
         return None
@@ -81,7 +83,8 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
         config = random_init_config(model)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])
+            causal = any(name.endswith("ForCausalLM") for name in getattr(config, "architectures", None) or ())
+            body = (AutoModelForCausalLM if causal else AutoModel).from_config(config, dtype=DTYPES[model.dtype])
         staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         try:
             body.save_pretrained(staging)

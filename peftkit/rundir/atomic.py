@@ -17,18 +17,34 @@ def replace_dir(staged: Path, target: Path) -> None:
     """
     _fsync_tree(staged)
     if target.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        aside.rmdir()
-        target.rename(aside)
-        try:
-            staged.rename(target)
-        except OSError:
-            aside.rename(target)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
+        _swap(staged, target)
     else:
         staged.rename(target)
     _fsync(target.parent)
+
+
+def _swap(staged: Path, target: Path, expected: tuple[int, int] | None = None) -> None:
+    """Rename ``target`` aside and ``staged`` into its place, then delete the old one. With ``expected`` (device,
+    inode), the directory moved aside must be that one, else it is put back and TargetChanged is raised."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    aside.rmdir()
+    try:
+        target.rename(aside)
+    except FileNotFoundError:
+        if expected is None:
+            raise
+        raise TargetChanged(errno.ENOENT, "it was moved away meanwhile") from None
+    if expected is not None:
+        info = os.lstat(aside)
+        if (info.st_dev, info.st_ino) != expected:
+            aside.rename(target)
+            raise TargetChanged(errno.EEXIST, "it was replaced by something else meanwhile")
+    try:
+        staged.rename(target)
+    except OSError:
+        aside.rename(target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 class TargetChanged(OSError):
@@ -52,22 +68,7 @@ def replace_checked_dir(staged: Path, target: Path, expected: tuple[int, int] | 
             raise
         _fsync(target.parent)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    aside.rmdir()
-    try:
-        target.rename(aside)
-    except FileNotFoundError:
-        raise TargetChanged(errno.ENOENT, "it was moved away meanwhile") from None
-    info = os.lstat(aside)
-    if (info.st_dev, info.st_ino) != expected:
-        aside.rename(target)
-        raise TargetChanged(errno.EEXIST, "it was replaced by something else meanwhile")
-    try:
-        staged.rename(target)
-    except OSError:
-        aside.rename(target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    _swap(staged, target, expected)
     _fsync(target.parent)
 
 

@@ -25,6 +25,23 @@ PEFT_LOADER = (
 )
 
 
+def _write_card(directory: Path, card: str) -> None:
+    """Write README.md as UTF-8; a name that is not UTF-8 (a file name's undecodable bytes, which Python keeps as
+    lone surrogates) is written with those bytes escaped: ``data-\\xff.csv``, as ``ls -b`` shows it."""
+    (directory / CARD_FILE).write_text(_SURROGATE.sub(_escaped, card), encoding="utf-8")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    try:
+        return char.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # a file name's byte
+    except UnicodeEncodeError:  # a surrogate no file name gives, e.g. from a YAML escape
+        return char.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 def _format(value: Any, spec: str = ".4g") -> str:
     """A card's number: floats by ``spec``, whole numbers with thousands separators."""
     if isinstance(value, float):
@@ -81,7 +98,7 @@ run = "{recipe.output_dir}"  # this directory
 ```
 or `peftkit predict <run dir> "some text"`. The full resolved recipe is in `recipe.yaml`.
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)
 
 
 def _table(rows: dict[str, Any], spec: str = ".4g", skip: Collection[str] = TIMING_KEYS) -> str:
@@ -154,7 +171,7 @@ The run's adapter model and this export, reloaded from disk, on {parity["compare
 {load}
 ```
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)
 
 
 def write_onnx_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
@@ -206,7 +223,7 @@ logits = session.run(["logits"], feed)[0]
 {decode}
 ```
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)
 
 
 def _ansi_c(text: str) -> str:
@@ -263,4 +280,4 @@ llama-cli -m {out}/{file} -no-cnv --temp 0 -n {max_new_tokens} -p {_ansi_c(examp
 cd {out} && ollama create {name} -f Modelfile && ollama run {name} "your prompt"
 ```
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)

@@ -18,7 +18,7 @@ from peftkit.errors import PeftkitError
 from peftkit.methods.base import Method
 from peftkit.rundir import ownership
 from peftkit.rundir.cards import write_model_card
-from peftkit.rundir.checkpoints import last_checkpoint
+from peftkit.rundir.checkpoints import finished_training, last_checkpoint
 from peftkit.rundir.layout import (
     CHECKPOINTS_DIR,
     METRICS_FILE,
@@ -31,16 +31,21 @@ from peftkit.rundir.layout import (
 
 def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
                        metrics: dict[str, Any], weights: Path | None = None) -> None:
-    """``save_run``; when it fails (a full disk), save the run in the temporary folder instead, or point to
-    the last checkpoint, and say where in a one-line error."""
+    """``save_run``; when it fails, whatever the cause (a full disk, a file name the card cannot hold, a
+    folder that changed hands), save the run in the temporary folder instead, or point to the last checkpoint,
+    and say where in a one-line error."""
     try:
         save_run(recipe, trainer, method, output_dir, metrics, weights=weights)
         return
     except ownership.DestinationChanged as exc:  # output_dir is not what was checked: nothing to tidy in it
         failure = str(exc)
-    except (OSError, SafetensorError) as exc:
+    except Exception as exc:  # the trained model must outlive any failure of its save
         shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
-        failure = f"saving the run to '{output_dir}' failed: {getattr(exc, 'strerror', None) or exc}"
+        failure = str(exc) if isinstance(exc, PeftkitError) else (
+            f"saving the run to '{output_dir}' failed: {_reason(exc)}")
+    except KeyboardInterrupt:  # aborted: its staged files go, the caller says what is kept
+        shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
+        raise
     rescue = None
     try:
         rescue = Path(tempfile.mkdtemp(prefix=f"peftkit-rescued-{output_dir.name}-"))
@@ -48,14 +53,28 @@ def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_
         save_run(recipe, trainer, method, rescue, metrics, weights=weights)
         kept = (f"the trained run was saved to '{rescue}' instead (`peftkit eval {rescue}` works on it); "
                 "move it where you want it once there is space")
-    except (OSError, SafetensorError):
+    except KeyboardInterrupt:
+        if rescue is not None:
+            shutil.rmtree(rescue, ignore_errors=True)
+        raise
+    except Exception:
         if rescue is not None:
             shutil.rmtree(rescue, ignore_errors=True)
         checkpoint = last_checkpoint(output_dir / CHECKPOINTS_DIR)
-        kept = (f"its last checkpoint '{checkpoint}' is kept: free some space and run the same command with "
-                "--resume to finish" if checkpoint else
+        finish = ("evaluate and save it without training again" if checkpoint and finished_training(checkpoint)
+                  else "finish")
+        kept = (f"its last checkpoint '{checkpoint}' is kept: fix the cause (free some space) and run the same "
+                f"command with --resume to {finish}" if checkpoint else
                 "saving it elsewhere failed too and there is no checkpoint (train.save_strategy) to fall back on")
     raise PeftkitError(f"{failure}; {kept}")
+
+
+def _reason(exc: Exception) -> str:
+    """An OSError's own words ("No space left on device"); otherwise the exception's type and message."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return strerror
+    return str(exc) if isinstance(exc, SafetensorError) else f"{type(exc).__name__}: {exc}"
 
 
 def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any],

@@ -181,8 +181,6 @@ class PeftMethod(Method):
         return config_cls(task_type=task_type, **self.peft_fields(model))
 
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
-        from peft import get_peft_model
-
         config = self.peft_config(model, head_modules, task_type)
         config.modules_to_save = head_modules
         check_targets(model, config)
@@ -203,6 +201,14 @@ class PeftMethod(Method):
         from peft import PeftModel
 
         return PeftModel.from_pretrained(self.prepared_base(build_base()), directory)
+
+
+def get_peft_model(model: nn.Module, config: PeftConfig, *args: Any, **kwargs: Any) -> nn.Module:
+    """peft's ``get_peft_model``, imported on first use; ``PeftMethod.apply`` calls it by this name (the seam
+    tools/gpu_proof.py wraps)."""
+    from peft import get_peft_model as wrap
+
+    return wrap(model, config, *args, **kwargs)
 
 
 class QuantizablePeftMethod(PeftMethod):

@@ -15,11 +15,12 @@ def add_estimate(verbs: Verbs) -> None:
 def cmd_estimate(args: argparse.Namespace) -> None:
     """Print a recipe's predicted peak training memory, term by term, and whether it fits on each device."""
     from peftkit.config.load import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)  # a schema error stops here, before torch is imported
     from peftkit.hardware import device
     from peftkit.hardware.env import fit_table, fits
     from peftkit.hardware.estimate import DEVICE_RESERVE
 
-    recipe = load_recipe(args.recipe, args.overrides)
     rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
     e = rows[0].estimate
     mib = 2**20

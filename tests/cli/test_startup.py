@@ -62,6 +62,7 @@ CASES = {
     "show": (["show", "sentiment-lora", "train.epochs=2"], 0, "epochs: 2"),
     "show-unknown": (["show", "no-such-recipe"], 2, ""),
     "validate-schema-error": (["validate", "{bad}"], 2, ""),
+    "estimate-schema-error": (["estimate", "{bad}"], 2, ""),
     "runs": (["runs", "{runs}"], 0, "unfinished"),
     "runs-json": (["runs", "{runs}", "--json"], 0, '"broken"'),
     "heads": (["heads"], 0, "causal_lm"),

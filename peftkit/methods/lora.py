@@ -77,6 +77,7 @@ class DoraMethod(LoraMethod):
 
 
 def _cuda() -> bool:
+    """Whether torch sees a CUDA GPU; torch is imported only for a recipe that asks this."""
     import torch
 
     return torch.cuda.is_available()

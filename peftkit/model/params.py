@@ -50,8 +50,8 @@ def config_at_hand(model: ModelSection) -> bool:
 
 def parameter_count(model: ModelSection) -> int | None:
     """Parameters of the model as its checkpoint holds it (the architecture its config names), counted on the meta
-    device; None when the config is not at hand without a download (an unfetched catalogue model, a hub model
-    peftkit ships no config of)."""
+    device (for the named recipes' models: KNOWN_COUNTS); None when the config is not at hand without a download
+    (an unfetched catalogue model, a hub model peftkit ships no config of)."""
     if not config_at_hand(model):
         return None
     if model.name in KNOWN_COUNTS and not model.random_init and model.revision is None:

@@ -16,9 +16,13 @@ warning of peft, transformers, torch or bitsandbytes reaches the user.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import logging
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
@@ -74,8 +78,38 @@ def no_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def for_cli() -> None:
-    """The CLI shows its own output and the progress bars, not transformers' informational logging."""
-    import transformers
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``action`` on the top-level module ``name`` right after it is first imported, so that a setting for it
+    costs nothing in a process that never imports it. Removes itself once it has found the module."""
 
+    def __init__(self, name: str, action: Callable[[ModuleType], None]) -> None:
+        self.name = name
+        self.action = action
+
+    def find_spec(self, fullname: str, path: object = None, target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = next((s for f in sys.meta_path if (s := f.find_spec(fullname, path, target)) is not None), None)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            run, action = spec.loader.exec_module, self.action
+
+            def exec_module(module: ModuleType) -> None:
+                run(module)
+                action(sys.modules[fullname])
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _transformers_errors_only(transformers: ModuleType) -> None:
     transformers.logging.set_verbosity_error()
+
+
+def for_cli() -> None:
+    """The CLI shows its own output and the progress bars, not transformers' informational logging: set once
+    transformers is imported (now, or when a verb first imports it; verbs that need no model never do)."""
+    if "transformers" in sys.modules:
+        _transformers_errors_only(sys.modules["transformers"])
+    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport("transformers", _transformers_errors_only))

@@ -64,7 +64,7 @@ def build_model(directory: Path, name: str, tiny: bool) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-    from peftkit.model.config import HUB_CONFIGS
+    from peftkit.model.shipped import HUB_CONFIGS
 
     source, layers = MODELS[name]
     tokenizer = _tokenizer()

@@ -209,7 +209,7 @@ def unmet_requirements(directory: Path = WHEEL_DIR) -> list[str]:
 
 def fixture_problems(fixtures: Path, tiny: bool) -> tuple[list[str], list[str]]:
     """(lines, problems) about the fixtures: their sources shipped with peftkit; once built, every file there."""
-    from peftkit.model.config import HUB_CONFIGS
+    from peftkit.model.shipped import HUB_CONFIGS
 
     lines, problems = [], []
     for name, (source, layers) in gpu_fixtures.MODELS.items():

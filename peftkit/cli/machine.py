@@ -15,13 +15,14 @@ def add_estimate(verbs: Verbs) -> None:
 def cmd_estimate(args: argparse.Namespace) -> None:
     """Print a recipe's predicted peak training memory, term by term, and whether it fits on each device."""
     from peftkit.config.load import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)  # a schema error stops here, before torch is imported
     from peftkit.hardware import device
     from peftkit.hardware.env import fit_table, fits
     from peftkit.hardware.estimate import DEVICE_RESERVE
     from peftkit.quiet import no_progress_bars
 
     no_progress_bars()  # a table, not a training: nothing to follow
-    recipe = load_recipe(args.recipe, args.overrides)
     rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
     e = rows[0].estimate
     mib = 2**20

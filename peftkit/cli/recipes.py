@@ -88,10 +88,11 @@ def add_validate(verbs: Verbs) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     """Check a recipe and resolve its `auto` options for this machine, without training."""
     from peftkit.config.load import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)  # a schema error stops here, before torch is imported
     from peftkit.hardware import device
     from peftkit.training.build import prepare_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
     here = device.current()
     resolved = prepare_recipe(recipe, here)
     print(

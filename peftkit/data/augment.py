@@ -13,14 +13,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from datasets import Dataset
+from typing import TYPE_CHECKING, Any
 
 from peftkit.config.sections import AugmentSection
 from peftkit.config.validation import check_augment
 from peftkit.errors import PeftkitError
 from peftkit.registry import AUGMENTERS
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _GROUP_SEPARATORS = re.compile(r"[\s,，、;；]+")

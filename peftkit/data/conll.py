@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from peftkit.errors import PeftkitError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 _SEPARATOR = re.compile(r"[ \t\r\n\f\v]+")
 
@@ -41,4 +43,6 @@ def read_conll(path: Path) -> Dataset:
     rows = [s for s in sentences if s[0]]
     if not rows:
         raise PeftkitError(f"data file '{path}' holds no sentences")
+    from datasets import Dataset
+
     return Dataset.from_dict({"tokens": [t for t, _ in rows], "tags": [g for _, g in rows]})

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-
-from datasets import Dataset, load_dataset
+from typing import TYPE_CHECKING
 
 from peftkit.config.paths import FORMATS
 from peftkit.data.conll import read_conll
 from peftkit.errors import PeftkitError, first_line
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def read_file(path: str | Path) -> Dataset:
@@ -34,6 +36,8 @@ def read_file(path: str | Path) -> Dataset:
         kwargs.update(keep_default_na=False, na_values=[""])
     if path.suffix.lower() == ".tsv":
         kwargs["delimiter"] = "\t"
+    from datasets import load_dataset
+
     try:
         with tempfile.TemporaryDirectory(prefix="peftkit-data-") as cache:  # read into memory, cache nothing
             loaded = load_dataset(reader, data_files=str(path), split="train", cache_dir=cache,

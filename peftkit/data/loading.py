@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets import Dataset, DatasetDict, load_dataset
-
 from peftkit.config.paths import looks_like_path
 from peftkit.data.cache import dataset_splits
 from peftkit.data.catalog import DATASETS
@@ -15,6 +13,8 @@ from peftkit.data.formats import read_file
 from peftkit.errors import PeftkitError, first_line
 
 if TYPE_CHECKING:  # the recipe imports this package (preprocess, augment, the suffix table)
+    from datasets import Dataset, DatasetDict
+
     from peftkit.config.sections import DataSection
     from peftkit.heads.base import Head
 
@@ -23,6 +23,8 @@ SPLITS = ("train", "validation", "test")
 
 def load_source(data: DataSection) -> DatasetDict:
     """The data as its source gives it: one split, or the splits it has."""
+    from datasets import Dataset, DatasetDict, load_dataset
+
     if data.files:
         return DatasetDict({split: read_file(path) for split, path in data.files.items()})
     if data.source in DATASETS:
@@ -67,6 +69,8 @@ def _hold_out(train: Dataset, value: float, key: str, seed: int) -> DatasetDict:
 
 def split(source: DatasetDict, data: DataSection) -> DatasetDict:
     """Train / validation / test: the source's own splits, the rest carved from train with split_seed."""
+    from datasets import DatasetDict
+
     train = source["train"]
     test = source.get("test")
     if test is None:
@@ -97,6 +101,8 @@ def _first(dataset: Dataset, n: int) -> Dataset:
 
 def load_splits(data: DataSection, head: Head, labels: list[str]) -> tuple[DatasetDict, list[str]]:
     """Standardized train / validation / test splits and the label names in id order."""
+    from datasets import DatasetDict
+
     source = load_source(data)
     standardized = DatasetDict({name: head.standardize(part, data, name) for name, part in source.items()})
     splits = split(standardized, data)

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
-from datasets import Dataset
-from peft import TaskType
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from peftkit.config.schema import HeadConfig, declared_options
 from peftkit.errors import PeftkitError
+
+if TYPE_CHECKING:  # declaring a head imports no torch / transformers / peft / datasets: light verbs list heads
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from peft import TaskType
+    from transformers import PreTrainedTokenizerBase
 
 #: Module names transformers uses for task heads; kept out of quantization and saved with the adapter.
 KNOWN_HEAD_MODULES = ("classifier", "score", "qa_outputs")
@@ -32,13 +28,33 @@ def tokenizing_label() -> str:
     return f"tokenizing {split}" if split else "tokenizing"
 
 
-#: A head's kind → the transformers auto class that builds its model and peft's task type; a head of a kind not
-#: listed here sets ``auto_class`` and ``task_type`` itself.
-KINDS: dict[str, tuple[Any, TaskType]] = {
-    "sequence_classification": (AutoModelForSequenceClassification, TaskType.SEQ_CLS),
-    "token_classification": (AutoModelForTokenClassification, TaskType.TOKEN_CLS),
-    "causal_lm": (AutoModelForCausalLM, TaskType.CAUSAL_LM),
+#: A head's kind → the transformers auto class that builds its model and peft's task type, by name; a head of a kind
+#: not listed here sets ``auto_class`` and ``task_type`` itself.
+KINDS: dict[str, tuple[str, str]] = {
+    "sequence_classification": ("AutoModelForSequenceClassification", "SEQ_CLS"),
+    "token_classification": ("AutoModelForTokenClassification", "TOKEN_CLS"),
+    "causal_lm": ("AutoModelForCausalLM", "CAUSAL_LM"),
 }
+
+
+class _FromKind:
+    """``auto_class`` / ``task_type`` of a head class that does not set them: what its ``kind`` names in KINDS,
+    imported when first read, so that declaring a head imports neither transformers nor peft."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type[Head]) -> Any:
+        names = KINDS.get(owner.kind)
+        if names is None:
+            return None
+        if self.name == "auto_class":
+            import transformers
+
+            return getattr(transformers, names[0])
+        from peft import TaskType
+
+        return TaskType(names[1])
 
 
 class Head:
@@ -46,7 +62,7 @@ class Head:
 
     ``@HEADS.register("name")`` on the subclass (or an entry point in the ``peftkit.heads`` group).
     The options class is the type of ``config`` (``config: NerConfig``), declared once: it becomes ``config_cls``;
-    ``auto_class`` and ``task_type`` follow from ``kind`` (KINDS).
+    ``auto_class`` and ``task_type`` follow from ``kind`` (KINDS) unless the subclass sets them.
     """
 
     name: ClassVar[str] = ""
@@ -54,8 +70,8 @@ class Head:
     kind: ClassVar[str] = ""  # "sequence_classification", "token_classification" or "causal_lm"; methods declare which
     config_cls: ClassVar[type[HeadConfig]] = HeadConfig
     config: HeadConfig
-    auto_class: ClassVar[Any] = None
-    task_type: ClassVar[TaskType | None] = None
+    auto_class: ClassVar[Any] = _FromKind()
+    task_type: ClassVar[TaskType | None] = _FromKind()  # type: ignore[assignment]
     main_metric: ClassVar[str] = "accuracy"
     label_field: ClassVar[str] = "label"  # canonical column that holds label names after standardize()
     #: The model's own loss divides by the Trainer's ``num_items_in_batch`` (causal LM token counts). False: the
@@ -66,9 +82,6 @@ class Head:
         super().__init_subclass__(**kwargs)
         if "config_cls" not in vars(cls):
             cls.config_cls = declared_options(cls) or cls.config_cls
-        auto_class, task_type = KINDS.get(cls.kind, (None, None))
-        cls.auto_class = cls.auto_class or auto_class
-        cls.task_type = cls.task_type or task_type
 
     def __init__(self, config: HeadConfig) -> None:
         if not isinstance(config, self.config_cls):  # e.g. a bare HeadConfig: keep what was set, fill our defaults
@@ -120,17 +133,19 @@ class Head:
         """A Trainer ``compute_metrics`` function for this head."""
         raise NotImplementedError
 
-    @torch.no_grad()
     def predict(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 label_names: list[str], batch_size: int, max_length: int) -> list[dict[str, Any]]:
         """Decoded predictions for raw texts, one dict per text, for `peftkit predict`: ``predict_batch`` on
-        chunks of ``batch_size`` texts, the model in evaluation mode."""
+        chunks of ``batch_size`` texts, the model in evaluation mode, without gradients."""
+        import torch
+
         model.eval()
         device = next(model.parameters()).device
         results: list[dict[str, Any]] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            results += self.predict_batch(model, tokenizer, chunk, label_names, max_length, device)
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start:start + batch_size]
+                results += self.predict_batch(model, tokenizer, chunk, label_names, max_length, device)
         return results
 
     def predict_batch(self, model: Any, tokenizer: PreTrainedTokenizerBase, texts: list[str],
@@ -165,6 +180,8 @@ def logits_only(output: Any) -> Any:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64."""
+    import numpy as np
+
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted.astype(np.float64))
     return exp / exp.sum(axis=-1, keepdims=True)
@@ -172,4 +189,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Element-wise logistic function in float64."""
+    import numpy as np
+
     return 1 / (1 + np.exp(-logits.astype(np.float64)))

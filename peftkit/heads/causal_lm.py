@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
-
-import numpy as np
-import torch
-from datasets import Dataset
-from transformers import (
-    DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING, Any, Literal
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head, logits_only, require_columns, tokenizing_label
 from peftkit.registry import HEADS
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
 
@@ -63,6 +59,8 @@ class CausalLMHead(Head):
             for row, value in enumerate(values[key], start=1):
                 if value is None or (isinstance(value, str) and not value.strip()):
                     raise PeftkitError(f"data ({split} split) row {row}: empty or missing {key} in column '{column}'")
+        from datasets import Dataset
+
         return Dataset.from_dict({k: [str(v) for v in vals] for k, vals in values.items()})
 
     def format_prompt(self, tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
@@ -108,6 +106,8 @@ class CausalLMHead(Head):
         return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=tokenizing_label())
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
+        from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
         if self.config.packing is True:
             return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
         return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
@@ -121,6 +121,8 @@ class CausalLMHead(Head):
         return {"preprocess_logits_for_metrics": response_nll}
 
     def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
+        import numpy as np
+
         def metrics(prediction: Any) -> dict[str, Any]:
             sums = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 2).sum(axis=0)
             token_loss = float(sums[0] / max(sums[1], 1.0))
@@ -160,6 +162,8 @@ class CausalLMHead(Head):
 
 def response_nll(logits: Any, labels: torch.Tensor) -> torch.Tensor:
     """Per row: summed next-token NLL over labelled (response) tokens and their count, shape (rows, 2)."""
+    import torch
+
     # prompt-learning methods put virtual tokens in front of the input
     logits = logits_only(logits)[:, -labels.shape[1]:]
     shifted_logits = logits[:, :-1].float()

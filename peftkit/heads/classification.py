@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
-
-import numpy as np
-import torch
-from datasets import Dataset
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    multilabel_confusion_matrix,
-    precision_recall_fscore_support,
-)
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Literal
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head, logits_only, require_columns, sigmoid, softmax, tokenizing_label
 from peftkit.registry import HEADS
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 
 class ClassificationConfig(HeadConfig):
@@ -106,6 +100,8 @@ class ClassificationHead(Head):
                 f"data ({split} split), column '{label_col}': labels '{pair[0]}' and '{pair[1]}' are one number "
                 "written two ways and would become two classes; write each label one way"
             )
+        from datasets import Dataset
+
         return Dataset.from_dict({"text": texts, "label": names})
 
     def check_training_labels(self, train: Dataset, data_cfg: Any, source: str) -> None:
@@ -147,6 +143,8 @@ class ClassificationHead(Head):
         return encoded.add_column("labels", labels)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
+        from transformers import DataCollatorWithPadding
+
         return DataCollatorWithPadding(tokenizer)
 
     def model_kwargs(self, label_names: list[str]) -> dict[str, Any]:
@@ -168,6 +166,8 @@ class ClassificationHead(Head):
                     f"task.class_weights: '{unknown[0]}' is not one of the labels ({', '.join(label_names)})"
                 )
             return [float(setting.get(name, 1.0)) for name in label_names]
+        import numpy as np
+
         labels = np.asarray(train["labels"])
         if self.config.multi_label:
             positives = labels.sum(axis=0)
@@ -179,6 +179,8 @@ class ClassificationHead(Head):
         weights = self.class_weight_vector(label_names, train)
         if weights is None:
             return None
+        import torch
+
         weight = torch.tensor(weights)
 
         def weighted(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -192,6 +194,14 @@ class ClassificationHead(Head):
         return weighted
 
     def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
+        import numpy as np
+        from sklearn.metrics import (
+            accuracy_score,
+            confusion_matrix,
+            multilabel_confusion_matrix,
+            precision_recall_fscore_support,
+        )
+
         ids = list(range(len(label_names)))
 
         def metrics(prediction: Any) -> dict[str, Any]:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
-
-import numpy as np
-import torch
-from datasets import Dataset
-from seqeval.metrics import classification_report
-from transformers import DataCollatorForTokenClassification, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Literal
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head, logits_only, require_columns, softmax, tokenizing_label
 from peftkit.registry import HEADS
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100  # label id the loss and the metrics skip: special tokens and every sub-token after a word's first
 TAG = re.compile(r"O|[BI]-\S+")
@@ -71,6 +70,8 @@ def entities(words: list[tuple[str, int, int]], tags: list[str], text: str,
             found.append(current)
         current["end"] = end
         current["_scores"].append(1.0 if scores is None else scores[i])
+    import numpy as np
+
     for entity in found:
         entity["text"] = text[entity["start"]:entity["end"]]
         entity["score"] = float(np.mean(entity.pop("_scores")))
@@ -135,6 +136,8 @@ class NerHead(Head):
                         f"{where}: tag '{tag}' of word {position} is not one of task.labels ({', '.join(declared)})"
                     )
             all_tags[row - 1] = tags
+        from datasets import Dataset
+
         return Dataset.from_dict({"tokens": all_tokens, "tags": all_tags})
 
     def tokenize(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
@@ -159,12 +162,16 @@ class NerHead(Head):
         return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=tokenizing_label())
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
+        from transformers import DataCollatorForTokenClassification
+
         return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)
 
     def trainer_kwargs(self) -> dict[str, Any]:
         return {"preprocess_logits_for_metrics": argmax_ids}
 
     def compute_metrics(self, label_names: list[str]) -> Callable[[Any], dict[str, Any]]:
+        import numpy as np
+
         def metrics(prediction: Any) -> dict[str, Any]:
             predicted, gold = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
             keep = gold != IGNORE
@@ -206,6 +213,8 @@ class NerHead(Head):
 
 def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, Any]:
     """Entity-level micro precision / recall / F1 (seqeval, exact span and type), per type, token accuracy."""
+    from seqeval.metrics import classification_report
+
     report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     tokens = sum(len(row) for row in true_tags)

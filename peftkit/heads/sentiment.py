@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from peftkit.config.schema import option
 from peftkit.heads.classification import ClassificationConfig, ClassificationHead
 from peftkit.registry import HEADS
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 
 class SentimentConfig(ClassificationConfig):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-
 from peftkit.config.schema import option
-from peftkit.errors import PeftkitError
 from peftkit.methods.base import LORA_NAMES, AdapterOptions, QuantizablePeftMethod
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
+    from torch import nn
+    from transformers import TrainerCallback
+
     from peftkit.config.sections import Recipe
 
 
@@ -30,27 +29,6 @@ class AdaLoraOptions(AdapterOptions):
     orth_reg_weight: float = option(0.5, "weight of the orthogonality penalty on the singular vectors", ge=0)
     total_step: int | None = option(None, "steps the budget schedule spans; empty = the run's total optimizer steps",
                                     ge=1)
-
-
-class RankBudget(TrainerCallback):
-    """Sets AdaLoRA's schedule length from the Trainer and reallocates ranks after every optimizer step."""
-
-    def __init__(self, total_step: int | None) -> None:
-        self.total_step = total_step
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       model: nn.Module | None = None, **kwargs: Any) -> None:
-        config = model.peft_config[model.active_adapter]
-        config.total_step = self.total_step or state.max_steps
-        if config.tinit >= config.total_step - config.tfinal:
-            raise PeftkitError(
-                f"method.tinit ({config.tinit}) + method.tfinal ({config.tfinal}) must be below the run's "
-                f"{config.total_step} optimizer steps (adalora)"
-            )
-
-    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                          model: nn.Module | None = None, **kwargs: Any) -> None:
-        model.base_model.update_and_allocate(state.global_step)
 
 
 @METHODS.register("adalora")
@@ -74,6 +52,8 @@ class AdaLoraMethod(QuantizablePeftMethod):
         return None
 
     def callbacks(self) -> list[TrainerCallback]:
+        from peftkit.methods.rank_budget import RankBudget
+
         return [RankBudget(self.config.total_step)]
 
     def peft_fields(self, model: nn.Module) -> dict[str, Any]:

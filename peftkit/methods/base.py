@@ -6,19 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model
-from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-from peft.tuners.tuners_utils import check_target_module_exists
-from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
-from torch import nn
-from transformers import TrainerCallback
-
 from peftkit.config.schema import MethodConfig, declared_options, option
 from peftkit.errors import PeftkitError
 from peftkit.methods.targets import resolve_target_modules
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # declaring a method imports no torch / transformers / peft: light verbs list methods
+    from peft import PeftConfig
+    from torch import nn
+    from transformers import TrainerCallback
+
     from peftkit.config.sections import Recipe
 
 ALL_HEAD_KINDS = ("sequence_classification", "token_classification", "causal_lm")
@@ -27,7 +23,7 @@ ALL_QUANTIZATION = ("none", "8bit", "4bit")
 LORA_NAMES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
 
 #: Builds the base model; ``path`` replaces the recipe's model (used to reload fully fine-tuned runs).
-BaseBuilder = Callable[..., nn.Module]
+BaseBuilder = Callable[..., "nn.Module"]
 
 
 class Method:
@@ -74,6 +70,8 @@ class Method:
         gradient scaler refuses fp16 gradients. Unless ``trains_in_model_dtype``; frozen weights are left alone."""
         if precision not in ("bf16", "fp16") or self.trains_in_model_dtype:
             return model
+        import torch
+
         for parameter in model.parameters():
             if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
                 parameter.data = parameter.data.float()
@@ -107,6 +105,10 @@ class AdapterOptions(MethodConfig):
 def check_targets(model: nn.Module, config: PeftConfig) -> None:
     """Refuse target modules that match no layer (naming the layers there are), and a rank ``r`` above the
     width (smaller side) of a layer it adapts: more trainable parameters than the layer has, no more power."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from torch import nn
+
     targets = getattr(config, "target_modules", None)
     if isinstance(targets, str) or not targets:
         return
@@ -153,8 +155,8 @@ class PeftMethod(Method):
     #: float32 vector, AdaLoRA divides by its float32 rank count): on a quantized base its other weights are then
     #: kept in float32 too (``prepared_base``), or the model mixes dtypes where no autocast covers it.
     float32_beside_quantized: ClassVar[bool] = False
-    saved_config = CONFIG_NAME
-    saved_weights = SAFETENSORS_WEIGHTS_NAME
+    saved_config = "adapter_config.json"  # peft.utils.CONFIG_NAME
+    saved_weights = "adapter_model.safetensors"  # peft.utils.SAFETENSORS_WEIGHTS_NAME
     copied: ClassVar[tuple[str, ...]] = ()
     renamed: ClassVar[dict[str, str]] = {}
 
@@ -175,6 +177,9 @@ class PeftMethod(Method):
     def peft_config(self, model: nn.Module, head_modules: list[str], task_type: Any) -> PeftConfig:
         """The peft config for this method's options on ``model`` (its architecture picks default targets);
         ``apply`` adds the task head modules to train and save (``modules_to_save``)."""
+        from peft import PeftType
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
         config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(self.tuner.upper())]
         return config_cls(task_type=task_type, **self.peft_fields(model))
 
@@ -196,7 +201,17 @@ class PeftMethod(Method):
         return model
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
+        from peft import PeftModel
+
         return PeftModel.from_pretrained(self.prepared_base(build_base()), directory)
+
+
+def get_peft_model(model: nn.Module, config: PeftConfig, *args: Any, **kwargs: Any) -> nn.Module:
+    """peft's ``get_peft_model``, imported on first use; ``PeftMethod.apply`` calls it by this name (the seam
+    tools/gpu_proof.py wraps)."""
+    from peft import get_peft_model as wrap
+
+    return wrap(model, config, *args, **kwargs)
 
 
 class QuantizablePeftMethod(PeftMethod):

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetensors.torch import load_file, save_file
-from torch import nn
-
 from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.methods.base import BaseBuilder, Method
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from peftkit.config.sections import Recipe
 
 HEAD_WEIGHTS = "head_model.safetensors"
@@ -71,11 +70,15 @@ class HeadOnlyMethod(Method):
         return model
 
     def save(self, model: nn.Module, directory: Path) -> None:
+        from safetensors.torch import save_file
+
         state = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(state, str(directory / HEAD_WEIGHTS))
         model.config.save_pretrained(directory)
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
+        from safetensors.torch import load_file
+
         model = build_base()
         state = load_file(str(directory / HEAD_WEIGHTS))
         missing = set(state) - {n for n, _ in model.named_parameters()}

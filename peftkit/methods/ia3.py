@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, QuantizablePeftMethod
 from peftkit.methods.targets import resolve_target_modules
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from peftkit.config.sections import Recipe
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import nn
-
 from peftkit.config.schema import option
 from peftkit.methods.base import LORA_NAMES, AdapterOptions, QuantizablePeftMethod
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from peftkit.config.sections import Recipe
 
 
@@ -41,7 +40,7 @@ class LoraMethod(QuantizablePeftMethod):
         if init in ("pissa", "olora") and recipe.quantization.mode != "none":
             return (f"method.init_lora_weights {init} decomposes the base weights, which must not be quantized; "
                     "use init_lora_weights: default or quantization.mode: none")
-        if self.config.use_dora and recipe.quantization.mode == "8bit" and not torch.cuda.is_available():
+        if self.config.use_dora and recipe.quantization.mode == "8bit" and not _cuda():
             return ("DoRA on an 8-bit base fails in bitsandbytes' CPU backward pass (its int8 scale state is gone); "
                     "use quantization.mode: 4bit on a CPU")
         return None
@@ -75,3 +74,10 @@ class DoraOptions(LoraOptions):
 class DoraMethod(LoraMethod):
     description = "LoRA with a learned magnitude per output feature (Liu et al. 2024)"
     config: DoraOptions
+
+
+def _cuda() -> bool:
+    """Whether torch sees a CUDA GPU; torch is imported only for a recipe that asks this."""
+    import torch
+
+    return torch.cuda.is_available()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from peftkit.config.schema import option
 from peftkit.methods.base import AdapterOptions, PeftMethod
 from peftkit.registry import METHODS
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class OftOptions(AdapterOptions):

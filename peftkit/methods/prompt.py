@@ -8,15 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from peft import PeftConfig, TaskType
-from torch import nn
-
 from peftkit.config.schema import MethodConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.methods.base import ALL_HEAD_KINDS, BaseBuilder, QuantizablePeftMethod
 from peftkit.registry import METHODS
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from peftkit.config.sections import Recipe
 
 
@@ -83,6 +82,8 @@ def accept_past_key_values(model: nn.Module, task_type: Any) -> nn.Module:
     passes it on as ``cache``. Causal LMs need nothing (peft passes the prefix without checking); a model
     whose forward takes neither cannot carry a prefix and is refused in one line before training starts.
     """
+    from peft import TaskType
+
     if task_type not in (TaskType.SEQ_CLS, TaskType.TOKEN_CLS):
         return model
     for module in (model, getattr(model, model.base_model_prefix, model)):
@@ -118,6 +119,8 @@ class PrefixTuningMethod(PromptMethod):
         return super().apply(accept_past_key_values(model, task_type), head_modules, task_type)
 
     def load(self, directory: Path, build_base: BaseBuilder) -> nn.Module:
+        from peft import PeftConfig
+
         task_type = PeftConfig.from_pretrained(str(directory)).task_type
         return super().load(directory, lambda *a, **kw: accept_past_key_values(build_base(*a, **kw), task_type))
 

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from peft.utils import constants
-from torch import nn
+from functools import cache
+from typing import TYPE_CHECKING
 
 from peftkit.errors import PeftkitError
 
-#: Method family → peft's model-type → target-modules table.
-PEFT_TABLES: dict[str, dict[str, list[str]]] = {
-    "lora": constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
-    "adalora": constants.TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING,
-    "ia3": constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
-    "ia3_feedforward": constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
-    "loha": constants.TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING,
-    "lokr": constants.TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING,
-    "vera": constants.TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING,
-    "oft": constants.TRANSFORMERS_MODELS_TO_OFT_TARGET_MODULES_MAPPING,
-    "boft": constants.TRANSFORMERS_MODELS_TO_BOFT_TARGET_MODULES_MAPPING,
-}
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@cache
+def peft_tables() -> dict[str, dict[str, list[str]]]:
+    """Method family → peft's model-type → target-modules table (peft imported on first use)."""
+    from peft.utils import constants
+
+    return {
+        "lora": constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+        "adalora": constants.TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING,
+        "ia3": constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+        "ia3_feedforward": constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+        "loha": constants.TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING,
+        "lokr": constants.TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING,
+        "vera": constants.TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING,
+        "oft": constants.TRANSFORMERS_MODELS_TO_OFT_TARGET_MODULES_MAPPING,
+        "boft": constants.TRANSFORMERS_MODELS_TO_BOFT_TARGET_MODULES_MAPPING,
+    }
+
 
 #: Architectures missing from peft's tables (same choice as peft makes for their relatives).
 EXTRA: dict[str, dict[str, list[str]]] = {
@@ -31,7 +40,8 @@ EXTRA: dict[str, dict[str, list[str]]] = {
 
 def default_target_modules(family: str, model_type: str) -> list[str] | None:
     """The default targets of a method family on a model type; None when neither peft nor peftkit has one."""
-    table = PEFT_TABLES.get(family, PEFT_TABLES["lora"])
+    tables = peft_tables()
+    table = tables.get(family, tables["lora"])
     if model_type in table:
         return list(table[model_type])
     extra = EXTRA.get(model_type, {})

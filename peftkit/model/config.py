@@ -13,10 +13,9 @@ from peftkit.config.sections import ModelSection
 from peftkit.data.cache import fetch_model
 from peftkit.data.catalog import MODELS
 from peftkit.errors import PeftkitError, first_line
+from peftkit.model.shipped import shipped_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: The config.json of hub models the named recipes use (a few KB each), so validate / estimate work offline.
-HUB_CONFIGS = Path(__file__).resolve().parent / "hub_configs"
 
 
 def resolve_model_path(name: str) -> str:
@@ -30,12 +29,6 @@ def resolve_model_path(name: str) -> str:
         what = "is a file, expected a model directory" if path.exists() else "does not exist"
         raise PeftkitError(f"model.name: directory '{name}' {what}")
     return name
-
-
-def shipped_config(name: str) -> Path | None:
-    """The directory holding the config.json peftkit ships for hub model ``name``, if it ships one."""
-    directory = HUB_CONFIGS / name.replace("/", "--")
-    return directory if "/" in name and (directory / "config.json").is_file() else None
 
 
 def model_config(model: ModelSection, **kwargs: Any) -> PretrainedConfig:

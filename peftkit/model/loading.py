@@ -19,9 +19,10 @@ from peftkit.data.cache import cache_root
 from peftkit.data.catalog import MODELS
 from peftkit.errors import PeftkitError, first_line
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
-from peftkit.model.config import DTYPES, hub_error, model_config, resolve_model_path, shipped_config
+from peftkit.model.config import DTYPES, hub_error, model_config, resolve_model_path
 from peftkit.model.dropout import dropout_kwargs
 from peftkit.model.quantization import quantization_config
+from peftkit.model.shipped import shipped_config
 from peftkit.model.weights import release_checkpoint, require_safetensors
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import functools
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftkit.config.sections import ModelSection, QuantizationSection
 from peftkit.model.params import count_parameters
 from peftkit.registry import HEADS, METHODS
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HEAD_KIND_NAMES = {"sequence_classification": "seq", "token_classification": "token", "causal_lm": "causal"}
 #: Built-ins in reading order (baselines, LoRA family, other adapters, prompt methods); plugins follow.

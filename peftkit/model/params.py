@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from transformers import AutoModel
-
-from peftkit.config.sections import ModelSection
 from peftkit.data.cache import is_cached
 from peftkit.data.catalog import MODELS
-from peftkit.model.config import model_config, shipped_config
+from peftkit.model.shipped import shipped_config
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from peftkit.config.sections import ModelSection
+
+#: What ``parameter_count`` counts for the models the named recipes use (tests/model/test_params.py counts them
+#: again), so that `peftkit recipes` lists their sizes without importing torch and building each model.
+KNOWN_COUNTS = {
+    "minilm-l6": 22_713_216,
+    "m3e-small": 23_953_920,
+    "smollm2-135m": 134_515_008,
+    "FacebookAI/roberta-base": 124_697_433,
+    "Qwen/Qwen2.5-1.5B-Instruct": 1_543_714_304,
+    "Qwen/Qwen2.5-7B-Instruct": 7_615_616_512,
+    "google-bert/bert-base-chinese": 102_290_312,
+}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -37,12 +50,18 @@ def config_at_hand(model: ModelSection) -> bool:
 
 def parameter_count(model: ModelSection) -> int | None:
     """Parameters of the model as its checkpoint holds it (the architecture its config names), counted on the meta
-    device; None when the config is not at hand without a download (an unfetched catalogue model, a hub model
-    peftkit ships no config of)."""
-    import transformers
-
+    device (for the named recipes' models: KNOWN_COUNTS); None when the config is not at hand without a download
+    (an unfetched catalogue model, a hub model peftkit ships no config of)."""
     if not config_at_hand(model):
         return None
+    if model.name in KNOWN_COUNTS and not model.random_init and model.revision is None:
+        return KNOWN_COUNTS[model.name]
+    import torch
+    import transformers
+    from transformers import AutoModel
+
+    from peftkit.model.config import model_config
+
     config = model_config(model, **(model.config_overrides if model.random_init else {}))
     architecture = getattr(transformers, (getattr(config, "architectures", None) or ["AutoModel"])[0], AutoModel)
     with torch.device("meta"):

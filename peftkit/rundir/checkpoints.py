@@ -8,12 +8,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 from peftkit.errors import PeftkitError
-from peftkit.rundir.layout import BOOKKEEPING, LOGS_DIR, METRICS_FILE, RUN_STATE, TRACKING_MARKER, TRAINER_STATE
+from peftkit.rundir.layout import (
+    BOOKKEEPING,
+    CHECKPOINT_PREFIX,
+    LOGS_DIR,
+    METRICS_FILE,
+    RUN_STATE,
+    TRACKING_MARKER,
+    TRAINER_STATE,
+)
 
-_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -25,6 +25,8 @@ WORKING_ENTRIES = (CHECKPOINTS_DIR, STAGING_DIR, GATHERED_DIR, LOGS_DIR)
 #: Written by the first tracker into the logs directory: proof for --overwrite that peftkit wrote it.
 TRACKING_MARKER = "peftkit-tracking.json"
 
+#: The Trainer's name of a checkpoint folder: ``checkpoint-<step>`` (transformers' PREFIX_CHECKPOINT_DIR).
+CHECKPOINT_PREFIX = "checkpoint"
 # Inside a checkpoint: the Trainer's state, and what the Trainer does not keep (the loss summed over the run).
 TRAINER_STATE = "trainer_state.json"
 RUN_STATE = "peftkit_state.json"

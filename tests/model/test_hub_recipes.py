@@ -16,8 +16,8 @@ from peftkit.data import cache, loading
 from peftkit.hardware import auto
 from peftkit.hardware import device as devices
 from peftkit.hardware.env import fits
-from peftkit.model.config import shipped_config
 from peftkit.model.params import parameter_count
+from peftkit.model.shipped import shipped_config
 
 HUB_RECIPES = ("qwen2.5-7b-qlora-sft", "qwen2.5-1.5b-lora-sft", "roberta-base-lora-sst2",
                "bert-base-chinese-lora-thucnews")
@@ -104,7 +104,7 @@ def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: py
         calls.append((path, config))
         return _hub_rows(name)
 
-    monkeypatch.setattr(loading, "load_dataset", hub)
+    monkeypatch.setattr("datasets.load_dataset", hub)
     directory, overrides = _tiny_base(name, tmp_path)
     config = json.loads((directory / "config.json").read_text())
     result = train(name, **{
@@ -137,7 +137,7 @@ def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: py
 def test_source_splits_naming_a_missing_split_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from peftkit.errors import PeftkitError
 
-    monkeypatch.setattr(loading, "load_dataset", lambda path, config=None: _hub_rows("roberta-base-lora-sst2"))
+    monkeypatch.setattr("datasets.load_dataset", lambda path, config=None: _hub_rows("roberta-base-lora-sst2"))
     recipe = load_recipe("roberta-base-lora-sst2", ["data.source_splits={test: dev}"])
     with pytest.raises(PeftkitError, match=r"^'data.source_splits.test': hub data set 'nyu-mll/glue' has no 'dev' "
                                            r"split \(has train, validation, test\)$"):

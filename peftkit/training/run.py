@@ -108,7 +108,7 @@ def _train_and_save(recipe: Recipe, prepared: Prepared, output_dir: Path, checkp
     gathered = None
     if distributed.is_sharded(trainer):  # FSDP / DeepSpeed: every rank takes part in gathering the weights
         gathered = output_dir / GATHERED_DIR
-        trainer.save_model(str(gathered))
+        distributed.save_gathered(trainer, gathered)
     if trainer.is_world_process_zero():
         save_run_or_rescue(recipe, trainer, prepared.method, output_dir, metrics, weights=gathered)
     return RunResult(output_dir=output_dir, metrics=metrics)

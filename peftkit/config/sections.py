@@ -239,11 +239,6 @@ class DistributedSection(Section):
         False, "FSDP: keep the shards of weights, gradients and optimizer state in CPU memory, moving each to "
         "the GPU when used (CUDA GPUs; slower, for a model whose shards do not fit)"
     )
-    checkpoint_state: Literal["full", "sharded"] = option(
-        "full", "FSDP: checkpoints hold the gathered full weights, written by rank 0, or each process's shard "
-        "(faster to write for large models, resumable only with the same process count); the finished run "
-        "always holds the full weights"
-    )
     deepspeed: str | dict[str, Any] | None = option(
         None, "DeepSpeed config passed through to transformers: a JSON file or the config itself (ZeRO stage …)"
     )
@@ -255,7 +250,7 @@ class DistributedSection(Section):
     def _one_sharding(self) -> DistributedSection:
         if self.fsdp and self.deepspeed:
             raise refuse("'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
-        for key in ("sharding", "wrap", "cpu_offload", "checkpoint_state"):
+        for key in ("sharding", "wrap", "cpu_offload"):
             default = type(self).model_fields[key].get_default(call_default_factory=True)
             if not self.fsdp and getattr(self, key) != default:
                 raise refuse(f"'distributed.{key}' is an FSDP setting; set distributed.fsdp: true or drop it")

@@ -81,7 +81,7 @@ def training_kwargs(section: DistributedSection, checkpointing: bool = False) ->
             "version": 2,
             "reshard_after_forward": section.sharding == "full_shard",
             "cpu_offload": section.cpu_offload,
-            "state_dict_type": f"{section.checkpoint_state.upper()}_STATE_DICT",
+            "state_dict_type": "SHARDED_STATE_DICT",  # resume from a full one hangs (accelerate 1.15, FSDP2)
             "activation_checkpointing": checkpointing,
         }
         kwargs.update(fsdp=True, fsdp_config=config)
@@ -113,12 +113,14 @@ def set_wrap(model: nn.Module, section: DistributedSection) -> list[str]:
     return sorted(names)
 
 
-class CpuFsdp:
-    """Trainer mixin: FSDP2 across CPU processes (gloo) too.
+class Fsdp:
+    """Trainer mixin: FSDP2 across CPU processes (gloo) too, and full-weight saves gathered shard by shard.
 
     accelerate takes an FSDP plugin only for accelerator devices and silently falls back to DDP on CPUs, although
     FSDP2's ``fully_shard`` runs there; this hands the Trainer's plugin to the accelerator state as accelerate does
-    on GPUs, so a run can be sharded, and tested, without one.
+    on GPUs, so a run can be sharded, and tested, without one. accelerate's full state dict of an FSDP2 model
+    (offloaded to the CPU) holds tensors peft's save cannot read; the weights a checkpoint or the run saves are
+    gathered here instead.
     """
 
     def create_accelerator_and_postprocess(self) -> None:
@@ -135,22 +137,33 @@ class CpuFsdp:
         state.fsdp_plugin, state.distributed_type = plugin, DistributedType.FSDP
         self.is_fsdp_enabled = True
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)  # type: ignore[misc]
+        save_gathered(self, Path(output_dir or self.args.output_dir))  # type: ignore[attr-defined]
+
+
+def full_state_dict(model: nn.Module, keep: bool) -> dict[str, Any]:
+    """The model's state dict with every FSDP shard gathered whole, one parameter at a time, on the CPU where
+    ``keep`` (rank 0); empty elsewhere. Collective: every process calls it."""
+    from torch.distributed.tensor import DTensor
+
+    state = {}
+    for name, tensor in model.state_dict().items():
+        full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        if keep:
+            state[name] = full.detach().cpu().clone()
+    return state
+
 
 def save_gathered(trainer: Any, directory: Path) -> None:
     """Write the trained model into ``directory`` whole, as one process writes it (rank 0 writes; every process
-    must call this). Under FSDP each parameter is gathered from the processes' shards one at a time."""
+    must call this). Checkpoints hold these weights too, beside each process's shards that resuming reads."""
     if not getattr(trainer, "is_fsdp_enabled", False):
         trainer.save_model(str(directory))  # DeepSpeed: its own gathering
         return
-    from torch.distributed.tensor import DTensor
-
-    main = trainer.args.should_save
-    state = {}
-    for name, tensor in trainer.model.state_dict().items():
-        full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor  # collective: every rank calls it
-        if main:
-            state[name] = full.detach().cpu().clone()
-    if main:
+    state = full_state_dict(trainer.model, keep=trainer.args.should_save)
+    if trainer.args.should_save:
         trainer._save(str(directory), state_dict=state)
 
 

@@ -172,3 +172,21 @@ def test_wrap_defaults_to_the_models_blocks_that_do_not_hold_the_embeddings(tiny
     assert set_wrap(model, DistributedSection(fsdp=True, wrap=[])) == []
     with pytest.raises(PeftkitError, match=r"'distributed.wrap': the model has no module of class LlamaDecoderLayer"):
         set_wrap(model, DistributedSection(fsdp=True, wrap=["LlamaDecoderLayer"]))
+
+
+def test_estimate_per_process_shards_weights_gradients_and_optimizer_under_fsdp(write_recipe) -> None:
+    from peftkit.hardware.auto import resolved_for
+    from peftkit.hardware.device import current
+    from peftkit.hardware.estimate import estimate
+
+    def of(fsdp: bool, processes: int):
+        recipe = load_recipe(write_recipe({"method": {"name": "full"}, "distributed.fsdp": fsdp}))
+        return estimate(resolved_for(recipe, current(), 32, ["negative", "positive"]), 32,
+                        ["negative", "positive"], processes=processes)
+
+    one, sharded, ddp = of(True, 1), of(True, 2), of(False, 2)
+    assert ddp == one  # DDP: a whole copy in every process
+    assert (sharded.weights, sharded.gradients, sharded.optimizer) == (one.weights // 2, one.gradients // 2,
+                                                                      one.optimizer // 2)
+    assert 0 < sharded.gathered < one.weights  # two BertLayers gathered whole, not the model
+    assert sharded.processes == 2 and sharded.total < one.total

@@ -123,10 +123,10 @@ class MemoryEstimate:
         return self.total + self.reserved
 
     def terms(self) -> list[tuple[str, int]]:
-        """(name, bytes) of every term of ``total``, in print order."""
+        """(name, bytes) of every term of ``total``, in print order (gathered blocks only under FSDP)."""
         return [("weights", self.weights), ("quantized weights", self.quantized_weights),
                 ("gradients", self.gradients), ("optimizer state", self.optimizer),
-                ("gathered blocks", self.gathered),
+                *([("gathered blocks", self.gathered)] if self.gathered else []),
                 ("activations", self.activations), ("evaluation", self.working_set - self.activations),
                 ("runtime overhead", self.runtime_overhead)]
 

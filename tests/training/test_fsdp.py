@@ -72,7 +72,16 @@ def test_fsdp_lora_trains_as_one_process_and_saves_a_plain_adapter(write_recipe,
     assert max(single[k].abs().max().item() for k in single if "lora_B" in k) > 100 * WEIGHT_ATOL  # it trained
     for key in single:
         torch.testing.assert_close(sharded[key], single[key], atol=WEIGHT_ATOL, rtol=0)
-    torch.testing.assert_close(reloaded_logits(two), reloaded_logits(one), atol=WEIGHT_ATOL, rtol=0)
+    reloaded = reloaded_logits(two)
+    torch.testing.assert_close(reloaded, reloaded_logits(one), atol=WEIGHT_ATOL, rtol=0)
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    merged = tmp_path / "merged"
+    assert main(["export", str(two), "--out", str(merged), "--merge"]) == 0  # plain transformers weights
+    model = AutoModelForSequenceClassification.from_pretrained(merged)
+    torch.testing.assert_close(logits_of(model, AutoTokenizer.from_pretrained(merged), TEXTS), reloaded,
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
@@ -97,7 +106,8 @@ def _kill_tree(process: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_fsdp_run_killed_mid_training_resumes_to_the_same_weights(write_recipe, tmp_path: Path) -> None:
     recipe = str(write_recipe({"train.max_steps": 40, "train.batch_size": 8, "train.save_strategy": "steps",
-                               "train.save_steps": 4, "train.save_total_limit": 2, "distributed.fsdp": True}))
+                               "train.save_steps": 4, "train.save_total_limit": 2, "train.logging_steps": 4,
+                               "distributed.fsdp": True}))
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = ["train", recipe, "--nproc", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -190,3 +200,5 @@ def test_estimate_per_process_shards_weights_gradients_and_optimizer_under_fsdp(
                                                                       one.optimizer // 2)
     assert 0 < sharded.gathered < one.weights  # two BertLayers gathered whole, not the model
     assert sharded.processes == 2 and sharded.total < one.total
+    assert ("gathered blocks", sharded.gathered) in sharded.terms() and "gathered blocks" not in dict(one.terms())
+    assert sum(value for _, value in sharded.terms()) == sharded.total

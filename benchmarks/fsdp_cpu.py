@@ -5,8 +5,10 @@
 Full fine-tuning of the tests' tiny BERT and of the catalogue's MiniLM-L6 (fetched into the peftkit cache when
 missing), 20 steps of a global batch of 16 learnable sentiment texts: one process (batch 16), two DDP processes
 and two FSDP (full_shard) processes (batch 8 each), all through `peftkit train [--nproc 2]` with gloo. Private
-memory (USS) of every training process is sampled every 50 ms; the table shows the largest per process. Time per
-step is the training loop's time (metrics.json) over its steps, start-up and evaluation aside.
+memory (USS) of every training process is sampled every 50 ms over its whole life (loading, training, saving);
+the table shows the largest per process. Time per step is the training loop's time (metrics.json) over its steps,
+start-up and evaluation aside. Every process computes on one thread (OMP_NUM_THREADS=1), so one process and two
+compare like for like.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def peak_uss(process: subprocess.Popen) -> dict[int, int]:
 def measure(path: Path, extra: list[str], output: Path) -> tuple[float, int]:
     process = subprocess.Popen([sys.executable, "-m", "peftkit", "train", str(path), *extra,
                                 *(["train.batch_size=8"] if "--nproc" in extra else [])],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     peaks = peak_uss(process)
     if process.returncode != 0:
         raise SystemExit(process.stderr.read()[-2000:])
@@ -79,7 +82,8 @@ def main(argv: list[str]) -> int:
             seconds, peak = measure(path, extra, output)
             rows.append((label, mode, seconds, peak))
             print(f"{label}, {mode}: {seconds * 1000:.0f} ms/step, {peak / MIB:,.0f} MiB", file=sys.stderr)
-    print(f"full fine-tuning, {STEPS} steps of a global batch of 16, gloo on {os.cpu_count()} CPU cores")
+    print(f"full fine-tuning, {STEPS} steps of a global batch of 16, gloo, one thread per process, "
+          f"{os.cpu_count()} CPU cores")
     print("| model | processes | time per step | peak private memory per process |")
     print("|---|---|---|---|")
     for label, mode, seconds, peak in rows:

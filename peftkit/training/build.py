@@ -124,7 +124,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     if recipe.distributed.fsdp:
         distributed.set_wrap(model, recipe.distributed)
     resolved.update(auto.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
-                                                  label_names))
+                                                  label_names, processes=distributed.world_size()))
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
     callbacks += method.callbacks()

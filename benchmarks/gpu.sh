@@ -1,67 +1,78 @@
 #!/usr/bin/env bash
-# GPU benchmarks: on a CUDA machine, run sentiment-core, the GPU scaling suite (random-init Llama shapes of 1B / 3B /
-# 8B; a size that does not fit is recorded as out of memory) and a QLoRA SFT on the catalogue's SmolLM2, then write
-# their GPU rows (GPU name, versions, samples/s, peak allocated memory, test metric) into benchmarks/RESULTS.md.
+# The offline GPU proof: on one CUDA GPU with no network and no package index, train peftkit's GPU cells (QLoRA
+# with `auto` settings and with checkpointing, LoRA bf16, LoRA with packing, full FT bf16, fp16 as on an older GPU,
+# a deliberate out-of-memory cell, and an A/B of the QLoRA preparation) on random-init fixtures built there, print
+# one line per cell and, on a full run, write the GPU rows of benchmarks/RESULTS.md (tools/gpu_proof.py).
 #
-#   benchmarks/gpu.sh [--dry-run] [--quick] [--output-dir DIR]
+#   bash benchmarks/gpu.sh --fetch-wheels   # once, on a machine with the package index: the wheels the GPU
+#                                           # machine's Python lacks, into benchmarks/gpu-wheels/ (ignored)
+#   bash benchmarks/gpu.sh --dry-run        # anywhere: list the cells, check every wheel and fixture
+#   bash benchmarks/gpu.sh [--quick]        # on the GPU machine: budgeted for 8 minutes on one H200 (the cells
+#                                           # stop after tools/gpu_proof.py's CELLS_BUDGET); not yet run on one
 #
-# --dry-run  print what would run (and each suite's cells) without training; works without a GPU
-# --quick    every suite at its smoke size (a check of the script on a GPU, not figures to publish)
-# Without a CUDA GPU the script stops with exit code 2 before it trains anything. Suites resume: run it again
-# after an interruption and finished cells are kept.
+# Options: --quick (2 steps a cell, RESULTS.md untouched), --output-dir DIR (default runs/gpu-proof: the wheels
+# installed into DIR/site, the fixtures in DIR/fixtures, cell results, logs), --wheels DIR (default
+# benchmarks/gpu-wheels). PYTHON names the interpreter (default python3, which holds torch). Without a CUDA GPU a
+# run stops with exit code 2 before it installs or builds anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dry_run=0
+python=${PYTHON:-python3}
+mode=run
 quick=()
-out=runs/gpu
+out=runs/gpu-proof
+wheels=benchmarks/gpu-wheels
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dry-run) dry_run=1 ;;
+    --fetch-wheels) mode=fetch ;;
+    --dry-run) mode=dry ;;
     --quick) quick=(--quick) ;;
     --output-dir) out="${2:?--output-dir needs a directory}"; shift ;;
-    *) echo "benchmarks/gpu.sh: error: unknown argument '$1' (use --dry-run, --quick, --output-dir DIR)" >&2; exit 2 ;;
+    --wheels) wheels="${2:?--wheels needs a directory}"; shift ;;
+    *) echo "benchmarks/gpu.sh: error: unknown argument '$1' (use --fetch-wheels, --dry-run, --quick," \
+            "--output-dir DIR, --wheels DIR)" >&2; exit 2 ;;
   esac
   shift
 done
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$out/hf"
+export PEFTKIT_CACHE="$out/cache" PEFTKIT_GPU_WHEELS="$wheels"
 
-suites=(benchmarks/sentiment-core.yaml benchmarks/gpu/scaling.yaml benchmarks/gpu/smollm2-qlora-sft.yaml)
+case "$mode" in
+  fetch) exec "$python" -m tools.gpu_proof fetch-wheels ;;
+  dry) PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m tools.gpu_proof check --output-dir "$out" \
+         "${quick[@]}" ;;
+esac
 
-if python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  has_gpu=1
-else
-  has_gpu=0
-  if [ "$dry_run" -eq 0 ]; then
-    echo "benchmarks/gpu.sh: error: no CUDA GPU here (torch.cuda.is_available() is False); this script records" \
-         "GPU rows only. See what it would run with --dry-run." >&2
+if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  echo "benchmarks/gpu.sh: error: no CUDA GPU here (torch.cuda.is_available() is False); the proof trains on a" \
+       "GPU only. See what it would run with --dry-run." >&2
+  exit 2
+fi
+if ! compgen -G "$wheels/*.whl" >/dev/null; then
+  echo "benchmarks/gpu.sh: error: no wheels in $wheels; run 'bash benchmarks/gpu.sh --fetch-wheels' on a machine" \
+       "with the package index and bring the folder along" >&2
+  exit 2
+fi
+
+# The wheels go into a folder of their own, put first on the path: the image's own packages stay as they are.
+site="$out/site"
+stamp="$site/.peftkit-gpu-wheels"
+listed=$(cd "$wheels" && ls ./*.whl)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$listed" ]; then
+  if [ -e "$site" ] && [ ! -f "$stamp" ]; then
+    echo "benchmarks/gpu.sh: error: $site exists and was not made by this script; use another --output-dir" >&2
     exit 2
   fi
+  rm -rf "$site"
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
+  echo "$listed" >"$stamp"
 fi
+export PYTHONPATH="$site:$PWD"
 
-peftkit env
-dirs=()
-for suite in "${suites[@]}"; do
-  dir="$out/$(basename "$suite" .yaml)${quick[*]:+-quick}"
-  dirs+=("$dir")
-  if [ "$dry_run" -eq 1 ]; then
-    echo "would run: peftkit bench $suite ${quick[*]} --output-dir $dir"
-    python - "$suite" "${quick[*]}" <<'PY'
-import sys
-
-from peftkit.bench.suite import expand, load_suite
-
-cells = expand(load_suite(sys.argv[1]), quick=bool(sys.argv[2]))
-print(f"  {len(cells)} cells: {', '.join(cell.id for cell in cells)}")
-PY
-  else
-    peftkit bench "$suite" "${quick[@]}" --output-dir "$dir" || echo "suite $suite: some cells failed (see its report)"
-  fi
-done
-
-command="benchmarks/gpu.sh${quick[*]:+ --quick}"
-if [ "$dry_run" -eq 1 ]; then
-  echo "would write GPU rows: python tools/gpu_rows.py benchmarks/RESULTS.md ${dirs[*]} --command '$command'"
-  [ "$has_gpu" -eq 1 ] || echo "(no CUDA GPU here: a real run would stop before training)"
-else
-  python tools/gpu_rows.py benchmarks/RESULTS.md "${dirs[@]}" --command "$command"
-fi
+"$python" -m tools.gpu_proof requirements
+"$python" -m tools.gpu_proof check --output-dir "$out" "${quick[@]}"
+"$python" -m tools.gpu_fixtures "$out/fixtures"
+"$python" -m peftkit env || true
+"$python" -m tools.gpu_proof run --output-dir "$out" "${quick[@]}"
+echo "benchmarks/gpu.sh: done in ${SECONDS} s"

@@ -7,37 +7,71 @@ warning of peft, transformers, torch or bitsandbytes reaches the user.
   not install ``kernels`` (it downloads code at run time), so the line is dropped.
 - transformers 5.2x renamed gradient checkpointing to activation checkpointing and warns (FutureWarning) on the old
   name, also from its own code paths and from the TrainingArguments field that every transformers version peftkit
-  supports takes; nothing a user can act on.
+  supports takes; nothing a user can act on. peftkit passes the new name where transformers has it; peft still reads
+  the old property of the model.
+- transformers logs a "LOAD REPORT" table (with terminal colour codes) whenever a checkpoint lacks weights the model
+  has: for every classification head peftkit adds, which training initialises by design.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
 BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 #: FutureWarnings dropped, by the start of their message (a regular expression, as ``warnings`` matches it).
 RENAMED_CHECKPOINTING = r"`(is_)?gradient_checkpointing` is deprecated"
+#: The loggers transformers writes its LOAD REPORT through (model loading, adapter loading, pipeline layers).
+LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.integrations.peft", "transformers.modeling_layers")
+LOAD_REPORT = "LOAD REPORT"
 
 
 class _DropMessage(logging.Filter):
-    """Drops records whose message starts with ``prefix``; every other record passes."""
+    """Drops records whose message starts with ``prefix`` (or, ``anywhere``, contains it); every other passes."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, anywhere: bool = False) -> None:
         super().__init__()
         self.prefix = prefix
+        self.anywhere = anywhere
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefix)
+        message = record.getMessage()
+        return not (self.prefix in message if self.anywhere else message.startswith(self.prefix))
+
+
+def _drop(logger_name: str, prefix: str, anywhere: bool = False) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in logger.filters):
+        logger.addFilter(_DropMessage(prefix, anywhere))
 
 
 def install() -> None:
     """Filter the named messages above, and only those (idempotent)."""
-    logger = logging.getLogger(BNB_CPU_LOGGER)
-    if not any(isinstance(f, _DropMessage) for f in logger.filters):
-        logger.addFilter(_DropMessage(KERNELS_MESSAGE))
+    _drop(BNB_CPU_LOGGER, KERNELS_MESSAGE)
+    for name in LOAD_REPORT_LOGGERS:
+        _drop(name, LOAD_REPORT, anywhere=True)
     warnings.filterwarnings("ignore", message=RENAMED_CHECKPOINTING, category=FutureWarning)
+
+
+@contextlib.contextmanager
+def library_noise_filtered() -> Iterator[None]:
+    """The filters of `install` in force for a block even where the caller reset the warning filters (pytest,
+    some notebooks); the caller's filters come back afterwards."""
+    with warnings.catch_warnings():
+        install()
+        yield
+
+
+def no_progress_bars() -> None:
+    """No progress bars of datasets or transformers (loading weights, tokenizing) in this process."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def for_cli() -> None:

@@ -295,3 +295,36 @@ def train_and_reload(recipe: Path, texts: list[str], **overrides: Any) -> dict[s
     assert not torch.allclose(probe.trained, probe.untrained, atol=1e-4), "training did not change the logits"
     assert torch.equal(reloaded, probe.trained), (reloaded - probe.trained).abs().max()
     return {"result": result, "probe": probe, "run": run, "reloaded": reloaded}
+
+
+# -- model cards --------------------------------------------------------------------------------------------------
+
+#: Runs a card's code (argv[1]) then ``argv[2]`` (the test's own lines, which see the card's names) in a process
+#: that cannot import peftkit (nor peft when ``argv[3]`` is "no-peft"); start it with ``python -I``.
+CARD_RUN = """
+import sys
+sys.modules["peftkit"] = None
+if sys.argv[3] == "no-peft":
+    sys.modules["peft"] = None
+exec(sys.argv[1] + "\\n" + sys.argv[2])
+"""
+
+
+def card_code(card: Path, heading: str = "## Load it", language: str = "python") -> str:
+    """The first ``language`` code block after ``heading`` in the model card ``card`` (a README.md)."""
+    import re
+
+    found = re.search(rf"^{re.escape(heading)}\n.*?```{language}\n(.*?)```", card.read_text(), re.S | re.M)
+    assert found, f"{card} has no {language} block under {heading!r}"
+    return found.group(1)
+
+
+def run_card(card: Path, then: str = "", heading: str = "## Load it", peft: bool = True) -> str:
+    """Run the card's code as printed, then ``then``, in a fresh isolated Python without peftkit; its stdout."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-I", "-c", CARD_RUN, card_code(card, heading), then,
+                           "peft" if peft else "no-peft"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

@@ -98,7 +98,7 @@ def main() -> int:
         python = make_venv(args.venv or Path(tmp) / "venv", args.torch)
         others = [r for r in requirements() if r.name != "torch"]
         if args.mode == "refresh":
-            run(python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]", *args.extra)
+            run(python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,docs]", *args.extra)
             header = (f"# Exact versions CI installs (`pip install -c .ci/constraints.txt`); rewritten by\n"
                       f"# `python tools/check_deps.py refresh` (torch: {args.torch}).\n")
             pins = sorted(f"{name}=={version}" for name, version in installed(python).items()

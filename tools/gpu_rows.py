@@ -1,7 +1,8 @@
 """GPU rows of benchmarks/RESULTS.md: `python tools/gpu_rows.py RESULTS.md BENCH_DIR …` (run by benchmarks/gpu.sh).
 
-Every cell result under each bench directory becomes one row: GPU name, package versions, suite and cell,
-samples/s, the allocator's peak, and the test metric. The rows replace what stands between the
+Every cell result under each bench directory becomes one row: GPU name, package versions, suite and cell, status
+(ok, out of memory, failed), samples/s, tokens/s, the allocator's allocated and reserved peaks, the estimate's
+prediction, and the test metric. The rows replace what stands between the
 ``<!-- gpu-rows:start -->`` and ``<!-- gpu-rows:end -->`` markers (a section is appended when there are none).
 """
 
@@ -12,14 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from peftkit.bench.cell import status_label
 from peftkit.bench.runner import load_results
 from peftkit.errors import PeftkitError
 from peftkit.rundir import atomic
 from peftkit.rundir.metrics import main_metric
 
 START, END = "<!-- gpu-rows:start -->", "<!-- gpu-rows:end -->"
-HEADER = ("GPU", "torch / transformers / peft / bitsandbytes", "suite", "cell", "status", "samples/s",
-          "peak allocated MiB", "test metric")
+HEADER = ("GPU", "torch / transformers / peft / bitsandbytes", "suite", "cell", "status", "samples/s", "tokens/s",
+          "peak allocated MiB", "peak reserved MiB", "predicted MiB", "test metric")
+
+
+def _mib(value: float | None) -> str:
+    return f"{value / 2**20:,.0f}" if value else "-"
 
 
 def _metric(result: dict[str, Any]) -> str:
@@ -33,15 +39,13 @@ def row(result: dict[str, Any]) -> tuple[str, ...]:
     provenance = result.get("provenance") or {}
     packages = provenance.get("packages") or {}
     versions = " / ".join(str(packages.get(n) or "-") for n in ("torch", "transformers", "peft", "bitsandbytes"))
-    speed = (result.get("speed") or {}).get("samples_per_second")
-    peak = (result.get("memory") or {}).get("cuda_allocated_peak_bytes")
-    status = result.get("status", "failed")
-    if status != "ok":
-        error = str(result.get("error") or "")
-        status = "out of memory" if "out of memory" in error.lower() else f"failed: {error[:60]}"
+    speed, memory = result.get("speed") or {}, result.get("memory") or {}
+    samples, tokens = speed.get("samples_per_second"), speed.get("tokens_per_second")
     return (str(provenance.get("gpu") or provenance.get("device") or "-"), versions, str(result.get("suite", "-")),
-            str(result.get("cell", "-")), status, f"{speed:.2f}" if speed else "-",
-            f"{peak / 2**20:,.0f}" if peak else "-", _metric(result) if result.get("status") == "ok" else "-")
+            str(result.get("cell", "-")), status_label(result), f"{samples:.2f}" if samples else "-",
+            f"{tokens:,.0f}" if tokens else "-", _mib(memory.get("cuda_allocated_peak_bytes")),
+            _mib(memory.get("cuda_reserved_peak_bytes")), _mib(memory.get("predicted_bytes")),
+            _metric(result) if result.get("status") == "ok" else "-")
 
 
 def table(directories: list[Path]) -> str:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+import torch
+from transformers import TrainerCallback
 
 from peftkit.bench.memory import MemorySampler, PhaseCallback
 from peftkit.errors import first_line
@@ -27,6 +31,8 @@ SCHEMA = "peftkit.bench.cell/1"
 RESULT_KEYS = ("schema", "suite", "cell", "variant", "values", "status", "error", "recipe_hash", "provenance")
 #: Test figures that are not a cell's metrics: the Trainer's timings and the loss.
 NOT_METRICS = TIMING_KEYS | {"loss"}
+#: How reports label a cell that failed because the GPU ran out of memory (``result["out_of_memory"]``).
+OUT_OF_MEMORY = "out of memory"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -49,15 +55,40 @@ def measured_memory(sampler: MemorySampler) -> dict[str, Any]:
     }
 
 
-def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one cell's recipe; everything measured goes into the returned result."""
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step, the GPU synchronised at both ends: their median leaves the first
+    steps' warm-up out of a per-step figure."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    @staticmethod
+    def _now() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started = self._now()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.seconds.append(self._now() - self._started)
+
+    def median(self) -> float | None:
+        """The median step time in seconds (None before any step)."""
+        return statistics.median(self.seconds) if self.seconds else None
+
+
+def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one cell's recipe; everything measured goes into ``result`` (a base result), which keeps
+    what was known before a failure: provenance, the prediction, the settings the run resolved."""
     from peftkit.bench.provenance import collect, recipe_hash
     from peftkit.config.load import recipe_from_dict
     from peftkit.hardware.auto import estimate_on
     from peftkit.model.loading import random_init_path
     from peftkit.training.run import train
 
-    result = base_result(spec)
     result["provenance"] = collect()
     recipe = recipe_from_dict(spec["recipe"], source=f"cell {spec['cell']}")
     recipe.output_dir = spec["output_dir"]
@@ -66,18 +97,19 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         return run_baseline(recipe, result)
     result.update(method=recipe.method.name, quantization=recipe.quantization.mode, model=recipe.model.name)
     predicted = estimate_on(recipe)
+    result["memory"] = {"predicted_bytes": predicted.total}
     checkpoint = random_init_path(recipe.model)
     if checkpoint is not None and not (checkpoint / "config.json").is_file():
         # built once, in a process of its own: its memory never inflates the baseline
         subprocess.run([sys.executable, "-m", "peftkit.bench.cell", "--prepare", json.dumps(spec["recipe"])],
                        check=True)
-    sampler = MemorySampler().start("load")
+    sampler, timer = MemorySampler().start("load"), StepTimer()
     try:
-        run = train(recipe, overwrite=True, callbacks=[PhaseCallback(sampler)])
+        run = train(recipe, overwrite=True, callbacks=[PhaseCallback(sampler), timer])
     finally:
         sampler.stop()
-    memory = measured_memory(sampler)
-    memory["predicted_bytes"] = predicted.total
+        result["settings"] = settings(recipe)  # resolved in place before anything loaded
+        result["memory"] = memory = {**measured_memory(sampler), "predicted_bytes": predicted.total}
     memory["predicted"] = predicted.as_dict()
     memory["error_percent"] = 100 * (predicted.total - memory["peak_bytes"]) / max(memory["peak_bytes"], 1)
     m = run.metrics
@@ -93,6 +125,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         speed={
             "train_seconds": train_metrics["seconds"],
             "steps": train_metrics["steps"],
+            "median_step_seconds": timer.median(),
             "samples_per_second": samples_per_second,
             "tokens_per_second": samples_per_second * per_example if samples_per_second and per_example else None,
             "eval_samples_per_second": m["test"].get("samples_per_second"),
@@ -103,6 +136,15 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if not spec.get("keep_run"):
         shutil.rmtree(run.output_dir, ignore_errors=True)
     return result
+
+
+def settings(recipe: Any) -> dict[str, Any]:
+    """The device-dependent settings a run trained with, its `auto` options resolved."""
+    return {"train.precision": recipe.train.precision, "train.optim": recipe.train.optim,
+            "quantization.compute_dtype": recipe.quantization.compute_dtype if recipe.quantization.mode != "none"
+            else None,
+            "model.attn_implementation": recipe.model.attn_implementation,
+            "train.gradient_checkpointing": recipe.train.gradient_checkpointing}
 
 
 def run_baseline(recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +198,25 @@ def failed_result(spec: dict[str, Any], error: str, partial: dict[str, Any] | No
     return result
 
 
+def failure(spec: dict[str, Any], exc: BaseException, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The failed result of an exception: its type and first line, whether the GPU ran out of memory, and what
+    ``partial`` already held."""
+    from peftkit.training.guards import is_out_of_memory
+
+    first = first_line(exc) if str(exc).strip() else ""
+    return failed_result(spec, f"{type(exc).__name__}: {first}".rstrip(": "),
+                         {**(partial or {}), "out_of_memory": is_out_of_memory(exc)})
+
+
+def status_label(result: dict[str, Any]) -> str:
+    """A result's status as reports show it: ok, out of memory, or failed with the first 60 characters of why."""
+    if result.get("status") == "ok":
+        return "ok"
+    if result.get("out_of_memory"):
+        return OUT_OF_MEMORY
+    return f"failed: {str(result.get('error') or '')[:60]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the cell described by SPEC.json and write RESULT.json (also when it fails); with ``--prepare RECIPE``
     (JSON) only build the recipe's random-init checkpoint."""
@@ -169,12 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     spec_path, result_path = argv[:2]
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     started = time.perf_counter()
+    result = base_result(spec)
     try:
-        result = run_cell(spec)
+        result = run_cell(spec, result)
     except Exception as exc:  # recorded, never raised: the suite goes on with the next cell
         traceback.print_exc()
-        first = first_line(exc) if str(exc).strip() else ""
-        result = failed_result(spec, f"{type(exc).__name__}: {first}".rstrip(": "))
+        result = failure(spec, exc, result)
     result["wall_seconds"] = time.perf_counter() - started
     write_json_atomic(Path(result_path), result)
     return 0 if result["status"] == "ok" else 1

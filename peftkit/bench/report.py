@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftkit.bench.cell import status_label
 from peftkit.bench.runner import SUITE_FILE, load_results
 from peftkit.bench.suite import Suite
 from peftkit.config.files import read_yaml
@@ -209,7 +210,7 @@ def cell_table(results: list[dict[str, Any]]) -> str:
             table.append([r["cell"], "ok", _mib(PEAK(r)), PEAK_PHASE(r) or "–", _mib(RSS_PEAK(r)), _mib(PREDICTED(r)),
                           _num(ERROR(r), 0), ""])
         else:
-            table.append([r["cell"], "failed", "–", "–", "–", "–", "–",
+            table.append([r["cell"], status_label(r).split(":")[0], "–", "–", "–", "–", "–",
                           (r.get("error") or "").replace("|", "\\|")[:160]])
     return _markdown(["cell", "status", "peak MiB", "peak in", "RSS peak MiB", "predicted MiB", "error %", "error"],
                      table)
@@ -288,8 +289,8 @@ def plot_accuracy(rows: list[Row], metric: str, directory: Path, measure: str) -
         ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3)
         for x, y, row in zip(xs, ys, rows, strict=True):
             ax.annotate(row.variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
-        if get_x is PEAK:
-            frontier = _pareto(list(zip(xs, ys, strict=True)))
+        frontier = _pareto(list(zip(xs, ys, strict=True))) if get_x is PEAK else []
+        if len(frontier) > 1:  # one point is no line: no legend entry for one either
             ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="tab:red",
                     linestyle="--", label="Pareto frontier")
             ax.legend()

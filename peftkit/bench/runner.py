@@ -21,9 +21,10 @@ from peftkit.bench.cell import failed_result, write_json_atomic
 from peftkit.bench.suite import Cell, Suite, expand, load_suite
 from peftkit.config.load import recipe_from_dict
 from peftkit.errors import PeftkitError
+from peftkit.rundir.layout import BENCH_RESULTS_DIR, BENCH_SUITE_FILE
 
-RESULTS_DIR = "cells"
-SUITE_FILE = "suite.yaml"
+RESULTS_DIR = BENCH_RESULTS_DIR  # the names live in peftkit.rundir.layout: `peftkit runs` tells such a folder by them
+SUITE_FILE = BENCH_SUITE_FILE
 
 
 @dataclass

@@ -16,7 +16,7 @@ EXIT_USER_ERROR = 2
 
 VERBS: tuple[Callable[[Verbs], None], ...] = (
     recipes.add_recipes, recipes.add_show, recipes.add_cp, recipes.add_validate,
-    train.add_train, runs.add_eval, runs.add_predict, export.add_export, export.add_fuse, runs.add_runs,
+    train.add_train, runs.add_eval, runs.add_predict, export.add_export, export.add_fuse, runs.add_runs, runs.add_plot,
     plugins.add_heads, plugins.add_methods, train.add_sweep, recipes.add_options, bench.add_bench,
     machine.add_estimate, machine.add_env, catalog.add_data, catalog.add_models,
 )

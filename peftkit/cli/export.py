@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"re-quantized to {q['mode']}: weights {q['bytes_before']:,} → {q['bytes_after']:,} bytes; "
               "loading it needs bitsandbytes")
     kind = {"onnx": "ONNX model (merged, float32)", "gguf": f"GGUF model (merged, {report.get('dtype')})"}.get(
-        args.format, f"{report['mode']} model")
+        args.format, "merged model" if report["mode"] == "merge" else "adapter and task head")
     print(f"exported {kind} to {args.out} ({report['weights_bytes']:,} bytes of weights)")
 
 

@@ -22,7 +22,9 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from peftkit.hardware import device
     from peftkit.hardware.env import fit_table, fits
     from peftkit.hardware.estimate import DEVICE_RESERVE
+    from peftkit.quiet import no_progress_bars
 
+    no_progress_bars()  # a table, not a training: nothing to follow
     recipe = load_recipe(args.recipe, args.overrides)
     rows, source = fits(recipe, [device.current(), *device.reference_gpus()], processes=args.nproc)
     e = rows[0].estimate
@@ -63,7 +65,9 @@ def cmd_env(args: argparse.Namespace) -> None:
     from peftkit.config.load import load_recipe
     from peftkit.hardware import device
     from peftkit.hardware.env import fit_table, fits, report
+    from peftkit.quiet import no_progress_bars
 
+    no_progress_bars()
     print("\n".join(report()))
     if args.recipe:
         recipe = load_recipe(args.recipe, args.overrides)

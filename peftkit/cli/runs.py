@@ -1,4 +1,4 @@
-"""Verbs on saved runs: `eval`, `predict`, `runs`."""
+"""Verbs on saved runs: `eval`, `predict`, `runs`, `plot`."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def add_predict(verbs: Verbs) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Print one prediction per text (from the arguments, then `--file`): the head's line, or JSON."""
+    from peftkit.quiet import no_progress_bars
     from peftkit.rundir.inference import predict_with, texts_to_predict
     from peftkit.rundir.load import load_run
 
+    no_progress_bars()  # one line per text, nothing between
     texts = list(args.texts)
     if args.file:
         path = Path(args.file)
@@ -101,3 +103,42 @@ def cmd_runs(args: argparse.Namespace) -> None:
         sys.stdout.write(to_csv(rows))
     else:
         print(to_json(rows) if args.json else format_table(rows))
+
+
+def add_plot(verbs: Verbs) -> None:
+    """Declare `peftkit plot RUN ... [--metric loss|eval_*] [--out FILE.png|FILE.svg]`."""
+    plot = verb(verbs, "plot", cmd_plot, "draw the loss or an evaluation curve of one or several runs on one figure")
+    plot.add_argument("runs", nargs="+", help="run directories")
+    plot.add_argument("--metric", default="loss",
+                      help="loss (training, and validation where the run evaluated) or a validation score: "
+                           "eval_loss, eval_accuracy, eval_f1 … (default: loss)")
+    plot.add_argument("--out", help=f"the picture to write, .png or .svg (default: {PLOT_DEFAULT} here, not "
+                                    "replacing a file of that name)")
+
+
+PLOT_DEFAULT = "curves.png"
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    """Draw the runs' curves of ``--metric`` into one picture and say where it is."""
+    from peftkit.rundir.metrics import saved_metrics
+    from peftkit.rundir.plot import figure, save
+
+    try:
+        import matplotlib  # noqa: F401 - an extra
+    except ImportError:
+        raise PeftkitError("plot needs matplotlib; pip install 'peftkit[bench]'") from None
+    out = Path(args.out or PLOT_DEFAULT)
+    if args.out is None and out.exists():
+        raise PeftkitError(f"'{out}' already exists and is not replaced; name the picture with --out")
+    if out.is_dir():
+        raise PeftkitError(f"--out '{out}' is a directory, expected a .png or .svg file")
+    if not out.parent.is_dir():
+        raise PeftkitError(f"--out: directory '{out.parent}' does not exist")
+    paths = [Path(run) for run in args.runs]
+    names = [p.name or str(p) for p in paths]
+    if len(set(names)) < len(names):  # two runs of the same name in different folders: their paths tell them apart
+        names = [str(p) for p in paths]
+    runs = [(name, saved_metrics(path)) for name, path in zip(names, paths, strict=True)]
+    save(figure(runs, args.metric), out)
+    print(f"{args.metric} of {len(runs)} run{'s' if len(runs) > 1 else ''} drawn in {out}")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 from pathlib import Path
 
 from peftkit.cli.common import Verbs, positive_int, print_metrics, recipe_args, seed, verb
 
 
 def add_train(verbs: Verbs) -> None:
-    """Declare `peftkit train RECIPE [overrides] [--output-dir DIR] [--overwrite] [--resume] [--nproc N]`."""
+    """Declare `peftkit train RECIPE [overrides] [--output-dir DIR] [--overwrite] [--resume] [--nproc N]
+    [--quiet | --json]`."""
     train = verb(verbs, "train", cmd_train, "train and evaluate a recipe")
     recipe_args(train)
     train.add_argument("--output-dir", help="where to write the run (same as output_dir=…)")
@@ -19,12 +23,18 @@ def add_train(verbs: Verbs) -> None:
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel processes on this machine, started through torchrun (DDP; FSDP / "
                             "DeepSpeed from the recipe's distributed section)")
+    output = train.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true",
+                        help="print only the closing summary and errors: no header, progress bars or log table")
+    output.add_argument("--json", action="store_true",
+                        help="print only the final metrics, as one JSON object on stdout (the rest goes to stderr)")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train and evaluate a recipe, in this process or in `--nproc` processes started through torchrun."""
     from peftkit.config.load import load_recipe
     from peftkit.hardware.preflight import check_machine
+    from peftkit.quiet import no_progress_bars
     from peftkit.rundir.destination import check_destination, run_inputs
     from peftkit.training import distributed
     from peftkit.training.run import train
@@ -40,11 +50,19 @@ def cmd_train(args: argparse.Namespace) -> None:
                               [args.recipe, *run_inputs(recipe)], locked=True)
         check_machine(recipe)
         argv = ["train", args.recipe, *args.overrides, *(["--output-dir", args.output_dir] if args.output_dir else [])]
-        argv += ["--overwrite"] if args.overwrite else []
+        argv += [flag for flag, on in (("--overwrite", args.overwrite), ("--quiet", args.quiet),
+                                       ("--json", args.json)) if on]
         distributed.launch(args.nproc, argv + (["--resume"] if args.resume else []))
         return
-    result = train(recipe, overwrite=args.overwrite, protect=[args.recipe])
+    if args.quiet or args.json:
+        no_progress_bars()
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = train(recipe, overwrite=args.overwrite, protect=[args.recipe], quiet=args.quiet or args.json,
+                       name=Path(args.recipe).stem)
     if not distributed.is_main_process():
+        return
+    if args.json:
+        print(json.dumps({"output_dir": str(result.output_dir), **result.metrics}, default=str))
         return
     m = result.metrics
     print_metrics(f"test metrics ({m['test_examples']} examples):", m["test"])

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import SerializeAsAny, ValidationInfo, field_validator, model_validator
 
-from peftkit.config.limits import MAX_WORKERS, SEED_MAX
+from peftkit.config.limits import MAX_AUGMENT_COPIES, MAX_WORKERS, SEED_MAX
 from peftkit.config.schema import HeadConfig, MethodConfig, Section, option, refuse
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -165,9 +165,23 @@ class TrainSection(Section):
         "predicts the run would not fit the device's memory without it"
     )
     optim: Literal[
-        "auto", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
-    ] = option("auto", "optimizer; bitsandbytes' 8-bit and paged AdamW are the ones QLoRA uses; auto = "
-                       "paged_adamw_8bit for a quantized base on a CUDA GPU, else adamw_torch")
+        "auto", "adamw_torch_fused", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+        "adafactor", "sgd"
+    ] = option("auto", "optimizer; adamw_torch_fused is torch's AdamW in one fused kernel per step, bitsandbytes' "
+                       "8-bit and paged AdamW are the ones QLoRA uses; auto = paged_adamw_8bit for a quantized "
+                       "base on a CUDA GPU, else adamw_torch_fused")
+    lm_loss: Literal["auto", "full", "chunked", "liger"] = option(
+        "auto", "causal LM training loss: full = the model's own (every position's logits, then an fp32 copy); "
+        "chunked = the labelled positions through the output layer a chunk at a time, recomputed in the backward "
+        "pass, so full-vocabulary logits are never held; liger = liger-kernel's fused linear cross-entropy (CUDA); "
+        "auto = liger where liger-kernel is installed on a CUDA GPU, else chunked; full for models without "
+        "logits_to_keep, AdaLoRA (its penalty is in the model's loss) and FSDP / DeepSpeed"
+    )
+    tf32: bool | Literal["auto"] = option(
+        "auto", "TF32 tensor cores for float32 matmuls (CUDA, Ampere or newer); auto = on where the GPU has them"
+    )
+    torch_compile: bool = option(False, "compile the model with torch.compile (first steps slower, later ones "
+                                        "faster; opt-in: not every model and method compiles)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto", "fp32, or bf16 / fp16 mixed precision (fp16 needs a CUDA GPU, bf16 a GPU or CPU that has it); "
         "auto = bf16 on a GPU with native bf16 (Ampere on), fp16 on older GPUs, fp32 on a CPU"
@@ -277,7 +291,8 @@ class PreprocessSection(Section):
 
 
 class AugmentSection(Section):
-    copies: int = option(0, "augmented copies added per training row (training split only); 0 = off", ge=0)
+    copies: int = option(0, "augmented copies added per training row (training split only); 0 = off", ge=0,
+                         le=MAX_AUGMENT_COPIES)
     prob: float = option(
         0.1, "share of the words (characters of unsegmented Chinese) one operation changes, at least one", gt=0, le=1
     )
@@ -339,5 +354,8 @@ def auto_options(recipe: Recipe) -> list[str]:
               "quantization.compute_dtype": recipe.quantization.compute_dtype,
               "train.optim": recipe.train.optim,
               "model.attn_implementation": recipe.model.attn_implementation,
-              "train.gradient_checkpointing": recipe.train.gradient_checkpointing}
+              "train.gradient_checkpointing": recipe.train.gradient_checkpointing,
+              "train.lm_loss": recipe.train.lm_loss,
+              "train.tf32": recipe.train.tf32,
+              "task.packing": getattr(recipe.task, "packing", None)}
     return [key for key, value in values.items() if value == AUTO]

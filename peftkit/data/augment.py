@@ -156,4 +156,4 @@ def augment(dataset: Dataset, section: AugmentSection, seed: int, column: str) -
                     out[name].append(text if name == column else values[position])
         return out
 
-    return dataset.map(expand, batched=True, with_indices=True, desc="augmenting")
+    return dataset.map(expand, batched=True, with_indices=True, desc="augmenting train")

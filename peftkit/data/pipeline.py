@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from peftkit.config.sections import DataSection, Recipe
 from peftkit.data import SPLITS, augment, load_splits, preprocess
-from peftkit.heads.base import Head
+from peftkit.heads.base import TOKENIZING_SPLIT, Head
 
 
 @dataclass
@@ -43,10 +43,19 @@ def build_splits(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase 
         column = augment.text_column(splits["train"], head.name)
         splits["train"] = augment.augment(splits["train"], recipe.augment, recipe.train.seed, column)
     label2id = {name: i for i, name in enumerate(label_names)}
-    tokenized = DatasetDict({
-        name: head.tokenize(splits[name], tokenizer, recipe.data.max_length, label2id) for name in parts
-    })
+    tokenized = DatasetDict({name: _tokenize(head, splits[name], name, tokenizer, recipe.data.max_length, label2id)
+                             for name in parts})
     return RecipeData(splits, tokenized, label_names)
+
+
+def _tokenize(head: Head, split: Dataset, name: str, tokenizer: PreTrainedTokenizerBase | None, max_length: int,
+              label2id: dict[str, int]) -> Dataset:
+    """``head.tokenize`` of one split, its progress bar labelled with the split's name."""
+    token = TOKENIZING_SPLIT.set(name)
+    try:
+        return head.tokenize(split, tokenizer, max_length, label2id)
+    finally:
+        TOKENIZING_SPLIT.reset(token)
 
 
 def longest_input(tokenized: DatasetDict, splits: Sequence[str] | None = None) -> int:

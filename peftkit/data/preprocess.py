@@ -106,10 +106,10 @@ def apply(splits: DatasetDict, section: PreprocessSection, skip: tuple[str, ...]
     process = Preprocessor(section)
     if not process:
         return splits
-    return DatasetDict({name: _map(part, process, skip) for name, part in splits.items()})
+    return DatasetDict({name: _map(part, process, skip, name) for name, part in splits.items()})
 
 
-def _map(dataset: Dataset, process: Preprocessor, skip: tuple[str, ...]) -> Dataset:
+def _map(dataset: Dataset, process: Preprocessor, skip: tuple[str, ...], split: str) -> Dataset:
     text_columns = [c for c in dataset.column_names if c not in skip and _kind(dataset, c) == "text"]
     word_columns = [c for c in dataset.column_names if c not in skip and _kind(dataset, c) == "words"]
     if word_columns:
@@ -125,7 +125,7 @@ def _map(dataset: Dataset, process: Preprocessor, skip: tuple[str, ...]) -> Data
         out.update({c: [[process(w) for w in words] for words in batch[c]] for c in word_columns})
         return out
 
-    return dataset.map(clean, batched=True, desc="preprocessing")
+    return dataset.map(clean, batched=True, desc=f"preprocessing {split}")
 
 
 def _kind(dataset: Dataset, column: str) -> str:

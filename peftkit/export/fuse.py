@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -192,7 +191,6 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")  # a finished run
             with torch.no_grad():
                 metrics = {"test": evaluate_run(staging), **metrics}
-            shutil.rmtree(staging / "eval", ignore_errors=True)
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
             write_model_card(staging, recipe, metrics)
         return FuseResult(out, metrics)

@@ -4,7 +4,14 @@ so the three agree:
 - ``train.precision``: bf16 on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere on), fp16 on an
   older CUDA GPU, fp32 on a CPU;
 - ``quantization.compute_dtype``: bfloat16 where bf16 is native, float16 on an older CUDA GPU, float32 on a CPU;
-- ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, AdamW otherwise;
+- ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, fused AdamW otherwise (transformers' own
+  default; on a CPU too, where torch 2.13's fused step is several times faster than the per-tensor one);
+- ``train.tf32``: on for a CUDA GPU with TF32 tensor cores (Ampere on), off elsewhere;
+- ``train.lm_loss``: liger where liger-kernel is installed on CUDA, else chunked, for a causal LM whose model takes
+  ``logits_to_keep`` and exposes its decoder and whose method adds nothing to the model's loss, unless FSDP or
+  DeepSpeed shard the weights; full otherwise;
+- ``task.packing`` (causal LM): on where attention is flash_attention_2 (padding-free, variable-length kernel),
+  unless the method prepends virtual tokens or data.padding pads to a fixed length;
 - ``model.attn_implementation``: flash_attention_2 where flash-attn is installed, the GPU is Ampere or newer and
   the model class supports it; else sdpa where the model class supports it; else eager;
 - ``train.gradient_checkpointing``: on when the predicted peak without it (and what the device reserves besides)
@@ -16,6 +23,7 @@ resolved recipe.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from peftkit.config.sections import AUTO, Recipe, auto_options
@@ -25,7 +33,7 @@ from peftkit.hardware import device as devices
 from peftkit.hardware.device import Device
 from peftkit.hardware.estimate import MemoryEstimate, estimate, longest_sequence
 from peftkit.model.config import model_config
-from peftkit.registry import build_head
+from peftkit.registry import build_head, plugins
 
 
 def precision(device: Device) -> str:
@@ -44,7 +52,45 @@ def compute_dtype(device: Device) -> str:
 
 def optim(device: Device, quantized: bool) -> str:
     """`train.optim: auto` on ``device``, for a quantized base or not."""
-    return "paged_adamw_8bit" if quantized and device.kind == "cuda" else "adamw_torch"
+    return "paged_adamw_8bit" if quantized and device.kind == "cuda" else "adamw_torch_fused"
+
+
+def tf32(device: Device) -> bool:
+    """`train.tf32: auto` on ``device``: TF32 tensor cores come with compute capability 8.0 (Ampere)."""
+    return device.bf16
+
+
+def lm_loss(recipe: Recipe, device: Device, model_class: type | None) -> str:
+    """`train.lm_loss: auto`: the causal LM loss that never holds full-vocabulary fp32 logits, where the model
+    lets it (``logits_to_keep`` to skip its own output layer); ``full`` for other heads and models, where the
+    method adds to the model's own loss (AdaLoRA's orthogonality penalty), and under FSDP / DeepSpeed, whose
+    sharded output layer is gathered only inside the model's forward."""
+    sharded = recipe.distributed.fsdp or recipe.distributed.deepspeed  # the output layer is gathered in forward only
+    if (build_head(recipe.task).kind != "causal_lm" or not chunkable(model_class) or sharded
+            or plugins(recipe)[1].adds_to_model_loss):
+        return "full"
+    return "liger" if device.kind == "cuda" and devices.liger_installed() else "chunked"
+
+
+def chunkable(model_class: type | None) -> bool:
+    """Whether ``model_class``'s forward can skip its output layer (``logits_to_keep``) and has a decoder to read
+    the hidden states from; unknown class: no."""
+    if model_class is None or not hasattr(model_class, "get_decoder"):
+        return False
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def packing(recipe: Recipe) -> bool:
+    """`task.packing: auto`: padding-free batches where attention is flash_attention_2, whose variable-length
+    kernel attends within each example; sdpa and eager would mask one (batch × length)² block instead, more
+    attention work than the padding (little, with train.group_by_length) that packing saves. Off where the data
+    pads to a fixed length or the method refuses packing (virtual tokens)."""
+    if recipe.model.attn_implementation != "flash_attention_2" or recipe.data.padding != "dynamic":
+        return False
+    method = plugins(recipe)[1]
+    packed, unpacked = recipe.model_copy(deep=True), recipe.model_copy(deep=True)
+    packed.task.packing, unpacked.task.packing = True, False
+    return method.refusal(packed) == method.refusal(unpacked)
 
 
 def _model_class(recipe: Recipe) -> type | None:
@@ -89,9 +135,15 @@ def resolve_settings(recipe: Recipe, device: Device) -> dict[str, Any]:
         quant.compute_dtype = resolved["quantization.compute_dtype"] = compute_dtype(device)
     if train.optim == AUTO:
         train.optim = resolved["train.optim"] = optim(device, quant.mode != "none")
+    model_class = _model_class(recipe) if AUTO in (model.attn_implementation, train.lm_loss) else None
     if model.attn_implementation == AUTO:
-        model.attn_implementation = resolved["model.attn_implementation"] = attn_implementation(
-            device, _model_class(recipe))
+        model.attn_implementation = resolved["model.attn_implementation"] = attn_implementation(device, model_class)
+    if train.tf32 == AUTO:
+        train.tf32 = resolved["train.tf32"] = tf32(device)
+    if train.lm_loss == AUTO:
+        train.lm_loss = resolved["train.lm_loss"] = lm_loss(recipe, device, model_class)
+    if getattr(recipe.task, "packing", None) == AUTO:
+        recipe.task.packing = resolved["task.packing"] = packing(recipe)
     return resolved
 
 

@@ -75,6 +75,11 @@ def flash_attn_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
+def liger_installed() -> bool:
+    """Whether liger-kernel (its fused linear cross-entropy) is importable."""
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
 def flash_attention_usable() -> bool:
     """Whether this machine can run flash_attention_2 at all: a CUDA GPU and the flash-attn package."""
     return torch.cuda.is_available() and flash_attn_installed()

@@ -32,6 +32,7 @@ from peftkit.data.pipeline import build_splits, padded_length
 from peftkit.errors import PeftkitError, first_line
 from peftkit.hardware import device as devices
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
+from peftkit.heads.lm_loss import CHUNK_TOKENS
 from peftkit.model.config import DTYPES, model_config
 from peftkit.model.loading import load_tokenizer
 from peftkit.model.params import count_parameters
@@ -41,7 +42,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 #: Optimizer state bytes per trainable parameter: two moments in the parameter's own dtype (torch's AdamW: bf16
 #: weights, as full fine-tuning in bf16 keeps them, get bf16 moments), or a fixed size (bitsandbytes: two uint8
 #: moments for 8-bit AdamW, two fp32 ones for 32-bit).
-OPTIMIZER_BYTES: dict[str, float | str] = {"adamw_torch": "2 x parameter", "adamw_bnb_8bit": 2,
+OPTIMIZER_BYTES: dict[str, float | str] = {"adamw_torch": "2 x parameter", "adamw_torch_fused": "2 x parameter",
+                                           "adamw_bnb_8bit": 2,
                                            "paged_adamw_8bit": 2, "paged_adamw_32bit": 8, "adafactor": 0, "sgd": 0}
 #: Bytes per quantized weight: 4-bit packs two per byte plus one fp32 absmax per block of 64 (double
 #: quantization: a uint8 absmax per 64 and an fp32 per 256 blocks); 8-bit is one byte plus a per-row fp32 scale.
@@ -66,8 +68,10 @@ ALLOCATOR_RETENTION = {"cpu": 0.59, "cuda": 0.0}
 #: recipe must fit a device (``MemoryEstimate.needed``: `peftkit estimate` / `env`, `auto` gradient checkpointing).
 DEVICE_RESERVE = {"cpu": 0, "cuda": 2**30}
 #: Temporaries of one optimizer step per element of the largest trainable tensor, in its bytes: AdamW's
-#: ``exp_avg_sq.sqrt() / bias_correction`` makes two tensors of the parameter's size before they are folded in.
-STEP_TEMPORARIES = {"adamw_torch": 2.0, "adamw_bnb_8bit": 1.0, "paged_adamw_8bit": 1.0, "paged_adamw_32bit": 2.0,
+#: ``exp_avg_sq.sqrt() / bias_correction`` makes two tensors of the parameter's size before they are folded in;
+#: the fused kernel updates each element in place and makes none.
+STEP_TEMPORARIES = {"adamw_torch": 2.0, "adamw_torch_fused": 0.0, "adamw_bnb_8bit": 1.0, "paged_adamw_8bit": 1.0,
+                    "paged_adamw_32bit": 2.0,
                     "adafactor": 1.0, "sgd": 1.0}
 
 
@@ -222,10 +226,11 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
     return int(plain), int(quantized), largest
 
 
-def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta") -> int:
+def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", **kwargs: Any) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
-    (parameters and views of them excluded, shared storage counted once), plus the output. On the meta device
-    nothing is allocated; a forward that reads tensor values raises there (meta tensors have none)."""
+    (parameters and views of them excluded, shared storage counted once), plus the output; ``kwargs`` go to the
+    forward (``logits_to_keep=1``: the output layer on the last position only, as `train.lm_loss` chunked runs
+    it). On the meta device nothing is allocated; a forward that reads tensor values raises there."""
     parameters = {p.untyped_storage()._cdata for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -238,7 +243,7 @@ def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "me
     ids = torch.ones(batch, seq, dtype=torch.long, device=device)
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = model(input_ids=ids)
+        output = model(input_ids=ids, **kwargs)
     logits = output.logits if hasattr(output, "logits") else output[0]
     return sum(saved.values()) + logits.numel() * logits.element_size()
 
@@ -257,7 +262,7 @@ def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: boo
     scale = 1 if _half(recipe) else 2
     batch = recipe.train.batch_size
     per_layer = seq * batch * hidden * (34 + 5 * heads * seq / hidden) * scale
-    logits = 2 * batch * seq * text.vocab_size * 4 if causal else 0
+    logits = training_logit_bytes(recipe, batch * seq, text.vocab_size) if causal else 0
     if recipe.train.gradient_checkpointing:
         stored = layers * seq * batch * hidden * 2 * scale + per_layer
     else:
@@ -292,12 +297,13 @@ def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, traina
     formula = _activation_bytes(config, recipe, seq, trainable_body, causal)
     if _half(recipe) or recipe.train.gradient_checkpointing:
         return formula, "formula"
+    chunked = causal and recipe.train.lm_loss != "full"
     try:
-        traced = traced_activations(model, recipe.train.batch_size, seq)
+        traced = traced_activations(model, recipe.train.batch_size, seq, **({"logits_to_keep": 1} if chunked else {}))
     except Exception:  # any forward the meta device cannot run falls back to the formula
         return formula, "formula"
     text = getattr(config, "text_config", config)
-    logits = 2 * recipe.train.batch_size * seq * text.vocab_size * 4 if causal else 0  # loss: log-softmax, grad
+    logits = training_logit_bytes(recipe, recipe.train.batch_size * seq, text.vocab_size) if causal else 0
     return traced + logits, "traced"
 
 
@@ -313,6 +319,16 @@ def gathered_bytes(model: nn.Module, recipe: Recipe) -> int:
     blocks = [sum(p.numel() * p.element_size() for p in m.parameters()) for m in base.modules()
               if type(m).__name__ in names]
     return 2 * max(blocks, default=sum(weights.values()) // 2)
+
+
+def training_logit_bytes(recipe: Recipe, tokens: int, vocab: int) -> int:
+    """A causal LM's training loss beyond the model's own outputs: with `train.lm_loss: full` the fp32 log-softmax
+    and its gradient over every position (2 × tokens × vocabulary × 4 bytes); chunked or liger never hold more than
+    one chunk's logits (CHUNK_TOKENS positions: half-precision output, its fp32 copy, and the gradient), the
+    model's own output layer running on the last position only."""
+    if recipe.train.lm_loss == "full":
+        return 2 * tokens * vocab * 4
+    return min(tokens, CHUNK_TOKENS) * vocab * ((2 if _half(recipe) else 0) + 2 * 4)
 
 
 def optimizer_bytes(optim: str, parameters: list[nn.Parameter]) -> int:

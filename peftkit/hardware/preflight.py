@@ -6,7 +6,7 @@ import torch
 
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
-from peftkit.hardware.device import flash_attention_usable
+from peftkit.hardware.device import flash_attention_usable, liger_installed
 from peftkit.model.loading import random_init_config
 from peftkit.model.params import config_at_hand
 
@@ -28,6 +28,12 @@ def check_machine(recipe: Recipe) -> None:
             f"'train.optim': {train.optim} pages optimizer state between GPU and CPU memory and needs a "
             "CUDA GPU; use adamw_bnb_8bit or adamw_torch here"
         )
+    if train.tf32 is True and not (cuda and torch.cuda.get_device_capability() >= (8, 0)):
+        raise PeftkitError("'train.tf32': TF32 needs a CUDA GPU of compute capability 8.0 or newer (Ampere on); "
+                           "use auto or false here")
+    if train.lm_loss == "liger" and not (cuda and liger_installed()):
+        raise PeftkitError("'train.lm_loss': liger needs a CUDA GPU and the liger-kernel package; use auto or "
+                           "chunked here")
     if recipe.model.random_init and config_at_hand(recipe.model):
         random_init_config(recipe.model)
     if recipe.distributed.cpu_offload and not cuda:

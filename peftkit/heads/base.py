@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,16 @@ from peftkit.errors import PeftkitError
 
 #: Module names transformers uses for task heads; kept out of quantization and saved with the adapter.
 KNOWN_HEAD_MODULES = ("classifier", "score", "qa_outputs")
+#: The split the data pipeline is having a head tokenize, for the progress bar's label (`tokenizing_label`).
+TOKENIZING_SPLIT: ContextVar[str] = ContextVar("tokenizing_split", default="")
+
+
+def tokenizing_label() -> str:
+    """The label of a head's tokenizing progress bar: "tokenizing" and the split, e.g. "tokenizing validation"."""
+    split = TOKENIZING_SPLIT.get()
+    return f"tokenizing {split}" if split else "tokenizing"
+
+
 #: A head's kind → the transformers auto class that builds its model and peft's task type; a head of a kind not
 #: listed here sets ``auto_class`` and ``task_type`` itself.
 KINDS: dict[str, tuple[Any, TaskType]] = {

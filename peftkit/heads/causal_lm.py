@@ -17,7 +17,7 @@ from transformers import (
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns
+from peftkit.heads.base import Head, logits_only, require_columns, tokenizing_label
 from peftkit.registry import HEADS
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
@@ -34,8 +34,10 @@ class CausalLMConfig(HeadConfig):
     plain_format: str = option(
         "### Instruction:\n{prompt}\n\n### Response:\n", "prompt layout of template: plain ({prompt} is replaced)"
     )
-    packing: bool = option(
-        False, "padding-free packing: each batch is one sequence, attention kept within each example"
+    packing: bool | Literal["auto"] = option(
+        "auto", "padding-free packing: each batch is one sequence without padding, positions restarting and "
+        "attention kept within each example (any attention kernel; sdpa and eager mask one long row); "
+        "auto = on with flash_attention_2 unless the method prepends virtual tokens or data.padding is fixed"
     )
     max_new_tokens: int = option(32, "longest generated response in `peftkit predict` and in test samples", ge=1)
     test_samples: int = option(3, "test prompts answered by generation after training, kept in metrics.json", ge=0)
@@ -103,10 +105,10 @@ class CausalLMHead(Head):
                      for p, r in zip(batch["prompt"], batch["response"], strict=True)]
             return {key: [pair[key] for pair in pairs] for key in ("input_ids", "labels")}
 
-        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=tokenizing_label())
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
-        if self.config.packing:
+        if self.config.packing is True:
             return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
         return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
 

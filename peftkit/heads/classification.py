@@ -19,7 +19,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns, sigmoid, softmax
+from peftkit.heads.base import Head, logits_only, require_columns, sigmoid, softmax, tokenizing_label
 from peftkit.registry import HEADS
 
 
@@ -142,7 +142,7 @@ class ClassificationHead(Head):
         labels = self.label_ids(dataset, label2id)
         encoded = dataset.map(
             lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-            batched=True, remove_columns=dataset.column_names, desc="tokenizing",
+            batched=True, remove_columns=dataset.column_names, desc=tokenizing_label(),
         )
         return encoded.add_column("labels", labels)
 

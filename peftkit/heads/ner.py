@@ -14,7 +14,7 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns, softmax
+from peftkit.heads.base import Head, logits_only, require_columns, softmax, tokenizing_label
 from peftkit.registry import HEADS
 
 IGNORE = -100  # label id the loss and the metrics skip: special tokens and every sub-token after a word's first
@@ -156,7 +156,7 @@ class NerHead(Head):
             ]
             return encoded
 
-        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=tokenizing_label())
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable:
         return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)

@@ -59,6 +59,7 @@ class AdaLoraMethod(QuantizablePeftMethod):
     config: AdaLoraOptions
     default_learning_rate = 1e-3
     float32_beside_quantized = True
+    adds_to_model_loss = True
     copied = ("init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")
     renamed = LORA_NAMES
 

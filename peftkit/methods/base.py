@@ -46,6 +46,9 @@ class Method:
     #: Whether the trained weights stay in ``model.dtype`` under mixed precision (full fine-tuning: no fp32 copy
     #: of the whole model); otherwise they are float32 master weights (``master_weights``).
     trains_in_model_dtype: ClassVar[bool] = False
+    #: Whether the adapted model adds terms of its own to the loss it returns (AdaLoRA's orthogonality penalty),
+    #: so the training loss must come from the model (`train.lm_loss: full`).
+    adds_to_model_loss: ClassVar[bool] = False
     #: What ``save`` writes into a run directory and ``load`` reads back: a JSON config and a safetensors weights
     #: file (sharded: ``<weights>.index.json`` beside its shards); checked before ``load``. Empty: not declared.
     saved_config: ClassVar[str] = ""

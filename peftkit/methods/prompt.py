@@ -63,7 +63,7 @@ class PromptMethod(QuantizablePeftMethod):
     copied = ("num_virtual_tokens",)
 
     def refusal(self, recipe: Recipe) -> str | None:
-        if getattr(recipe.task, "packing", False):
+        if getattr(recipe.task, "packing", False) is True:
             return "virtual tokens cannot be packed with other examples; set task.packing: false"
         return None
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftkit.config.sections import ModelSection, QuantizationSection
 from peftkit.data.cache import cache_root
@@ -46,7 +46,8 @@ def random_init_path(model: ModelSection) -> Path | None:
     if not model.random_init:
         return None
     source = str(shipped_config(model.name) or resolve_model_path(model.name))
-    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype}, sort_keys=True)
+    key = json.dumps({"source": source, "overrides": model.config_overrides, "dtype": model.dtype,
+                      "with_lm_head": True}, sort_keys=True)
     return cache_root() / "random-init" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -71,8 +72,9 @@ def random_init_config(model: ModelSection) -> Any:
 
 
 def random_init_checkpoint(model: ModelSection) -> str | None:
-    """With ``model.random_init``: a cached checkpoint of the body with seeded random weights, built once from
-    the model's config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint."""
+    """With ``model.random_init``: a cached checkpoint with seeded random weights, built once from the model's
+    config and ``model.config_overrides``, so it loads (and quantizes) like any checkpoint. A causal LM's holds its
+    ``lm_head`` too: without it an untied head would load as fresh and be trained whole beside the adapter."""
     target = random_init_path(model)
     if target is None:
         return None
@@ -80,7 +82,8 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
         config = random_init_config(model)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            body = AutoModel.from_config(config, dtype=DTYPES[model.dtype])
+            causal = any(name.endswith("ForCausalLM") for name in getattr(config, "architectures", None) or ())
+            body = (AutoModelForCausalLM if causal else AutoModel).from_config(config, dtype=DTYPES[model.dtype])
         staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         try:
             body.save_pretrained(staging)
@@ -109,12 +112,20 @@ def check_position_limit(model: nn.Module, longest: int, model_name: str) -> Non
         )
 
 
+def training_device(sharded: bool) -> int | None:
+    """The CUDA device a training process loads its base model straight onto (under torchrun its own GPU), or
+    None: no GPU, or FSDP / DeepSpeed, which place (and shard) the weights themselves."""
+    return None if sharded or not torch.cuda.is_available() else int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
-                    label_names: list[str], path: str | None = None) -> tuple[nn.Module, list[str]]:
+                    label_names: list[str], path: str | None = None,
+                    device: int | None = None) -> tuple[nn.Module, list[str]]:
     """The base model with the head's task layer, and the names of the head modules to train and save.
 
     Head modules are the ones transformers initialised fresh (missing from the checkpoint) plus the
-    usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them.
+    usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them. Given a CUDA
+    ``device`` the weights are read straight onto it (no CPU copy first).
     """
     source = path or random_init_checkpoint(model) or resolve_model_path(model.name)
     kwargs: dict[str, Any] = dict(
@@ -132,6 +143,8 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
     if quantization.mode != "none" and torch.cuda.is_available():
         # bitsandbytes places quantized weights at load time; under torchrun each process on its own GPU
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    elif device is not None:
+        kwargs["device_map"] = {"": device}
     require_safetensors(source, f"model.name '{model.name}'" if path is None else f"run '{path}'")
     try:
         loaded, info = head.auto_class.from_pretrained(source, **kwargs)

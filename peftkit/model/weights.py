@@ -71,7 +71,7 @@ def release_checkpoint(model: nn.Module) -> int:
         tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
         for _, tensor in tensors:
             pointer = tensor.data_ptr()
-            if any(start <= pointer < end for start, end in ranges):
+            if tensor.device.type == "cpu" and any(start <= pointer < end for start, end in ranges):
                 tensor.data = tensor.data.clone()
                 copied += 1
     gc.collect()

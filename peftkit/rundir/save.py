@@ -16,9 +16,9 @@ from transformers import Trainer
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
 from peftkit.methods.base import Method
-from peftkit.rundir import ownership
+from peftkit.rundir import atomic, ownership
 from peftkit.rundir.cards import write_model_card
-from peftkit.rundir.checkpoints import last_checkpoint
+from peftkit.rundir.checkpoints import finished_training, last_checkpoint
 from peftkit.rundir.layout import (
     CHECKPOINTS_DIR,
     METRICS_FILE,
@@ -27,20 +27,26 @@ from peftkit.rundir.layout import (
     STAGING_DIR,
     WORKING_ENTRIES,
 )
+from peftkit.rundir.plot import eval_history, write_run_plot
 
 
 def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
                        metrics: dict[str, Any], weights: Path | None = None) -> None:
-    """``save_run``; when it fails (a full disk), save the run in the temporary folder instead, or point to
-    the last checkpoint, and say where in a one-line error."""
+    """``save_run``; when it fails, whatever the cause (a full disk, a file name the card cannot hold, a
+    folder that changed hands), save the run in the temporary folder instead, or point to the last checkpoint,
+    and say where in a one-line error."""
     try:
         save_run(recipe, trainer, method, output_dir, metrics, weights=weights)
         return
     except ownership.DestinationChanged as exc:  # output_dir is not what was checked: nothing to tidy in it
         failure = str(exc)
-    except (OSError, SafetensorError) as exc:
+    except Exception as exc:  # the trained model must outlive any failure of its save
         shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
-        failure = f"saving the run to '{output_dir}' failed: {getattr(exc, 'strerror', None) or exc}"
+        failure = str(exc) if isinstance(exc, PeftkitError) else (
+            f"saving the run to '{output_dir}' failed: {_reason(exc)}")
+    except KeyboardInterrupt:  # aborted: its staged files go, the caller says what is kept
+        shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
+        raise
     rescue = None
     try:
         rescue = Path(tempfile.mkdtemp(prefix=f"peftkit-rescued-{output_dir.name}-"))
@@ -48,14 +54,28 @@ def save_run_or_rescue(recipe: Recipe, trainer: Trainer, method: Method, output_
         save_run(recipe, trainer, method, rescue, metrics, weights=weights)
         kept = (f"the trained run was saved to '{rescue}' instead (`peftkit eval {rescue}` works on it); "
                 "move it where you want it once there is space")
-    except (OSError, SafetensorError):
+    except KeyboardInterrupt:
+        if rescue is not None:
+            shutil.rmtree(rescue, ignore_errors=True)
+        raise
+    except Exception:
         if rescue is not None:
             shutil.rmtree(rescue, ignore_errors=True)
         checkpoint = last_checkpoint(output_dir / CHECKPOINTS_DIR)
-        kept = (f"its last checkpoint '{checkpoint}' is kept: free some space and run the same command with "
-                "--resume to finish" if checkpoint else
+        finish = ("evaluate and save it without training again" if checkpoint and finished_training(checkpoint)
+                  else "finish")
+        kept = (f"its last checkpoint '{checkpoint}' is kept: fix the cause (free some space) and run the same "
+                f"command with --resume to {finish}" if checkpoint else
                 "saving it elsewhere failed too and there is no checkpoint (train.save_strategy) to fall back on")
     raise PeftkitError(f"{failure}; {kept}")
+
+
+def _reason(exc: Exception) -> str:
+    """An OSError's own words ("No space left on device"); otherwise the exception's type and message."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return strerror
+    return str(exc) if isinstance(exc, SafetensorError) else f"{type(exc).__name__}: {exc}"
 
 
 def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path, metrics: dict[str, Any],
@@ -90,8 +110,10 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     metrics["adapter_bytes"] = sum(
         p.stat().st_size for p in staging.iterdir() if p.suffix == ".safetensors"
     )
+    metrics.setdefault("eval_history", eval_history(trainer.state.log_history))
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    write_model_card(staging, recipe, metrics)
+    write_model_card(staging, recipe, metrics, output_dir)
+    write_run_plot(staging, metrics, output_dir)
     if lock is not None:
         lock.check_unchanged()  # moved or replaced meanwhile: the staging folder is not ours to delete any more
     try:
@@ -99,6 +121,7 @@ def save_run(recipe: Recipe, trainer: Trainer, method: Method, output_dir: Path,
     except ownership.DestinationChanged:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    atomic.ordinary_modes(staging)  # the weights' library may write them private, as temporary files
     ownership.record(output_dir, "run", [p.name for p in staging.iterdir()])  # declared before they land
     for item in staging.iterdir():
         item.replace(output_dir / item.name)

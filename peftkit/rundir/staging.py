@@ -20,12 +20,6 @@ from peftkit.rundir.layout import STAGING_MARKER
 PARTIAL_SUFFIX = ".partial"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextmanager
 def locked_output(out: Path, option: str = "--out") -> Iterator[None]:
     """Hold the lock of ``out``, a directory written whole (export, fuse), for the whole command.
@@ -78,7 +72,6 @@ def staged_directory(out: Path, overwrite: bool = False, kind: str = "export",
         try:
             ownership.remove_stale_staging(out.parent, f".{out.name}.*{PARTIAL_SUFFIX}")
             staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX, dir=out.parent))
-            staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary directory
             marker = ownership.claim_staging(staging)
             yield staging
             ownership.record(staging, kind, [p.name for p in staging.iterdir() if p.name != STAGING_MARKER])

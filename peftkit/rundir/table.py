@@ -15,7 +15,16 @@ from peftkit.config.files import read_yaml
 from peftkit.errors import PeftkitError, first_line
 from peftkit.rundir import ownership
 from peftkit.rundir.checkpoints import last_checkpoint
-from peftkit.rundir.layout import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, REPORT_FILE, RUN_MARKERS, TRAINER_STATE
+from peftkit.rundir.layout import (
+    BENCH_RESULTS_DIR,
+    BENCH_SUITE_FILE,
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    RECIPE_FILE,
+    REPORT_FILE,
+    RUN_MARKERS,
+    TRAINER_STATE,
+)
 from peftkit.rundir.metrics import SECTIONS, main_metric
 from peftkit.rundir.readback import file_problems, json_kind, recipe_problem
 
@@ -175,8 +184,15 @@ def _is_empty(directory: Path) -> bool:
         return False
 
 
+def _is_bench(directory: Path) -> bool:
+    """A `peftkit bench` output directory (its logs/ folder is no run's): not listed, looked into for kept runs."""
+    return (directory / BENCH_SUITE_FILE).is_file() and (directory / BENCH_RESULTS_DIR).is_dir()
+
+
 def _is_run(directory: Path) -> bool:
-    """Run files, or the manifest of a run that has not written any yet."""
+    """Run files, or the manifest of a run that has not written any yet; never a benchmark's output directory."""
+    if _is_bench(directory):
+        return False
     if any((directory / marker).exists() for marker in RUN_MARKERS):
         return True
     try:
@@ -190,7 +206,8 @@ def find_runs(root: str | Path) -> list[RunRow]:
     """Every run directory under ``root`` (``root`` itself when it is one), searched ``MAX_DEPTH`` levels deep.
 
     Empty folders directly under ``root`` are listed as unfinished (a run that has not written anything
-    yet); other folders without run files are looked into, not listed.
+    yet); other folders without run files are looked into, not listed, as is a benchmark's output directory (its
+    runs kept with --keep-runs are listed).
     """
     root = Path(root)
     if not root.is_dir():
@@ -198,6 +215,7 @@ def find_runs(root: str | Path) -> list[RunRow]:
     if _is_run(root):
         return [read_run(root, root.name)]
     rows: list[RunRow] = []
+    bench = _is_bench(root)  # its empty folders (logs/, specs/) are no runs
 
     def walk(directory: Path, depth: int) -> None:
         try:
@@ -208,7 +226,7 @@ def find_runs(root: str | Path) -> list[RunRow]:
             name = str(child.relative_to(root))
             if _is_run(child):
                 rows.append(read_run(child, name))
-            elif depth == 0 and _is_empty(child):
+            elif depth == 0 and not bench and _is_empty(child):
                 rows.append(RunRow(name=name, path=str(child), status="unfinished",
                                    note="empty directory: nothing written yet", date=_stamp(child)))
             elif depth < MAX_DEPTH and not (child / REPORT_FILE).exists():  # an export has no runs inside

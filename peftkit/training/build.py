@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,18 @@ from peftkit.hardware import device as devices
 from peftkit.hardware.preflight import check_machine
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
-from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer
+from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer, training_device
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
 from peftkit.training import distributed, tracking
 from peftkit.training.optim import layerwise_groups
 from peftkit.training.penalties import l1_penalty
 from peftkit.training.trainer import PeftkitTrainer
+
+#: TrainingArguments' name for gradient checkpointing: `activation_checkpointing` from transformers 5.2x on (the
+#: old name warns there), `gradient_checkpointing` before.
+CHECKPOINTING_ARGUMENT = ("activation_checkpointing" if "activation_checkpointing" in
+                          {f.name for f in dataclasses.fields(TrainingArguments)} else "gradient_checkpointing")
 
 
 @dataclass
@@ -70,8 +76,10 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         load_best_model_at_end=bool(t.early_stopping_patience) and evaluate != "no",
         metric_for_best_model=t.metric_for_best_model or head.main_metric,
         logging_steps=t.logging_steps,
-        gradient_checkpointing=t.gradient_checkpointing is True and not recipe.distributed.fsdp,
+        **{CHECKPOINTING_ARGUMENT: t.gradient_checkpointing is True and not recipe.distributed.fsdp},
         optim=t.optim,
+        tf32=t.tf32,
+        torch_compile=t.torch_compile,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
@@ -97,6 +105,22 @@ def padded_collator(head: Head, tokenizer: Any, data: DataSection, tokenized: Da
     return collator
 
 
+def check_lm_loss(recipe: Recipe, head: Head, method: Method, model: Any) -> None:
+    """Refuse `train.lm_loss` chunked / liger for a causal LM whose forward cannot skip its output layer, whose
+    method adds to the model's own loss, or whose weights FSDP / DeepSpeed shard."""
+    if head.kind != "causal_lm" or recipe.train.lm_loss == "full":
+        return
+    if recipe.distributed.fsdp or recipe.distributed.deepspeed:
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} runs the output layer outside the model's "
+                           "forward, where FSDP / DeepSpeed have not gathered its sharded weights; use full or auto")
+    if method.adds_to_model_loss:
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} leaves out what method {recipe.method.name} "
+                           "adds to the model's loss; use full or auto")
+    if not auto.chunkable(type(model)):
+        raise PeftkitError(f"'train.lm_loss': {recipe.train.lm_loss} needs a model whose forward takes "
+                           f"logits_to_keep and has a decoder; {type(model).__name__} has not, use full")
+
+
 def prepare_recipe(recipe: Recipe, device: devices.Device) -> dict[str, Any]:
     """Resolve the recipe's `auto` options (gradient checkpointing aside) for ``device`` in place and refuse what
     this machine cannot run, before anything loads; returns {dotted key: value} of what was `auto`."""
@@ -117,7 +141,10 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     data = build_splits(recipe, head, tokenizer)
     tokenized, label_names = data.tokenized, data.label_names
     set_seed(recipe.train.seed)
-    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names)
+    sharded = bool(recipe.distributed.fsdp or recipe.distributed.deepspeed)
+    model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names,
+                                          device=training_device(sharded))
+    check_lm_loss(recipe, head, method, model)
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
     model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)
@@ -142,6 +169,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         penalties=[l1_penalty(recipe.train.l1)] if recipe.train.l1 else [],
         param_groups=None if recipe.train.layerwise_lr_decay is None else layerwise_groups(
             recipe.train.layerwise_lr_decay, args.learning_rate, args.weight_decay),
+        lm_loss=recipe.train.lm_loss if head.kind == "causal_lm" else "full",
         **head.trainer_kwargs(),
     )
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming

@@ -5,20 +5,28 @@ transformers' Trainer writes a checkpoint (weights, optimizer, scheduler, RNG st
 ``.staging-checkpoint-N`` beside it and renames it into place only once everything is on disk, so every
 ``checkpoint-N`` is whole. Resuming (peftkit.rundir.checkpoints finds the last one) hands it to
 ``Trainer.train(resume_from_checkpoint=...)``, which restores all of that state and the data order.
+
+Once training has finished, the checkpoint at its last step is marked finished (one is written, weights only, when
+the Trainer saved none there), so a failure or Ctrl-C while the run is evaluated and saved loses nothing and
+``--resume`` evaluates that checkpoint instead of training again.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
+from transformers import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from peftkit.rundir.atomic import replace_dir
+from peftkit.rundir.atomic import replace_dir, write_text
+from peftkit.rundir.checkpoints import finished_training, last_checkpoint
 from peftkit.rundir.layout import RUN_STATE, STAGING_PREFIX, TRAINER_STATE
+from peftkit.rundir.ownership import DestinationChanged
 
 
 def _barrier() -> None:
@@ -74,3 +82,55 @@ class AtomicCheckpoints:
             rotate_checkpoints(str(run_dir), self.args.save_total_limit,  # type: ignore[attr-defined]
                                best_model_checkpoint=state.best_model_checkpoint)
         _barrier()
+
+    def keep_trained(self, finished: dict[str, Any], check: Callable[[], None] | None = None) -> Path:
+        """After ``train()``: the checkpoint of the final step, marked ``finished`` (the training's figures); written
+        (weights and trainer state only; ``finished["transient"]`` set: removed once the run is saved) when the
+        Trainer saved none at that step. Every process calls it; ``check`` (the writing one's) raises when the run
+        directory may no longer be written, before anything is written and before it lands."""
+        run_dir = Path(self.args.output_dir)  # type: ignore[attr-defined]
+        state = self.state  # type: ignore[attr-defined]
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        made = last_checkpoint(run_dir) != final
+        staging = run_dir / f"{STAGING_PREFIX}{final.name}"
+        should_save = self.args.should_save  # type: ignore[attr-defined]
+        finished["transient"] = made
+        try:
+            if should_save and check is not None:
+                check()
+            if made:
+                if should_save and staging.exists():
+                    shutil.rmtree(staging)
+                self.save_model(str(staging))  # type: ignore[attr-defined]  # collective for sharded weights
+            if should_save:
+                if check is not None:
+                    check()
+                run_state = json.dumps({"loss_sum": self.run_loss_sum, "finished": finished})
+                if made:
+                    state.save_to_json(str(staging / TRAINER_STATE))
+                    (staging / RUN_STATE).write_text(run_state, encoding="utf-8")
+                    replace_dir(staging, final)
+                else:
+                    write_text(final / RUN_STATE, run_state)
+        except DestinationChanged:
+            raise  # not ours any more: nothing there to tidy
+        except BaseException:
+            if should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            _barrier()
+        return final
+
+    def restore_trained(self, checkpoint: Path) -> dict[str, Any]:
+        """Load a finished checkpoint's trainer state, loss sum and weights (the best checkpoint's with
+        ``load_best_model_at_end``, as ``train()`` would) without training; returns its ``finished`` record."""
+        run_state = finished_training(checkpoint)
+        if run_state is None:
+            raise ValueError(f"{checkpoint} was not kept after training finished")
+        self.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE))
+        best = self.state.best_model_checkpoint
+        use_best = self.args.load_best_model_at_end and best and Path(best).is_dir()  # type: ignore[attr-defined]
+        self._load_from_checkpoint(best if use_best else str(checkpoint))  # type: ignore[attr-defined]
+        self.run_loss_sum = float(run_state["loss_sum"])
+        return run_state["finished"]

@@ -48,6 +48,13 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
     """
     if nproc < 1:
         raise PeftkitError(f"--nproc must be at least 1, got {nproc}")
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    devices = f"{gpus} GPU(s)" if gpus else f"{os.cpu_count() or 1} CPU core(s)"
+    if nproc > (gpus or os.cpu_count() or 1):
+        raise PeftkitError(f"--nproc {nproc}: this machine has {devices}; run at most one process per "
+                           f"{'GPU' if gpus else 'core'}")
     if world_size() > 1:
         raise PeftkitError("--nproc given inside a multi-process launch; drop it or the outer launcher")
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -1,4 +1,5 @@
-"""Guards around a training run: non-finite loss, Ctrl-C, GPU out-of-memory.
+"""Guards around a training run: non-finite loss, Ctrl-C (while training and while the run is saved), GPU
+out-of-memory.
 
 Each turns a failure into a one-line message that says where the run stopped, what was kept and
 what to do next; none of them lets a half-trained model be saved as if it had finished.
@@ -93,6 +94,39 @@ class InterruptGuard(TrainerCallback):
             )
 
 
+class OutOfGpuMemory(PeftkitError):
+    """Training ran out of GPU memory; the message names the batch and what to change."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the GPU running out of memory: torch's own error (outside the training loop) or the
+    one-line message :func:`out_of_memory_hint` turns it into. Benchmark results are labelled from this."""
+    return isinstance(exc, (torch.OutOfMemoryError, OutOfGpuMemory))
+
+
+@contextmanager
+def saving_first() -> Iterator[None]:
+    """While the trained run is saved (seconds): a first Ctrl-C lets the save finish, so no half-moved run is left;
+    a second one aborts it (the checkpoint kept since training ended still holds the model)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+        print("peftkit: Ctrl-C: finishing the save of the trained run first (Ctrl-C again aborts it)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
 def out_of_memory_hint(batch_size: int, grad_accum: int, max_length: int) -> Iterator[None]:
     """Turn a GPU out-of-memory error into a one-line message with the batch size and what to change."""
@@ -100,7 +134,7 @@ def out_of_memory_hint(batch_size: int, grad_accum: int, max_length: int) -> Ite
         yield
     except torch.OutOfMemoryError:
         smaller = max(batch_size // 2, 1)
-        raise PeftkitError(
+        raise OutOfGpuMemory(
             f"out of GPU memory with train.batch_size={batch_size} (grad_accum {grad_accum}, data.max_length "
             f"{max_length}); try train.batch_size={smaller} train.grad_accum={grad_accum * batch_size // smaller}, "
             "train.gradient_checkpointing=true, quantization.mode=4bit, a lower data.max_length, or "

@@ -1,4 +1,5 @@
-"""HF Trainer with peftkit's extension points: a head's own loss function and extra penalty terms."""
+"""HF Trainer with peftkit's extension points: a head's own loss function, extra penalty terms and a causal LM
+loss that never holds full-vocabulary logits (peftkit.heads.lm_loss)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_pt_utils import nested_gather
 
+from peftkit.heads.lm_loss import HiddenStates, lm_loss
 from peftkit.training.checkpoints import AtomicCheckpoints
 from peftkit.training.distributed import Fsdp
 from peftkit.training.guards import check_loss
@@ -29,11 +31,13 @@ class PeftkitTrainer(AtomicCheckpoints, Fsdp, Trainer):
     """
 
     def __init__(self, *args: Any, loss_fn: LossFn | None = None, penalties: Sequence[Penalty] = (),
-                 param_groups: ParamGroups | None = None, **kwargs: Any) -> None:
+                 param_groups: ParamGroups | None = None, lm_loss: str = "full", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.penalties = list(penalties)
         self.param_groups = param_groups
+        self.lm_loss = lm_loss
+        self.hidden_states = HiddenStates(self.model) if lm_loss != "full" else None
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """HF's optimizer, over ``param_groups(model, decay_names)`` (each with its own rate) when given."""
@@ -46,7 +50,9 @@ class PeftkitTrainer(AtomicCheckpoints, Fsdp, Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        if self.loss_fn is None:
+        if self.hidden_states is not None and model.training and "labels" in inputs:
+            loss, outputs = self._lm_loss(model, inputs, num_items_in_batch)
+        elif self.loss_fn is None:
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
         else:
@@ -57,6 +63,15 @@ class PeftkitTrainer(AtomicCheckpoints, Fsdp, Trainer):
             for penalty in self.penalties:
                 loss = loss + penalty(model)
         return (loss, outputs) if return_outputs else loss
+
+    def _lm_loss(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> tuple[torch.Tensor, Any]:
+        """`train.lm_loss` chunked / liger, normalised and scaled across processes as the Trainer's own loss."""
+        items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        loss, outputs = lm_loss(self.hidden_states, model, inputs, self.lm_loss, items,
+                                self.args.label_smoothing_factor)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and items is not None:
+            loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss, outputs
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)

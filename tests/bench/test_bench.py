@@ -222,6 +222,24 @@ def test_accuracy_report_table_csv_and_plots(tmp_path: Path, monkeypatch: pytest
     assert frontier == [pytest.approx((200, 0.81)), pytest.approx((410, 0.82))]
 
 
+def test_one_cell_accuracy_plot_has_no_empty_legend_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One point has no Pareto line: the plot has no frontier and no legend naming one."""
+    from matplotlib.figure import Figure
+
+    legends: dict[str, list[str]] = {}
+    real = Figure.savefig
+
+    def savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> Any:
+        legends[Path(fname).name] = [t.get_text() for ax in self.axes if ax.get_legend()
+                                     for t in ax.get_legend().get_texts()]
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    write_fake(tmp_path, "accuracy", [fake_result("lora-seed1", "lora", "lora", 1, 0.81, 200, 10_000)])
+    render(tmp_path)
+    assert legends == {"metric_vs_memory.png": [], "metric_vs_params.png": []}
+
+
 def test_scaling_report_ratio_and_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plots = plotted_lines(monkeypatch)
     write_fake(tmp_path, "scaling", [

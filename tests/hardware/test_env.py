@@ -38,7 +38,7 @@ def test_env_with_recipe_says_whether_it_fits(capsys: pytest.CaptureFixture[str]
     assert main(["env", "sentiment-lora", "train.batch_size=8"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("  cpu [cpu]") and "MiB" in line)
-    assert re.search(r"fp32\s+adamw_torch\s+off\s+[\d,]+ MiB\s+yes$", row)
+    assert re.search(r"fp32\s+adamw_torch_fused\s+off\s+[\d,]+ MiB\s+yes$", row)
 
 
 def test_estimate_answers_for_24_and_80_gb_gpus_offline(capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,11 +146,15 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
     assert 0 < nf4.quantized_weights < nf4.weights < lora.weights  # linear layers at ~4.1 bits, the rest fp32
     assert nf4.weights + nf4.quantized_weights * 8 < lora.weights + 0.05 * lora.weights
 
-    full = estimate_on(tiny_estimate_recipe(minilm_dir, method={"name": "full"}), sequence_length=32, labels=labels,
-                    device=CPU)
+    plain_adamw = {"batch_size": 4, "eval_batch_size": 4, "optim": "adamw_torch"}
+    full = estimate_on(tiny_estimate_recipe(minilm_dir, method={"name": "full"}, train=plain_adamw),
+                       sequence_length=32, labels=labels, device=CPU)
     largest = max(p.numel() for p in meta_model(tiny_estimate_recipe(minilm_dir, method={"name": "full"}),
                                                 labels).parameters())
     assert full.transient >= 2 * 4 * largest  # AdamW's step temporaries for the embedding matrix
+    fused = estimate_on(tiny_estimate_recipe(minilm_dir, method={"name": "full"}), sequence_length=32,
+                        labels=labels, device=CPU)  # auto: the fused step, in place
+    assert fused.transient == fused.working_set < full.transient and fused.optimizer == full.optimizer
 
 
 def test_traced_activations_match_a_real_forward(minilm_dir) -> None:
@@ -237,8 +241,10 @@ def test_the_estimate_counts_each_weight_in_the_dtype_a_quantized_run_holds_it(t
     raw = {"model": {"name": str(tiny_llama), "dtype": "bfloat16"}, "task": {"head": "causal_lm"},
            "method": {"name": method},
            "quantization": {"mode": "4bit", "quant_type": "nf4", "compute_dtype": "bfloat16"},
-           "train": {"precision": "bf16", "optim": "adamw_torch", "gradient_checkpointing": False}}
+           "train": {"precision": "bf16", "optim": "adamw_torch", "gradient_checkpointing": False,
+                     "lm_loss": "full", "tf32": False}}
     recipe = recipe_from_dict(raw)
+    recipe.task.packing = False
     recipe.model.attn_implementation = "sdpa"
     head, method = plugins(recipe)
     base, head_modules = load_base_model(recipe.model, recipe.quantization, head, [])
@@ -274,3 +280,25 @@ def test_evaluation_logits_are_counted(tiny_llama) -> None:
                               "train": {"precision": "bf16", "eval_batch_size": 8}})
     config = _config(seven, build_head(seven.task), [])
     assert 12e9 < eval_logit_bytes(config, seven, 1024, causal=True) < 13e9
+
+
+def test_chunked_loss_drops_the_full_vocabulary_training_logits(tiny_llama) -> None:
+    """`train.lm_loss: full` holds the fp32 log-softmax and its gradient over every position (2 × 4 bytes per
+    logit); chunked holds one chunk of logits at most, and the model's own output layer sees the last position."""
+    from peftkit.hardware.estimate import CHUNK_TOKENS, _config, estimate, training_logit_bytes
+    from peftkit.registry import build_head
+
+    raw = {"model": {"name": str(tiny_llama)}, "task": {"head": "causal_lm"}, "method": {"name": "lora", "r": 4},
+           "train": {"precision": "fp32", "gradient_checkpointing": False, "batch_size": 4, "lm_loss": "full"}}
+    full_recipe = resolved_recipe(raw)
+    chunked_recipe = resolved_recipe({**raw, "train": {**raw["train"], "lm_loss": "chunked"}})
+    vocab = _config(full_recipe, build_head(full_recipe.task), []).vocab_size
+    seq = 2048  # 4 × 2048 positions: two chunks' worth
+    full, chunked = (estimate(r, seq, [], device=CPU) for r in (full_recipe, chunked_recipe))
+    assert full.activations_from == chunked.activations_from == "traced"
+    assert training_logit_bytes(full_recipe, 4 * seq, vocab) == 2 * 4 * seq * vocab * 4
+    assert training_logit_bytes(chunked_recipe, 4 * seq, vocab) == CHUNK_TOKENS * vocab * 8 < 4 * seq * vocab * 8
+    # gone: the model's fp32 logits (but the last position's), the full log-softmax and its gradient; added: a chunk
+    logits, last = 4 * seq * vocab * 4, 4 * vocab * 4
+    assert full.activations - chunked.activations == logits - last + 2 * logits - CHUNK_TOKENS * vocab * 8
+    assert full.eval_logits == chunked.eval_logits  # evaluation keeps the full logits (response_nll reads them)

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from testkit import logits_of, tiny_recipe, train_and_reload, write_json_lines, write_recipe_file
-from transformers import AutoModelForCausalLM
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import peftkit
 from peftkit.config.load import load_recipe
@@ -21,6 +22,7 @@ from peftkit.config.sections import ModelSection
 from peftkit.data import load_splits
 from peftkit.errors import PeftkitError
 from peftkit.heads.causal_lm import IGNORE, CausalLMConfig, CausalLMHead, response_nll
+from peftkit.heads.lm_loss import HiddenStates, chunked_nll, lm_loss
 from peftkit.model.loading import load_tokenizer
 from peftkit.rundir.inference import evaluate_run, predict
 from peftkit.rundir.load import load_run
@@ -88,7 +90,8 @@ def trained(causal_recipe: Path) -> dict[str, Any]:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {"dir": output_dir, "before": before, "after": after, "logits": logits, "inputs": inputs,
             "base_logits": base_logits, "model_name": recipe.model.name,
-            "losses": losses, "tokenized": prepared.tokenized, "head": prepared.head, "model": model}
+            "losses": losses, "tokenized": prepared.tokenized, "head": prepared.head, "model": model,
+            "resolved": prepared.resolved}
 
 
 def test_labels_cover_only_the_response(smollm_tokenizer) -> None:
@@ -120,6 +123,7 @@ def test_missing_prompt_column_names_the_key(causal_recipe: Path, tmp_path: Path
 
 
 def test_training_lowers_the_response_loss(trained: dict[str, Any]) -> None:
+    assert trained["resolved"]["train.lm_loss"] == "chunked"  # trained through the chunked loss
     losses = trained["losses"]
     assert losses[-1] < losses[0] / 2, f"training loss did not fall: {losses}"
     before, after = trained["before"], trained["after"]
@@ -239,3 +243,117 @@ def test_real_smollm_learns_the_answers_and_reloads(tmp_path: Path) -> None:
     colours = "|".join(sorted(set(COLOURS.values())))
     for prediction, fruit in zip(predictions, ("lime", "plum"), strict=True):
         assert re.fullmatch(rf"A ripe {fruit} is ({colours})\.", prediction["response"]), predictions
+
+
+def lora_llama(path: Path, lm_head: bool = False) -> Any:
+    """The tiny Llama with LoRA adapters that start non-zero (on lm_head too with ``lm_head``), in train mode,
+    without a KV cache as the Trainer sets it (a cache would hide the packed rows' boundaries from the mask)."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.config.use_cache = False
+    targets = ["q_proj", "v_proj", *(["lm_head"] if lm_head else [])]
+    return get_peft_model(model, LoraConfig(r=4, target_modules=targets, init_lora_weights=False)).train()
+
+
+def prompt_response_batch() -> dict[str, torch.Tensor]:
+    """Three rows: prompt tokens unlabelled, the last one padded (mask 0, labels ignored)."""
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 80, (3, 12), generator=generator)
+    labels = ids.clone()
+    labels[:, :5] = IGNORE
+    mask = torch.ones_like(ids)
+    mask[2, 9:], labels[2, 9:] = 0, IGNORE
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def trainable_grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("lora_head", [False, True], ids=["plain-head", "lora-on-lm_head"])
+def test_chunked_loss_equals_the_full_loss_and_its_gradient(tiny_llama: Path, lora_head: bool) -> None:
+    """`train.lm_loss: chunked` gives transformers' own loss and gradients, while the model's output layer runs on
+    the last position only."""
+    model, inputs = lora_llama(tiny_llama, lora_head), prompt_response_batch()
+    full = model(**inputs).loss
+    full.backward()
+    expected = trainable_grads(model)
+    chunked, outputs = lm_loss(HiddenStates(model), model, inputs, "chunked")
+    assert outputs.logits.shape[1] == 1
+    assert chunked.item() == pytest.approx(full.item(), abs=1e-6)
+    chunked.backward()
+    got = trainable_grads(model)
+    assert set(got) == set(expected) and any("lm_head" in n for n in got) == lora_head
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    # normalised by the accumulated batch's labelled tokens when the Trainer gives them
+    items = torch.tensor(50)
+    summed, _ = lm_loss(HiddenStates(model), model, inputs, "chunked", num_items_in_batch=items)
+    labelled = int((inputs["labels"][:, 1:] != IGNORE).sum())
+    assert summed.item() == pytest.approx(full.item() * labelled / 50, abs=1e-6)
+
+
+def test_chunks_add_up_to_the_whole_cross_entropy() -> None:
+    """Chunk by chunk (3 positions each), recomputed in backward: the summed NLL and its gradients are exact."""
+    torch.manual_seed(0)
+    head, hidden = nn.Linear(8, 50), torch.randn(2, 7, 8, requires_grad=True)
+    labels = torch.randint(0, 50, (2, 7))
+    labels[0, :3] = IGNORE
+    total, count = chunked_nll(hidden, head, labels, chunk_tokens=3, label_smoothing=0.1)
+    total.backward()
+    got = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad, head.weight.grad = None, None
+    targets = torch.nn.functional.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+    whole = torch.nn.functional.cross_entropy(head(hidden).reshape(-1, 50), targets.reshape(-1), reduction="sum",
+                                              ignore_index=IGNORE, label_smoothing=0.1)
+    whole.backward()
+    assert count == (targets != IGNORE).sum() and total.item() == pytest.approx(whole.item(), abs=1e-5)
+    torch.testing.assert_close(got[0], hidden.grad, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got[1], head.weight.grad, atol=1e-6, rtol=1e-6)
+
+
+def test_packed_batches_give_the_padded_loss_without_cross_contamination(tiny_llama: Path) -> None:
+    """Padding-free packing: positions restart per example, no example attends to another, and the loss of the
+    packed row equals the padded batch's (transformers' loss and the chunked one)."""
+    model = lora_llama(tiny_llama).eval()
+    lengths = (9, 5, 12)
+    generator = torch.Generator().manual_seed(2)
+    rows = []
+    for length in lengths:
+        ids = torch.randint(3, 80, (length,), generator=generator).tolist()
+        rows.append({"input_ids": ids, "labels": [IGNORE] * 3 + ids[3:]})
+    packed = CausalLMHead(CausalLMConfig(packing=True)).collator(None)(rows)
+    padded = CausalLMHead(CausalLMConfig(packing=False)).collator(AutoTokenizer.from_pretrained(tiny_llama))(rows)
+    assert packed["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in packed
+    assert packed["position_ids"][0].tolist() == [i for n in lengths for i in range(n)]
+    with torch.no_grad():
+        expected = model(**padded).loss
+        assert model(**packed).loss.item() == pytest.approx(expected.item(), abs=1e-5)
+        chunked, _ = lm_loss(HiddenStates(model), model, packed, "chunked")
+        assert chunked.item() == pytest.approx(expected.item(), abs=1e-5)
+        inputs = {k: v for k, v in packed.items() if k != "labels"}
+        before = model(**inputs).logits
+        inputs["input_ids"] = inputs["input_ids"].clone()
+        inputs["input_ids"][0, 2:lengths[0]] = 7  # change the first example only
+        after = model(**inputs).logits
+    first = lengths[0]
+    assert not torch.allclose(before[0, 2:first], after[0, 2:first])
+    torch.testing.assert_close(before[0, first:], after[0, first:], atol=1e-6, rtol=0)
+
+
+def test_the_trainer_loss_is_the_same_chunked_or_full(causal_recipe: Path, tmp_path: Path) -> None:
+    """PeftkitTrainer's training loss with `train.lm_loss` chunked equals the model's own, num_items_in_batch and
+    the padded batch of its collator included; evaluation keeps the full logits."""
+    recipe = load_recipe(causal_recipe)
+    recipe.output_dir = str(tmp_path / "run")
+    trainer = build_trainer(recipe, tmp_path / "run").trainer
+    assert trainer.lm_loss == "chunked" and trainer.hidden_states is not None
+    batch = next(iter(trainer.get_train_dataloader()))
+    items = (batch["labels"][:, 1:] != IGNORE).sum() + 5  # as if more were accumulated
+    trainer.model.train()
+    chunked = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=items)
+    trainer.hidden_states = None
+    full = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=items)
+    assert chunked.item() == pytest.approx(full.item(), abs=1e-6)

@@ -272,6 +272,16 @@ def test_a_users_readme_in_an_unfinished_run_is_never_replaced(
     assert user_files(out) == before
 
 
+def test_a_users_curves_png_in_an_unfinished_run_is_kept_and_the_run_saved(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe, out = _unfinished_run(project, tmp_path, capsys, monkeypatch)
+    (out / "curves.png").write_text("my own picture", encoding="utf-8")
+    code, _ = run_cli(["train", str(recipe), f"output_dir={out}", "--resume"], capsys)
+    assert code == 0 and (out / "metrics.json").is_file()
+    assert (out / "curves.png").read_text(encoding="utf-8") == "my own picture"
+    assert "curves.png" not in ownership.read_manifest(out)["entries"]
+
+
 def _on_train_end(action: Any) -> Any:
     from transformers import TrainerCallback
 

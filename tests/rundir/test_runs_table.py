@@ -104,3 +104,25 @@ def test_bad_arguments_are_one_line(runs: Path, tmp_path: Path, capsys) -> None:
     assert "directory '" in capsys.readouterr().err
     assert main(["runs", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "no runs found"
+
+
+def test_a_benchmark_folder_is_no_run_but_its_kept_runs_are(runs: Path, tmp_path: Path, capsys) -> None:
+    """A `peftkit bench` output folder (suite.yaml, cells/, logs/, specs/, runs/ with --keep-runs) is not listed as an
+    unfinished run, whether found below the folder or given itself; the runs it kept are."""
+    bench = tmp_path / "runs-root" / "bench-out"
+    for folder in ("cells", "logs", "specs"):
+        (bench / folder).mkdir(parents=True)
+    (bench / "suite.yaml").write_text("name: tiny\n")
+    (bench / "cells" / "c1.json").write_text('{"status": "ok"}')
+    (bench / "logs" / "c1.log").write_text("training\n")
+    shutil.copytree(runs / "sent", bench / "runs" / "c1")
+    assert main(["runs", str(tmp_path / "runs-root"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["status"]) for r in rows] == [("bench-out/runs/c1", "finished")]
+    assert main(["runs", str(bench), "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["runs/c1"]
+
+
+def test_a_finished_run_keeps_a_lock_that_says_it_was_released(runs: Path) -> None:
+    text = (runs / "sent" / ".peftkit-lock").read_text()
+    assert text.startswith("released by pid ") and text.endswith(": no process holds it")

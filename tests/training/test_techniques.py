@@ -294,3 +294,76 @@ def test_options_are_documented() -> None:
     assert {"train.layerwise_lr_decay", "train.l1", "train.label_smoothing", "model.hidden_dropout",
             "preprocess.steps", "augment.copies", "augment.prob"} <= keys
     assert json.loads(dict((k, d) for k, d, _ in describe_options())["augment.copies"]) == 0
+
+
+def test_torch_compile_is_opt_in_and_tf32_follows_the_device(write_recipe, tmp_path: Path) -> None:
+    """Resolved on this CPU: fused AdamW, no TF32, no compile; `train.torch_compile: true` reaches the Trainer."""
+    from peftkit.hardware import auto
+    from peftkit.hardware.device import Device
+    from peftkit.registry import build_head
+    from peftkit.training.build import training_arguments
+
+    cpu = Device("cpu", "cpu", 8 * 2**30)
+    for compile_, expected in ((None, False), (True, True)):
+        recipe = load_recipe(write_recipe({} if compile_ is None else {"train.torch_compile": compile_}))
+        auto.resolve_settings(recipe, cpu)
+        args = training_arguments(recipe, build_head(recipe.task), tmp_path, has_validation=True)
+        assert (args.torch_compile, args.optim, args.tf32) == (expected, "adamw_torch_fused", False)
+
+
+def test_tf32_and_liger_are_refused_where_the_machine_lacks_them(write_recipe, monkeypatch) -> None:
+    import peftkit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PeftkitError, match=r"^'train.tf32': TF32 needs a CUDA GPU of compute capability 8.0"):
+        peftkit.train(write_recipe({"train.tf32": True}))
+    with pytest.raises(PeftkitError, match=r"^'train.lm_loss': liger needs a CUDA GPU and the liger-kernel"):
+        peftkit.train(write_recipe({"train.lm_loss": "liger"}))
+
+
+def test_unquantized_weights_load_straight_onto_the_gpu(tiny_bert: Path, monkeypatch) -> None:
+    """On CUDA a training process reads the base weights onto its own GPU (under torchrun LOCAL_RANK's), not into
+    CPU memory first; FSDP / DeepSpeed place them themselves."""
+    from transformers import AutoModelForSequenceClassification
+
+    from peftkit.config.sections import ModelSection, QuantizationSection
+    from peftkit.heads.sentiment import SentimentConfig, SentimentHead
+    from peftkit.model import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert loading.training_device(sharded=False) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert loading.training_device(sharded=False) == 1 and loading.training_device(sharded=True) is None
+    seen: dict = {}
+
+    class Loaded(Exception):
+        pass
+
+    def from_pretrained(source, **kwargs):
+        seen.update(kwargs)
+        raise Loaded
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", from_pretrained)
+    with pytest.raises(Loaded):
+        loading.load_base_model(ModelSection(name=str(tiny_bert)), QuantizationSection(), SentimentHead(
+            SentimentConfig()), ["negative", "positive"], device=1)
+    assert seen["device_map"] == {"": 1}
+
+
+def test_an_explicit_chunked_loss_is_refused_where_it_would_be_wrong() -> None:
+    """AdaLoRA's penalty lives in the model's loss, FSDP gathers the output layer in forward only, and a model
+    without logits_to_keep cannot skip its own output layer: each is named."""
+    from peftkit.registry import plugins
+    from peftkit.training.build import check_lm_loss
+
+    def check(*overrides: str, model: object = None) -> None:
+        recipe = load_recipe("causal-lm-lora", ["train.lm_loss=chunked", *overrides])
+        check_lm_loss(recipe, *plugins(recipe), model or torch.nn.Linear(2, 2))
+
+    with pytest.raises(PeftkitError, match=r"^'train.lm_loss': chunked leaves out what method adalora adds"):
+        check("method={name: adalora}")
+    with pytest.raises(PeftkitError, match=r"^'train.lm_loss': chunked runs the output layer outside the model's"):
+        check("distributed.fsdp=true")
+    with pytest.raises(PeftkitError, match=r"logits_to_keep and has a decoder; Linear has not, use full$"):
+        check()

@@ -202,3 +202,19 @@ def test_estimate_per_process_shards_weights_gradients_and_optimizer_under_fsdp(
     assert sharded.processes == 2 and sharded.total < one.total
     assert ("gathered blocks", sharded.gathered) in sharded.terms() and "gathered blocks" not in dict(one.terms())
     assert sum(value for _, value in sharded.terms()) == sharded.total
+
+
+def test_qwen_7b_full_fsdp_recipe_validates_and_fits_8_gpus_of_24_gb_offline(monkeypatch) -> None:
+    """The shipped config answers without the hub: one 24 GB GPU cannot hold 7.6B parameters' training state, a
+    shard of eight can (bf16 mixed precision: fp32 weights, gradients and AdamW moments, 16 bytes a parameter)."""
+    from peftkit.hardware.device import reference_gpus
+    from peftkit.hardware.env import fits
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = load_recipe("qwen2.5-7b-full-fsdp")
+    assert recipe.distributed.fsdp and recipe.method.name == "full"
+    gb24 = [gpu for gpu in reference_gpus() if gpu.memory == 24 * 2**30]
+    alone, sharded = (fits(recipe, gb24, processes=n)[0][0] for n in (1, 8))
+    assert not alone.fits and sharded.fits
+    e = sharded.estimate
+    assert e.processes == 8 and e.optimizer == 2 * e.gradients == 2 * 4 * e.total_params // 8

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from peftkit.cli.common import Verbs, recipe_args, verb
+from peftkit.cli.common import Verbs, positive_int, recipe_args, verb
 
 
 def add_estimate(verbs: Verbs) -> None:
-    """Declare `peftkit estimate RECIPE [overrides]`."""
-    recipe_args(verb(verbs, "estimate", cmd_estimate, "predict a recipe's peak training memory without training"))
+    """Declare `peftkit estimate RECIPE [overrides] [--nproc N]`."""
+    estimate = verb(verbs, "estimate", cmd_estimate, "predict a recipe's peak training memory without training")
+    recipe_args(estimate)
+    estimate.add_argument("--nproc", type=positive_int, default=1,
+                          help="processes (GPUs) of the run: with distributed.fsdp the peak is per process, the "
+                               "weights, gradients and optimizer state sharded N ways")
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
@@ -23,10 +27,12 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from peftkit.quiet import no_progress_bars
 
     no_progress_bars()  # a table, not a training: nothing to follow
-    rows, source = fits(recipe, [device.current(), *device.reference_gpus()])
+    rows, source = fits(recipe, [device.current(), *device.reference_gpus()], processes=args.nproc)
     e = rows[0].estimate
     mib = 2**20
     measure = "allocated GPU memory" if e.device == "cuda" else "private memory"
+    if e.processes > 1:
+        measure += f" per process of {e.processes} (FSDP {recipe.distributed.sharding})"
     print(f"predicted peak training memory on {rows[0].device.label}: {e.total / mib:,.0f} MiB of {measure} "
           f"(longest batch {recipe.train.batch_size} × {e.sequence_length} tokens: {source})")
     for name, value in e.terms():

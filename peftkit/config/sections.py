@@ -236,8 +236,23 @@ class DistributedSection(Section):
     backend: Literal["nccl", "gloo", "mpi", "ccl", "hccl"] | None = option(
         None, "torch.distributed backend of multi-process runs; empty = nccl on GPUs, gloo on CPUs"
     )
-    fsdp: str = option("", "FSDP mode passed to transformers, e.g. 'full_shard auto_wrap'; empty = DDP")
-    fsdp_config: dict[str, Any] = option({}, "FSDP settings passed through to transformers' fsdp_config")
+    fsdp: bool = option(
+        False, "shard weights, gradients and optimizer state across the processes with FSDP2 (through accelerate) "
+        "instead of a whole copy of the model in each (DDP); train.gradient_checkpointing becomes FSDP's "
+        "activation checkpointing"
+    )
+    sharding: Literal["full_shard", "shard_grad_op"] = option(
+        "full_shard", "FSDP: full_shard frees each block's gathered weights after its forward pass (least memory); "
+        "shard_grad_op keeps them until the backward pass (less communication, more memory)"
+    )
+    wrap: list[str] | None = option(
+        None, "FSDP: module classes gathered and freed as one unit each, e.g. [BertLayer]; empty = the model's "
+        "transformer blocks (its _no_split_modules); [] = the whole model as one unit"
+    )
+    cpu_offload: bool = option(
+        False, "FSDP: keep the shards of weights, gradients and optimizer state in CPU memory, moving each to "
+        "the GPU when used (CUDA GPUs; slower, for a model whose shards do not fit)"
+    )
     deepspeed: str | dict[str, Any] | None = option(
         None, "DeepSpeed config passed through to transformers: a JSON file or the config itself (ZeRO stage …)"
     )
@@ -249,6 +264,10 @@ class DistributedSection(Section):
     def _one_sharding(self) -> DistributedSection:
         if self.fsdp and self.deepspeed:
             raise refuse("'distributed.fsdp' and 'distributed.deepspeed' exclude each other; set one")
+        for key in ("sharding", "wrap", "cpu_offload"):
+            default = type(self).model_fields[key].get_default(call_default_factory=True)
+            if not self.fsdp and getattr(self, key) != default:
+                raise refuse(f"'distributed.{key}' is an FSDP setting; set distributed.fsdp: true or drop it")
         return self
 
 

@@ -31,12 +31,7 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
         )
     check_method(recipe, source)
     check_techniques(recipe, source)
-    quantization = recipe.quantization
-    if recipe.distributed.fsdp and quantization.mode == "4bit" and quantization.quant_storage != recipe.model.dtype:
-        raise PeftkitError(
-            f"{source}: 'quantization.quant_storage': FSDP shards 4-bit weights only when they are stored in "
-            f"model.dtype; set quantization.quant_storage: {recipe.model.dtype}"
-        )
+    check_sharding(recipe, source)
     data = recipe.data
     if check_data:
         for split, path in data.files.items():
@@ -48,6 +43,27 @@ def check_combinations(recipe: Recipe, source: str = "recipe", check_data: bool 
     if looks_like_path(recipe.model.name) and not Path(recipe.model.name).is_dir():
         what = "is a file, expected a model directory" if Path(recipe.model.name).exists() else "does not exist"
         raise PeftkitError(f"{source}: 'model.name': directory '{recipe.model.name}' {what}")
+
+
+def check_sharding(recipe: Recipe, source: str = "recipe") -> None:
+    """Refuse what FSDP cannot shard: 8-bit weights, 4-bit weights packed in another dtype than the model's, a
+    loss term computed over one process's shard of the weights."""
+    if not recipe.distributed.fsdp:
+        return
+    quantization = recipe.quantization
+    if quantization.mode == "8bit":
+        raise PeftkitError(f"{source}: 'quantization.mode': FSDP cannot shard bitsandbytes 8-bit weights (int8 "
+                           "with per-row scales); use 4bit with quantization.quant_storage: "
+                           f"{recipe.model.dtype}, or DDP (distributed.fsdp: false)")
+    if quantization.mode == "4bit" and quantization.quant_storage != recipe.model.dtype:
+        raise PeftkitError(
+            f"{source}: 'quantization.quant_storage': FSDP shards 4-bit weights only when they are stored in "
+            f"model.dtype; set quantization.quant_storage: {recipe.model.dtype}"
+        )
+    if recipe.train.l1:
+        raise PeftkitError(f"{source}: 'train.l1': under FSDP each process holds a shard of the weights, so the "
+                           "L1 penalty would cover only that shard; set train.l1: 0 or use DDP "
+                           "(distributed.fsdp: false)")
 
 
 def check_method(recipe: Recipe, source: str = "recipe") -> None:

@@ -148,14 +148,14 @@ def resolve_settings(recipe: Recipe, device: Device) -> dict[str, Any]:
 
 
 def resolve_checkpointing(recipe: Recipe, device: Device, sequence_length: int | None = None,
-                          labels: list[str] | None = None) -> dict[str, Any]:
-    """Resolve `train.gradient_checkpointing: auto` in place: on when the predicted peak without it exceeds
-    ``device.memory``. Call after :func:`resolve_settings`."""
+                          labels: list[str] | None = None, processes: int = 1) -> dict[str, Any]:
+    """Resolve `train.gradient_checkpointing: auto` in place: on when the predicted peak without it (per process of
+    ``processes``: FSDP shards the model) exceeds ``device.memory``. Call after :func:`resolve_settings`."""
     if recipe.train.gradient_checkpointing != AUTO:
         return {}
     trial = recipe.model_copy(deep=True)
     trial.train.gradient_checkpointing = False
-    peak = estimate(trial, sequence_length, labels, device=device).needed
+    peak = estimate(trial, sequence_length, labels, device=device, processes=processes).needed
     recipe.train.gradient_checkpointing = bool(device.memory) and peak > device.memory
     return {"train.gradient_checkpointing": recipe.train.gradient_checkpointing}
 

@@ -110,14 +110,14 @@ class Fit:
         return self.estimate.needed <= self.device.memory
 
 
-def fits(recipe: Recipe, targets: list[devices.Device]) -> tuple[list[Fit], str]:
-    """The recipe's predicted peak on each device (its `auto` options resolved per device), and where the
-    sequence length came from."""
+def fits(recipe: Recipe, targets: list[devices.Device], processes: int = 1) -> tuple[list[Fit], str]:
+    """The recipe's predicted peak on each device (its `auto` options resolved per device), per process of
+    ``processes``, and where the sequence length came from."""
     length, labels, source = sequence_for(recipe)
     rows = []
     for target in targets:
         resolved = auto.resolved_for(recipe, target, length, labels)
-        rows.append(Fit(target, resolved, estimate(resolved, length, labels, device=target)))
+        rows.append(Fit(target, resolved, estimate(resolved, length, labels, device=target, processes=processes)))
     return rows, source
 
 

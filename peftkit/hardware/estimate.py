@@ -12,6 +12,10 @@ larger of the two counts. Runtime overhead is what a real run holds beyond those
 transient working set, either the optimizer step's temporaries or a quantized layer de-quantized for its matmul.
 A CUDA device also holds memory outside the tensors counted (DEVICE_RESERVE), added where a recipe must fit it
 (``MemoryEstimate.needed``).
+
+Under FSDP (``distributed.fsdp``) in N processes the figures are per process: each holds 1/N of the weights,
+gradients and optimizer state, plus the blocks it gathers whole while computing (FULL_SHARD: the block at work and
+the one prefetched; SHARD_GRAD_OP keeps every block gathered from forward to backward, so all weights count).
 """
 
 from __future__ import annotations
@@ -90,13 +94,15 @@ class MemoryEstimate:
     retained: int = 0
     transient: int = 0
     reserved: int = 0  # DEVICE_RESERVE: held by the device outside the counted tensors
+    gathered: int = 0  # FSDP: blocks gathered whole beside the process's shards
+    processes: int = 1  # FSDP: the weights, gradients and optimizer state are split this many ways
     device: str = "cpu"
     activations_from: str = "formula"
 
     @property
     def floor(self) -> int:
         """Bytes no run can go below: weights (full precision and quantized) plus trainable state."""
-        return self.weights + self.quantized_weights + self.gradients + self.optimizer
+        return self.weights + self.quantized_weights + self.gradients + self.optimizer + self.gathered
 
     @property
     def working_set(self) -> int:
@@ -121,9 +127,10 @@ class MemoryEstimate:
         return self.total + self.reserved
 
     def terms(self) -> list[tuple[str, int]]:
-        """(name, bytes) of every term of ``total``, in print order."""
+        """(name, bytes) of every term of ``total``, in print order (gathered blocks only under FSDP)."""
         return [("weights", self.weights), ("quantized weights", self.quantized_weights),
                 ("gradients", self.gradients), ("optimizer state", self.optimizer),
+                *([("gathered blocks", self.gathered)] if self.gathered else []),
                 ("activations", self.activations), ("evaluation", self.working_set - self.activations),
                 ("runtime overhead", self.runtime_overhead)]
 
@@ -300,6 +307,20 @@ def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, traina
     return traced + logits, "traced"
 
 
+def gathered_bytes(model: nn.Module, recipe: Recipe) -> int:
+    """What an FSDP process gathers whole beside its shards: two of the largest blocks FSDP shards as one unit
+    (distributed.wrap, default the model's transformer blocks) under full_shard, every weight under shard_grad_op."""
+    weights = {id(p): p.numel() * p.element_size() for p in model.parameters()}
+    if recipe.distributed.sharding == "shard_grad_op":
+        return sum(weights.values())
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(recipe.distributed.wrap if recipe.distributed.wrap is not None
+                else getattr(base, "_no_split_modules", None) or ())
+    blocks = [sum(p.numel() * p.element_size() for p in m.parameters()) for m in base.modules()
+              if type(m).__name__ in names]
+    return 2 * max(blocks, default=sum(weights.values()) // 2)
+
+
 def training_logit_bytes(recipe: Recipe, tokens: int, vocab: int) -> int:
     """A causal LM's training loss beyond the model's own outputs: with `train.lm_loss: full` the fp32 log-softmax
     and its gradient over every position (2 × tokens × vocabulary × 4 bytes); chunked or liger never hold more than
@@ -319,10 +340,11 @@ def optimizer_bytes(optim: str, parameters: list[nn.Parameter]) -> int:
 
 
 def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[str] | None = None,
-             device: devices.Device | None = None) -> MemoryEstimate:
-    """Predict the peak training memory of ``recipe`` on ``device`` (default: this machine's). The recipe must be
-    resolved for that device (peftkit.hardware.auto.resolved_for); the data is tokenized to find the longest batch
-    unless ``sequence_length`` (and ``labels``) are given."""
+             device: devices.Device | None = None, processes: int = 1) -> MemoryEstimate:
+    """Predict the peak training memory of ``recipe`` on ``device`` (default: this machine's), per process of
+    ``processes`` (FSDP shards by it; DDP copies the model into each). The recipe must be resolved for that device
+    (peftkit.hardware.auto.resolved_for); the data is tokenized to find the longest batch unless
+    ``sequence_length`` (and ``labels``) are given."""
     unresolved = auto_options(recipe)
     if unresolved:
         raise ValueError(f"estimate() takes a resolved recipe; {', '.join(unresolved)} still auto "
@@ -340,6 +362,10 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
                            f"{recipe.method.name} on the meta device ({first_line(exc)})") from None
     trainable, total = count_parameters(model)
     trained = [p for p in model.parameters() if p.requires_grad]
+    shards = processes if recipe.distributed.fsdp else 1
+    if shards > 1 and recipe.train.precision in ("bf16", "fp16"):  # accelerate keeps FSDP's trained weights fp32
+        for parameter in trained:
+            parameter.data = parameter.data.float()
     head_params = sum(p.numel() for n, p in model.named_parameters()
                       if p.requires_grad and any(s in n.split(".") for s in SKIPPED))
     config = _config(recipe, head, labels)
@@ -351,17 +377,19 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     evaluation = evaluation_bytes(config, recipe, sequence_length, causal)
     working_set = max(activations, evaluation)
     step = 0 if largest is None else int(largest.numel() * largest.element_size()
-                                         * STEP_TEMPORARIES[recipe.train.optim])
+                                         * STEP_TEMPORARIES[recipe.train.optim] / shards)
     return MemoryEstimate(
-        weights=plain,
-        gradients=sum(p.numel() * p.element_size() for p in trained),
-        optimizer=optimizer_bytes(recipe.train.optim, trained),
+        weights=plain // shards,
+        gradients=sum(p.numel() * p.element_size() for p in trained) // shards,
+        optimizer=optimizer_bytes(recipe.train.optim, trained) // shards,
+        gathered=gathered_bytes(model, recipe) if shards > 1 else 0,
+        processes=shards,
         activations=activations,
         trainable_params=trainable,
         total_params=total,
         base_params=base_params,
         sequence_length=sequence_length,
-        quantized_weights=quantized,
+        quantized_weights=quantized // shards,
         evaluation=evaluation,
         eval_logits=eval_logit_bytes(config, recipe, sequence_length, causal),
         overhead=RUNTIME_OVERHEAD[kind],

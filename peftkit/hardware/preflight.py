@@ -36,7 +36,6 @@ def check_machine(recipe: Recipe) -> None:
                            "chunked here")
     if recipe.model.random_init and config_at_hand(recipe.model):
         random_init_config(recipe.model)
-    if recipe.distributed.fsdp and not cuda:
-        raise PeftkitError(
-            "'distributed.fsdp' needs CUDA GPUs (on CPUs accelerate silently runs plain DDP); leave it empty here"
-        )
+    if recipe.distributed.cpu_offload and not cuda:
+        raise PeftkitError("'distributed.cpu_offload' moves FSDP shards between GPU and CPU memory and needs CUDA "
+                           "GPUs; here the weights are in CPU memory already, drop it")

@@ -76,7 +76,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         load_best_model_at_end=bool(t.early_stopping_patience) and evaluate != "no",
         metric_for_best_model=t.metric_for_best_model or head.main_metric,
         logging_steps=t.logging_steps,
-        **{CHECKPOINTING_ARGUMENT: t.gradient_checkpointing},
+        **{CHECKPOINTING_ARGUMENT: t.gradient_checkpointing is True and not recipe.distributed.fsdp},
         optim=t.optim,
         tf32=t.tf32,
         torch_compile=t.torch_compile,
@@ -90,7 +90,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         report_to=[],
         disable_tqdm=False,  # transformers hides the bars when its log level is above WARN, as the CLI sets it
         use_cpu=not torch.cuda.is_available(),
-        **distributed.training_kwargs(recipe.distributed),
+        **distributed.training_kwargs(recipe.distributed, checkpointing=t.gradient_checkpointing is True),
     )
 
 
@@ -148,8 +148,10 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
     model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)
+    if recipe.distributed.fsdp:
+        distributed.set_wrap(model, recipe.distributed)
     resolved.update(auto.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),
-                                                  label_names))
+                                                  label_names, processes=distributed.world_size()))
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
     callbacks += method.callbacks()

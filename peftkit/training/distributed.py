@@ -11,7 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from peftkit.config.sections import DistributedSection
 from peftkit.errors import PeftkitError
@@ -69,8 +72,11 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
         ) from None
 
 
-def training_kwargs(section: DistributedSection) -> dict[str, Any]:
-    """TrainingArguments for the recipe's `distributed` section (ignored by transformers in one process)."""
+def training_kwargs(section: DistributedSection, checkpointing: bool = False) -> dict[str, Any]:
+    """TrainingArguments for the recipe's `distributed` section (ignored by transformers in one process).
+
+    FSDP is FSDP2 through accelerate's plugin; with ``checkpointing`` (train.gradient_checkpointing resolved on)
+    FSDP's own activation checkpointing replaces the Trainer's, which transformers refuses beside it."""
     if section.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
         raise PeftkitError("'distributed.deepspeed' needs the deepspeed package: pip install deepspeed")
     kwargs: dict[str, Any] = {
@@ -78,11 +84,94 @@ def training_kwargs(section: DistributedSection) -> dict[str, Any]:
         "ddp_find_unused_parameters": section.find_unused_parameters,
     }
     if section.fsdp:
-        kwargs["fsdp"] = section.fsdp
-        kwargs["fsdp_config"] = dict(section.fsdp_config) or None
+        config: dict[str, Any] = {
+            "version": 2,
+            "reshard_after_forward": section.sharding == "full_shard",
+            "cpu_offload": section.cpu_offload,
+            "state_dict_type": "SHARDED_STATE_DICT",  # resume from a full one hangs (accelerate 1.15, FSDP2)
+            "activation_checkpointing": checkpointing,
+        }
+        kwargs.update(fsdp=True, fsdp_config=config)
     if section.deepspeed is not None:
         kwargs["deepspeed"] = section.deepspeed
     return kwargs
+
+
+def set_wrap(model: nn.Module, section: DistributedSection) -> list[str]:
+    """Make ``distributed.wrap`` the module classes FSDP shards as one unit each, returned sorted.
+
+    accelerate and peft both wrap the classes of the model's ``_no_split_modules``, so that is where they go. By
+    default those are the model's own, less any holding the input embeddings (BERT's BertEmbeddings): accelerate
+    shards the embedding as a unit of its own, and sharding its parameters twice fails."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    present = {type(module).__name__: module for module in base.modules()}
+    if section.wrap is None:
+        embedding = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+        names = {name for name in getattr(base, "_no_split_modules", None) or () if name in present
+                 and not any(module is embedding for module in present[name].modules())}
+    else:
+        names = set(section.wrap)
+        missing = sorted(names - set(present))
+        if missing:
+            blocks = ", ".join(sorted(getattr(base, "_no_split_modules", None) or ())) or "none declared"
+            raise PeftkitError(f"'distributed.wrap': the model has no module of class {', '.join(missing)} "
+                               f"(its transformer blocks: {blocks})")
+    base._no_split_modules = names
+    return sorted(names)
+
+
+class Fsdp:
+    """Trainer mixin: FSDP2 across CPU processes (gloo) too, and full-weight saves gathered shard by shard.
+
+    accelerate takes an FSDP plugin only for accelerator devices and silently falls back to DDP on CPUs, although
+    FSDP2's ``fully_shard`` runs there; this hands the Trainer's plugin to the accelerator state as accelerate does
+    on GPUs, so a run can be sharded, and tested, without one. accelerate's full state dict of an FSDP2 model
+    (offloaded to the CPU) holds tensors peft's save cannot read; the weights a checkpoint or the run saves are
+    gathered here instead.
+    """
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()  # type: ignore[misc]
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        state = self.accelerator.state  # type: ignore[attr-defined]
+        plugin_args = self.args.fsdp_plugin_args  # type: ignore[attr-defined]
+        if plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
+            return
+        plugin = FullyShardedDataParallelPlugin(**plugin_args)
+        if state.mixed_precision != "no":
+            plugin.set_mixed_precision(state.mixed_precision)
+        state.fsdp_plugin, state.distributed_type = plugin, DistributedType.FSDP
+        self.is_fsdp_enabled = True
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)  # type: ignore[misc]
+        save_gathered(self, Path(output_dir or self.args.output_dir))  # type: ignore[attr-defined]
+
+
+def full_state_dict(model: nn.Module, keep: bool) -> dict[str, Any]:
+    """The model's state dict with every FSDP shard gathered whole, one parameter at a time, on the CPU where
+    ``keep`` (rank 0); empty elsewhere. Collective: every process calls it."""
+    from torch.distributed.tensor import DTensor
+
+    state = {}
+    for name, tensor in model.state_dict().items():
+        full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        if keep:
+            state[name] = full.detach().cpu().clone()
+    return state
+
+
+def save_gathered(trainer: Any, directory: Path) -> None:
+    """Write the trained model into ``directory`` whole, as one process writes it (rank 0 writes; every process
+    must call this). Checkpoints hold these weights too, beside each process's shards that resuming reads."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        trainer.save_model(str(directory))  # DeepSpeed: its own gathering
+        return
+    state = full_state_dict(trainer.model, keep=trainer.args.should_save)
+    if trainer.args.should_save:
+        trainer._save(str(directory), state_dict=state)
 
 
 def is_sharded(trainer: Any) -> bool:

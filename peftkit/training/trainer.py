@@ -13,6 +13,7 @@ from transformers.trainer_pt_utils import nested_gather
 
 from peftkit.heads.lm_loss import HiddenStates, lm_loss
 from peftkit.training.checkpoints import AtomicCheckpoints
+from peftkit.training.distributed import Fsdp
 from peftkit.training.guards import check_loss
 from peftkit.training.optim import ParamGroups
 
@@ -22,7 +23,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Penalty = Callable[[nn.Module], torch.Tensor]
 
 
-class PeftkitTrainer(AtomicCheckpoints, Trainer):
+class PeftkitTrainer(AtomicCheckpoints, Fsdp, Trainer):
     """A Trainer whose loss can come from the head and carry penalty terms; otherwise HF's own.
 
     Checkpoints are written atomically (see peftkit.training.checkpoints); a NaN / inf loss stops the run

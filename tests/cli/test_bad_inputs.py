@@ -106,7 +106,7 @@ def alias_bomb(env: Env) -> Path:
 
 def self_referencing(env: Env) -> Path:
     """The tiny recipe plus an option whose value contains itself (it validated, trained, then failed to save)."""
-    return env.file("self.yaml", env.recipe.read_text() + "distributed:\n  fsdp_config: &x {a: *x}\n")
+    return env.file("self.yaml", env.recipe.read_text() + "distributed:\n  wrap: &x [*x]\n")
 
 
 def conll(env: Env, name: str, sentence: str, n: int = 60) -> str:
@@ -135,7 +135,7 @@ RECIPE_CASES: list[Case] = [
     ("early-stopping-without-matching-saves",
      lambda e: train(e, "train.early_stopping_patience=2", "train.eval_strategy=steps", "train.save_strategy=epoch"),
      "needs train.save_strategy equal to train.eval_strategy (epoch vs steps)"),
-    ("fsdp-and-deepspeed", lambda e: train(e, "distributed.fsdp=full_shard", "distributed.deepspeed=ds.json"),
+    ("fsdp-and-deepspeed", lambda e: train(e, "distributed.fsdp=true", "distributed.deepspeed=ds.json"),
      "'distributed.fsdp' and 'distributed.deepspeed' exclude each other"),
     ("deepspeed-file-missing", lambda e: train(e, "distributed.deepspeed=nope.json"),
      "'distributed.deepspeed': file 'nope.json' does not exist"),

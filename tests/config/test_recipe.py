@@ -142,11 +142,10 @@ def test_malformed_override() -> None:
 def test_anchors_and_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
     path = tmp_path / "anchors.yaml"
     path.write_text("method: {name: lora, target_modules: &t [query, value]}\n"
-                    "description: shared\ntrain: {report_to: &r [none]}\ndistributed: {fsdp_config: {m: *t}}\n",
+                    "description: shared\ntrain: {report_to: &r [none]}\ndistributed: {fsdp: true, wrap: *t}\n",
                     encoding="utf-8")
     recipe = load_recipe(path)
-    assert recipe.method.target_modules == ["query", "value"] and recipe.distributed.fsdp_config == {
-        "m": ["query", "value"]}
+    assert recipe.method.target_modules == ["query", "value"] and recipe.distributed.wrap == ["query", "value"]
 
 
 def test_alias_bomb_and_self_reference_are_refused_by_every_reader(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def test_cpu_resolves_to_fp32_fused_adamw_sdpa_chunked_loss(monkeypatch: pytest.
     # AdaLoRA adds its orthogonality penalty to the model's own loss, which the chunked loss would leave out
     assert resolved("causal-lm-lora", "method={name: adalora}")["lm_loss"] == "full"
     # FSDP gathers the sharded output layer inside the model's forward only
-    assert resolved("causal-lm-lora", "distributed.fsdp=full_shard auto_wrap")["lm_loss"] == "full"
+    assert resolved("causal-lm-lora", "distributed.fsdp=true")["lm_loss"] == "full"
 
 
 def test_ampere_gpu_resolves_to_bf16_paged_8bit_and_flash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -364,6 +364,6 @@ def test_an_explicit_chunked_loss_is_refused_where_it_would_be_wrong() -> None:
     with pytest.raises(PeftkitError, match=r"^'train.lm_loss': chunked leaves out what method adalora adds"):
         check("method={name: adalora}")
     with pytest.raises(PeftkitError, match=r"^'train.lm_loss': chunked runs the output layer outside the model's"):
-        check("distributed.fsdp=full_shard auto_wrap")
+        check("distributed.fsdp=true")
     with pytest.raises(PeftkitError, match=r"logits_to_keep and has a decoder; Linear has not, use full$"):
         check()

@@ -14,7 +14,7 @@ PACKAGE = Path(peftkit.__file__).resolve().parent
 #: Bottom to top. A module may import from its own component and from any component of a lower layer; components
 #: that share a layer do not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "quiet"),
+    ("errors", "quiet", "markers"),
     ("registry",),
     ("config",),
     ("heads", "methods"),

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from peftkit import markers
 from peftkit.data import partials, pkgindex
 from peftkit.data.catalog import DATASETS, MODELS, Archive, DatasetEntry, Member, ModelEntry
 from peftkit.errors import PeftkitError, did_you_mean, first_line
@@ -309,7 +310,7 @@ def _fetch(kind: str, entry: DatasetEntry | ModelEntry, build: Callable[[Path, P
     """
     final = _entry_dir(kind, entry.name)
     noun, group = _KINDS[kind]
-    partials.remove_stale(cache_root() / ".tmp")
+    markers.remove_abandoned((cache_root() / ".tmp").glob("*"), partials.MARKER)
     if final.is_dir():
         problem = _problem(final)
         if problem is None:

@@ -302,37 +302,3 @@ def check_unlocked(directory: Path, option: str = "output_dir") -> None:
         except OSError:
             raise DirectoryLock(directory, option)._busy(_holder(handle)) from None
         fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def claim_staging(directory: Path) -> IO[str]:
-    """Mark a fresh staging folder as peftkit's own, alive while the returned handle stays open."""
-    handle = open(directory / STAGING_MARKER, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
-
-
-def is_stale_staging(directory: Path) -> bool:
-    """A staging folder peftkit made whose writer is gone (its marker, a plain file, is no longer locked)."""
-    if not directory.is_dir() or directory.is_symlink():
-        return False
-    try:
-        fd = open_bookkeeping(directory / STAGING_MARKER)
-    except (OSError, PeftkitError):
-        return False
-    with os.fdopen(fd) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return True
-
-
-def remove_stale_staging(parent: Path, pattern: str) -> list[Path]:
-    """Delete the stale peftkit staging folders in ``parent`` matching ``pattern``; returns them."""
-    removed = [p for p in parent.glob(pattern) if is_stale_staging(p)] if parent.is_dir() else []
-    for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
-    return removed

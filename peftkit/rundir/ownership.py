@@ -2,8 +2,7 @@
 
 A run or export directory holds a manifest (``.peftkit-manifest.json``) listing the entries peftkit wrote
 into it; ``--overwrite`` removes those entries and nothing else, and refuses a directory without one.
-Staging folders carry a marker held under an ``flock`` while their writer lives, so a folder left by a
-killed peftkit is recognised as its own and removed. A run directory is locked (``.peftkit-lock``, an
+(Staging folders left by a killed peftkit are recognised by ``peftkit.markers``.) A run directory is locked (``.peftkit-lock``, an
 ``flock`` the kernel drops when the process ends) while a run writes it.
 
 Every bookkeeping file is read back as untrusted input: a symlinked one is refused, never followed, and a

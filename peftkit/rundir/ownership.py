@@ -2,8 +2,8 @@
 
 A run or export directory holds a manifest (``.peftkit-manifest.json``) listing the entries peftkit wrote
 into it; ``--overwrite`` removes those entries and nothing else, and refuses a directory without one.
-(Staging folders left by a killed peftkit are recognised by ``peftkit.markers``.) A run directory is locked (``.peftkit-lock``, an
-``flock`` the kernel drops when the process ends) while a run writes it.
+(Staging folders left by a killed peftkit are recognised by ``peftkit.markers``.) A run directory is locked
+(``.peftkit-lock``, an ``flock`` the kernel drops when the process ends) while a run writes it.
 
 Every bookkeeping file is read back as untrusted input: a symlinked one is refused, never followed, and a
 manifest must list plain names directly inside its folder, or nothing is deleted on its word.

@@ -31,26 +31,26 @@ def recipe_args(sub: argparse.ArgumentParser) -> None:
     sub.set_defaults(trailing="overrides")
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: a whole number of at least 1."""
+def _whole_number(text: str, low: int, high: int | None, expected: str) -> int:
+    """``text`` as a whole number within ``low`` … ``high`` (no upper bound when None); else argparse's error
+    saying what was ``expected``."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    return _whole_number(text, 1, None, "a whole number of at least 1")
 
 
 def seed(text: str) -> int:
     """An argparse ``type``: a seed numpy's generator takes (0 … 2**32-1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {SEED_MAX}, got '{text}'")
-    return value
+    return _whole_number(text, 0, SEED_MAX, f"a seed from 0 to {SEED_MAX}")
 
 
 def finite_float(text: str) -> float:

@@ -21,6 +21,7 @@ from peftkit.hardware import device as devices
 from peftkit.hardware.preflight import check_machine
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
+from peftkit.model.fast_dropout import use_fast_dropout
 from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer, training_device
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
@@ -148,6 +149,8 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)
     model = method.master_weights(method.apply(model, head_modules, head.task_type), recipe.train.precision)
+    if device.kind == "cpu":
+        use_fast_dropout(model)
     if recipe.distributed.fsdp:
         distributed.set_wrap(model, recipe.distributed)
     resolved.update(auto.resolve_checkpointing(recipe, device, padded_length(tokenized, recipe.data),

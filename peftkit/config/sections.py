@@ -184,7 +184,8 @@ class TrainSection(Section):
                                         "faster; opt-in: not every model and method compiles)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto", "fp32, or bf16 / fp16 mixed precision (fp16 needs a CUDA GPU, bf16 a GPU or CPU that has it); "
-        "auto = bf16 on a GPU with native bf16 (Ampere on), fp16 on older GPUs, fp32 on a CPU"
+        "auto = bf16 on a GPU with native bf16 (Ampere on), fp16 on older GPUs; on a CPU bf16 for LoRA on an "
+        "unquantized base where the CPU has native bf16 (AMX / AVX512-BF16), else fp32"
     )
     group_by_length: bool = option(True, "batch texts of similar length together to cut padding")
     dataloader_num_workers: int = option(0, "worker processes for data loading", ge=0, le=MAX_WORKERS)

@@ -2,7 +2,8 @@
 so the three agree:
 
 - ``train.precision``: bf16 on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere on), fp16 on an
-  older CUDA GPU, fp32 on a CPU;
+  older CUDA GPU; on a CPU, bf16 where it has native bf16 (AMX or AVX512-BF16) and the method was measured to keep
+  its accuracy there (``Method.bf16_on_cpu``: LoRA on an unquantized base), else fp32;
 - ``quantization.compute_dtype``: bfloat16 where bf16 is native, float16 on an older CUDA GPU, float32 on a CPU;
 - ``train.optim``: paged 8-bit AdamW for a quantized base on CUDA, fused AdamW otherwise (transformers' own
   default; on a CPU too, where torch 2.13's fused step is several times faster than the per-tensor one);
@@ -36,10 +37,10 @@ from peftkit.model.config import model_config
 from peftkit.registry import build_head, plugins
 
 
-def precision(device: Device) -> str:
-    """`train.precision: auto` on ``device``."""
+def precision(device: Device, recipe: Recipe) -> str:
+    """`train.precision: auto` for ``recipe`` on ``device``."""
     if device.kind != "cuda":
-        return "fp32"
+        return "bf16" if device.cpu_bf16 and plugins(recipe)[1].bf16_on_cpu(recipe) else "fp32"
     return "bf16" if device.bf16 else "fp16"
 
 
@@ -130,7 +131,7 @@ def resolve_settings(recipe: Recipe, device: Device) -> dict[str, Any]:
     resolved: dict[str, Any] = {}
     train, quant, model = recipe.train, recipe.quantization, recipe.model
     if train.precision == AUTO:
-        train.precision = resolved["train.precision"] = precision(device)
+        train.precision = resolved["train.precision"] = precision(device, recipe)
     if quant.compute_dtype == AUTO:
         quant.compute_dtype = resolved["quantization.compute_dtype"] = compute_dtype(device)
     if train.optim == AUTO:

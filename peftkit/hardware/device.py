@@ -22,6 +22,7 @@ class Device:
     name: str
     memory: int  # bytes
     capability: tuple[int, int] | None = None  # CUDA compute capability
+    cpu_bf16: bool = False  # a CPU with native bf16 matrix instructions (AMX or AVX512-BF16)
 
     @property
     def bf16(self) -> bool:
@@ -57,12 +58,17 @@ def cuda_devices() -> list[Device]:
 def current() -> Device:
     """The device a run started here trains on: the first CUDA GPU, else the CPU."""
     gpus = cuda_devices()
-    return gpus[0] if gpus else Device("cpu", "cpu", cpu_memory())
+    return gpus[0] if gpus else cpu()
+
+
+def cpu() -> Device:
+    """This machine's CPU, with its memory and whether it computes bf16 natively."""
+    return Device("cpu", "cpu", cpu_memory(), cpu_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 
 def all_devices() -> list[Device]:
     """This machine's CUDA GPUs followed by its CPU."""
-    return [*cuda_devices(), Device("cpu", "cpu", cpu_memory())]
+    return [*cuda_devices(), cpu()]
 
 
 def reference_gpus() -> list[Device]:

@@ -64,6 +64,11 @@ class Method:
         head kinds are checked from the class attributes before this."""
         return None
 
+    def bf16_on_cpu(self, recipe: Recipe) -> bool:
+        """Whether `train.precision: auto` trains ``recipe`` with bf16 autocast on a CPU with native bf16 (AMX or
+        AVX512-BF16): only where it was measured to keep test accuracy (benchmarks/RESULTS.md)."""
+        return False
+
     def master_weights(self, model: nn.Module, precision: str) -> nn.Module:
         """Under bf16 / fp16 mixed precision, the trained parameters (adapters, the task head peft keeps in
         ``modules_to_save``) as float32 master weights: autocast runs the forward in half precision, and fp16's

@@ -45,6 +45,9 @@ class LoraMethod(QuantizablePeftMethod):
                     "use quantization.mode: 4bit on a CPU")
         return None
 
+    def bf16_on_cpu(self, recipe: Recipe) -> bool:
+        return type(self) is LoraMethod and not self.config.use_dora and recipe.quantization.mode == "none"
+
     def peft_fields(self, model: nn.Module) -> dict[str, Any]:
         init: bool | str = True if self.config.init_lora_weights == "default" else self.config.init_lora_weights
         return {**super().peft_fields(model), "init_lora_weights": init}

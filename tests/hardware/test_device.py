@@ -177,3 +177,22 @@ def test_explicit_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch: py
     check_machine(load_recipe("sentiment-lora", ["train.precision=fp16", "model.attn_implementation=sdpa"]))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an Ampere GPU
     check_machine(load_recipe("sentiment-lora", ["train.precision=bf16", "model.attn_implementation=sdpa"]))
+
+
+@pytest.mark.parametrize(("method", "quantized", "native", "expected"), [
+    ({"name": "lora"}, False, True, "bf16"),
+    ({"name": "lora"}, False, False, "fp32"),  # no AMX / AVX512-BF16: bf16 would be emulated, slowly
+    ({"name": "lora"}, True, True, "fp32"),
+    ({"name": "lora", "use_dora": True}, False, True, "fp32"),
+    ({"name": "dora"}, False, True, "fp32"),
+    ({"name": "full"}, False, True, "fp32"),
+    ({"name": "ia3"}, False, True, "fp32"),
+])
+def test_auto_precision_on_a_cpu_is_bf16_only_where_measured_and_native(method: dict, quantized: bool, native: bool,
+                                                                        expected: str) -> None:
+    name = "qlora" if quantized else method["name"]
+    recipe = load_recipe("sentiment-lora", {"method": {**method, "name": name},
+                                            "quantization.mode": "4bit" if quantized else "none"})
+    cpu = devices.Device("cpu", "cpu", 24 * 2**30, cpu_bf16=native)
+    assert auto.precision(cpu, recipe) == expected
+    assert auto.precision(devices.Device("cuda", "A100", 80 * 2**30, (8, 0)), recipe) == "bf16"

@@ -146,11 +146,10 @@ def variant_overrides(suite: Suite, variant: str) -> dict[str, Any]:
 
 
 def short_value(value: Any) -> str:
-    """A value as briefly as it reads: ``2e-3`` rather than ``0.002``, ``0.1``, ``8``."""
-    if isinstance(value, float):
+    """A value as it reads best: ``2e-3`` rather than ``0.002`` (any float below 0.1), ``0.1``, ``8``."""
+    if isinstance(value, float) and 0 < abs(value) < 0.1:
         mantissa, exponent = f"{value:e}".split("e")
-        text = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-        return text if len(text) < len(repr(value)) else repr(value)
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     return str(value)
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from peftkit.bench.cell import failed_result, write_json_atomic
 from peftkit.bench.search import choose, has_validation_split, is_trial
-from peftkit.bench.suite import Cell, Suite, expand, load_suite, trial_cells
+from peftkit.bench.suite import Cell, Suite, expand, load_suite, short_value, trial_cells
 from peftkit.config.load import recipe_from_dict
 from peftkit.errors import PeftkitError
 from peftkit.rundir.layout import BENCH_RESULTS_DIR, BENCH_SUITE_FILE
@@ -128,7 +128,8 @@ def run_suite(path: str | Path, quick: bool = False, directory: str | Path | Non
             _run_phase(suite, trials, "search trials", directory, retry_failed, keep_runs, progress, outcome)
             searches = choose([read_result(result_path(directory, c)) for c in trials])
             for variant, search in searches.items():
-                progress(f"search {variant}: {search['key']} = {search['value']} (on validation {search['metric']})"
+                progress(f"search {variant}: {search['key']} = {short_value(search['value'])} (on validation "
+                         f"{search['metric']})"
                          if search["value"] is not None else f"search {variant}: no trial finished")
         _run_phase(suite, expand(suite, quick, searches), "cells", directory, retry_failed, keep_runs, progress,
                    outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ SEED_KEY = "train.seed"
 QUICK_TRIALS = 2
 #: Short names of searched keys in cell names.
 SHORT_KEYS = {"train.learning_rate": "lr"}
+CELL_NAME = re.compile(r"[\w.+-]+")
 
 
 class QuickSection(Section):
@@ -127,6 +129,12 @@ def _check_search(path: Path, suite: Suite) -> None:
             given = f"{len(values)} values" if isinstance(values, list) else repr(values)
             raise PeftkitError(f"{path}: 'variants.{name}.search': {given}, expected a list of {len(search.values)} "
                                "(as many as search.values: every variant gets the same number of trials)")
+    for where, values in [("search.values", search.values), *((f"variants.{n}.search", v) for n, v in own.items())]:
+        for value in values:
+            if not isinstance(value, (int, float, str)) or not CELL_NAME.fullmatch(value_label(search.key, value)):
+                raise PeftkitError(f"{path}: '{where}': {value!r} cannot name a trial cell; give numbers or words")
+        if len(set(values)) < len(values):
+            raise PeftkitError(f"{path}: '{where}': {values} lists a value twice")
     for name, variant in suite.variants.items():
         if search.key in variant:
             raise PeftkitError(f"{path}: 'variants.{name}.{search.key}': the search chooses {search.key}; list the "

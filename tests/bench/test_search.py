@@ -88,8 +88,8 @@ def test_search_chooses_on_validation_never_test(tmp_path: Path, sentiment_csv: 
     outcome = run_suite(path, directory=tmp_path / "out", progress=lines.append)
     assert calls[:6] == [c.id for c in trial_cells(load_suite(path))]  # every trial before any seed
     assert outcome.failed == ["lora-r8-lr8e-3-search"]
-    assert "search lora: train.learning_rate = 0.003 (on validation accuracy)" in lines
-    assert "search lora-r8: train.learning_rate = 0.002 (on validation accuracy)" in lines
+    assert "search lora: train.learning_rate = 3e-3 (on validation accuracy)" in lines
+    assert "search lora-r8: train.learning_rate = 2e-3 (on validation accuracy)" in lines
     results = {r["cell"]: r for r in load_results(tmp_path / "out")}
     assert results["lora-seed1"]["lr"] == results["lora-seed2"]["lr"] == 3e-3
     assert results["lora-r8-seed2"]["lr"] == 2e-3
@@ -156,6 +156,10 @@ def test_no_finished_trial_records_the_seeds_failed(tmp_path: Path, sentiment_cs
     ({"variants": {"lora": {"train.learning_rate": 1e-3}}},
      r"'variants\.lora\.train\.learning_rate': the search chooses train\.learning_rate; list the values"),
     ({"search": {**SEARCH, "values": []}}, r"s\.yaml: 'search\.values' is empty"),
+    ({"search": {**SEARCH, "values": [1e-3, 2e-3, 1e-3]}},
+     r"'search\.values': \[0\.001, 0\.002, 0\.001\] lists a value twice"),
+    ({"variants": {"lora": {"search": [1e-3, "a/b", 2e-3]}}},
+     r"'variants\.lora\.search': 'a/b' cannot name a trial cell; give numbers or words"),
     ({"search": {**SEARCH, "vals": [1]}}, r"s\.yaml: 'search\.vals': extra inputs are not permitted"),
     ({"grid": {"train.seed": [1], "method.r": [4, 8]}},
      r"'grid\.method\.r': a suite with a 'search' may only vary train\.seed in its grid"),

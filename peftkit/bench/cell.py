@@ -142,7 +142,8 @@ def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
 
 def run_trial(spec: dict[str, Any], recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
     """A search trial: train as a cell does, then score the validation split only (the test split is never
-    evaluated, so it cannot sway the choice). Records the validation metrics and the metric that chooses."""
+    evaluated, so it cannot sway the choice). Records the validation metrics and the metric that chooses; saves no
+    run (its training folder is removed, also with --keep-runs)."""
     from peftkit.bench.search import has_validation_split
     from peftkit.data.loading import load_source
     from peftkit.errors import PeftkitError
@@ -161,8 +162,7 @@ def run_trial(spec: dict[str, Any], recipe: Any, result: dict[str, Any]) -> dict
         seconds = time.perf_counter() - started
         scores = prepared.trainer.evaluate()  # the Trainer's eval_dataset: the validation split
     finally:
-        if not spec.get("keep_run"):
-            shutil.rmtree(output_dir, ignore_errors=True)
+        shutil.rmtree(output_dir, ignore_errors=True)
     validation = {k.removeprefix("eval_"): v for k, v in scores.items()
                   if isinstance(v, (int, float)) and k.removeprefix("eval_") not in TIMING_KEYS}
     if metric not in validation:

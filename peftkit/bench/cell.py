@@ -96,13 +96,15 @@ def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     if spec.get("baseline"):
         return run_baseline(recipe, result)
     result.update(method=recipe.method.name, quantization=recipe.quantization.mode, model=recipe.model.name)
-    predicted = estimate_on(recipe)
-    result["memory"] = {"predicted_bytes": predicted.total}
     checkpoint = random_init_path(recipe.model)
     if checkpoint is not None and not (checkpoint / "config.json").is_file():
         # built once, in a process of its own: its memory never inflates the baseline
         subprocess.run([sys.executable, "-m", "peftkit.bench.cell", "--prepare", json.dumps(spec["recipe"])],
                        check=True)
+    if (spec.get("search") or {}).get("role") == "trial":
+        return run_trial(spec, recipe, result)
+    predicted = estimate_on(recipe)
+    result["memory"] = {"predicted_bytes": predicted.total}
     sampler, timer = MemorySampler().start("load"), StepTimer()
     try:
         run = train(recipe, overwrite=True, callbacks=[PhaseCallback(sampler), timer])
@@ -135,6 +137,40 @@ def run_cell(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     )
     if not spec.get("keep_run"):
         shutil.rmtree(run.output_dir, ignore_errors=True)
+    return result
+
+
+def run_trial(spec: dict[str, Any], recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A search trial: train as a cell does, then score the validation split only (the test split is never
+    evaluated, so it cannot sway the choice). Records the validation metrics and the metric that chooses; saves no
+    run (its training folder is removed, also with --keep-runs)."""
+    from peftkit.bench.search import has_validation_split
+    from peftkit.data.loading import load_source
+    from peftkit.errors import PeftkitError
+    from peftkit.registry import HEADS
+    from peftkit.training.build import build_trainer
+
+    if has_validation_split(spec["recipe"], spec["cell"]) is None and "validation" not in load_source(recipe.data):
+        raise PeftkitError(f"search trial {spec['cell']}: data.source '{recipe.data.source}' has no validation split "
+                           "and data.validation_size is 0; the trial would be scored on the test split")
+    metric = spec["search"]["metric"] or recipe.train.metric_for_best_model or HEADS.get(recipe.task.head).main_metric
+    output_dir = Path(spec["output_dir"])
+    prepared = build_trainer(recipe, output_dir)
+    started = time.perf_counter()
+    try:
+        prepared.trainer.train()
+        seconds = time.perf_counter() - started
+        scores = prepared.trainer.evaluate()  # the Trainer's eval_dataset: the validation split
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    validation = {k.removeprefix("eval_"): v for k, v in scores.items()
+                  if isinstance(v, (int, float)) and k.removeprefix("eval_") not in TIMING_KEYS}
+    if metric not in validation:
+        raise PeftkitError(f"search trial {spec['cell']}: validation metric '{metric}' not reported; it has "
+                           f"{', '.join(validation)}")
+    result.update(status="ok", search={**spec["search"], "metric": metric}, validation=validation,
+                  settings=settings(recipe),
+                  speed={"train_seconds": seconds, "steps": prepared.trainer.state.global_step})
     return result
 
 
@@ -184,6 +220,7 @@ def base_result(spec: dict[str, Any]) -> dict[str, Any]:
         "variant": spec["variant"],
         "values": spec["values"],
         "labels": spec.get("labels", {}),
+        "search": spec.get("search"),
         "status": "failed",
         "error": None,
         "recipe_hash": None,

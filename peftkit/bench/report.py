@@ -13,7 +13,8 @@ from typing import Any
 
 from peftkit.bench.cell import status_label
 from peftkit.bench.runner import SUITE_FILE, load_results
-from peftkit.bench.suite import Suite
+from peftkit.bench.search import choose, is_trial
+from peftkit.bench.suite import Suite, short_value
 from peftkit.config.files import read_yaml
 from peftkit.errors import PeftkitError
 
@@ -24,7 +25,7 @@ CSV_FILE = "results.csv"
 CSV_COLUMNS = ("cell", "variant", "status", "method", "quantization", "trainable_params", "total_params",
                "adapter_bytes", "measure", "peak_bytes", "peak_phase", "rss_peak_bytes", "predicted_bytes",
                "floor_bytes", "error_percent", "train_seconds", "samples_per_second", "tokens_per_second", "metric",
-               "error")
+               "search_key", "search_value", "validation_metric", "validation", "chosen", "error")
 
 
 @dataclass
@@ -82,7 +83,7 @@ def group(results: list[dict[str, Any]]) -> list[Row]:
     """Successful cells grouped by variant and grid point (all axes but the seed)."""
     rows: dict[tuple[str, str], Row] = {}
     for result in results:
-        if result["status"] != "ok":
+        if result["status"] != "ok" or is_trial(result):
             continue
         point = "-".join(label for key, label in result.get("labels", {}).items() if key != SEED_KEY)
         rows.setdefault((result["variant"], point), Row(result["variant"], point)).cells.append(result)
@@ -246,16 +247,52 @@ def summary(rows: list[Row], metric: str | None, reference: str | None) -> list[
     return lines
 
 
-def write_csv(results: list[dict[str, Any]], path: Path, metric: str | None) -> None:
-    """One line per cell, failed ones included."""
+def search_table(searches: dict[str, dict[str, Any]]) -> str:
+    """Per variant: every value tried with its validation score (the chosen one in bold), and the choice."""
+    first = next(iter(searches.values()))
+    metrics = sorted({s["metric"] for s in searches.values() if s["metric"]})
+    table = []
+    for variant, search in searches.items():
+        tried = []
+        for trial in search["tried"]:
+            score = trial["status"] if trial["validation"] is None else f"{trial['validation']:.4f}"
+            shown = f"{short_value(trial['value'])}: {score}"
+            chosen = trial["value"] == search["value"] and trial["validation"] is not None
+            tried.append(f"**{shown}**" if chosen else shown)
+        table.append([variant, " · ".join(tried),
+                      "–" if search["value"] is None else short_value(search["value"])])
+    header = ["variant", f"{first['key']} tried: validation {'/'.join(metrics) or 'metric'}", "chosen"]
+    return _markdown(header, table)
+
+
+def search_text(searches: dict[str, dict[str, Any]]) -> list[str]:
+    """The search section of the report: how each variant's value was chosen, and the table."""
+    first = next(iter(searches.values()))
+    return ["## Search", "",
+            f"Each variant trained once per value of `{first['key']}` (seed {first['seed']}), scored on the validation "
+            "split only; the best value (ties: the first tried) trained the seeds above. No trial is evaluated on the "
+            "test split, so the test split cannot sway the choice; for the same reason no trial is reused as a seed "
+            "cell, even at the same seed.", "", search_table(searches), ""]
+
+
+def write_csv(results: list[dict[str, Any]], path: Path, metric: str | None,
+              searches: dict[str, dict[str, Any]]) -> None:
+    """One line per cell, failed ones included; search trials carry their validation score and whether their
+    value was chosen, seed cells the value they trained at."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for r in results:
+            search = r.get("search") or {}
+            trial = is_trial(r)
+            chosen = (searches.get(r["variant"]) or {}).get("value")
             writer.writerow([r["cell"], r["variant"], r["status"], r.get("method"), r.get("quantization"),
                              TRAINABLE(r), TOTAL(r), ADAPTER(r), MEASURE(r), PEAK(r), PEAK_PHASE(r), RSS_PEAK(r),
                              PREDICTED(r), FLOOR(r), ERROR(r),
                              SECONDS(r), SAMPLES(r), TOKENS(r), _get("metrics", metric)(r) if metric else None,
+                             search.get("key"), search.get("value"), search.get("metric") if trial else None,
+                             _get("validation", search.get("metric") or "")(r) if trial else None,
+                             (r["status"] == "ok" and search.get("value") == chosen) if trial else None,
                              r.get("error")])
 
 
@@ -354,7 +391,9 @@ def predict_again(directory: Path, results: list[dict[str, Any]]) -> str | None:
     here = devices.current()
     for result in results:
         spec = directory / "specs" / f"{result['cell']}.json"
-        if result["status"] != "ok" or not spec.is_file() or result["memory"]["device"] != here.kind:
+        if result["status"] != "ok" or is_trial(result) or not spec.is_file():
+            continue  # a search trial has no memory figures
+        if result["memory"]["device"] != here.kind:
             continue  # a cell measured on another kind of device keeps the prediction it recorded
         recipe = recipe_from_dict(json.loads(spec.read_text(encoding="utf-8"))["recipe"], source=str(spec))
         memory = result["memory"]
@@ -376,6 +415,7 @@ def render(directory: str | Path, re_estimate: bool = False) -> tuple[str, list[
     metric = main_metric(suite, results)
     measure = measure_name(results)
     rows = group(results)
+    searches = choose(results)
     device = next((r["provenance"] for r in results if r.get("provenance")), None) or {}
     parts = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
              f"Device: {device.get('device', '?')} ({device.get('gpu') or device.get('cpu', '?')}, "
@@ -387,13 +427,15 @@ def render(directory: str | Path, re_estimate: bool = False) -> tuple[str, list[
     if rows:
         parts += [accuracy_table(rows, metric, suite.reference) if metric else scaling_table(rows), ""]
         parts += [*summary(rows, metric, suite.reference), ""]
+    if searches:
+        parts += search_text(searches)
     parts += [f"Peak: {measure} above the baseline after imports, over loading, training, evaluation and saving "
               "(\"peak in\": the phase it fell in); RSS peak: resident set, which also counts file pages mapped in; "
               "error = (predicted − measured) / measured.", "", cell_table(results), ""]
     text = "\n".join(parts)
     files = [directory / REPORT_FILE, directory / CSV_FILE]
     files[0].write_text(text, encoding="utf-8")
-    write_csv(results, files[1], metric)
+    write_csv(results, files[1], metric, searches)
     if rows:
         files += (plot_accuracy(rows, metric, directory, measure) if metric
                   else plot_scaling(rows, directory, measure))

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from peftkit.bench.cell import failed_result, write_json_atomic
-from peftkit.bench.suite import Cell, Suite, expand, load_suite
+from peftkit.bench.search import choose, has_validation_split, is_trial
+from peftkit.bench.suite import Cell, Suite, expand, load_suite, short_value, trial_cells
 from peftkit.config.load import recipe_from_dict
 from peftkit.errors import PeftkitError
 from peftkit.rundir.layout import BENCH_RESULTS_DIR, BENCH_SUITE_FILE
@@ -52,13 +53,15 @@ def load_results(directory: Path) -> list[dict[str, Any]]:
     results_dir = Path(directory) / RESULTS_DIR
     if not results_dir.is_dir():
         raise PeftkitError(f"'{directory}' holds no benchmark results (no {RESULTS_DIR}/ directory)")
-    results = []
-    for path in sorted(results_dir.glob("*.json")):
-        try:
-            results.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as exc:
-            raise PeftkitError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return results
+    return [read_result(path) for path in sorted(results_dir.glob("*.json"))]
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """One cell's result JSON; a broken file is a one-line error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PeftkitError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def _duration(seconds: float) -> str:
@@ -69,11 +72,17 @@ def _duration(seconds: float) -> str:
 
 
 def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, keep_runs: bool) -> dict[str, Any]:
-    """Run one cell in a fresh Python process; a crash, timeout or bad recipe becomes a failed result."""
+    """Run one cell in a fresh Python process; a crash, timeout or bad recipe becomes a failed result, and so
+    does a cell whose variant's search has no finished trial to choose from."""
     spec = {"suite": suite.name, "cell": cell.id, "variant": cell.variant, "values": cell.values,
             "labels": cell.labels, "recipe": cell.recipe, "output_dir": str(directory / "runs" / cell.id),
-            "keep_run": keep_runs, "baseline": cell.baseline}
+            "keep_run": keep_runs, "baseline": cell.baseline, "search": cell.search}
     out = result_path(directory, cell)
+    if cell.search and cell.search["role"] == "chosen" and cell.search["value"] is None:
+        trials = ", ".join(t["cell"] for t in cell.search["tried"])
+        result = failed_result(spec, f"search: no trial finished, so no {cell.search['key']} was chosen (see {trials})")
+        write_json_atomic(out, result)
+        return result
     try:
         recipe_from_dict(cell.recipe, source=f"cell {cell.id}")
     except PeftkitError as exc:  # e.g. a method that is not installed here: recorded, the suite goes on
@@ -101,27 +110,64 @@ def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, ke
 def run_suite(path: str | Path, quick: bool = False, directory: str | Path | None = None,
               retry_failed: bool = False, keep_runs: bool = False,
               progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> BenchOutcome:
-    """Run every cell of a suite that has no result yet (failed ones too with ``retry_failed``)."""
+    """Run every cell of a suite that has no result yet (failed ones too with ``retry_failed``); with a `search`,
+    first each variant's trials, then the grid at the value each variant's trials chose on validation."""
     suite = load_suite(path)
-    cells = expand(suite, quick)
+    trials = trial_cells(suite, quick)
+    _check_validation_splits(path, trials)
     directory = Path(directory) if directory else default_directory(suite, quick)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUITE_FILE).write_text(
         yaml.safe_dump({**suite.model_dump(mode="json"), "quick_run": quick}, sort_keys=False, allow_unicode=True),
         encoding="utf-8",
     )
+    outcome = BenchOutcome(directory, [], [], [])
+    with _terminate_as_interrupt():
+        searches = {}
+        if trials:
+            _run_phase(suite, trials, "search trials", directory, retry_failed, keep_runs, progress, outcome)
+            searches = choose([read_result(result_path(directory, c)) for c in trials])
+            for variant, search in searches.items():
+                progress(f"search {variant}: {search['key']} = {short_value(search['value'])} (on validation "
+                         f"{search['metric']})"
+                         if search["value"] is not None else f"search {variant}: no trial finished")
+        _run_phase(suite, expand(suite, quick, searches), "cells", directory, retry_failed, keep_runs, progress,
+                   outcome)
+    return outcome
+
+
+def _check_validation_splits(path: str | Path, trials: list[Cell]) -> None:
+    """A search trial must be scored on a validation split of its own, never on the test split."""
+    for cell in trials:
+        if has_validation_split(cell.recipe, f"cell {cell.id}") is False:
+            raise PeftkitError(
+                f"{path}: 'search': variant '{cell.variant}' has no validation split (data.validation_size is 0 and "
+                "the data has none of its own), so its trials would be scored on the test split; set "
+                "data.validation_size (e.g. 0.1) in the suite's overrides")
+
+
+def _done(cell: Cell, out: Path, retry_failed: bool, progress: Callable[[str], None]) -> bool:
+    """Whether a cell's saved result stands: it exists, was run with the cell's values (a search may choose
+    another value on a later run) and, with ``retry_failed``, succeeded."""
+    if not out.is_file():
+        return False
+    result = read_result(out)
+    if result.get("values") != cell.values:
+        progress(f"{cell.id}: its result was run with {result.get('values')}, now {cell.values}: running it again")
+        return False
+    return not retry_failed or result["status"] == "ok"
+
+
+def _run_phase(suite: Suite, cells: list[Cell], what: str, directory: Path, retry_failed: bool, keep_runs: bool,
+               progress: Callable[[str], None], outcome: BenchOutcome) -> None:
     todo, skipped = [], []
     for cell in cells:
-        out = result_path(directory, cell)
-        done = out.is_file() and (not retry_failed or json.loads(out.read_text(encoding="utf-8"))["status"] == "ok")
-        (skipped if done else todo).append(cell)
+        (skipped if _done(cell, result_path(directory, cell), retry_failed, progress) else todo).append(cell)
     if skipped:
-        progress(f"{len(skipped)} of {len(cells)} cells already have results in {directory}; running the other "
+        progress(f"{len(skipped)} of {len(cells)} {what} already have results in {directory}; running the other "
                  f"{len(todo)}")
-    ran, failed, durations = [], [], []
-    with _terminate_as_interrupt():
-        _run_cells(suite, todo, directory, keep_runs, progress, ran, failed, durations)
-    return BenchOutcome(directory, ran, [c.id for c in skipped], failed)
+    outcome.skipped += [c.id for c in skipped]
+    _run_cells(suite, todo, directory, keep_runs, progress, outcome, "trial" if what == "search trials" else "cell")
 
 
 @contextmanager
@@ -138,20 +184,24 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _run_cells(suite: Suite, todo: list[Cell], directory: Path, keep_runs: bool, progress: Callable[[str], None],
-               ran: list[str], failed: list[str], durations: list[float]) -> None:
+               outcome: BenchOutcome, noun: str) -> None:
+    durations: list[float] = []
     for k, cell in enumerate(todo, start=1):
         eta = f", ETA {_duration(sum(durations) / len(durations) * (len(todo) - k + 1))}" if durations else ""
-        progress(f"cell {k}/{len(todo)}: {cell.id}{eta}")
+        progress(f"{noun} {k}/{len(todo)}: {cell.id}{eta}")
         started = time.perf_counter()
         result = run_one(suite, cell, directory, suite.cell_timeout, keep_runs)
         durations.append(time.perf_counter() - started)
-        ran.append(cell.id)
-        if result["status"] == "ok":
+        outcome.ran.append(cell.id)
+        if result["status"] == "ok" and is_trial(result):
+            metric = result["search"]["metric"]
+            progress(f"  ok in {_duration(durations[-1])}: validation {metric} {result['validation'][metric]:.4f}")
+        elif result["status"] == "ok":
             metric = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k in ("accuracy", "f1"))
             memory = result["memory"]
             progress(f"  ok in {_duration(durations[-1])}: peak {memory['peak_bytes'] / 2**20:.0f} MiB "
                      f"({memory.get('measure', 'peak')}, in {memory.get('peak_phase')})"
                      f"{', ' + metric if metric else ''}")
         else:
-            failed.append(cell.id)
+            outcome.failed.append(cell.id)
             progress(f"  failed: {result['error']}")

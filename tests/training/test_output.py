@@ -50,8 +50,9 @@ def test_train_prints_a_header_labelled_bars_and_an_aligned_log_table(capfd, wri
     assert f"model      {tiny_bert} (" in header and " parameters)" in header
     assert re.search(r"method +lora: [\d,]+ trainable parameters \(\d+\.\d\d %\)", header)
     assert "280 train / 40 validation / 80 test rows" in header
-    assert f"device     {devices.current().label}, precision fp32\n" in header
-    assert "  auto       train.precision=fp32, " in header
+    precision = "bf16" if devices.current().cpu_bf16 else "fp32"  # LoRA: bf16 where the CPU has it natively
+    assert f"device     {devices.current().label}, precision {precision}\n" in header
+    assert f"  auto       train.precision={precision}, " in header
     assert f"output     {tmp_path / 'run'}" in header
     assert "steps      60 (logging every 5)" in header
     table = out[len(header):out.index("test metrics")].splitlines()

@@ -76,7 +76,7 @@ def package_rows() -> list[PackageRow]:
 
 def describe_device(device: devices.Device) -> str:
     """One line: name, memory, bf16 support."""
-    bf16 = "native bf16" if device.bf16 else "no native bf16"
+    bf16 = "native bf16" if device.bf16 or device.cpu_bf16 else "no native bf16"
     return f"{device.label}: {device.memory / 2**30:,.1f} GiB, {bf16}"
 
 

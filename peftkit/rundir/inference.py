@@ -33,6 +33,8 @@ def evaluate_with(run: LoadedRun, show: bool = True) -> dict[str, Any]:
             eval_accumulation_steps=run.recipe.train.eval_accumulation_steps,
             report_to=[],
             use_cpu=not torch.cuda.is_available(),
+            bf16=run.recipe.train.precision == "bf16",  # the autocast its test metrics were measured under
+            fp16=run.recipe.train.precision == "fp16" and torch.cuda.is_available(),
         )
         trainer = Trainer(
             model=run.model,

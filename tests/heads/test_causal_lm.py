@@ -69,8 +69,9 @@ def causal_recipe(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) ->
 
 @pytest.fixture(scope="module")
 def trained(causal_recipe: Path) -> dict[str, Any]:
-    """Train once, keep the in-memory model's logits and the base model's test loss, save the run."""
-    recipe = load_recipe(causal_recipe)
+    """Train once, keep the in-memory model's logits and the base model's test loss, save the run (in fp32: these
+    tests compare logits bit for bit with a plain, un-autocast reload)."""
+    recipe = load_recipe(causal_recipe, {"train.precision": "fp32"})
     output_dir = Path(recipe.output_dir)
     output_dir.mkdir(parents=True)
     prepared = build_trainer(recipe, output_dir)

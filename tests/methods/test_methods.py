@@ -101,7 +101,9 @@ def train_save_reload(tiny: dict[str, Path], raw: dict[str, Any], name: str) -> 
     model = prepared.trainer.model.eval()
     before = logits_of(model, tokenizer, texts)
     save_run(recipe, prepared.trainer, prepared.method, output_dir, {"test": {}})
-    after = logits_of(load_run(output_dir).model, tokenizer, texts)
+    # bf16 autocast wraps the trained model's forward (train.precision auto on a CPU with native bf16): the same
+    # autocast for the reloaded one
+    after = logits_of(load_run(output_dir).model, tokenizer, texts, precision=recipe.train.precision)
     losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
     return {"losses": losses, "untrained": untrained, "before": before, "after": after, "dir": output_dir,
             "model": model}

@@ -129,7 +129,7 @@ def test_hub_recipe_runs_at_tiny_size(name: str, tmp_path: Path, monkeypatch: py
         label = predict(result.output_dir, ["a great film"])[0]["label"]
         assert label in ("negative", "positive")
     saved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    assert saved["train"]["precision"] == "fp32"
+    assert saved["train"]["precision"] == auto.precision(devices.cpu(), load_recipe(name))  # bf16 on a bf16 CPU
     assert "auto" not in (saved["train"]["optim"], saved["train"]["gradient_checkpointing"],
                           saved["quantization"]["compute_dtype"], saved["model"]["attn_implementation"])
 

@@ -50,8 +50,10 @@ def test_adapter_loads_with_plain_peft(write_recipe, tiny_bert: Path) -> None:
     assert torch.equal(logits_of(plain, tokenizer, TEXTS), expected)
 
 
-def test_eval_reproduces_saved_metrics(write_recipe) -> None:
-    result = peftkit.train(write_recipe())
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_eval_reproduces_saved_metrics(write_recipe, precision: str) -> None:
+    """`peftkit eval` evaluates under the autocast the run's test metrics were measured under."""
+    result = peftkit.train(write_recipe({"train.precision": precision}))
     saved = json.loads((result.output_dir / "metrics.json").read_text())["test"]
     again = evaluate_run(result.output_dir)
     assert again["accuracy"] == pytest.approx(saved["accuracy"])

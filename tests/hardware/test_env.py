@@ -9,9 +9,8 @@ import pytest
 
 from peftkit.cli import main
 from peftkit.config.load import load_recipe
-from peftkit.hardware import auto
+from peftkit.hardware import auto, env
 from peftkit.hardware import device as devices
-from peftkit.hardware import env
 
 
 def test_tested_range_comes_from_peftkit_metadata(monkeypatch: pytest.MonkeyPatch) -> None:

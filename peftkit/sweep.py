@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 from peftkit.config.files import read_yaml, resolve_recipe_path
 from peftkit.config.load import load_recipe, recipe_from_dict
 from peftkit.config.overrides import apply_overrides
+from peftkit.data.loading import own_validation_split
 from peftkit.errors import PeftkitError
 from peftkit.registry import HEADS
 from peftkit.rundir import ownership
@@ -143,6 +144,10 @@ def sweep(recipe: str | Path, space: str | Path, trials: int, output_dir: str | 
     search = read_space(space)
     _check_space(recipe, overrides, search)
     base = load_recipe(recipe, overrides)
+    if own_validation_split(base.data) is False:
+        raise PeftkitError(f"sweep: recipe '{recipe}' has no validation split (data.validation_size is 0 and its data "
+                           "has none of its own), so trials would be scored on the test split; set "
+                           "data.validation_size")
     out = Path(output_dir or Path("runs") / "sweeps" / recipe_path.stem)
     with _prepare(out, overwrite, [recipe_path, space, *run_inputs(base)]):  # locked until the sweep ends
         metric = base.train.metric_for_best_model or HEADS.get(base.task.head).main_metric

@@ -70,3 +70,15 @@ def test_bad_search_spaces_are_named(write_recipe, tmp_path: Path) -> None:
     with pytest.raises(PeftkitError, match=r"search space 'method.r' = 0: .*'method.r'"):
         sweep(recipe, _space(tmp_path, {"method.r": [0, 4]}), trials=1, output_dir=tmp_path / "x")
     assert main(["sweep", str(recipe), "--space", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_a_recipe_without_a_validation_split_is_refused_before_any_trial(write_recipe, tmp_path: Path,
+                                                                        capsys) -> None:
+    """With data.validation_size 0 the test split stands in for validation: a sweep must never choose on it."""
+    recipe = write_recipe({**FAST, "data.validation_size": 0})
+    space = _space(tmp_path, {"method.r": [2, 4]})
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(recipe), "--space", str(space), "--trials", "2", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has no validation split" in err and "data.validation_size" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

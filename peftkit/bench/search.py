@@ -4,12 +4,10 @@ validation split of its own (without one peftkit validates on the test split, wh
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from peftkit.config.load import recipe_from_dict
-from peftkit.config.paths import looks_like_path
-from peftkit.data.catalog import DATASETS
+from peftkit.data.loading import own_validation_split
 from peftkit.errors import PeftkitError
 
 
@@ -46,21 +44,9 @@ def choose(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def has_validation_split(raw: dict[str, Any], source: str) -> bool | None:
-    """Whether the recipe's data has a validation split that is not the test split: carved from train
-    (data.validation_size > 0), or the source's own (a `validation` file, a catalogue data set's, a hub data
-    set's when data.source_splits names one). None when a hub data set would have to be loaded to tell, or the
-    recipe does not load (its cell records why)."""
+    """:func:`peftkit.data.loading.own_validation_split` of a cell's raw recipe; None when the recipe does not
+    load (its cell records why)."""
     try:
-        data = recipe_from_dict(raw, source=source).data
+        return own_validation_split(recipe_from_dict(raw, source=source).data)
     except PeftkitError:
         return None
-    if data.validation_size > 0 or "validation" in data.files or "validation" in data.source_splits:
-        return True
-    if data.files:
-        return False
-    entry = DATASETS.get(data.source)
-    if entry is not None:
-        return "validation" in entry.splits
-    if Path(data.source).expanduser().exists() or looks_like_path(data.source):
-        return False  # one local file: train only
-    return None

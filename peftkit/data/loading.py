@@ -108,3 +108,19 @@ def load_splits(data: DataSection, head: Head, labels: list[str]) -> tuple[Datas
     splits = split(standardized, data)
     head.check_training_labels(splits["train"], data, data.files.get("train", data.source))
     return splits, list(labels) or head.read_labels(splits["train"], head.label_field)
+
+
+def own_validation_split(data: DataSection) -> bool | None:
+    """Whether ``data`` has a validation split that is not the test split (which stands in for a missing one):
+    carved from train (validation_size > 0), or the source's own (a `validation` file, a catalogue data set's, a
+    hub data set's named in source_splits). None when a hub data set would have to be loaded to tell."""
+    if data.validation_size > 0 or "validation" in data.files or "validation" in data.source_splits:
+        return True
+    if data.files:
+        return False
+    entry = DATASETS.get(data.source)
+    if entry is not None:
+        return "validation" in entry.splits
+    if Path(data.source).expanduser().exists() or looks_like_path(data.source):
+        return False  # one local file: train only
+    return None

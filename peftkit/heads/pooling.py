@@ -3,7 +3,8 @@
 The transformers model class stays (peft's task type, its saved classifier, merging and saving keep working); a
 pooling other than the architecture's own is a forward hook on the model's encoder (``model.base_model``) that
 replaces the vector the head reads: BERT-like models' pooler output, or the first token's vector for heads that
-read that one (RoBERTa, MPNet, DistilBERT). The hook is :func:`pool`, self-contained so model cards print it.
+read that one (RoBERTa, MPNet, DistilBERT). The hook is :func:`pool`, untyped and self-contained (torch only):
+model cards print its source for loading a run or an export without peftkit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DESCRIBED = {
 }
 
 
-def pool(module, args, kwargs, output, pooling="mean"):  # untyped: model cards print it, run without peftkit
+def pool(module, args, kwargs, output, pooling="mean"):
     """Forward hook (``register_forward_hook(..., with_kwargs=True)``) on a transformers encoder: the vector its
     classification head reads becomes the first token's (``cls``) or the mean of the non-padding tokens'
     (``mean``, by the ``attention_mask``)."""

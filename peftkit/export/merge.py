@@ -17,7 +17,7 @@ from peftkit.hardware import device as devices
 from peftkit.heads.base import Head
 from peftkit.methods.base import BaseBuilder, Method, PeftMethod
 from peftkit.model.config import DTYPES
-from peftkit.model.loading import load_base_model
+from peftkit.model.loading import load_base_model, set_pooling
 from peftkit.model.quantization import quantization_config
 from peftkit.model.weights import release_checkpoint
 from peftkit.registry import plugins
@@ -51,7 +51,8 @@ def dequantized_builder(recipe: Recipe, head: Head, dtype: str) -> BaseBuilder:
     model_section = recipe.model.model_copy(update={"dtype": dtype})
 
     def build(path: str | None = None) -> nn.Module:
-        model, _ = load_base_model(model_section, recipe.quantization, head, recipe.task.labels, path=path)
+        model, _ = load_base_model(model_section, recipe.quantization, head, recipe.task.labels, path=path,
+                                   saved_run=True)
         if getattr(model, "is_quantized", False):
             model = model.dequantize().to(DTYPES[dtype])
         return model
@@ -63,7 +64,8 @@ def run_builder(recipe: Recipe, head: Head) -> BaseBuilder:
     """Builds the run's base exactly as it was trained (quantized or not)."""
 
     def build(path: str | None = None) -> nn.Module:
-        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path)
+        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path,
+                                   saved_run=True)
         return model
 
     return build
@@ -177,6 +179,7 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
                     exported = head.auto_class.from_pretrained(staging)
                 else:
                     exported = head.auto_class.from_pretrained(staging, dtype=DTYPES[dtype])
+                set_pooling(recipe.model, head, exported, saved_run=True)  # as the card's code does
             else:
                 run.model.save_pretrained(staging)
                 merged_bytes = weights_bytes(staging)

@@ -27,6 +27,11 @@ class ClassificationConfig(HeadConfig):
         "none",
         "loss weight per label: none, balanced (inverse training frequency) or {label: weight} (others 1.0)",
     )
+    pooling: Literal["auto", "cls", "pooler", "mean", "last"] = option(
+        "auto", "the vector the classifier reads: cls (first token), pooler (BERT's tanh(dense(CLS))), mean (of "
+        "the non-padding tokens), last (decoder LMs' last token); auto = what the catalogue model was trained with "
+        "(mean for sentence encoders), else the architecture's own"
+    )
 
 
 def same_number(names: Iterable[str]) -> tuple[str, str] | None:

@@ -14,11 +14,12 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from peftkit.config.sections import ModelSection, QuantizationSection
+from peftkit.config.sections import AUTO, ModelSection, QuantizationSection
 from peftkit.data.cache import cache_root
 from peftkit.data.catalog import MODELS
 from peftkit.errors import PeftkitError, first_line
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
+from peftkit.heads.pooling import apply_pooling, native
 from peftkit.model.config import DTYPES, hub_error, model_config, resolve_model_path
 from peftkit.model.dropout import dropout_kwargs
 from peftkit.model.quantization import quantization_config
@@ -119,14 +120,28 @@ def training_device(sharded: bool) -> int | None:
     return None if sharded or not torch.cuda.is_available() else int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def set_pooling(model: ModelSection, head: Head, loaded: nn.Module, saved_run: bool) -> None:
+    """Resolve the head's `task.pooling: auto` in its options (the catalogue model's record, else the
+    architecture's own) and apply it. A saved run's recipe holds the resolved value; `auto` there is a run saved
+    before the option existed, which pooled the architecture's own way."""
+    pooling = getattr(head.config, "pooling", None)
+    if pooling is None:
+        return
+    if pooling == AUTO:
+        entry = None if saved_run else MODELS.get(model.name)
+        pooling = head.config.pooling = (entry.pooling if entry else "") or native(loaded)
+    apply_pooling(loaded, pooling)
+
+
 def load_base_model(model: ModelSection, quantization: QuantizationSection, head: Head,
-                    label_names: list[str], path: str | None = None,
-                    device: int | None = None) -> tuple[nn.Module, list[str]]:
+                    label_names: list[str], path: str | None = None, device: int | None = None,
+                    saved_run: bool = False) -> tuple[nn.Module, list[str]]:
     """The base model with the head's task layer, and the names of the head modules to train and save.
 
     Head modules are the ones transformers initialised fresh (missing from the checkpoint) plus the
     usual head names; they stay out of quantization so peft's ``modules_to_save`` can train them. Given a CUDA
-    ``device`` the weights are read straight onto it (no CPU copy first).
+    ``device`` the weights are read straight onto it (no CPU copy first). The head's ``task.pooling`` is
+    resolved and applied (``saved_run``: building the model of a saved run).
     """
     source = path or random_init_checkpoint(model) or resolve_model_path(model.name)
     kwargs: dict[str, Any] = dict(
@@ -168,6 +183,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         # the token the tokenizer pads with (sequence classification pools the last token that is not it), not
         # the config's own: Qwen's names eos (<|im_end|>) while its tokenizer pads with <|endoftext|>
         loaded.config.pad_token_id = load_tokenizer(model, path).pad_token_id
+    set_pooling(model, head, loaded, saved_run)
     fresh = {key.split(".")[0] for key in info["missing_keys"]}
     children = {name for name, _ in loaded.named_children()}
     head_modules = sorted((fresh | set(KNOWN_HEAD_MODULES)) & children)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from typing import Any
 from peftkit.config.sections import Recipe
 from peftkit.data.cache import model_dir
 from peftkit.data.catalog import DATASETS, MODELS
+from peftkit.heads.pooling import pool
 from peftkit.registry import HEADS
 from peftkit.rundir.layout import CARD_FILE
 from peftkit.rundir.metrics import TIMING_KEYS
@@ -87,6 +89,18 @@ def base_reference(recipe: Recipe) -> tuple[str, str]:
         "this loads the hub's current one, which may differ from the one trained on.")
 
 
+def pooling_code(recipe: Recipe, model: str) -> str:
+    """Lines that make ``model`` (a variable of the card's code, a transformers model) pool as the run did, for a
+    `task.pooling` the model class does not do itself (cls, mean): peftkit's own hook, printed; else none."""
+    pooling = getattr(recipe.task, "pooling", None)
+    if pooling not in ("cls", "mean"):
+        return ""
+    return (f"\n# task.pooling: {pooling}, which {model}'s class does not do itself: peftkit's hook does it\n"
+            f"import functools\n\n\n{inspect.getsource(pool)}\n\n"
+            f"{model}.base_model.register_forward_hook(functools.partial(pool, pooling={pooling!r}), "
+            "with_kwargs=True)")
+
+
 def _format(value: Any, spec: str = ".4g") -> str:
     """A card's number: floats by ``spec``, whole numbers with thousands separators."""
     if isinstance(value, float):
@@ -118,6 +132,8 @@ def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any], r
     imports = f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer" if peft else (
         f"from transformers import {auto}, AutoTokenizer")
     tokenizer = "" if recipe.method.name == "head_only" else "\ntokenizer = AutoTokenizer.from_pretrained(run)"
+    if recipe.method.name != "head_only":
+        tokenizer += pooling_code(recipe, "base" if peft else "model")
     rows = _table(metrics.get("test", {}), ".4f", skip=())
     params = metrics.get("parameters", {})
     trainable, total = (_format(params.get(k, "?")) for k in ("trainable", "total"))
@@ -188,7 +204,8 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
         needs = " (needs bitsandbytes: the weights are re-quantized)" if report["requantized"] else ""
         load = (f"from transformers import {auto}, AutoTokenizer\n"
                 f"model = {auto}.from_pretrained({_literal(out)})\n"
-                f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})")
+                f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})"
+                f"{pooling_code(recipe, 'model')}")
         merge = f"the adapter merged into the {report['merged_into']}" if report["merged_into"] else (
             f"the weights of method {recipe.method.name}, re-saved")
         what = f"{merge}; plain transformers loads it{needs}"
@@ -199,7 +216,8 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
                 f"base = {auto}.from_pretrained({base}"
                 f"{f', num_labels={len(recipe.task.labels)}' if recipe.task.labels else ''})\n"
                 f"model = PeftModel.from_pretrained(base, {_literal(out)})\n"
-                f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})")
+                f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})"
+                f"{pooling_code(recipe, 'base')}")
         what = "the peft adapter and the trained task head (base model not included)"
     card = f"""---
 library_name: {"transformers" if merged else "peft"}

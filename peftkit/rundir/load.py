@@ -96,7 +96,8 @@ def load_run(directory: str | Path) -> LoadedRun:
     tokenizer = load_run_tokenizer(directory, recipe)
 
     def build_base(path: str | None = None) -> nn.Module:
-        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path)
+        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path,
+                                   saved_run=True)
         return model
 
     saved = " and ".join(n for n in (method.saved_config, method.saved_weights) if n) or "its saved model"

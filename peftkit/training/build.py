@@ -11,7 +11,7 @@ import torch
 from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from peftkit.config.sections import DataSection, Recipe
+from peftkit.config.sections import AUTO, DataSection, Recipe
 from peftkit.config.validation import check_method
 from peftkit.data import preprocess
 from peftkit.data.pipeline import build_splits, longest_input, padded_length
@@ -143,8 +143,11 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     tokenized, label_names = data.tokenized, data.label_names
     set_seed(recipe.train.seed)
     sharded = bool(recipe.distributed.fsdp or recipe.distributed.deepspeed)
+    pooling = getattr(recipe.task, "pooling", None)
     model, head_modules = load_base_model(recipe.model, recipe.quantization, head, label_names,
                                           device=training_device(sharded))
+    if pooling == AUTO:  # resolved by the loader, once it knows the architecture, in the head's options
+        recipe.task.pooling = resolved["task.pooling"] = head.config.pooling
     check_lm_loss(recipe, head, method, model)
     longest = recipe.data.max_length if recipe.data.padding == "max_length" else longest_input(tokenized)
     check_position_limit(model, longest, recipe.model.name)

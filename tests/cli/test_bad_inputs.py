@@ -269,6 +269,11 @@ MODEL_CASES: list[Case] = [
      "its config asks to run code shipped with the model (auto_map); peftkit runs it only when the recipe sets "
      "model.trust_remote_code: true"),
     ("unknown-model", lambda e: train(e, "model.name=minilm-l7"), "model.name 'minilm-l7': not a catalogue model"),
+    ("pooling-unknown", lambda e: train(e, "task.pooling=max"),
+     "'task.pooling': input should be 'auto', 'cls', 'pooler', 'mean' or 'last' (got 'max')"),
+    ("pooling-the-architecture-lacks", lambda e: train(e, "task.pooling=last"),
+     "'task.pooling': last does not apply to BertForSequenceClassification (its head reads the pooler output); it "
+     "supports pooler, cls, mean or auto"),
 ]
 
 CLI_CASES: list[Case] = [

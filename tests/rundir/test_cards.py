@@ -84,3 +84,19 @@ def test_catalogue_base_is_named_by_its_cache_path(tmp_path: Path, monkeypatch: 
     assert f'from_pretrained("{tmp_path / "cache" / "models" / "minilm-l6"}", num_labels=2)' in code
     assert "catalogue model `minilm-l6`" in card and "`peftkit models fetch minilm-l6`" in card
     assert "base_model:" not in card  # not a hub id
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_cards_of_a_mean_pooled_run_pool_by_mean_without_peftkit(tiny: dict[str, Path], tmp_path: Path,
+                                                                  method: str) -> None:
+    run = peftkit.train(write_head_recipe(tiny, "sentiment", tiny["root"] / f"mean-{method}", method={"name": method},
+                                          **{"task.pooling": "mean"})).output_dir
+    expected = run_logits(run)
+    assert "functools.partial(pool, pooling='mean')" in card_code(run / "README.md")
+    torch.testing.assert_close(card_logits(run / "README.md", peft=method == "lora"), expected)
+    export_run(run, tmp_path / "merged")
+    torch.testing.assert_close(card_logits(tmp_path / "merged" / "README.md", peft=False), expected, atol=1e-4,
+                               rtol=1e-4)
+    if method == "lora":
+        export_run(run, tmp_path / "adapter", mode="adapter")
+        torch.testing.assert_close(card_logits(tmp_path / "adapter" / "README.md"), expected, atol=1e-5, rtol=1e-5)

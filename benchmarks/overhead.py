@@ -8,17 +8,15 @@ and long ones, where activations do), predicts each with this checkout's estimat
 
 - training: peak less floor, activations and transients = ``constant + share[family] × activations`` (least
   squares, one constant, one share per method family) → ``RUNTIME_OVERHEAD[device]`` and
-  ``ALLOCATOR_RETENTION[device]``;
-- loading a quantized base: peak less the weights and the constant, per byte of the quantized layers as the
-  checkpoint holds them → ``LOAD_CHURN[device]`` (mean over the quantized cells).
+  ``ALLOCATOR_RETENTION[device]``.
 
-The evaluation phase is printed against the fitted figures as a check. The figures go into
+The evaluation phase (the floor less the gradients, the evaluation batch and the allocator's share of it, a
+quantized layer de-quantized) is printed against the fitted figures as a check. The figures go into
 peftkit/hardware/estimate.py. Measured once per device kind, never fitted to the cells the estimate is judged on.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -59,22 +57,16 @@ def main(argv: list[str]) -> int:
         return 1
     solution = np.linalg.lstsq(np.array(rows), np.array(targets), rcond=None)[0]
     constant, shares = solution[0], dict(zip(FAMILIES, solution[1:], strict=True))
-    churn = []
-    for result in results:
-        p = result["memory"]["predicted"]
-        if p["quantized_source"]:
-            weights = p["weights"] + p["quantized_weights"]
-            churn.append((phase_peak(result, "load") - weights - constant) / p["quantized_source"])
     for result in results:
         p = result["memory"]["predicted"]
         held = phase_peak(result, "evaluate")
         if held is not None:
-            expected = p["floor"] + constant + p["evaluation"] * (1 + shares[p["family"]]) + p["eval_transient"]
+            expected = (p["floor"] - p["gradients"] + constant + p["evaluation"] * (1 + shares[p["family"]])
+                        + p["eval_transient"])
             print(f"check, {result['cell']} evaluation: held {held / MIB:,.1f} MiB, fitted terms {expected / MIB:,.1f}")
     device = results[0]["memory"]["device"]
     print(f"{device}: RUNTIME_OVERHEAD {constant / MIB:,.0f} MiB; ALLOCATOR_RETENTION "
-          + ", ".join(f"{f} {s:.2f}" for f, s in shares.items())
-          + (f"; LOAD_CHURN {statistics.mean(churn):.2f}" if churn else ""))
+          + ", ".join(f"{f} {s:.2f}" for f, s in shares.items()))
     return 0
 
 

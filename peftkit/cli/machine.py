@@ -47,8 +47,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
                        f"{max(0, e.transient - e.activations) / mib:,.0f} MiB of transients (optimizer step, "
                        "de-quantized layer) beyond them",
               "evaluate": f"{e.eval_retained / mib:,.0f} MiB the allocator keeps of freed evaluation batches, "
-                          f"{e.eval_transient / mib:,.0f} MiB of a quantized layer de-quantized",
-              "load": f"{e.loading / mib:,.0f} MiB of churn while quantizing the base"}[e.peak_phase]
+                          f"{e.eval_transient / mib:,.0f} MiB of a quantized layer de-quantized"}[e.peak_phase]
     print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device} and, in "
           f"{e.peak_phase} (the phase predicted to peak; allocator shares for {e.family} methods), {beyond}")
     print("per device, `auto` options resolved for it (reference GPUs: Ampere-class); needs: the peak and, on a GPU, "

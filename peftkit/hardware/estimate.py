@@ -7,12 +7,11 @@ the tensors autograd saves for the backward pass, counted by running one trainin
 (no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
 reads values in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
 working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
-larger of the two counts. Runtime overhead is what a real run holds beyond those in the phase that peaks (load,
-train or evaluate): a constant per device kind (RUNTIME_OVERHEAD); in training, the share of freed activations the
+larger of the two counts. Runtime overhead is what a real run holds beyond those in the phase that peaks (train
+or evaluate): a constant per device kind (RUNTIME_OVERHEAD); in training, the share of freed activations the
 allocator keeps (ALLOCATOR_RETENTION, by method family) and the largest transient working set, either the
 optimizer step's temporaries or a quantized layer de-quantized for its matmul; in evaluation, the same share of the
-evaluation batch and the de-quantization working set of a quantized layer (EVAL_DEQUANT_BYTES); in loading a
-quantized base, what quantizing churns through the allocator (LOAD_CHURN).
+evaluation batch and the de-quantization working set of a quantized layer (EVAL_DEQUANT_BYTES).
 A CUDA device also holds memory outside the tensors counted (DEVICE_RESERVE), added where a recipe must fit it
 (``MemoryEstimate.needed``).
 
@@ -60,7 +59,7 @@ MIB = 2**20
 #: ALLOCATOR_RETENTION: CPU 44 MiB on this project's shared 2-core Xeon (torch 2.13, transformers 5.24, glibc malloc).
 #: No GPU has been lent to measure CUDA's (there the allocator's figure leaves the CUDA context and library
 #: workspaces out); 0 until someone does.
-RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}
+RUNTIME_OVERHEAD = {"cpu": 64 * MIB, "cuda": 0}
 #: Method families whose allocator retention differs: full fine-tuning, adapters on a full-precision base, adapters
 #: on a quantized base (``method_family``).
 FAMILIES = ("full", "adapter", "quantized")
@@ -68,11 +67,8 @@ FAMILIES = ("full", "adapter", "quantized")
 #: freed (chunks kept for reuse, heap fragmentation, per-thread arenas), by device kind and method family: fitted
 #: with RUNTIME_OVERHEAD on the calibration cells of benchmarks/overhead.yaml (glibc's malloc on this CPU).
 #: CUDA: unmeasured; its allocated figure counts live tensors only.
-ALLOCATOR_RETENTION = {"cpu": {"full": 0.59, "adapter": 0.59, "quantized": 0.59}, "cuda": dict.fromkeys(FAMILIES, 0.0)}
-#: Loading a quantized base reads each layer in model.dtype and quantizes it: the share of those bytes the
-#: allocator holds at the load's peak (fitted on benchmarks/overhead.yaml's quantized cells). CUDA: 0 until measured
-#: (bitsandbytes quantizes on the GPU there, layer by layer).
-LOAD_CHURN = {"cpu": 0.0, "cuda": 0.0}
+ALLOCATOR_RETENTION = {"cpu": {"full": 0.04, "adapter": 0.70, "quantized": 0.92},
+                       "cuda": dict.fromkeys(FAMILIES, 0.0)}
 #: Bytes per weight of the largest quantized layer an evaluation forward works through beyond its de-quantized
 #: copy: bitsandbytes' CPU build repacks each 4-bit layer at its first inference forward (an int32 unpacking and
 #: three byte-sized copies: 7 bytes a weight).
@@ -110,8 +106,6 @@ class MemoryEstimate:
     transient: int = 0
     eval_retained: int = 0  # what the allocator keeps of freed evaluation batches
     eval_transient: int = 0  # a quantized layer de-quantized (and on a CPU repacked) in evaluation
-    loading: int = 0  # quantizing the base at load: the allocator's churn beyond the weights
-    quantized_source: int = 0  # the quantized layers' bytes as the checkpoint holds them (model.dtype)
     family: str = "adapter"
     reserved: int = 0  # DEVICE_RESERVE: held by the device outside the counted tensors
     gathered: int = 0  # FSDP: blocks gathered whole beside the process's shards
@@ -130,12 +124,12 @@ class MemoryEstimate:
         return max(self.activations, self.evaluation)
 
     def phases(self) -> dict[str, int]:
-        """Bytes each phase holds beyond the floor and the device's constant: training (activations, what the
-        allocator keeps of them, the transient beyond them: optimizer step, de-quantized layer), evaluation (a
-        batch, what the allocator keeps of it, a quantized layer de-quantized), and loading a quantized base."""
-        return {"train": self.activations + self.retained + max(0, self.transient - self.activations),
-                "evaluate": self.evaluation + self.eval_retained + self.eval_transient,
-                "load": self.loading}
+        """Bytes each phase holds beyond the device's constant: training (the floor, activations, what the
+        allocator keeps of them, the transient beyond them: optimizer step, de-quantized layer), evaluation (the
+        floor less the gradients, freed after every step; a batch, what the allocator keeps of it, a quantized
+        layer de-quantized). Loading holds the weights only, less than either."""
+        return {"train": self.floor + self.activations + self.retained + max(0, self.transient - self.activations),
+                "evaluate": self.floor - self.gradients + self.evaluation + self.eval_retained + self.eval_transient}
 
     @property
     def peak_phase(self) -> str:
@@ -147,7 +141,7 @@ class MemoryEstimate:
     def runtime_overhead(self) -> int:
         """What a run holds beyond floor and working set: the device's constant and what the peak phase holds
         beyond the working set (the allocator's retained share, transients, a quantized load's churn)."""
-        return self.overhead + max(self.phases().values()) - self.working_set
+        return self.overhead + max(self.phases().values()) - self.floor - self.working_set
 
     @property
     def total(self) -> int:
@@ -244,15 +238,15 @@ def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: 
 
 
 def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int]:
-    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight, number of
-    quantized weights and of the largest quantized layer's); weights
+    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight, weights of
+    the largest quantized layer); weights
     not quantized count in their dtype on the meta model (model.dtype, trained ones as the method trains them),
     or in float32 beside quantized ones where the method keeps them so (``float32_beside_quantized``)."""
     mode = recipe.quantization.mode
     upcast = mode != "none" and getattr(plugins(recipe)[1], "float32_beside_quantized", False)
     per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
     compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
-    plain, quantized, largest, count, widest = 0.0, 0.0, 0, 0, 0
+    plain, quantized, largest, widest = 0.0, 0.0, 0, 0
     seen: set[int] = set()  # a tied parameter (embeddings and lm_head) once
     for name, module in model.named_modules():
         for pname, parameter in module.named_parameters(recurse=False):
@@ -263,10 +257,10 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int]
             if _is_quantized(module, pname, parameter, name, mode):
                 quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
                 largest = max(largest, n * compute_bytes)
-                count, widest = count + n, max(widest, n)
+                widest = max(widest, n)
             else:
                 plain += n * (4 if upcast and parameter.is_floating_point() else parameter.element_size())
-    return int(plain), int(quantized), largest, count, widest
+    return int(plain), int(quantized), largest, widest
 
 
 def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", **kwargs: Any) -> int:
@@ -414,7 +408,7 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     config = _config(recipe, head, labels)
     kind = (device or devices.current()).kind
     causal = head.kind == "causal_lm"
-    plain, quantized, dequantized, quantized_count, widest = _weight_bytes(model, recipe)
+    plain, quantized, dequantized, widest = _weight_bytes(model, recipe)
     largest = max(trained, key=lambda p: p.numel(), default=None)
     activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params, causal)
     evaluation = evaluation_bytes(config, recipe, sequence_length, causal)
@@ -423,7 +417,6 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     family = method_family(recipe)
     retention = ALLOCATOR_RETENTION[kind][family]
     repacked = EVAL_DEQUANT_BYTES[kind] * widest if recipe.quantization.mode == "4bit" else 0
-    quantized_source = quantized_count * DTYPE_BYTES[recipe.model.dtype]
     return MemoryEstimate(
         weights=plain // shards,
         gradients=sum(p.numel() * p.element_size() for p in trained) // shards,
@@ -443,9 +436,7 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
         transient=max(step, activations + dequantized),
         eval_retained=int(retention * evaluation),
         eval_transient=dequantized + repacked,
-        loading=int(LOAD_CHURN[kind] * quantized_source / shards),
         family=family,
-        quantized_source=quantized_source,
         reserved=DEVICE_RESERVE[kind],
         device=kind,
         activations_from=source,

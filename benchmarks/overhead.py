@@ -7,8 +7,10 @@ and long ones, where activations do), predicts each with this checkout's estimat
 (private memory on a CPU, allocated memory on a GPU) beyond the analytic terms:
 
 - training: peak less floor, activations and transients = ``constant + share[family] × activations`` (least
-  squares, one constant, one share per method family) → ``RUNTIME_OVERHEAD[device]`` and
-  ``ALLOCATOR_RETENTION[device]``.
+  squares over the cells without gradient checkpointing, one constant, one share per method family) →
+  ``RUNTIME_OVERHEAD[device]`` and ``ALLOCATOR_RETENTION[device]``;
+- a quantized cell with gradient checkpointing (small activations): its training residual less the constant, per
+  byte of its layers de-quantized → ``DEQUANT_RETENTION[device]``.
 
 The evaluation phase (the floor less the gradients, the evaluation batch and the allocator's share of it, a
 quantized layer de-quantized) is printed against the fitted figures as a check. The figures go into
@@ -42,13 +44,16 @@ def main(argv: list[str]) -> int:
     run_suite(Path(__file__).with_name("overhead.yaml"), directory=directory)
     results = [r for r in load_results(directory) if r["status"] == "ok"]
     predict_again(directory, results)
-    rows, targets = [], []
+    rows, targets, checkpointed = [], [], []
     for result in results:
         p = result["memory"]["predicted"]
         analytic = p["floor"] + p["activations"] + max(0, p["transient"] - p["activations"])
         residual = phase_peak(result, "train") - analytic
-        rows.append([1.0, *(p["activations"] if p["family"] == f else 0.0 for f in FAMILIES)])
-        targets.append(residual)
+        if result["settings"]["train.gradient_checkpointing"] is True:
+            checkpointed.append((residual, p["dequantized_total"]))
+        else:
+            rows.append([1.0, *(p["activations"] if p["family"] == f else 0.0 for f in FAMILIES)])
+            targets.append(residual)
         print(f"{result['cell']} ({p['family']}): training held {phase_peak(result, 'train') / MIB:,.1f} MiB, "
               f"analytic terms {analytic / MIB:,.1f} (activations {p['activations'] / MIB:,.1f}), "
               f"residual {residual / MIB:,.1f} MiB")
@@ -61,12 +66,13 @@ def main(argv: list[str]) -> int:
         p = result["memory"]["predicted"]
         held = phase_peak(result, "evaluate")
         if held is not None:
-            expected = (p["floor"] - p["gradients"] + constant + p["evaluation"] * (1 + shares[p["family"]])
+            expected = (p["floor"] - p["gradients"] + constant + p["evaluation"] + p["eval_retained"]
                         + p["eval_transient"])
             print(f"check, {result['cell']} evaluation: held {held / MIB:,.1f} MiB, fitted terms {expected / MIB:,.1f}")
     device = results[0]["memory"]["device"]
     print(f"{device}: RUNTIME_OVERHEAD {constant / MIB:,.0f} MiB; ALLOCATOR_RETENTION "
-          + ", ".join(f"{f} {s:.2f}" for f, s in shares.items()))
+          + ", ".join(f"{f} {s:.2f}" for f, s in shares.items())
+          + "".join(f"; DEQUANT_RETENTION {(r - constant) / d:.2f}" for r, d in checkpointed if d))
     return 0
 
 

@@ -9,9 +9,10 @@ reads values in its forward) a per-layer formula stands in. Evaluation may hold 
 working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
 larger of the two counts. Runtime overhead is what a real run holds beyond those in the phase that peaks (train
 or evaluate): a constant per device kind (RUNTIME_OVERHEAD); in training, the share of freed activations the
-allocator keeps (ALLOCATOR_RETENTION, by method family) and the largest transient working set, either the
-optimizer step's temporaries or a quantized layer de-quantized for its matmul; in evaluation, the same share of the
-evaluation batch and the de-quantization working set of a quantized layer (EVAL_DEQUANT_BYTES).
+allocator keeps (ALLOCATOR_RETENTION, by method family; on a quantized base at least DEQUANT_RETENTION of its
+layers de-quantized) and the largest transient working set, either the optimizer step's temporaries or a quantized
+layer de-quantized for its matmul; in evaluation, the same shares of the evaluation batch and the de-quantization
+working set of a quantized layer (EVAL_DEQUANT_BYTES).
 A CUDA device also holds memory outside the tensors counted (DEVICE_RESERVE), added where a recipe must fit it
 (``MemoryEstimate.needed``).
 
@@ -69,6 +70,12 @@ FAMILIES = ("full", "adapter", "quantized")
 #: CUDA: unmeasured; its allocated figure counts live tensors only.
 ALLOCATOR_RETENTION = {"cpu": {"full": 0.04, "adapter": 0.70, "quantized": 0.92},
                        "cuda": dict.fromkeys(FAMILIES, 0.0)}
+#: On a quantized base every matmul de-quantizes its layer (a forward and, for the input's gradient, a backward; again
+#: in the recomputed forward under gradient checkpointing), and the allocator keeps part of those freed copies: the
+#: share of all quantized layers de-quantized at once (in the compute dtype) it holds in training and evaluation,
+#: where that is more than its share of the working set. Fitted on benchmarks/overhead.yaml's checkpointed quantized
+#: cell (0.71 on this CPU).
+DEQUANT_RETENTION = {"cpu": 0.71, "cuda": 0.0}
 #: Bytes per weight of the largest quantized layer an evaluation forward works through beyond its de-quantized
 #: copy: bitsandbytes' CPU build repacks each 4-bit layer at its first inference forward (an int32 unpacking and
 #: three byte-sized copies: 7 bytes a weight).
@@ -107,6 +114,7 @@ class MemoryEstimate:
     eval_retained: int = 0  # what the allocator keeps of freed evaluation batches
     eval_transient: int = 0  # a quantized layer de-quantized (and on a CPU repacked) in evaluation
     family: str = "adapter"
+    dequantized_total: int = 0  # every quantized layer de-quantized in the compute dtype
     reserved: int = 0  # DEVICE_RESERVE: held by the device outside the counted tensors
     gathered: int = 0  # FSDP: blocks gathered whole beside the process's shards
     processes: int = 1  # FSDP: the weights, gradients and optimizer state are split this many ways
@@ -237,16 +245,16 @@ def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: 
             and not any(s in name.split(".") for s in SKIPPED))
 
 
-def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int]:
+def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int, int]:
     """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight, weights of
-    the largest quantized layer); weights
+    the largest quantized layer, bytes of all quantized layers de-quantized); weights
     not quantized count in their dtype on the meta model (model.dtype, trained ones as the method trains them),
     or in float32 beside quantized ones where the method keeps them so (``float32_beside_quantized``)."""
     mode = recipe.quantization.mode
     upcast = mode != "none" and getattr(plugins(recipe)[1], "float32_beside_quantized", False)
     per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
     compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
-    plain, quantized, largest, widest = 0.0, 0.0, 0, 0
+    plain, quantized, largest, widest, dequantized = 0.0, 0.0, 0, 0, 0
     seen: set[int] = set()  # a tied parameter (embeddings and lm_head) once
     for name, module in model.named_modules():
         for pname, parameter in module.named_parameters(recurse=False):
@@ -257,10 +265,10 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int]
             if _is_quantized(module, pname, parameter, name, mode):
                 quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
                 largest = max(largest, n * compute_bytes)
-                widest = max(widest, n)
+                widest, dequantized = max(widest, n), dequantized + n * compute_bytes
             else:
                 plain += n * (4 if upcast and parameter.is_floating_point() else parameter.element_size())
-    return int(plain), int(quantized), largest, widest
+    return int(plain), int(quantized), largest, widest, dequantized
 
 
 def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", **kwargs: Any) -> int:
@@ -408,7 +416,7 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     config = _config(recipe, head, labels)
     kind = (device or devices.current()).kind
     causal = head.kind == "causal_lm"
-    plain, quantized, dequantized, widest = _weight_bytes(model, recipe)
+    plain, quantized, dequantized, widest, dequantized_total = _weight_bytes(model, recipe)
     largest = max(trained, key=lambda p: p.numel(), default=None)
     activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params, causal)
     evaluation = evaluation_bytes(config, recipe, sequence_length, causal)
@@ -416,6 +424,7 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
                                          * STEP_TEMPORARIES[recipe.train.optim] / shards)
     family = method_family(recipe)
     retention = ALLOCATOR_RETENTION[kind][family]
+    dequant_kept = DEQUANT_RETENTION[kind] * dequantized_total
     repacked = EVAL_DEQUANT_BYTES[kind] * widest if recipe.quantization.mode == "4bit" else 0
     return MemoryEstimate(
         weights=plain // shards,
@@ -432,11 +441,12 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
         evaluation=evaluation,
         eval_logits=eval_logit_bytes(config, recipe, sequence_length, causal),
         overhead=RUNTIME_OVERHEAD[kind],
-        retained=int(retention * activations),
+        retained=int(max(retention * activations, dequant_kept)),
         transient=max(step, activations + dequantized),
-        eval_retained=int(retention * evaluation),
+        eval_retained=int(max(retention * evaluation, dequant_kept)),
         eval_transient=dequantized + repacked,
         family=family,
+        dequantized_total=dequantized_total,
         reserved=DEVICE_RESERVE[kind],
         device=kind,
         activations_from=source,

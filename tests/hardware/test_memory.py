@@ -159,11 +159,15 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
 
 def test_allocator_retention_is_the_method_familys(minilm_dir, monkeypatch) -> None:
     """Full FT, adapters and adapters on a quantized base each keep their own share of freed activations."""
+    from torch import nn
+
     from peftkit.hardware import estimate as estimating
     from peftkit.hardware.auto import estimate_on
+    from peftkit.hardware.estimate import meta_model
 
     shares = {"full": 0.1, "adapter": 0.5, "quantized": 0.9}
     monkeypatch.setitem(estimating.ALLOCATOR_RETENTION, "cpu", shares)
+    monkeypatch.setitem(estimating.DEQUANT_RETENTION, "cpu", 0.0)
     labels = ["negative", "positive"]
     qlora = {"name": "qlora", "r": 4, "target_modules": ["query", "value"]}
     for family, sections in (("full", {"method": {"name": "full"}}), ("adapter", {}),
@@ -172,6 +176,13 @@ def test_allocator_retention_is_the_method_familys(minilm_dir, monkeypatch) -> N
         assert e.family == family
         assert e.retained == int(shares[family] * e.activations)
         assert e.eval_retained == int(shares[family] * e.evaluation)
+    body = sum(m.weight.numel() for name, m in meta_model(tiny_estimate_recipe(minilm_dir), labels).named_modules()
+               if isinstance(m, nn.Linear) and "lora_" not in name and "classifier" not in name)  # the pooler too
+    assert e.dequantized_total == 4 * body  # de-quantized in float32, the CPU's compute dtype
+    monkeypatch.setitem(estimating.DEQUANT_RETENTION, "cpu", 5.0)  # the de-quantized layers outweigh the activations
+    again = estimate_on(tiny_estimate_recipe(minilm_dir, method=qlora, quantization={"mode": "4bit"}), CPU,
+                        sequence_length=32, labels=labels)
+    assert again.retained == int(5.0 * again.dequantized_total) > int(shares["quantized"] * again.activations)
 
 
 def test_the_evaluation_phase_grows_with_the_eval_batch_and_can_peak(minilm_dir) -> None:

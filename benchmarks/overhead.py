@@ -2,23 +2,41 @@
 
     OMP_NUM_THREADS=1 python benchmarks/overhead.py [BENCH_DIR]
 
-Runs benchmarks/overhead.yaml (three tiny cells: short batches, where the fixed part dominates, and long ones,
-where activations do), predicts each with this checkout's estimate, and fits the measured peak (private memory
-on a CPU, allocated memory on a GPU) less every analytic term as ``constant + share × activations`` (least
-squares). The two figures go into ``RUNTIME_OVERHEAD[device]`` and ``ALLOCATOR_RETENTION[device]`` in
+Runs benchmarks/overhead.yaml (calibration cells of each method family: short batches, where the fixed part dominates,
+and long ones, where activations do), predicts each with this checkout's estimate, and fits what each phase held
+(private memory on a CPU, allocated memory on a GPU) beyond the analytic terms:
+
+- training: peak less floor, activations and transients = ``constant + share[family] × activations`` (least
+  squares over the cells without gradient checkpointing, one constant, one share per method family) →
+  ``RUNTIME_OVERHEAD[device]`` and ``ALLOCATOR_RETENTION[device]``;
+- a quantized cell with gradient checkpointing (small activations): its training residual less the constant, per
+  byte of its layers de-quantized → ``DEQUANT_RETENTION[device]``.
+
+The evaluation phase (the floor less the gradients, the evaluation batch and the allocator's share of it, a
+quantized layer de-quantized) is printed against the fitted figures as a check. The figures go into
 peftkit/hardware/estimate.py. Measured once per device kind, never fitted to the cells the estimate is judged on.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from peftkit.bench.report import predict_again
 from peftkit.bench.runner import load_results, run_suite
+from peftkit.hardware.estimate import FAMILIES
 
 MIB = 2**20
+
+
+def phase_peak(result: dict, phase: str) -> int | None:
+    """What ``phase`` held above the baseline (private memory on a CPU, allocated on a GPU), None if it did not run."""
+    figures = result["memory"].get("phases", {}).get(phase)
+    if not figures:
+        return None
+    return figures["private_bytes"] if result["memory"]["device"] == "cpu" else figures["cuda_allocated_bytes"]
 
 
 def main(argv: list[str]) -> int:
@@ -26,21 +44,35 @@ def main(argv: list[str]) -> int:
     run_suite(Path(__file__).with_name("overhead.yaml"), directory=directory)
     results = [r for r in load_results(directory) if r["status"] == "ok"]
     predict_again(directory, results)
-    points = []
+    rows, targets, checkpointed = [], [], []
     for result in results:
-        memory, predicted = result["memory"], result["memory"]["predicted"]
-        analytic = predicted["floor"] + max(predicted["working_set"], predicted["transient"])
-        residual = memory["peak_bytes"] - analytic
-        points.append((predicted["working_set"], residual))
-        print(f"{result['cell']}: measured {memory['peak_bytes'] / MIB:,.1f} MiB ({memory['measure']}, in "
-              f"{memory['peak_phase']}), analytic terms {analytic / MIB:,.1f} MiB (activations or evaluation "
-              f"{predicted['working_set'] / MIB:,.1f}), residual {residual / MIB:,.1f} MiB")
-    if len(points) < 2:
-        print("need at least two cells to fit")
+        p = result["memory"]["predicted"]
+        analytic = p["floor"] + p["activations"] + max(0, p["transient"] - p["activations"])
+        residual = phase_peak(result, "train") - analytic
+        if result["settings"]["train.gradient_checkpointing"] is True:
+            checkpointed.append((residual, p["dequantized_total"]))
+        else:
+            rows.append([1.0, *(p["activations"] if p["family"] == f else 0.0 for f in FAMILIES)])
+            targets.append(residual)
+        print(f"{result['cell']} ({p['family']}): training held {phase_peak(result, 'train') / MIB:,.1f} MiB, "
+              f"analytic terms {analytic / MIB:,.1f} (activations {p['activations'] / MIB:,.1f}), "
+              f"residual {residual / MIB:,.1f} MiB")
+    if len(rows) < len(FAMILIES) + 1:
+        print("need at least one cell per method family and one more to fit")
         return 1
-    xs, ys = zip(*points, strict=True)
-    share, constant = statistics.linear_regression(xs, ys)
-    print(f"{results[0]['memory']['device']}: runtime overhead {constant / MIB:,.0f} MiB + {share:.2f} × activations")
+    solution = np.linalg.lstsq(np.array(rows), np.array(targets), rcond=None)[0]
+    constant, shares = solution[0], dict(zip(FAMILIES, solution[1:], strict=True))
+    for result in results:
+        p = result["memory"]["predicted"]
+        held = phase_peak(result, "evaluate")
+        if held is not None:
+            expected = (p["floor"] - p["gradients"] + constant + p["evaluation"] + p["eval_retained"]
+                        + p["eval_transient"])
+            print(f"check, {result['cell']} evaluation: held {held / MIB:,.1f} MiB, fitted terms {expected / MIB:,.1f}")
+    device = results[0]["memory"]["device"]
+    print(f"{device}: RUNTIME_OVERHEAD {constant / MIB:,.0f} MiB; ALLOCATOR_RETENTION "
+          + ", ".join(f"{f} {s:.2f}" for f, s in shares.items())
+          + "".join(f"; DEQUANT_RETENTION {(r - constant) / d:.2f}" for r, d in checkpointed if d))
     return 0
 
 

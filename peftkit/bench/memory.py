@@ -10,15 +10,14 @@ allocator's ``max_memory_allocated`` and ``max_memory_reserved`` are read and re
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from peftkit.model.heap import trim_heap
 
 PHASES = ("load", "train", "evaluate", "save")
 STATUS_FILE = Path("/proc/self/status")
@@ -39,13 +38,6 @@ def read_status(fields: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile", "VmHWM
         if key in fields:
             found[key] = int(rest.split()[0]) * 1024
     return found
-
-
-def _trim_heap() -> None:
-    """Hand memory freed before the baseline back to the system (glibc keeps it otherwise), so the baseline
-    holds only what is still in use."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _reset_hwm() -> bool:
@@ -86,8 +78,7 @@ class MemorySampler:
         """Take the baseline (after a garbage collection) and start sampling in ``phase``."""
         import torch
 
-        gc.collect()
-        _trim_heap()
+        trim_heap()  # the baseline holds only what is still in use
         self.baseline = read_status()
         self.hwm_reset = _reset_hwm()
         if torch.cuda.is_available():

@@ -40,13 +40,16 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
           f"trainable parameters {e.trainable_params:,} of {e.total_params:,} (the model's own: {e.base_params:,})")
     how = "saved tensors counted on the meta device" if e.activations_from == "traced" else "per-layer formula"
-    transient = e.runtime_overhead - e.overhead - e.retained
     print(f"  evaluation: the larger of the training activations and an evaluation batch "
           f"({recipe.train.eval_batch_size} × {e.sequence_length}: {e.evaluation / mib:,.1f} MiB, of which "
           f"{e.eval_logits / mib:,.1f} MiB evaluation logits with their fp32 copies for the loss)")
-    print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device}, "
-          f"{e.retained / mib:,.0f} MiB the allocator keeps of freed activations, {transient / mib:,.0f} MiB of "
-          "transients (optimizer step, de-quantized layer) beyond the activations")
+    beyond = {"train": f"{e.retained / mib:,.0f} MiB the allocator keeps of freed activations, "
+                       f"{max(0, e.transient - e.activations) / mib:,.0f} MiB of transients (optimizer step, "
+                       "de-quantized layer) beyond them",
+              "evaluate": f"{e.eval_retained / mib:,.0f} MiB the allocator keeps of freed evaluation batches, "
+                          f"{e.eval_transient / mib:,.0f} MiB of a quantized layer de-quantized"}[e.peak_phase]
+    print(f"  activations: {how}; runtime overhead: {e.overhead / mib:,.0f} MiB for {e.device} and, in "
+          f"{e.peak_phase} (the phase predicted to peak; allocator shares for {e.family} methods), {beyond}")
     print("per device, `auto` options resolved for it (reference GPUs: Ampere-class); needs: the peak and, on a GPU, "
           f"{DEVICE_RESERVE['cuda'] / mib:,.0f} MiB the device holds besides (CUDA context, allocator; assumed):")
     print("\n".join(fit_table(rows)))

@@ -7,9 +7,12 @@ the tensors autograd saves for the backward pass, counted by running one trainin
 (no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
 reads values in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
 working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
-larger of the two counts. Runtime overhead is what a real run holds beyond those: a constant per device kind
-(RUNTIME_OVERHEAD), the share of freed activations the allocator keeps (ALLOCATOR_RETENTION), and the largest
-transient working set, either the optimizer step's temporaries or a quantized layer de-quantized for its matmul.
+larger of the two counts. Runtime overhead is what a real run holds beyond those in the phase that peaks (train
+or evaluate): a constant per device kind (RUNTIME_OVERHEAD); in training, the share of freed activations the
+allocator keeps (ALLOCATOR_RETENTION, by method family; on a quantized base at least DEQUANT_RETENTION of its
+layers de-quantized) and the largest transient working set, either the optimizer step's temporaries or a quantized
+layer de-quantized for its matmul; in evaluation, the same shares of the evaluation batch and the de-quantization
+working set of a quantized layer (EVAL_DEQUANT_BYTES).
 A CUDA device also holds memory outside the tensors counted (DEVICE_RESERVE), added where a recipe must fit it
 (``MemoryEstimate.needed``).
 
@@ -57,11 +60,26 @@ MIB = 2**20
 #: ALLOCATOR_RETENTION: CPU 44 MiB on this project's shared 2-core Xeon (torch 2.13, transformers 5.24, glibc malloc).
 #: No GPU has been lent to measure CUDA's (there the allocator's figure leaves the CUDA context and library
 #: workspaces out); 0 until someone does.
-RUNTIME_OVERHEAD = {"cpu": 44 * MIB, "cuda": 0}
-#: Share of the activations the allocator still holds once they are freed (chunks kept for reuse, heap
-#: fragmentation, per-thread arenas): 0.59 with glibc's malloc on this CPU, fitted with RUNTIME_OVERHEAD on the
-#: calibration cells of benchmarks/overhead.yaml. CUDA: unmeasured; its allocated figure counts live tensors only.
-ALLOCATOR_RETENTION = {"cpu": 0.59, "cuda": 0.0}
+RUNTIME_OVERHEAD = {"cpu": 64 * MIB, "cuda": 0}
+#: Method families whose allocator retention differs: full fine-tuning, adapters on a full-precision base, adapters
+#: on a quantized base (``method_family``).
+FAMILIES = ("full", "adapter", "quantized")
+#: Share of a phase's working set (training activations, an evaluation batch) the allocator still holds once it is
+#: freed (chunks kept for reuse, heap fragmentation, per-thread arenas), by device kind and method family: fitted
+#: with RUNTIME_OVERHEAD on the calibration cells of benchmarks/overhead.yaml (glibc's malloc on this CPU).
+#: CUDA: unmeasured; its allocated figure counts live tensors only.
+ALLOCATOR_RETENTION = {"cpu": {"full": 0.04, "adapter": 0.70, "quantized": 0.92},
+                       "cuda": dict.fromkeys(FAMILIES, 0.0)}
+#: On a quantized base every matmul de-quantizes its layer (a forward and, for the input's gradient, a backward; again
+#: in the recomputed forward under gradient checkpointing), and the allocator keeps part of those freed copies: the
+#: share of all quantized layers de-quantized at once (in the compute dtype) it holds in training and evaluation,
+#: where that is more than its share of the working set. Fitted on benchmarks/overhead.yaml's checkpointed quantized
+#: cell (0.71 on this CPU).
+DEQUANT_RETENTION = {"cpu": 0.71, "cuda": 0.0}
+#: Bytes per weight of the largest quantized layer an evaluation forward works through beyond its de-quantized
+#: copy: bitsandbytes' CPU build repacks each 4-bit layer at its first inference forward (an int32 unpacking and
+#: three byte-sized copies: 7 bytes a weight).
+EVAL_DEQUANT_BYTES = {"cpu": 7, "cuda": 0}
 #: Device memory a CUDA run holds beyond the tensors ``total`` counts (torch.cuda.max_memory_allocated leaves it
 #: out): the CUDA context (about 0.3-0.6 GiB with lazy module loading), cuBLAS workspaces and the caching
 #: allocator's reserved but free blocks. Assumed, 1 GiB, as no GPU has been lent to measure it; counted where a
@@ -91,8 +109,12 @@ class MemoryEstimate:
     evaluation: int = 0  # an evaluation batch's working set, eval_logits included
     eval_logits: int = 0
     overhead: int = 0
-    retained: int = 0
+    retained: int = 0  # what the allocator keeps of freed training activations
     transient: int = 0
+    eval_retained: int = 0  # what the allocator keeps of freed evaluation batches
+    eval_transient: int = 0  # a quantized layer de-quantized (and on a CPU repacked) in evaluation
+    family: str = "adapter"
+    dequantized_total: int = 0  # every quantized layer de-quantized in the compute dtype
     reserved: int = 0  # DEVICE_RESERVE: held by the device outside the counted tensors
     gathered: int = 0  # FSDP: blocks gathered whole beside the process's shards
     processes: int = 1  # FSDP: the weights, gradients and optimizer state are split this many ways
@@ -109,12 +131,25 @@ class MemoryEstimate:
         """The larger of the training activations and an evaluation batch's working set."""
         return max(self.activations, self.evaluation)
 
+    def phases(self) -> dict[str, int]:
+        """Bytes each phase holds beyond the device's constant: training (the floor, activations, what the
+        allocator keeps of them, the transient beyond them: optimizer step, de-quantized layer), evaluation (the
+        floor less the gradients, freed after every step; a batch, what the allocator keeps of it, a quantized
+        layer de-quantized). Loading holds the weights only, less than either."""
+        return {"train": self.floor + self.activations + self.retained + max(0, self.transient - self.activations),
+                "evaluate": self.floor - self.gradients + self.evaluation + self.eval_retained + self.eval_transient}
+
+    @property
+    def peak_phase(self) -> str:
+        """The phase predicted to peak."""
+        phases = self.phases()
+        return max(phases, key=phases.__getitem__)
+
     @property
     def runtime_overhead(self) -> int:
-        """What a run holds beyond floor and working set: the device's constant, what its allocator keeps of
-        freed activations, and, where the transient working set (optimizer step, de-quantized layer) outgrows
-        the activations it replaces, the difference."""
-        return self.overhead + self.retained + max(0, self.transient - self.working_set)
+        """What a run holds beyond floor and working set: the device's constant and what the peak phase holds
+        beyond the working set (the allocator's retained share, transients, a quantized load's churn)."""
+        return self.overhead + max(self.phases().values()) - self.floor - self.working_set
 
     @property
     def total(self) -> int:
@@ -137,7 +172,8 @@ class MemoryEstimate:
     def as_dict(self) -> dict[str, Any]:
         """Every component and the floor and total, for result files."""
         return {**asdict(self), "runtime_overhead": self.runtime_overhead, "floor": self.floor, "total": self.total,
-                "working_set": self.working_set, "needed": self.needed}
+                "working_set": self.working_set, "needed": self.needed,
+                "phases": self.phases(), "peak_phase": self.peak_phase}
 
 
 def _config(recipe: Recipe, head: Head, labels: list[str]) -> Any:
@@ -197,20 +233,28 @@ def sequence_for(recipe: Recipe) -> tuple[int, list[str], str]:
                 f"data.max_length, an upper bound: the tokenizer or data could not be loaded here ({cause})")
 
 
+def method_family(recipe: Recipe) -> str:
+    """The recipe's method family (FAMILIES): full fine-tuning, adapters, or adapters on a quantized base."""
+    if recipe.quantization.mode != "none":
+        return "quantized"
+    return "full" if recipe.method.name == "full" else "adapter"
+
+
 def _is_quantized(module: nn.Module, pname: str, parameter: nn.Parameter, name: str, mode: str) -> bool:
     return (mode != "none" and isinstance(module, nn.Linear) and pname == "weight" and not parameter.requires_grad
             and not any(s in name.split(".") for s in SKIPPED))
 
 
-def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
-    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight); weights
+def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int, int]:
+    """(full-precision weight bytes, quantized weight bytes, bytes of the largest de-quantized weight, weights of
+    the largest quantized layer, bytes of all quantized layers de-quantized); weights
     not quantized count in their dtype on the meta model (model.dtype, trained ones as the method trains them),
     or in float32 beside quantized ones where the method keeps them so (``float32_beside_quantized``)."""
     mode = recipe.quantization.mode
     upcast = mode != "none" and getattr(plugins(recipe)[1], "float32_beside_quantized", False)
     per_quantized = QUANT_WEIGHT_BYTES.get((mode, recipe.quantization.double_quant), 0.0)
     compute_bytes = DTYPE_BYTES.get(recipe.quantization.compute_dtype, 4)
-    plain, quantized, largest = 0.0, 0.0, 0
+    plain, quantized, largest, widest, dequantized = 0.0, 0.0, 0, 0, 0
     seen: set[int] = set()  # a tied parameter (embeddings and lm_head) once
     for name, module in model.named_modules():
         for pname, parameter in module.named_parameters(recurse=False):
@@ -221,9 +265,10 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int]:
             if _is_quantized(module, pname, parameter, name, mode):
                 quantized += n * per_quantized + (module.out_features * 4 if mode == "8bit" else 0)
                 largest = max(largest, n * compute_bytes)
+                widest, dequantized = max(widest, n), dequantized + n * compute_bytes
             else:
                 plain += n * (4 if upcast and parameter.is_floating_point() else parameter.element_size())
-    return int(plain), int(quantized), largest
+    return int(plain), int(quantized), largest, widest, dequantized
 
 
 def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", **kwargs: Any) -> int:
@@ -371,13 +416,16 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     config = _config(recipe, head, labels)
     kind = (device or devices.current()).kind
     causal = head.kind == "causal_lm"
-    plain, quantized, dequantized = _weight_bytes(model, recipe)
+    plain, quantized, dequantized, widest, dequantized_total = _weight_bytes(model, recipe)
     largest = max(trained, key=lambda p: p.numel(), default=None)
     activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params, causal)
     evaluation = evaluation_bytes(config, recipe, sequence_length, causal)
-    working_set = max(activations, evaluation)
     step = 0 if largest is None else int(largest.numel() * largest.element_size()
                                          * STEP_TEMPORARIES[recipe.train.optim] / shards)
+    family = method_family(recipe)
+    retention = ALLOCATOR_RETENTION[kind][family]
+    dequant_kept = DEQUANT_RETENTION[kind] * dequantized_total
+    repacked = EVAL_DEQUANT_BYTES[kind] * widest if recipe.quantization.mode == "4bit" else 0
     return MemoryEstimate(
         weights=plain // shards,
         gradients=sum(p.numel() * p.element_size() for p in trained) // shards,
@@ -393,8 +441,12 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
         evaluation=evaluation,
         eval_logits=eval_logit_bytes(config, recipe, sequence_length, causal),
         overhead=RUNTIME_OVERHEAD[kind],
-        retained=int(ALLOCATOR_RETENTION[kind] * working_set),
-        transient=max(step, working_set + dequantized),
+        retained=int(max(retention * activations, dequant_kept)),
+        transient=max(step, activations + dequantized),
+        eval_retained=int(max(retention * evaluation, dequant_kept)),
+        eval_transient=dequantized + repacked,
+        family=family,
+        dequantized_total=dequantized_total,
         reserved=DEVICE_RESERVE[kind],
         device=kind,
         activations_from=source,

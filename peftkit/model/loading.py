@@ -22,6 +22,7 @@ from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.heads.pooling import apply_pooling, native
 from peftkit.model.config import DTYPES, hub_error, model_config, resolve_model_path
 from peftkit.model.dropout import dropout_kwargs
+from peftkit.model.heap import trim_heap
 from peftkit.model.quantization import quantization_config
 from peftkit.model.shipped import shipped_config
 from peftkit.model.weights import release_checkpoint, require_safetensors
@@ -179,6 +180,7 @@ def load_base_model(model: ModelSection, quantization: QuantizationSection, head
         fix = f"; `peftkit models fetch {model.name}` fetches it again" if catalogued else "; replace it"
         raise PeftkitError(f"{what}: a weights file in '{source}' is damaged or truncated ({exc}){fix}") from None
     release_checkpoint(loaded)
+    trim_heap()  # quantizing churns the heap: what it freed goes back to the system, not into the run's peak
     if path is None or getattr(loaded.config, "pad_token_id", None) is None:
         # the token the tokenizer pads with (sequence classification pools the last token that is not it), not
         # the config's own: Qwen's names eos (<|im_end|>) while its tokenizer pads with <|endoftext|>

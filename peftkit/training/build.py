@@ -22,6 +22,7 @@ from peftkit.hardware.preflight import check_machine
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.model.fast_dropout import use_fast_dropout
+from peftkit.model.heap import TrimAtPhaseEnd
 from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer, training_device
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
@@ -160,7 +161,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
                                                   label_names, processes=distributed.world_size()))
     args = training_arguments(recipe, head, output_dir, has_validation=len(tokenized["validation"]) > 0)
     callbacks = [EarlyStoppingCallback(recipe.train.early_stopping_patience)] if args.load_best_model_at_end else []
-    callbacks += method.callbacks()
+    callbacks += [*method.callbacks(), TrimAtPhaseEnd()]
     callbacks += tracking.callbacks(recipe, output_dir)
     trainer = PeftkitTrainer(
         model=model,

@@ -132,7 +132,7 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
     assert names == ["weights", "quantized weights", "gradients", "optimizer state", "activations", "evaluation",
                      "runtime overhead"]
     assert sum(value for _, value in lora.terms()) == lora.total
-    assert lora.retained == int(ALLOCATOR_RETENTION["cpu"] * lora.working_set)
+    assert lora.family == "adapter" and lora.retained == int(ALLOCATOR_RETENTION["cpu"]["adapter"] * lora.activations)
     assert lora.runtime_overhead >= RUNTIME_OVERHEAD["cpu"] + lora.retained
 
     wider = tiny_estimate_recipe(minilm_dir, train={"batch_size": 8, "eval_batch_size": 4})
@@ -154,7 +154,67 @@ def test_estimate_terms_on_a_tiny_model(minilm_dir) -> None:
     assert full.transient >= 2 * 4 * largest  # AdamW's step temporaries for the embedding matrix
     fused = estimate_on(tiny_estimate_recipe(minilm_dir, method={"name": "full"}), sequence_length=32,
                         labels=labels, device=CPU)  # auto: the fused step, in place
-    assert fused.transient == fused.working_set < full.transient and fused.optimizer == full.optimizer
+    assert fused.transient == fused.activations < full.transient and fused.optimizer == full.optimizer
+
+
+def test_allocator_retention_is_the_method_familys(minilm_dir, monkeypatch) -> None:
+    """Full FT, adapters and adapters on a quantized base each keep their own share of freed activations."""
+    from torch import nn
+
+    from peftkit.hardware import estimate as estimating
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.hardware.estimate import meta_model
+
+    shares = {"full": 0.1, "adapter": 0.5, "quantized": 0.9}
+    monkeypatch.setitem(estimating.ALLOCATOR_RETENTION, "cpu", shares)
+    monkeypatch.setitem(estimating.DEQUANT_RETENTION, "cpu", 0.0)
+    labels = ["negative", "positive"]
+    qlora = {"name": "qlora", "r": 4, "target_modules": ["query", "value"]}
+    for family, sections in (("full", {"method": {"name": "full"}}), ("adapter", {}),
+                             ("quantized", {"method": qlora, "quantization": {"mode": "4bit"}})):
+        e = estimate_on(tiny_estimate_recipe(minilm_dir, **sections), CPU, sequence_length=32, labels=labels)
+        assert e.family == family
+        assert e.retained == int(shares[family] * e.activations)
+        assert e.eval_retained == int(shares[family] * e.evaluation)
+    body = sum(m.weight.numel() for name, m in meta_model(tiny_estimate_recipe(minilm_dir), labels).named_modules()
+               if isinstance(m, nn.Linear) and "lora_" not in name and "classifier" not in name)  # the pooler too
+    assert e.dequantized_total == 4 * body  # de-quantized in float32, the CPU's compute dtype
+    monkeypatch.setitem(estimating.DEQUANT_RETENTION, "cpu", 5.0)  # the de-quantized layers outweigh the activations
+    again = estimate_on(tiny_estimate_recipe(minilm_dir, method=qlora, quantization={"mode": "4bit"}), CPU,
+                        sequence_length=32, labels=labels)
+    assert again.retained == int(5.0 * again.dequantized_total) > int(shares["quantized"] * again.activations)
+
+
+def test_the_evaluation_phase_grows_with_the_eval_batch_and_can_peak(minilm_dir) -> None:
+    """Evaluation is a phase of its own: its batch, what the allocator keeps of it and, on a quantized base, a layer
+    de-quantized and repacked (bitsandbytes' CPU inference format). A large eval batch makes it the peak."""
+    from torch import nn
+
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.hardware.estimate import EVAL_DEQUANT_BYTES, meta_model
+
+    labels = ["negative", "positive"]
+
+    def predicted(eval_batch: int, **sections):
+        train = {"batch_size": 4, "eval_batch_size": eval_batch}
+        return estimate_on(tiny_estimate_recipe(minilm_dir, train=train, **sections), CPU, sequence_length=32,
+                           labels=labels)
+
+    small, large = predicted(4), predicted(512)
+    assert small.peak_phase == "train" and large.peak_phase == "evaluate"
+    assert large.evaluation > 100 * small.evaluation  # 128 × the batch
+    grown = large.phases()["evaluate"] - small.phases()["evaluate"]
+    assert grown == large.evaluation + large.eval_retained - small.evaluation - small.eval_retained > 0
+    assert large.activations == small.activations and large.total > small.total
+    assert large.total == large.overhead + large.phases()["evaluate"]
+    assert sum(value for _, value in large.terms()) == large.total
+
+    qlora = {"name": "qlora", "r": 4, "target_modules": ["query", "value"]}
+    nf4 = predicted(4, method=qlora, quantization={"mode": "4bit"})
+    widest = max(m.weight.numel() for name, m in meta_model(tiny_estimate_recipe(minilm_dir), labels).named_modules()
+                 if isinstance(m, nn.Linear) and ".encoder." in name)  # every linear layer of the body is quantized
+    assert nf4.eval_transient == widest * (4 + EVAL_DEQUANT_BYTES["cpu"])  # fp32 de-quantized, then repacked
+    assert small.eval_transient == 0
 
 
 def test_traced_activations_match_a_real_forward(minilm_dir) -> None:
@@ -302,3 +362,26 @@ def test_chunked_loss_drops_the_full_vocabulary_training_logits(tiny_llama) -> N
     logits, last = 4 * seq * vocab * 4, 4 * vocab * 4
     assert full.activations - chunked.activations == logits - last + 2 * logits - CHUNK_TOKENS * vocab * 8
     assert full.eval_logits == chunked.eval_logits  # evaluation keeps the full logits (response_nll reads them)
+
+
+def test_lora_at_dropout_0_keeps_no_dropped_out_copy_and_the_estimate_counts_it_above_0(minilm_dir) -> None:
+    """peft puts nn.Identity in place of dropout at p = 0, so no adapted layer saves a dropped-out copy of its input
+    for the backward pass; at p > 0 each does, and the traced activations count it: one input-sized tensor per
+    adapted layer (4 × 32 tokens × 384 in fp32 here) and its dropout mask."""
+    from torch import nn
+
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.hardware.estimate import meta_model
+
+    labels = ["negative", "positive"]
+    method = {"name": "lora", "r": 4, "target_modules": ["query", "value"]}
+    figures = {}
+    for dropout in (0.0, 0.1):
+        recipe = tiny_estimate_recipe(minilm_dir, method={**method, "dropout": dropout})
+        kinds = {type(m) for name, m in meta_model(recipe, labels).named_modules()
+                 if name.endswith(".lora_dropout.default")}
+        assert kinds == ({nn.Identity} if dropout == 0 else {nn.Dropout})
+        figures[dropout] = estimate_on(recipe, CPU, sequence_length=32, labels=labels).activations
+    adapted_layers = 2 * 6  # query and value in each of MiniLM's six layers
+    inputs = adapted_layers * 4 * 32 * 384  # elements of the adapted layers' inputs
+    assert 5 * inputs <= figures[0.1] - figures[0.0] < 6 * inputs  # the fp32 copy and dropout's one-byte mask

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
+from datasets.utils import tqdm as hf_tqdm
 from transformers import PreTrainedTokenizerBase
 
 from peftkit.config.sections import DataSection, Recipe
 from peftkit.data import SPLITS, augment, load_splits, preprocess
-from peftkit.heads.base import TOKENIZING_SPLIT, Head
+from peftkit.data import tokenized as tokenized_cache
+from peftkit.heads.base import TOKENIZING_SPLIT, Head, tokenizing_label
 
 
 @dataclass
@@ -43,17 +45,29 @@ def build_splits(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase 
         column = augment.text_column(splits["train"], head.name)
         splits["train"] = augment.augment(splits["train"], recipe.augment, recipe.train.seed, column)
     label2id = {name: i for i, name in enumerate(label_names)}
-    tokenized = DatasetDict({name: _tokenize(head, splits[name], name, tokenizer, recipe.data.max_length, label2id)
+    tokenized = DatasetDict({name: _tokenize(head, splits[name], name, tokenizer, recipe.data, label2id)
                              for name in parts})
     return RecipeData(splits, tokenized, label_names)
 
 
-def _tokenize(head: Head, split: Dataset, name: str, tokenizer: PreTrainedTokenizerBase | None, max_length: int,
+def _tokenize(head: Head, split: Dataset, name: str, tokenizer: PreTrainedTokenizerBase | None, data: DataSection,
               label2id: dict[str, int]) -> Dataset:
-    """``head.tokenize`` of one split, its progress bar labelled with the split's name."""
+    """``head.tokenize`` of one split, its progress bar labelled with the split's name; with
+    ``data.cache_tokenized`` taken from (or kept in) the tokenized cache, the bar saying so."""
     token = TOKENIZING_SPLIT.set(name)
     try:
-        return head.tokenize(split, tokenizer, max_length, label2id)
+        key = None
+        if data.cache_tokenized and tokenizer is not None:
+            key = tokenized_cache.key(head, split, tokenizer, data.max_length, label2id)
+        cached = tokenized_cache.load(key) if key else None
+        if cached is not None:
+            with hf_tqdm(total=len(cached), desc=f"{tokenizing_label()} (cached)", unit=" examples") as bar:
+                bar.update(len(cached))
+            return cached
+        result = head.tokenize(split, tokenizer, data.max_length, label2id)
+        if key:
+            tokenized_cache.store(key, result)
+        return result
     finally:
         TOKENIZING_SPLIT.reset(token)
 

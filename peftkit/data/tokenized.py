@@ -23,10 +23,10 @@ import re
 import secrets
 import shutil
 import stat
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import peftkit
 from peftkit import markers
 from peftkit.data.cache import cache_root
 
@@ -98,6 +98,13 @@ def _tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any] | Non
     }
 
 
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _head_code(head: Head) -> list[tuple[str, str]]:
     """(class, sha256 of its module's source) for the head's class and every class it inherits from."""
     found = []
@@ -113,11 +120,6 @@ def _head_code(head: Head) -> list[tuple[str, str]]:
 def key(head: Head, split: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
         label2id: dict[str, int]) -> str | None:
     """The cache key of ``split`` tokenized by ``head``, None when it cannot be keyed (a slow tokenizer)."""
-    import datasets
-    import pyarrow
-    import tokenizers
-    import transformers
-
     try:
         state = _tokenizer_state(tokenizer)
     except (AttributeError, TypeError, ValueError):  # a tokenizer without a serializable backend
@@ -130,8 +132,7 @@ def key(head: Head, split: Dataset, tokenizer: PreTrainedTokenizerBase, max_leng
         "format": FORMAT, "rows": rows.digest.hexdigest(), "tokenizer": state, "max_length": max_length,
         "label2id": list(label2id.items()), "head": head.name, "config": head.config.model_dump(mode="json"),
         "code": _head_code(head), "tokenize_version": getattr(head, "tokenize_version", None),
-        "versions": [peftkit.__version__, transformers.__version__, tokenizers.__version__, datasets.__version__,
-                     pyarrow.__version__],
+        "versions": [_version(name) for name in ("peftkit", "transformers", "tokenizers", "datasets", "pyarrow")],
     }
     text = json.dumps(described, sort_keys=True, default=repr, ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()

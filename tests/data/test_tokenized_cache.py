@@ -228,3 +228,15 @@ def test_the_oldest_entries_go_beyond_the_bounds(cache: Path) -> None:
     removed = tokcache.evict(keep=keys[0], max_entries=2)
     assert sorted(p.name for p in removed) == keys[1:3]
     assert entries(cache) == sorted([keys[0], keys[3], foreign.name])
+
+
+def test_a_killed_writers_work_folder_goes_a_foreign_one_stays(cache: Path) -> None:
+    from datasets import Dataset
+
+    dead, foreign = cache / ".tmp-dead", cache / ".tmp-foreign"
+    for folder in (dead, foreign):
+        (folder / "entry").mkdir(parents=True)
+    (dead / tokcache.MARKER).write_text("pid 1", encoding="utf-8")  # its writer died: nobody holds the lock
+    tokcache.store("cd" * 32, Dataset.from_dict({"input_ids": [[1]]}))
+    assert not dead.exists() and (foreign / "entry").is_dir()
+    assert tokcache.load("cd" * 32)["input_ids"] == [[1]]

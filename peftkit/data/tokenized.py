@@ -43,6 +43,10 @@ MARKER = ".peftkit-writing"
 MAX_ENTRIES = 64
 MAX_BYTES = 4 * 2**30
 _KEY = re.compile(r"[0-9a-f]{64}")
+#: A tokenizer's init settings that do not decide its output here: where its files were, and the truncation and
+#: padding a saved copy remembers from its last call (each call of a head passes its own).
+_CALL_SETTINGS = ("name_or_path", "tokenizer_file", "vocab_file", "merges_file", "max_length", "stride",
+                  "truncation_strategy", "truncation_side", "padding_side", "pad_to_multiple_of", "padding_strategy")
 
 
 def root() -> Path:
@@ -82,14 +86,14 @@ def _write_arrow(dataset: Dataset, sink: _Sha256Sink) -> None:
 
 def _tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any] | None:
     """What decides a fast tokenizer's output, None for a slow one (not cached). Truncation and padding are left
-    out: every call sets them from its own arguments."""
+    out (every call sets them from its own arguments), and so are file paths: a run's saved copy of a tokenizer
+    keys as the tokenizer it was saved from."""
     if not tokenizer.is_fast:
         return None
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     backend.pop("truncation", None)
     backend.pop("padding", None)
-    settings = {k: v for k, v in tokenizer.init_kwargs.items()
-                if k not in ("name_or_path", "tokenizer_file", "vocab_file", "merges_file")}
+    settings = {k: v for k, v in tokenizer.init_kwargs.items() if k not in _CALL_SETTINGS}
     return {
         "class": type(tokenizer).__name__, "backend": backend, "settings": settings,
         "special": tokenizer.special_tokens_map, "padding_side": tokenizer.padding_side,
@@ -128,14 +132,23 @@ def key(head: Head, split: Dataset, tokenizer: PreTrainedTokenizerBase, max_leng
         return None
     rows = _Sha256Sink()
     _write_arrow(split, rows)
-    described = {
-        "format": FORMAT, "rows": rows.digest.hexdigest(), "tokenizer": state, "max_length": max_length,
+    return _hash(_described(head, rows.digest.hexdigest(), state, max_length, label2id))
+
+
+def _hash(described: dict[str, Any]) -> str:
+    text = json.dumps(described, sort_keys=True, default=repr, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _described(head: Head, rows: str, state: dict[str, Any], max_length: int,
+               label2id: dict[str, int]) -> dict[str, Any]:
+    """Everything the key is a hash of."""
+    return {
+        "format": FORMAT, "rows": rows, "tokenizer": state, "max_length": max_length,
         "label2id": list(label2id.items()), "head": head.name, "config": head.config.model_dump(mode="json"),
         "code": _head_code(head), "tokenize_version": getattr(head, "tokenize_version", None),
         "versions": [_version(name) for name in ("peftkit", "transformers", "tokenizers", "datasets", "pyarrow")],
     }
-    text = json.dumps(described, sort_keys=True, default=repr, ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_record(entry: Path, expected_key: str) -> dict[str, Any] | None:

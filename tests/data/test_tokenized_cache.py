@@ -240,3 +240,16 @@ def test_a_killed_writers_work_folder_goes_a_foreign_one_stays(cache: Path) -> N
     tokcache.store("cd" * 32, Dataset.from_dict({"input_ids": [[1]]}))
     assert not dead.exists() and (foreign / "entry").is_dir()
     assert tokcache.load("cd" * 32)["input_ids"] == [[1]]
+
+
+def test_eval_of_a_run_reads_the_test_split_its_training_cached(write_recipe, cache: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftkit.rundir.inference import evaluate_run
+
+    result = peftkit.train(write_recipe({"train.max_steps": 4}))
+    stored = entries(cache)
+    tokenized = []
+    monkeypatch.setattr(type(plugins(load_recipe(result.output_dir / "recipe.yaml"))[0]), "tokenize",
+                        lambda *a: tokenized.append(a))
+    assert "accuracy" in evaluate_run(result.output_dir, show=False)  # the run's saved tokenizer keys as its source
+    assert tokenized == [] and entries(cache) == stored

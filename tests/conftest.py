@@ -45,6 +45,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _own_tokenized_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty tokenized-split cache of its own (its hits come from its own runs), unless it
+    points PEFTKIT_CACHE somewhere itself: the user's cache is neither read nor filled by the tests."""
+    from peftkit.data import tokenized
+    from peftkit.data.cache import cache_root
+
+    session_cache = os.environ.get("PEFTKIT_CACHE")
+    monkeypatch.setattr(tokenized, "root", lambda: cache_root() / "tokenized"
+                        if os.environ.get("PEFTKIT_CACHE") != session_cache else tmp_path / "tokenized-cache")
+
+
+@pytest.fixture(autouse=True)
 def _frozen_heap() -> Any:
     """After each test, collect its garbage and move what is left out of the collector's reach (gc.freeze):
     peftkit and the Trainer call gc.collect on every run, and in a long test session each call would otherwise

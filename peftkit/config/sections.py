@@ -100,6 +100,10 @@ class DataSection(Section):
         "dynamic", "pad each batch to its longest text (dynamic), every batch to the longest text of the data set, "
         "or to data.max_length"
     )
+    cache_tokenized: bool = option(
+        True, "keep each tokenized split in <cache>/tokenized, keyed by its rows, the tokenizer and these settings, "
+        "so the next run of the same data does not tokenize again"
+    )
 
     @model_validator(mode="after")
     def _files_need_train(self) -> DataSection:

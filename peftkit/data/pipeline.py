@@ -8,14 +8,16 @@ the model was trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from datasets import Dataset, DatasetDict
+from datasets.utils import tqdm as hf_tqdm
 from transformers import PreTrainedTokenizerBase
 
 from peftkit.config.sections import DataSection, Recipe
 from peftkit.data import SPLITS, augment, load_splits, preprocess
-from peftkit.heads.base import TOKENIZING_SPLIT, Head
+from peftkit.data import tokenized as tokenized_cache
+from peftkit.heads.base import TOKENIZING_SPLIT, Head, tokenizing_label
 
 
 @dataclass
@@ -25,6 +27,15 @@ class RecipeData:
     text: DatasetDict
     tokenized: DatasetDict
     label_names: list[str]
+    #: (cache key, split name) of the splits tokenized afresh that the tokenized cache does not hold yet.
+    uncached: list[tuple[str, str]] = field(default_factory=list)
+
+    def keep_tokenized(self) -> None:
+        """Put the splits tokenized afresh into the tokenized cache (``build_splits(..., keep=False)`` defers
+        this to the caller, e.g. until the model has loaded, so that a refused command writes nothing)."""
+        for key, name in self.uncached:
+            tokenized_cache.store(key, self.tokenized[name])
+        self.uncached = []
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -32,10 +43,12 @@ class RecipeData:
 
 
 def build_splits(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase | None,
-                 parts: Sequence[str] = SPLITS) -> RecipeData:
+                 parts: Sequence[str] = SPLITS, keep: bool = True) -> RecipeData:
     """The recipe's examples: its data loaded and split deterministically, its `preprocess` steps applied to
     every split, its `augment` copies added to the training split, then ``parts`` tokenized by ``head``
-    (none, and no tokenizer needed, for ``parts=()``: a baseline that reads the text)."""
+    (none, and no tokenizer needed, for ``parts=()``: a baseline that reads the text). With
+    ``data.cache_tokenized`` a split tokenized before comes from the tokenized cache, and one tokenized afresh goes
+    into it (``keep``) or waits for ``RecipeData.keep_tokenized``."""
     splits, label_names = load_splits(recipe.data, head, recipe.task.labels)
     steps = preprocess.resolved(recipe.preprocess)
     splits = preprocess.apply(splits, steps, skip=(head.label_field,))
@@ -43,17 +56,33 @@ def build_splits(recipe: Recipe, head: Head, tokenizer: PreTrainedTokenizerBase 
         column = augment.text_column(splits["train"], head.name)
         splits["train"] = augment.augment(splits["train"], recipe.augment, recipe.train.seed, column)
     label2id = {name: i for i, name in enumerate(label_names)}
-    tokenized = DatasetDict({name: _tokenize(head, splits[name], name, tokenizer, recipe.data.max_length, label2id)
-                             for name in parts})
-    return RecipeData(splits, tokenized, label_names)
+    tokenized, uncached = DatasetDict(), []
+    for name in parts:
+        tokenized[name], key = _tokenize(head, splits[name], name, tokenizer, recipe.data, label2id)
+        if key:
+            uncached.append((key, name))
+    data = RecipeData(splits, tokenized, label_names, uncached)
+    if keep:
+        data.keep_tokenized()
+    return data
 
 
-def _tokenize(head: Head, split: Dataset, name: str, tokenizer: PreTrainedTokenizerBase | None, max_length: int,
-              label2id: dict[str, int]) -> Dataset:
-    """``head.tokenize`` of one split, its progress bar labelled with the split's name."""
+def _tokenize(head: Head, split: Dataset, name: str, tokenizer: PreTrainedTokenizerBase | None, data: DataSection,
+              label2id: dict[str, int]) -> tuple[Dataset, str | None]:
+    """``head.tokenize`` of one split, its progress bar labelled with the split's name, and the split's cache key
+    when the tokenized cache should keep it. With ``data.cache_tokenized`` a split the cache holds comes from
+    there, the bar saying so."""
     token = TOKENIZING_SPLIT.set(name)
     try:
-        return head.tokenize(split, tokenizer, max_length, label2id)
+        key = None
+        if data.cache_tokenized and tokenizer is not None:
+            key = tokenized_cache.key(head, split, tokenizer, data.max_length, label2id)
+        cached = tokenized_cache.load(key) if key else None
+        if cached is not None:
+            with hf_tqdm(total=len(cached), desc=f"{tokenizing_label()} (cached)", unit=" examples") as bar:
+                bar.update(len(cached))
+            return cached, None
+        return head.tokenize(split, tokenizer, data.max_length, label2id), key
     finally:
         TOKENIZING_SPLIT.reset(token)
 

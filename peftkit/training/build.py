@@ -140,7 +140,7 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     resolved = prepare_recipe(recipe, device)
     head, method = plugins(recipe)
     recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run
-    data = build_splits(recipe, head, tokenizer)
+    data = build_splits(recipe, head, tokenizer, keep=False)  # cached once the model has loaded
     tokenized, label_names = data.tokenized, data.label_names
     set_seed(recipe.train.seed)
     sharded = bool(recipe.distributed.fsdp or recipe.distributed.deepspeed)
@@ -182,4 +182,5 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     # transformers multiplies the loss by the process count for models whose forward takes **kwargs, assuming
     # it was divided by the global item count; classification models take **kwargs but return a plain mean.
     trainer.model_accepts_loss_kwargs = head.token_level_loss and trainer.loss_fn is None
+    data.keep_tokenized()
     return Prepared(trainer, tokenized, head, method, label_names, data.text, resolved)

@@ -45,15 +45,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _own_tokenized_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _own_tokenized_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty tokenized-split cache of its own (its hits come from its own runs), unless it
     points PEFTKIT_CACHE somewhere itself: the user's cache is neither read nor filled by the tests."""
     from peftkit.data import tokenized
     from peftkit.data.cache import cache_root
 
     session_cache = os.environ.get("PEFTKIT_CACHE")
+    own = tmp_path_factory.mktemp("tokenized-cache")  # beside the test's tmp_path, which tests snapshot
     monkeypatch.setattr(tokenized, "root", lambda: cache_root() / "tokenized"
-                        if os.environ.get("PEFTKIT_CACHE") != session_cache else tmp_path / "tokenized-cache")
+                        if os.environ.get("PEFTKIT_CACHE") != session_cache else own)
 
 
 @pytest.fixture(autouse=True)

@@ -140,12 +140,18 @@ def _hash(described: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Head options that shape the model, not the tokens, and are resolved after tokenizing (`task.pooling: auto`
+#: becomes the model's own): left out of the key, so a run's saved value keys as the `auto` its training tokenized.
+MODEL_ONLY_OPTIONS = {"pooling"}
+
+
 def _described(head: Head, rows: str, state: dict[str, Any], max_length: int,
                label2id: dict[str, int]) -> dict[str, Any]:
     """Everything the key is a hash of."""
     return {
         "format": FORMAT, "rows": rows, "tokenizer": state, "max_length": max_length,
-        "label2id": list(label2id.items()), "head": head.name, "config": head.config.model_dump(mode="json"),
+        "label2id": list(label2id.items()), "head": head.name,
+        "config": head.config.model_dump(mode="json", exclude=MODEL_ONLY_OPTIONS),
         "code": _head_code(head), "tokenize_version": getattr(head, "tokenize_version", None),
         "versions": [_version(name) for name in ("peftkit", "transformers", "tokenizers", "datasets", "pyarrow")],
     }

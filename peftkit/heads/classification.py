@@ -186,10 +186,13 @@ class ClassificationHead(Head):
             return None
         import torch
 
-        weight = torch.tensor(weights)
+        weight = torch.tensor(weights, dtype=torch.float32)
+        on_device: dict[torch.device, torch.Tensor] = {}  # copied to each device once, not every step
 
         def weighted(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            w = weight.to(logits.device, torch.float32)
+            w = on_device.get(logits.device)
+            if w is None:
+                w = on_device[logits.device] = weight.to(logits.device)
             if self.config.multi_label:
                 return torch.nn.functional.binary_cross_entropy_with_logits(
                     logits.float(), labels.float(), pos_weight=w

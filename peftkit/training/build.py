@@ -78,6 +78,7 @@ def training_arguments(recipe: Recipe, head: Head, output_dir: Path, has_validat
         load_best_model_at_end=bool(t.early_stopping_patience) and evaluate != "no",
         metric_for_best_model=t.metric_for_best_model or head.main_metric,
         logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a per-step host sync; peftkit stops on a NaN / inf loss before it is logged
         **{CHECKPOINTING_ARGUMENT: t.gradient_checkpointing is True and not recipe.distributed.fsdp},
         optim=t.optim,
         tf32=t.tf32,

@@ -35,18 +35,74 @@ def _kept(checkpoints_dir: Path) -> str:
     return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
 
 
-def check_loss(loss: torch.Tensor, state: TrainerState, checkpoints_dir: str) -> float:
-    """The loss as a float; a NaN / inf one stops the run before the optimizer applies it, naming the step
-    and the checkpoint kept."""
-    value = float(loss.detach().float().sum())
-    if math.isfinite(value):
-        return value
-    step = state.global_step + 1
-    raise PeftkitError(
-        f"training loss became {value} at step {step} (epoch {state.epoch or 0:.2f}); stopped before the update, "
+def _nan_message(value: float, step: int, epoch: float, checkpoints_dir: str) -> str:
+    return (
+        f"training loss became {value} at step {step} (epoch {epoch:.2f}); stopped before the update, "
         f"{_kept(Path(checkpoints_dir))}; lower train.learning_rate or train.max_grad_norm (or use fp32), "
         f"then {RESUME_HINT}"
     )
+
+
+def check_loss(loss: torch.Tensor, state: TrainerState, checkpoints_dir: str) -> float:
+    """The loss as a float; a NaN / inf one stops the run before the optimizer applies it, naming the step
+    and the checkpoint kept. One host sync per call: for optimizers :class:`DeferredLossGuard` cannot serve."""
+    value = float(loss.detach().float().sum())
+    if math.isfinite(value):
+        return value
+    raise PeftkitError(_nan_message(value, state.global_step + 1, state.epoch or 0, checkpoints_dir))
+
+
+def skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` skips its whole update on device when its ``found_inf`` tensor is non-zero (torch's
+    fused Adam / AdamW / SGD / Adagrad: the GradScaler contract ``_step_supports_amp_scaling``)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and not hasattr(optimizer, "found_inf")
+
+
+class DeferredLossGuard:
+    """The NaN / inf guard without a host sync per step, for an optimizer that :func:`skips_on_found_inf`.
+
+    Each micro-batch ORs ``~isfinite(loss)`` into the optimizer's ``found_inf`` (so the fused step skips the
+    update on device: weights, moments and step count stay as they were, for it and every later step) and adds
+    the loss to a device sum; the first bad step is recorded on device. :meth:`flush` reads all of it back in one
+    sync, where the Trainer syncs anyway (logging, evaluation, save, train end), and raises :func:`check_loss`'s
+    error for the first bad step.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        self.optimizer = optimizer
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        # loss sum since the last flush, first bad step (0: none), its epoch, its loss
+        self._record = torch.zeros(4, dtype=dtype, device=device)
+        optimizer.found_inf = self.found_inf  # type: ignore[attr-defined]
+        # after each step the flag resets, unless a bad step was seen: then every later step is skipped as well, so the
+        # weights stay those of the step before it until the next read-back stops the run
+        self._hook = optimizer.register_step_post_hook(lambda *_: self.found_inf.copy_(self._record[1] != 0))
+
+    def add(self, loss: torch.Tensor, state: TrainerState) -> None:
+        """Account one micro-batch's loss (no host sync)."""
+        loss = loss.detach().float().sum().to(self._record.dtype)
+        bad = ~torch.isfinite(loss)
+        self.found_inf.masked_fill_(bad, 1.0)
+        first = bad & (self._record[1] == 0)
+        self._record[0] += torch.where(bad, 0.0, loss)
+        self._record[1].masked_fill_(first, float(state.global_step + 1))
+        self._record[2].masked_fill_(first, float(state.epoch or 0))
+        self._record[3].copy_(torch.where(first, loss, self._record[3]))
+
+    def flush(self, checkpoints_dir: str) -> float:
+        """The loss sum since the last flush (one host sync); raises for a non-finite loss seen since."""
+        loss_sum, step, epoch, value = self._record.tolist()
+        self._record.zero_()
+        if step:
+            raise PeftkitError(_nan_message(value, int(step), epoch, checkpoints_dir))
+        return loss_sum
+
+    def detach(self) -> None:
+        """Give the optimizer back as it was."""
+        self._hook.remove()
+        if getattr(self.optimizer, "found_inf", None) is self.found_inf:
+            del self.optimizer.found_inf  # type: ignore[attr-defined]
 
 
 class InterruptGuard(TrainerCallback):

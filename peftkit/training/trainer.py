@@ -14,7 +14,7 @@ from transformers.trainer_pt_utils import nested_gather
 from peftkit.heads.lm_loss import HiddenStates, lm_loss
 from peftkit.training.checkpoints import AtomicCheckpoints
 from peftkit.training.distributed import Fsdp
-from peftkit.training.guards import check_loss
+from peftkit.training.guards import DeferredLossGuard, check_loss, skips_on_found_inf
 from peftkit.training.optim import ParamGroups
 
 #: ``loss_fn(logits, labels) -> loss``, e.g. class-weighted cross-entropy from a head.
@@ -27,8 +27,11 @@ class PeftkitTrainer(AtomicCheckpoints, Fsdp, Trainer):
     """A Trainer whose loss can come from the head and carry penalty terms; otherwise HF's own.
 
     Checkpoints are written atomically (see peftkit.training.checkpoints); a NaN / inf loss stops the run
-    before the optimizer step (peftkit.training.guards).
+    before the optimizer step (peftkit.training.guards): checked on device and read back only where the Trainer
+    syncs anyway when the optimizer skips a flagged step itself, every step otherwise.
     """
+
+    _loss_guard: DeferredLossGuard | None = None
 
     def __init__(self, *args: Any, loss_fn: LossFn | None = None, penalties: Sequence[Penalty] = (),
                  param_groups: ParamGroups | None = None, lm_loss: str = "full", **kwargs: Any) -> None:
@@ -75,7 +78,43 @@ class PeftkitTrainer(AtomicCheckpoints, Fsdp, Trainer):
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
+        guard = self._deferred_guard()
+        if guard is not None:
+            guard.add(loss, self.state)
+            return loss
         # the mean over processes, as the Trainer logs it; every process then sees the same NaN and stops
         step_loss = nested_gather(loss.detach(), self.args.parallel_mode).mean() if self.args.world_size > 1 else loss
         self.run_loss_sum += check_loss(step_loss, self.state, self.args.output_dir)
         return loss
+
+    def _deferred_guard(self) -> DeferredLossGuard | None:
+        """The on-device guard for this run's optimizer: one process, no fp16 GradScaler (it owns ``found_inf``)
+        and an optimizer that skips a flagged step on device; None means the per-step check."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        if self._loss_guard is not None and self._loss_guard.optimizer is inner:
+            return self._loss_guard
+        self._flush_loss_guard()
+        if self.args.world_size == 1 and self.accelerator.scaler is None and skips_on_found_inf(inner):
+            self._loss_guard = DeferredLossGuard(inner, self.args.device)
+        return self._loss_guard
+
+    def _flush_loss_guard(self) -> None:
+        """Add the device loss sum to ``run_loss_sum``; raise for a NaN / inf loss since the last flush."""
+        if self._loss_guard is not None:
+            self.run_loss_sum += self._loss_guard.flush(self.args.output_dir)
+
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        control = self.control
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self._flush_loss_guard()
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = super().train(*args, **kwargs)
+            self._flush_loss_guard()
+            return result
+        finally:
+            if self._loss_guard is not None:
+                self._loss_guard.detach()
+                self._loss_guard = None

@@ -11,13 +11,17 @@ come from torch's default generator). CUDA tensors keep torch's own fused dropou
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional
 
 
+@functools.cache
 def lane_thresholds(p: float) -> torch.Tensor:
-    """Per lane of a 64-bit draw viewed as four int16: the value at or above which an element is kept."""
+    """Per lane of a 64-bit draw viewed as four int16: the value at or above which an element is kept (built once
+    per p: every dropout call of a step reads it, none writes it)."""
     full = -(2**15) + round(p * 2**16)  # lanes 0-2: uniform over [-32768, 32767]
     return torch.tensor([full, full, full, round(p * 2**15)], dtype=torch.int16)  # lane 3: over [0, 32767]
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 # -- vocabulary and learnable data ----------------------------------------------------------------------------
@@ -256,6 +257,16 @@ def logits_of(model: Any, tokenizer: Any, texts: list[str], eval_mode: bool = Tr
         logits = model(**inputs).logits.float().cpu()
     model.train(was_training)
     return logits
+
+
+#: Tests that launch torchrun: pytest-xdist (`--dist loadgroup`) runs them one after another on one worker, as two
+#: launches at once on a 2-core machine starve each other's gloo workers.
+TORCHRUN = pytest.mark.xdist_group("torchrun")
+
+#: Methods whose reload matches the trained logits under bf16 / fp16 autocast to that dtype's rounding, not bit for
+#: bit: AdaLoRA's reload drops the pruned (zeroed) ranks, which reorders sums; P-tuning saves its prompt encoder's
+#: output computed at save time, outside the autocast its training forward ran the encoder under.
+ROUNDED_RELOAD = ("adalora", "p_tuning")
 
 
 def logits_probe(texts: list[str]) -> Any:

@@ -6,6 +6,7 @@ import gc
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from peft import PeftModel
 from torch import nn
 
@@ -85,8 +86,9 @@ def merged_model(model: nn.Module, method: Method) -> nn.Module:
 
 def merged_float32(run_model: nn.Module | None, recipe: Recipe, head: Head, method: Method, run_dir: Path,
                    fmt: str) -> nn.Module:
-    """The run's adapter merged into its float32 base for ``--format fmt``: ``run_model`` (the run as loaded, when it
-    is already float32 and unquantized) or the base rebuilt in float32, a 4-/8-bit one de-quantized first."""
+    """The run's adapter merged into its float32 base on the CPU for ``--format fmt``: ``run_model`` (the run as
+    loaded, when it is already float32 and unquantized) or the base rebuilt in float32, a 4-/8-bit one de-quantized
+    first."""
     model = run_model if run_model is not None else method.load(run_dir, dequantized_builder(recipe, head, "float32"))
     try:
         model = merged_model(model, method)
@@ -95,7 +97,7 @@ def merged_float32(run_model: nn.Module | None, recipe: Recipe, head: Head, meth
     if model is None or isinstance(model, PeftModel):
         raise PeftkitError(f"--format {fmt}: method {method.name} cannot be merged into the base, so it has no "
                            "plain model to export; export it with --adapter-only instead")
-    return model.float().eval()
+    return model.to("cpu", torch.float32).eval()
 
 
 def requantize(directory: Path, head: Head, mode: str, trained: QuantizationSection, max_shard_size: str) -> None:
@@ -160,6 +162,7 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
         batches = sample_batches(recipe, head, tokenizer, samples)
         run = load_run(run_dir)
         reference = logits_of(run.model, batches)
+        device = next(run.model.parameters()).device  # both sides run there: a GPU and a CPU round bf16 apart
         quantized = recipe.quantization.mode != "none"
         exact = mode == "adapter" or (not quantized and not requantize_to and dtype == recipe.model.dtype == "float32")
         with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
@@ -186,6 +189,8 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
                 run = None
                 gc.collect()
                 exported = method.load(staging, run_builder(recipe, head))
+            if not requantize_to:  # bitsandbytes placed a re-quantized model itself
+                exported.to(device)
             tokenizer.save_pretrained(staging)
             figures = compare(reference, logits_of(exported, batches))
             del exported

@@ -112,8 +112,10 @@ def export_onnx(run_dir: str | Path, out: str | Path, tolerance: float = 1e-4, s
         tokenizer = load_run_tokenizer(run_dir, recipe)
         batches = sample_batches(recipe, head, tokenizer, samples)
         run = load_run(run_dir)
-        reference = logits_of(run.model, batches)
         exact = recipe.quantization.mode == "none" and recipe.model.dtype == "float32"
+        if exact:  # the graph is traced and run on the CPU: the reference runs there too, not on a GPU
+            run.model.cpu()
+        reference = logits_of(run.model, batches)
         with staged_directory(out, overwrite, inputs=[run_dir]) as staging:
             model = run.model if exact else None
             run = None

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from testkit import TORCHRUN
 
 import peftkit
 from peftkit.cli import main
@@ -32,6 +33,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@TORCHRUN
 def test_two_processes_match_one_with_the_same_global_batch(write_recipe, tmp_path: Path) -> None:
     """torchrun (slow tier). The tiny BERT has no dropout: each rank would draw other masks than one process.
     15 steps of 16 stay inside the first epoch (280 training rows); 80 test rows split evenly into eval batches.
@@ -72,6 +74,7 @@ def test_two_processes_match_one_with_the_same_global_batch(write_recipe, tmp_pa
 
 
 @pytest.mark.slow
+@TORCHRUN
 def test_worker_errors_stop_the_launch_with_exit_2(write_recipe, tmp_path: Path) -> None:
     recipe = write_recipe({"data.text_column": "sentence"})
     proc = run_cli("train", str(recipe), "--nproc", "2")

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import logits_of
+from testkit import TORCHRUN, logits_of
 
 import peftkit
 from peftkit.cli import main
@@ -67,6 +67,7 @@ def reloaded_logits(run: Path) -> torch.Tensor:
 
 
 @pytest.mark.slow
+@TORCHRUN
 def test_fsdp_lora_trains_as_one_process_and_saves_a_plain_adapter(write_recipe, tmp_path: Path) -> None:
     one, two = one_and_sharded(write_recipe, tmp_path, {})
     single, sharded = (load_file(run / "adapter_model.safetensors") for run in (one, two))
@@ -87,6 +88,7 @@ def test_fsdp_lora_trains_as_one_process_and_saves_a_plain_adapter(write_recipe,
 
 
 @pytest.mark.slow
+@TORCHRUN
 def test_fsdp_full_fine_tuning_trains_as_one_process_and_saves_plain_weights(write_recipe, tmp_path: Path) -> None:
     one, two = one_and_sharded(write_recipe, tmp_path, {"method": {"name": "full"}, "train.learning_rate": 1e-3})
     single, sharded = (load_file(run / "model.safetensors") for run in (one, two))
@@ -106,6 +108,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
+@TORCHRUN
 def test_fsdp_run_killed_mid_training_resumes_to_the_same_weights(write_recipe, tmp_path: Path) -> None:
     recipe = str(write_recipe({"train.max_steps": 40, "train.batch_size": 8, "train.save_strategy": "steps",
                                "train.save_steps": 4, "train.save_total_limit": 2, "train.logging_steps": 4,

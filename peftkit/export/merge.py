@@ -189,7 +189,7 @@ def export_run(run_dir: str | Path, out: str | Path, mode: Mode = "merge", dtype
                 run = None
                 gc.collect()
                 exported = method.load(staging, run_builder(recipe, head))
-            if not requantize_to:  # bitsandbytes placed a re-quantized model itself
+            if not (requantize_to or (mode == "adapter" and quantized)):  # bitsandbytes placed a quantized one
                 exported.to(device)
             tokenizer.save_pretrained(staging)
             figures = compare(reference, logits_of(exported, batches))

@@ -88,6 +88,7 @@ def add_validate(verbs: Verbs) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     """Check a recipe and resolve its `auto` options for this machine, without training."""
     from peftkit.config.load import load_recipe
+    from peftkit.config.sections import AUTO
 
     recipe = load_recipe(args.recipe, args.overrides)  # a schema error stops here, before torch is imported
     from peftkit.hardware import device
@@ -95,6 +96,10 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
     here = device.current()
     resolved = prepare_recipe(recipe, here)
+    if getattr(recipe.task, "pooling", None) == AUTO:  # the loader resolves it; say what it will pick
+        from peftkit.model.loading import recorded_pooling
+
+        resolved["task.pooling"] = recorded_pooling(recipe.model) or "the architecture's own"
     print(
         f"ok: {args.recipe} — model {recipe.model.name}, method {recipe.method.name}, "
         f"head {recipe.task.head}, data {recipe.data.source}, quantization {recipe.quantization.mode}"

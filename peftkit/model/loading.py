@@ -121,6 +121,13 @@ def training_device(sharded: bool) -> int | None:
     return None if sharded or not torch.cuda.is_available() else int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def recorded_pooling(model: ModelSection) -> str:
+    """What `task.pooling: auto` resolves to before the model loads: the catalogue model's recorded pooling, or ""
+    (the architecture's own, known once it has loaded)."""
+    entry = MODELS.get(model.name)
+    return entry.pooling if entry else ""
+
+
 def set_pooling(model: ModelSection, head: Head, loaded: nn.Module, saved_run: bool) -> None:
     """Resolve the head's `task.pooling: auto` in its options (the catalogue model's record, else the
     architecture's own) and apply it. A saved run's recipe holds the resolved value; `auto` there is a run saved
@@ -129,8 +136,7 @@ def set_pooling(model: ModelSection, head: Head, loaded: nn.Module, saved_run: b
     if pooling is None:
         return
     if pooling == AUTO:
-        entry = None if saved_run else MODELS.get(model.name)
-        pooling = head.config.pooling = (entry.pooling if entry else "") or native(loaded)
+        pooling = head.config.pooling = ("" if saved_run else recorded_pooling(model)) or native(loaded)
     apply_pooling(loaded, pooling)
 
 

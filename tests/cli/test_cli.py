@@ -42,9 +42,12 @@ def test_cp_copies_and_refuses_to_overwrite(capsys, tmp_path: Path) -> None:
     assert run(capsys, "cp", "sentiment-lora", str(dest), "--force")[0] == 0
 
 
-def test_validate_ok_and_bad(capsys, tmp_path: Path) -> None:
+def test_validate_ok_and_bad(capsys, tmp_path: Path, write_recipe) -> None:
     code, out, _ = run(capsys, "validate", "sentiment-lora")
     assert code == 0 and out.startswith("ok: sentiment-lora")
+    assert "task.pooling=mean" in out  # MiniLM-L6's catalogue entry records mean pooling
+    assert "task.pooling" not in run(capsys, "validate", "sentiment-lora", "task.pooling=pooler")[1]  # not `auto`
+    assert "task.pooling=the architecture's own" in run(capsys, "validate", str(write_recipe()))[1]
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epoch: 2\n", encoding="utf-8")
     code, out, err = run(capsys, "validate", str(bad))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -35,6 +36,7 @@ class Registry(Generic[T]):
         self._origins: dict[str, str] = {}
         self._loaded = False
         self._loading = False
+        self._lock = threading.RLock()  # another thread waits for the first load; the loading one re-enters
 
     def register(self, name: str, origin: str = "peftkit") -> Callable[[T], T]:
         """Decorator that registers an object under ``name``; a duplicate name is an error.
@@ -70,25 +72,28 @@ class Registry(Generic[T]):
                                f"default to '{field.default}'; declare {self.option} = option('{name}', ...)")
 
     def _ensure_loaded(self) -> None:
-        if self._loaded or self._loading:
+        if self._loaded:
             return
-        self._loading = True
-        try:
-            importlib.import_module(self.builtin_package)
-            for ep in entry_points(group=self.entry_point_group):
-                if ep.name in self._items:
-                    continue
-                try:
-                    obj = ep.load()
-                except Exception as exc:  # a broken plugin must not take the whole tool down silently
-                    raise PeftkitError(
-                        f"plugin {self.kind} '{ep.name}' ({ep.value}) failed to import: {exc}"
-                    ) from exc
-                if ep.name not in self._items:
-                    self.register(ep.name, origin=f"entry point {ep.value}")(obj)
-            self._loaded = True
-        finally:
-            self._loading = False
+        with self._lock:
+            if self._loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                importlib.import_module(self.builtin_package)
+                for ep in entry_points(group=self.entry_point_group):
+                    if ep.name in self._items:
+                        continue
+                    try:
+                        obj = ep.load()
+                    except Exception as exc:  # a broken plugin must not take the whole tool down silently
+                        raise PeftkitError(
+                            f"plugin {self.kind} '{ep.name}' ({ep.value}) failed to import: {exc}"
+                        ) from exc
+                    if ep.name not in self._items:
+                        self.register(ep.name, origin=f"entry point {ep.value}")(obj)
+                self._loaded = True
+            finally:
+                self._loading = False
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; an unknown name is a one-line error with a suggestion."""

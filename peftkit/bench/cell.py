@@ -221,6 +221,7 @@ def base_result(spec: dict[str, Any]) -> dict[str, Any]:
         "values": spec["values"],
         "labels": spec.get("labels", {}),
         "search": spec.get("search"),
+        "cells_at_a_time": spec.get("jobs", 1),
         "status": "failed",
         "error": None,
         "recipe_hash": None,

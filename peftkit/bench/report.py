@@ -403,6 +403,15 @@ def predict_again(directory: Path, results: list[dict[str, Any]]) -> str | None:
     return git_commit()
 
 
+def side_by_side(results: list[dict[str, Any]]) -> str:
+    """A sentence when cells ran several at a time (`bench --jobs`): their times then share the machine."""
+    jobs = max((r.get("cells_at_a_time") or 1 for r in results), default=1)
+    if jobs == 1:
+        return ""
+    return (f" Cells ran up to {jobs} at a time (`--jobs {jobs}`): times and throughput share the machine; memory "
+            "is each cell's own process.")
+
+
 def render(directory: str | Path, re_estimate: bool = False) -> tuple[str, list[Path]]:
     """Write report.md, results.csv and the plots into a bench directory; return the Markdown and the files.
     ``re_estimate``: predictions come from this checkout's estimate, not the ones the cells recorded."""
@@ -422,7 +431,8 @@ def render(directory: str | Path, re_estimate: bool = False) -> tuple[str, list[
              f"{device.get('torch_threads', '?')} torch threads of {device.get('cpu_count', '?')} cores); "
              f"commit {device.get('git_commit', '?')}. "
              f"{sum(r['status'] == 'ok' for r in results)} of {len(results)} cells ok."
-             + (f" Predictions recomputed by `peftkit estimate` at commit {predicted_by}." if re_estimate else ""),
+             + (f" Predictions recomputed by `peftkit estimate` at commit {predicted_by}." if re_estimate else "")
+             + side_by_side(results),
              ""]
     if rows:
         parts += [accuracy_table(rows, metric, suite.reference) if metric else scaling_table(rows), ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +73,55 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, keep_runs: bool) -> dict[str, Any]:
+class CellProcesses:
+    """The cell processes running now, so that an interrupt stops every one of them (``--jobs`` runs several)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen] = set()
+        self._stopping = False
+
+    def run(self, command: list[str], log: Any, timeout: float | None, env: dict[str, str]) -> int | str:
+        """Run ``command`` to its end (its output into ``log``); its exit code, or "timeout" (it is killed)."""
+        with self._lock:
+            if self._stopping:
+                return "interrupted"
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self._live.add(process)
+        try:
+            code = process.wait(timeout=timeout)
+            return "interrupted" if self._stopping else code
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return "timeout"
+        except BaseException:  # an interrupt while waiting: the cell stops with the suite
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            with self._lock:
+                self._live.discard(process)
+
+    def stop(self) -> None:
+        """Kill every running cell process and start no more."""
+        with self._lock:
+            self._stopping = True
+            for process in self._live:
+                process.kill()
+            live = list(self._live)
+        for process in live:
+            process.wait()
+
+
+def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, keep_runs: bool,
+            processes: CellProcesses | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run one cell in a fresh Python process; a crash, timeout or bad recipe becomes a failed result, and so
-    does a cell whose variant's search has no finished trial to choose from."""
+    does a cell whose variant's search has no finished trial to choose from. ``jobs``: how many cells run at a
+    time (recorded: their times share the machine)."""
     spec = {"suite": suite.name, "cell": cell.id, "variant": cell.variant, "values": cell.values,
             "labels": cell.labels, "recipe": cell.recipe, "output_dir": str(directory / "runs" / cell.id),
-            "keep_run": keep_runs, "baseline": cell.baseline, "search": cell.search}
+            "keep_run": keep_runs, "baseline": cell.baseline, "search": cell.search, "jobs": jobs}
     out = result_path(directory, cell)
     if cell.search and cell.search["role"] == "chosen" and cell.search["value"] is None:
         trials = ", ".join(t["cell"] for t in cell.search["tried"])
@@ -95,12 +140,10 @@ def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, ke
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w", encoding="utf-8") as handle:
-        try:
-            process = subprocess.run([sys.executable, "-m", "peftkit.bench.cell", str(spec_path), str(out)],
-                                     stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, env=env)
-            code: int | str = process.returncode
-        except subprocess.TimeoutExpired:
-            code = "timeout"
+        code = (processes or CellProcesses()).run(
+            [sys.executable, "-m", "peftkit.bench.cell", str(spec_path), str(out)], handle, timeout, env)
+    if code == "interrupted":
+        raise KeyboardInterrupt
     if not out.is_file():  # killed before it could write (out of memory, timeout, signal)
         reason = f"stopped after {timeout:.0f} s (cell_timeout)" if code == "timeout" else f"exit code {code}"
         write_json_atomic(out, failed_result(spec, f"cell process ended without a result: {reason}; see {log}"))
@@ -109,9 +152,13 @@ def run_one(suite: Suite, cell: Cell, directory: Path, timeout: float | None, ke
 
 def run_suite(path: str | Path, quick: bool = False, directory: str | Path | None = None,
               retry_failed: bool = False, keep_runs: bool = False,
-              progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> BenchOutcome:
+              progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+              jobs: int = 1) -> BenchOutcome:
     """Run every cell of a suite that has no result yet (failed ones too with ``retry_failed``); with a `search`,
-    first each variant's trials, then the grid at the value each variant's trials chose on validation."""
+    first each variant's trials, then the grid at the value each variant's trials chose on validation. ``jobs``:
+    cells run at a time, each in its own process (the search's trials finish before the seeds start)."""
+    if jobs < 1:
+        raise PeftkitError(f"bench: --jobs must be 1 or more, got {jobs}")
     suite = load_suite(path)
     trials = trial_cells(suite, quick)
     _check_validation_splits(path, trials)
@@ -125,14 +172,14 @@ def run_suite(path: str | Path, quick: bool = False, directory: str | Path | Non
     with _terminate_as_interrupt():
         searches = {}
         if trials:
-            _run_phase(suite, trials, "search trials", directory, retry_failed, keep_runs, progress, outcome)
+            _run_phase(suite, trials, "search trials", directory, retry_failed, keep_runs, progress, outcome, jobs)
             searches = choose([read_result(result_path(directory, c)) for c in trials])
             for variant, search in searches.items():
                 progress(f"search {variant}: {search['key']} = {short_value(search['value'])} (on validation "
                          f"{search['metric']})"
                          if search["value"] is not None else f"search {variant}: no trial finished")
         _run_phase(suite, expand(suite, quick, searches), "cells", directory, retry_failed, keep_runs, progress,
-                   outcome)
+                   outcome, jobs)
     return outcome
 
 
@@ -159,7 +206,7 @@ def _done(cell: Cell, out: Path, retry_failed: bool, progress: Callable[[str], N
 
 
 def _run_phase(suite: Suite, cells: list[Cell], what: str, directory: Path, retry_failed: bool, keep_runs: bool,
-               progress: Callable[[str], None], outcome: BenchOutcome) -> None:
+               progress: Callable[[str], None], outcome: BenchOutcome, jobs: int) -> None:
     todo, skipped = [], []
     for cell in cells:
         (skipped if _done(cell, result_path(directory, cell), retry_failed, progress) else todo).append(cell)
@@ -167,7 +214,8 @@ def _run_phase(suite: Suite, cells: list[Cell], what: str, directory: Path, retr
         progress(f"{len(skipped)} of {len(cells)} {what} already have results in {directory}; running the other "
                  f"{len(todo)}")
     outcome.skipped += [c.id for c in skipped]
-    _run_cells(suite, todo, directory, keep_runs, progress, outcome, "trial" if what == "search trials" else "cell")
+    _run_cells(suite, todo, directory, keep_runs, progress, outcome, "trial" if what == "search trials" else "cell",
+               jobs)
 
 
 @contextmanager
@@ -184,24 +232,59 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _run_cells(suite: Suite, todo: list[Cell], directory: Path, keep_runs: bool, progress: Callable[[str], None],
-               outcome: BenchOutcome, noun: str) -> None:
+               outcome: BenchOutcome, noun: str, jobs: int) -> None:
+    """Run ``todo``, ``jobs`` cells at a time, and report each as it ends (with ``jobs`` > 1, naming the cell)."""
     durations: list[float] = []
-    for k, cell in enumerate(todo, start=1):
-        eta = f", ETA {_duration(sum(durations) / len(durations) * (len(todo) - k + 1))}" if durations else ""
+    processes = CellProcesses()
+
+    def start(k: int, cell: Cell) -> float:
+        waves = math.ceil((len(todo) - k + 1) / jobs)
+        eta = f", ETA {_duration(sum(durations) / len(durations) * waves)}" if durations else ""
         progress(f"{noun} {k}/{len(todo)}: {cell.id}{eta}")
-        started = time.perf_counter()
-        result = run_one(suite, cell, directory, suite.cell_timeout, keep_runs)
+        return time.perf_counter()
+
+    def finished(cell: Cell, started: float, result: dict[str, Any]) -> None:
         durations.append(time.perf_counter() - started)
         outcome.ran.append(cell.id)
-        if result["status"] == "ok" and is_trial(result):
-            metric = result["search"]["metric"]
-            progress(f"  ok in {_duration(durations[-1])}: validation {metric} {result['validation'][metric]:.4f}")
-        elif result["status"] == "ok":
-            metric = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k in ("accuracy", "f1"))
-            memory = result["memory"]
-            progress(f"  ok in {_duration(durations[-1])}: peak {memory['peak_bytes'] / 2**20:.0f} MiB "
-                     f"({memory.get('measure', 'peak')}, in {memory.get('peak_phase')})"
-                     f"{', ' + metric if metric else ''}")
-        else:
-            outcome.failed.append(cell.id)
-            progress(f"  failed: {result['error']}")
+        _report(cell.id if jobs > 1 else "", durations[-1], result, outcome, progress)
+
+    if jobs == 1:
+        for k, cell in enumerate(todo, start=1):
+            started = start(k, cell)
+            finished(cell, started, run_one(suite, cell, directory, suite.cell_timeout, keep_runs, processes))
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Future, tuple[Cell, float]] = {}
+        queue = list(enumerate(todo, start=1))
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    k, cell = queue.pop(0)
+                    future = pool.submit(run_one, suite, cell, directory, suite.cell_timeout, keep_runs, processes,
+                                         jobs)
+                    running[future] = (cell, start(k, cell))
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cell, started = running.pop(future)
+                    finished(cell, started, future.result())
+        except BaseException:
+            processes.stop()
+            raise
+
+
+def _report(name: str, seconds: float, result: dict[str, Any], outcome: BenchOutcome,
+            progress: Callable[[str], None]) -> None:
+    """One progress line for a cell that ended (``name`` prefixes it when cells run side by side)."""
+    lead = f"  {name}: " if name else "  "
+    if result["status"] == "ok" and is_trial(result):
+        metric = result["search"]["metric"]
+        progress(f"{lead}ok in {_duration(seconds)}: validation {metric} {result['validation'][metric]:.4f}")
+    elif result["status"] == "ok":
+        metric = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k in ("accuracy", "f1"))
+        memory = result["memory"]
+        progress(f"{lead}ok in {_duration(seconds)}: peak {memory['peak_bytes'] / 2**20:.0f} MiB "
+                 f"({memory.get('measure', 'peak')}, in {memory.get('peak_phase')})"
+                 f"{', ' + metric if metric else ''}")
+    else:
+        outcome.failed.append(result["cell"])
+        progress(f"{lead}failed: {result['error']}")

@@ -19,6 +19,9 @@ def add_bench(verbs: Verbs) -> None:
     bench.add_argument("--retry-failed", action="store_true", help="run failed cells again (cells with results are "
                        "otherwise skipped, so an interrupted suite resumes)")
     bench.add_argument("--keep-runs", action="store_true", help="keep each cell's run directory (weights included)")
+    bench.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="cells at a time, each in its own process (a GPU with room, spare CPU cores); times "
+                            "then share the machine, and the report says so")
     bench.add_argument("--strict", action="store_true", help="exit with an error when a cell failed (CI)")
     bench.add_argument("--re-estimate", action="store_true",
                        help="with `report`: predict every cell's memory again with this checkout's estimate "
@@ -40,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.directory:
         raise PeftkitError(f"bench: unexpected argument '{args.directory}' (use --output-dir for the directory)")
     outcome = run_suite(args.suite, quick=args.quick, directory=args.output_dir, retry_failed=args.retry_failed,
-                        keep_runs=args.keep_runs)
+                        keep_runs=args.keep_runs, jobs=args.jobs)
     _, files = render(outcome.directory)
     print(f"{len(outcome.ran)} cells run ({len(outcome.failed)} failed), {len(outcome.skipped)} already done; "
           f"report: {files[0]}")

@@ -362,3 +362,43 @@ def test_suite_baseline_row_runs_beside_variants(tmp_path: Path, sentiment_csv: 
     path.write_text(yaml.safe_dump(suite), encoding="utf-8")
     with pytest.raises(PeftkitError, match=r"variant 'tfidf' has the name of a baseline"):
         load_suite(path)
+
+
+def test_jobs_run_real_cells_side_by_side_and_the_report_says_so(tmp_path: Path, sentiment_csv: Path) -> None:
+    path = write_suite(tmp_path / "s.yaml", sentiment_csv, baselines=["tfidf"],
+                       variants={"broken": {"method": {"name": "no_such_method"}}})
+    lines: list[str] = []
+    outcome = run_suite(path, directory=tmp_path / "out", progress=lines.append, jobs=2)
+    assert sorted(outcome.ran) == ["broken-seed1", "broken-seed2", "tfidf-seed1", "tfidf-seed2"]
+    assert sorted(outcome.failed) == ["broken-seed1", "broken-seed2"]
+    assert lines[:2] == ["cell 1/4: broken-seed1", "cell 2/4: tfidf-seed1"]  # both started before either ended
+    assert "  broken-seed1: failed: cell broken-seed1: 'method.name': unknown method 'no_such_method'" in " ".join(
+        lines) or any(line.startswith("  broken-seed1: failed: ") for line in lines)
+    results = {r["cell"]: r for r in load_results(tmp_path / "out")}
+    assert results["tfidf-seed1"]["status"] == results["tfidf-seed2"]["status"] == "ok"
+    assert results["tfidf-seed2"]["cells_at_a_time"] == 2
+    assert "Cells ran up to 2 at a time (`--jobs 2`): times and throughput share the machine" in render(
+        tmp_path / "out")[0]
+
+
+def test_an_interrupt_stops_every_running_cell_process() -> None:
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from peftkit.bench.runner import CellProcesses
+
+    processes, codes = CellProcesses(), []
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    threads = [threading.Thread(target=lambda: codes.append(processes.run(command, subprocess.DEVNULL, None, {})))
+               for _ in range(2)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(1)
+    processes.stop()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert codes == ["interrupted", "interrupted"] and time.perf_counter() - started < 10
+    assert processes.run(command, subprocess.DEVNULL, None, {}) == "interrupted"  # nothing starts after a stop

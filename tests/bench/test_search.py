@@ -39,9 +39,9 @@ def fake_run_one(scores: dict[str, tuple[float, float]], calls: list[str]) -> An
     A seed cell whose search chose nothing goes to the real run_one, which records it failed without running."""
     real = runner.run_one
 
-    def run_one(suite: Any, cell: Any, directory: Path, timeout: Any, keep_runs: bool) -> dict[str, Any]:
+    def run_one(suite: Any, cell: Any, directory: Path, timeout: Any, keep_runs: bool, *rest: Any) -> dict[str, Any]:
         if cell.search and cell.search["role"] == "chosen" and cell.search["value"] is None:
-            return real(suite, cell, directory, timeout, keep_runs)
+            return real(suite, cell, directory, timeout, keep_runs, *rest)
         calls.append(cell.id)
         spec = {"suite": suite.name, "cell": cell.id, "variant": cell.variant, "values": cell.values,
                 "labels": cell.labels, "search": cell.search}
@@ -110,6 +110,26 @@ def test_search_chooses_on_validation_never_test(tmp_path: Path, sentiment_csv: 
     assert rows["lora-lr1e-5-search"]["chosen"] == "False" and rows["lora-lr1e-5-search"]["validation_metric"] \
         == "accuracy"
     assert rows["lora-seed1"]["search_value"] == "0.003" and rows["lora-seed1"]["chosen"] == ""
+
+
+def test_jobs_run_cells_side_by_side_and_every_trial_before_any_seed(tmp_path: Path, sentiment_csv: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_suite(tmp_path / "s.yaml", sentiment_csv)
+    calls: list[str] = []
+    scores = {"lora-lr1e-5-search": (0.60, 0.99), "lora-lr3e-3-search": (0.90, 0.10),
+              "lora-lr1e-2-search": (0.70, 0.95), "lora-r8-lr2e-3-search": (0.80, 0.5),
+              "lora-r8-lr4e-3-search": (0.80, 0.9)}
+    monkeypatch.setattr(runner, "run_one", fake_run_one(scores, calls))
+    lines: list[str] = []
+    outcome = run_suite(path, directory=tmp_path / "out", progress=lines.append, jobs=4)
+    trials = [c.id for c in trial_cells(load_suite(path))]
+    assert sorted(calls[:6]) == sorted(trials) and len(calls) == 10  # the seeds wait for the whole search
+    assert outcome.failed == ["lora-r8-lr8e-3-search"]
+    assert "  lora-r8-lr8e-3-search: failed: out of memory" in lines  # side by side, each line names its cell
+    results = {r["cell"]: r for r in load_results(tmp_path / "out")}
+    assert results["lora-seed2"]["lr"] == 3e-3 and results["lora-r8-seed1"]["lr"] == 2e-3
+    with pytest.raises(PeftkitError, match=r"--jobs must be 1 or more, got 0"):
+        run_suite(path, directory=tmp_path / "out", jobs=0)
 
 
 def test_search_resumes_by_value_and_reruns_seeds_when_the_choice_changes(

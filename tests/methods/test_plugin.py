@@ -110,3 +110,27 @@ def test_register_names_the_plugin_once_and_checks_its_options() -> None:
 
     with pytest.raises(PeftkitError, match=r"class Declared .* declares name 'elsewise' but is registered as 'mine'"):
         registry.register("mine")(Declared)
+
+
+def test_a_second_thread_waits_for_the_plugins_the_first_is_loading(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench --jobs` looks plugins up from several threads: none may see a half-loaded registry."""
+    import threading
+
+    from peftkit.registry import Registry
+
+    registry: Registry = Registry("thing", "slow_things", "peftkit.test-none")
+    (tmp_path / "slow_things.py").write_text(
+        "import time\nfrom tests_registry_target import registry\ntime.sleep(0.5)\nregistry.register('a')(1)\n",
+        encoding="utf-8")
+    target = type(sys)("tests_registry_target")
+    target.registry = registry  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests_registry_target", target)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[object] = []
+    threads = [threading.Thread(target=lambda: seen.append(registry.get("a"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == [1, 1, 1]

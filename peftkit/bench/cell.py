@@ -41,11 +41,12 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     atomic.write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def measured_memory(sampler: MemorySampler) -> dict[str, Any]:
+def measured_memory(sampler: MemorySampler, cpu_only: bool = False) -> dict[str, Any]:
     """The sampler's figures; ``peak_bytes`` (what reports compare and the estimate predicts) is the private
-    peak on a CPU and ``max_memory_allocated`` on a GPU, over every phase, above the baseline."""
+    peak on a CPU and ``max_memory_allocated`` on a GPU, over every phase, above the baseline. ``cpu_only``: the
+    cell ran on the CPU although a GPU is present (the TF-IDF baseline), so its private peak is what it held."""
     summary = sampler.summary()
-    cuda = summary["cuda_allocated_peak_bytes"] is not None
+    cuda = summary["cuda_allocated_peak_bytes"] is not None and not cpu_only
     return {
         "device": "cuda" if cuda else "cpu",
         "measure": "cuda_allocated" if cuda else "private",
@@ -200,7 +201,7 @@ def run_baseline(recipe: Any, result: dict[str, Any]) -> dict[str, Any]:
         model="–",
         parameters=fitted["parameters"],
         adapter_bytes=None,
-        memory={**measured_memory(sampler), "predicted_bytes": None},
+        memory={**measured_memory(sampler, cpu_only=True), "predicted_bytes": None},
         speed={"train_seconds": fitted["train_seconds"], "steps": None,
                "samples_per_second": fitted["train_examples"] / max(fitted["train_seconds"], 1e-9),
                "tokens_per_second": None, "eval_samples_per_second": None},

@@ -177,3 +177,18 @@ def test_a_tiny_ab_arm_runs_on_a_cpu(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert result["qlora_prep"]["mode"] == "upcast" and result["qlora_prep"]["dtypes"]["frozen"]["4bit-packed"] > 0
     assert result["qlora_prep"]["dtypes"]["frozen"].get("float32")  # the upcast arm upcasts
     assert result["speed"]["median_step_seconds"] > 0 and "ms/step (median)" in out
+
+
+def test_a_cpu_cell_on_a_gpu_machine_reports_its_private_memory() -> None:
+    """The TF-IDF baseline fits on the CPU: on a GPU machine its peak is private memory, not the GPU's zero."""
+    from peftkit.bench.cell import measured_memory
+
+    class Sampler:
+        @staticmethod
+        def summary() -> dict:
+            return {"cuda_allocated_peak_bytes": 0, "cuda_allocated_peak_phase": "train",
+                    "private_peak_bytes": 279 * 2**20, "private_peak_phase": "train"}
+
+    assert measured_memory(Sampler())["measure"] == "cuda_allocated"  # type: ignore[arg-type]
+    memory = measured_memory(Sampler(), cpu_only=True)  # type: ignore[arg-type]
+    assert (memory["device"], memory["measure"], memory["peak_bytes"]) == ("cpu", "private", 279 * 2**20)

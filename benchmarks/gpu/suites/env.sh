@@ -1,0 +1,9 @@
+# Sourced by every step: where things live on the GPU machine (or, for the CPU rehearsal, under $ROOT).
+ROOT=${ROOT:-/tmp}
+PY=${PY:-python3}
+SITE=${SITE-$ROOT/gsite}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=$ROOT/hf PYTHONUNBUFFERED=1
+export PYTHONPATH=${SITE:+$SITE:}$ROOT/repo
+JOBS_NER=${JOBS_NER:-9}
+JOBS_ZH=${JOBS_ZH:-10}
+QUICK=${QUICK:-}

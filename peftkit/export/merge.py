@@ -25,7 +25,7 @@ from peftkit.registry import plugins
 from peftkit.rundir.cards import write_export_card
 from peftkit.rundir.checks import check_run_files
 from peftkit.rundir.destination import check_destination
-from peftkit.rundir.load import load_run, load_run_tokenizer, read_run_recipe
+from peftkit.rundir.load import load_run, load_run_tokenizer, read_run_recipe, run_builder
 from peftkit.rundir.metrics import saved_metrics
 from peftkit.rundir.staging import locked_output, staged_directory
 
@@ -56,17 +56,6 @@ def dequantized_builder(recipe: Recipe, head: Head, dtype: str) -> BaseBuilder:
                                    saved_run=True)
         if getattr(model, "is_quantized", False):
             model = model.dequantize().to(DTYPES[dtype])
-        return model
-
-    return build
-
-
-def run_builder(recipe: Recipe, head: Head) -> BaseBuilder:
-    """Builds the run's base exactly as it was trained (quantized or not)."""
-
-    def build(path: str | None = None) -> nn.Module:
-        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path,
-                                   saved_run=True)
         return model
 
     return build

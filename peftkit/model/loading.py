@@ -93,6 +93,8 @@ def random_init_checkpoint(model: ModelSection) -> str | None:
             staging.replace(target)
         except (OSError, SafetensorError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if (target / "config.json").is_file():  # another process (`bench --jobs`) built it first: seed 0,
+                return str(target)  # the same weights, renamed into place whole
             raise PeftkitError(
                 f"model.random_init: could not write the random checkpoint into the cache '{cache_root()}' "
                 f"({getattr(exc, 'strerror', None) or exc}); set PEFTKIT_CACHE to a writable directory"

@@ -16,7 +16,7 @@ from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError, first_line
 from peftkit.hardware.device import flash_attention_usable
 from peftkit.heads.base import Head
-from peftkit.methods.base import Method
+from peftkit.methods.base import BaseBuilder, Method
 from peftkit.model.loading import load_base_model, load_tokenizer
 from peftkit.model.weights import require_safetensors
 from peftkit.registry import plugins
@@ -78,6 +78,18 @@ def load_run_tokenizer(directory: str | Path, recipe: Recipe) -> PreTrainedToken
         raise damaged(directory, files, f"could not be loaded as its tokenizer ({first_line(cause)})") from None
 
 
+def run_builder(recipe: Recipe, head: Head) -> BaseBuilder:
+    """Builds a saved run's base exactly as it was trained (quantized or not); ``path`` where another folder holds
+    its weights."""
+
+    def build(path: str | None = None) -> nn.Module:
+        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path,
+                                   saved_run=True)
+        return model
+
+    return build
+
+
 def load_run(directory: str | Path) -> LoadedRun:
     """Rebuild the trained model of a run directory in evaluation mode."""
     directory = Path(directory)
@@ -95,14 +107,9 @@ def load_run(directory: str | Path) -> LoadedRun:
     check_run_files(directory, recipe)
     tokenizer = load_run_tokenizer(directory, recipe)
 
-    def build_base(path: str | None = None) -> nn.Module:
-        model, _ = load_base_model(recipe.model, recipe.quantization, head, recipe.task.labels, path=path,
-                                   saved_run=True)
-        return model
-
     saved = " and ".join(n for n in (method.saved_config, method.saved_weights) if n) or "its saved model"
     try:
-        model = method.load(directory, build_base)
+        model = method.load(directory, run_builder(recipe, head))
     except RuntimeError as exc:  # torch's size mismatch: recipe.yaml edited (its labels) since the run was saved
         error = shape_mismatch(exc, directory, method.saved_weights or "the saved weights",
                                len(recipe.task.labels), head_outputs(head, recipe.task.labels))

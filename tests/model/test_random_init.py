@@ -32,3 +32,27 @@ def test_an_untied_causal_lm_keeps_its_lm_head_out_of_the_trained_modules(
     trained = method.apply(model, head_modules, head.task_type)
     names = [name for name, p in trained.named_parameters() if p.requires_grad]
     assert names and all("lora_" in name for name in names)
+
+
+def test_a_checkpoint_another_process_built_first_is_used(tiny_llama: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `bench --jobs` cells may build the same random checkpoint at once: the later rename finds the folder
+    there and uses it, where it used to fail the cell."""
+    from peftkit.model.loading import random_init_checkpoint
+
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
+    model = recipe_from_dict({"model": {"name": str(tiny_llama), "random_init": True,
+                                        "config_overrides": {"num_hidden_layers": 1}},
+                              "task": {"head": "causal_lm"}, "method": {"name": "lora", "r": 4}}).model
+    first = Path(random_init_checkpoint(model))
+    shutil.move(first, tmp_path / "built-elsewhere")
+    real_replace = Path.replace
+
+    def other_process_wins(self: Path, target: Path) -> Path:
+        shutil.copytree(tmp_path / "built-elsewhere", target)  # the other cell's rename landed first
+        return real_replace(self, target)  # now onto a folder that is not empty: OSError
+
+    monkeypatch.setattr(Path, "replace", other_process_wins)
+    assert random_init_checkpoint(model) == str(first)
+    assert (first / "config.json").is_file()
+    assert [p.name for p in first.parent.iterdir() if p.name.startswith(".")] == []  # its own staging removed

@@ -423,8 +423,9 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     step = 0 if largest is None else int(largest.numel() * largest.element_size()
                                          * STEP_TEMPORARIES[recipe.train.optim] / shards)
     family = method_family(recipe)
-    retention = ALLOCATOR_RETENTION[kind][family]
-    dequant_kept = DEQUANT_RETENTION[kind] * dequantized_total
+    keeps = not (kind == "cpu" and recipe.train.cpu_heap == "compact")  # compact: freed blocks are unmapped
+    retention = ALLOCATOR_RETENTION[kind][family] if keeps else 0.0
+    dequant_kept = DEQUANT_RETENTION[kind] * dequantized_total if keeps else 0
     repacked = EVAL_DEQUANT_BYTES[kind] * widest if recipe.quantization.mode == "4bit" else 0
     return MemoryEstimate(
         weights=plain // shards,

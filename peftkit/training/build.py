@@ -22,7 +22,7 @@ from peftkit.hardware.preflight import check_machine
 from peftkit.heads.base import Head
 from peftkit.methods.base import Method
 from peftkit.model.fast_dropout import use_fast_dropout
-from peftkit.model.heap import TrimAtPhaseEnd
+from peftkit.model.heap import TrimAtPhaseEnd, compact_heap
 from peftkit.model.loading import check_position_limit, load_base_model, load_tokenizer, training_device
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
@@ -138,6 +138,8 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     """Everything a run needs, with the seed set before any weight is initialised."""
     tokenizer = load_tokenizer(recipe.model)  # fetches a catalogue model, whose config `auto` attention reads
     device = devices.current()
+    if recipe.train.cpu_heap == "compact" and device.kind == "cpu":
+        compact_heap()  # before the model loads: quantizing churns the heap most
     resolved = prepare_recipe(recipe, device)
     head, method = plugins(recipe)
     recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,15 @@ def _frozen_heap() -> Any:
     yield
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture
+def default_sigint() -> Any:
+    """Ctrl-C as a terminal delivers it: Python's own SIGINT handler for the test, whatever the session inherited
+    (a shell starts background jobs with SIGINT ignored, e.g. `bash .ci/run &` or under nohup)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

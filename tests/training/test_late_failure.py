@@ -25,6 +25,8 @@ from peftkit.rundir.checkpoints import finished_training, is_complete
 from peftkit.rundir.metrics import TIMING_KEYS
 from peftkit.training.trainer import PeftkitTrainer
 
+pytestmark = pytest.mark.usefixtures("default_sigint")  # these tests send Ctrl-C to their own process
+
 STEPS = 6
 FAST = {"train.max_steps": STEPS, "train.logging_steps": 2}
 

@@ -26,6 +26,8 @@ from peftkit.rundir.checkpoints import is_complete, last_checkpoint, resume_poin
 from peftkit.training.checkpoints import AtomicCheckpoints
 from peftkit.training.trainer import PeftkitTrainer
 
+pytestmark = pytest.mark.usefixtures("default_sigint")  # these tests send Ctrl-C to their own process
+
 DRIVER = '''
 import os, signal, sys, time
 from pathlib import Path

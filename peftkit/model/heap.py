@@ -19,17 +19,6 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none."""
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is None:
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
 #: glibc's mallopt parameter for the mmap threshold, and the value ``train.cpu_heap: compact`` fixes it at (bytes).
 M_MMAP_THRESHOLD = -3
 COMPACT_MMAP_THRESHOLD = 128 * 1024
@@ -42,6 +31,16 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 def compact_heap() -> bool:

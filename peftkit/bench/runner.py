@@ -248,12 +248,7 @@ def _run_cells(suite: Suite, todo: list[Cell], directory: Path, keep_runs: bool,
         outcome.ran.append(cell.id)
         _report(cell.id if jobs > 1 else "", durations[-1], result, outcome, progress)
 
-    if jobs == 1:
-        for k, cell in enumerate(todo, start=1):
-            started = start(k, cell)
-            finished(cell, started, run_one(suite, cell, directory, suite.cell_timeout, keep_runs, processes))
-        return
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each worker waits on its cell's process
         running: dict[Future, tuple[Cell, float]] = {}
         queue = list(enumerate(todo, start=1))
         try:

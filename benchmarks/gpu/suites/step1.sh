@@ -2,7 +2,7 @@ set -eu
 . .gpu/bin/env.sh
 rm -rf $ROOT/repo && mkdir -p $ROOT/repo $ROOT/pkc $ROOT/parts
 tar -cf - --exclude=./.gpu --exclude=./.venv --exclude=./runs --exclude=./.scratch --exclude=./benchmarks/gpu-wheels . | tar -xf - -C $ROOT/repo
-cp -r .gpu/bin $ROOT/gbin
+rm -rf $ROOT/gbin && cp -r .gpu/bin $ROOT/gbin
 [ -z "$SITE" ] || tar -xJf .gpu/c1/site.tar.xz -C $ROOT
 tar -xJf .gpu/c1/small.tar.xz -C $ROOT/pkc
 cp .gpu/c1/minilm.part0 $ROOT/parts/

@@ -7,6 +7,9 @@ set -euo pipefail
 cache=${PEFTKIT_CACHE:-$HOME/.cache/peftkit}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 grep -qx "/.gpu/" .git/info/exclude || echo "/.gpu/" >> .git/info/exclude
+if [ -e .gpu ] && [ ! -f .gpu/bin/sums.txt ]; then
+  echo "pack.sh: .gpu exists and is not one pack.sh made (no .gpu/bin/sums.txt); move it away first" >&2; exit 2
+fi
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/c1 .gpu/c2 .gpu/c3 .gpu/c4 "$work/gsite" "$work/pkc/models" "$work/pkc/data"
 cp benchmarks/gpu/suites/*.sh .gpu/bin/
 (cd "$work/gsite" && for w in "$OLDPWD"/benchmarks/gpu-wheels/*.whl; do unzip -q -o "$w"; done

@@ -23,6 +23,7 @@ the one prefetched; SHARD_GRAD_OP keeps every block gathered from forward to bac
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from peftkit.config.sections import Recipe, auto_options
 from peftkit.data.pipeline import build_splits, padded_length
 from peftkit.errors import PeftkitError, first_line
 from peftkit.hardware import device as devices
+from peftkit.hardware.attention import FusedAttention, fuses_attention
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.heads.lm_loss import CHUNK_TOKENS
 from peftkit.model.config import DTYPES, model_config
@@ -271,11 +273,13 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int,
     return int(plain), int(quantized), largest, widest, dequantized
 
 
-def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", **kwargs: Any) -> int:
+def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", fused_attention: bool = False,
+                       **kwargs: Any) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
     (parameters and views of them excluded, shared storage counted once), plus the output; ``kwargs`` go to the
     forward (``logits_to_keep=1``: the output layer on the last position only, as `train.lm_loss` chunked runs
-    it). On the meta device nothing is allocated; a forward that reads tensor values raises there."""
+    it). With ``fused_attention`` sdpa keeps what CUDA's fused kernels keep (peftkit.hardware.attention). On the
+    meta device nothing is allocated; a forward that reads tensor values raises there."""
     parameters = {p.untyped_storage()._cdata for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -287,7 +291,8 @@ def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "me
 
     ids = torch.ones(batch, seq, dtype=torch.long, device=device)
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with FusedAttention() if fused_attention else nullcontext(), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         output = model(input_ids=ids, **kwargs)
     logits = output.logits if hasattr(output, "logits") else output[0]
     return sum(saved.values()) + logits.numel() * logits.element_size()
@@ -297,16 +302,18 @@ def _half(recipe: Recipe) -> bool:
     return recipe.train.precision != "fp32" or recipe.model.dtype != "float32"
 
 
-def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: bool, causal: bool) -> int:
-    """Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes per layer in 16-bit; doubled for fp32 runs.
-    A frozen body (head only) keeps no activations for backward: one layer's forward working set instead."""
+def _activation_bytes(config: Any, recipe: Recipe, seq: int, trainable_body: bool, causal: bool,
+                      fused: bool = False) -> int:
+    """Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes per layer in 16-bit; doubled for fp32 runs; a fused
+    attention kernel keeps no attention probabilities (the 5·a·s/h term). A frozen body (head only) keeps no
+    activations for backward: one layer's forward working set instead."""
     text = getattr(config, "text_config", config)
     hidden = text.hidden_size
     layers = text.num_hidden_layers
     heads = text.num_attention_heads
     scale = 1 if _half(recipe) else 2
     batch = recipe.train.batch_size
-    per_layer = seq * batch * hidden * (34 + 5 * heads * seq / hidden) * scale
+    per_layer = seq * batch * hidden * (34 + (0 if fused else 5 * heads * seq / hidden)) * scale
     logits = training_logit_bytes(recipe, batch * seq, text.vocab_size) if causal else 0
     if recipe.train.gradient_checkpointing:
         stored = layers * seq * batch * hidden * 2 * scale + per_layer
@@ -337,14 +344,16 @@ def evaluation_bytes(config: Any, recipe: Recipe, seq: int, causal: bool) -> int
 
 
 def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, trainable_body: bool,
-                 causal: bool) -> tuple[int, str]:
-    """Training activation bytes and where they came from ("traced" or "formula")."""
-    formula = _activation_bytes(config, recipe, seq, trainable_body, causal)
+                 causal: bool, device_kind: str) -> tuple[int, str]:
+    """Training activation bytes on ``device_kind`` and where they came from ("traced" or "formula")."""
+    fused = fuses_attention(device_kind, model.config)
+    formula = _activation_bytes(config, recipe, seq, trainable_body, causal, fused)
     if _half(recipe) or recipe.train.gradient_checkpointing:
         return formula, "formula"
     chunked = causal and recipe.train.lm_loss != "full"
     try:
-        traced = traced_activations(model, recipe.train.batch_size, seq, **({"logits_to_keep": 1} if chunked else {}))
+        traced = traced_activations(model, recipe.train.batch_size, seq, fused_attention=fused,
+                                    **({"logits_to_keep": 1} if chunked else {}))
     except Exception:  # any forward the meta device cannot run falls back to the formula
         return formula, "formula"
     text = getattr(config, "text_config", config)
@@ -418,7 +427,8 @@ def estimate(recipe: Recipe, sequence_length: int | None = None, labels: list[st
     causal = head.kind == "causal_lm"
     plain, quantized, dequantized, widest, dequantized_total = _weight_bytes(model, recipe)
     largest = max(trained, key=lambda p: p.numel(), default=None)
-    activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params, causal)
+    activations, source = _activations(model, config, recipe, sequence_length, trainable > head_params, causal,
+                                       kind)
     evaluation = evaluation_bytes(config, recipe, sequence_length, causal)
     step = 0 if largest is None else int(largest.numel() * largest.element_size()
                                          * STEP_TEMPORARIES[recipe.train.optim] / shards)

@@ -235,6 +235,40 @@ def test_traced_activations_match_a_real_forward(minilm_dir) -> None:
     assert on_cpu == on_meta > 0
 
 
+def test_fused_attention_keeps_no_attention_probabilities(minilm_dir) -> None:
+    """On CUDA sdpa runs fused: what it saves grows linearly with the sequence (inputs, output, one log-sum-exp a
+    row); the meta device's math path also saves batch × heads × sequence² probabilities in every layer (the NER
+    suite's GPU estimate was +58 to +78 % with them)."""
+    from peftkit.hardware.estimate import meta_model, traced_activations
+
+    model = meta_model(tiny_estimate_recipe(minilm_dir), ["negative", "positive"])
+    config = model.config
+    fused = {seq: traced_activations(model, batch=4, seq=seq, fused_attention=True) for seq in (16, 32, 48)}
+    math = {seq: traced_activations(model, batch=4, seq=seq) for seq in (16, 32, 48)}
+    assert fused[48] - fused[32] == fused[32] - fused[16] > 0  # linear (the pooled head adds a constant)
+    assert math[48] - math[32] > math[32] - math[16]
+    probabilities = config.num_hidden_layers * 4 * config.num_attention_heads * 32 * 32 * 4
+    assert math[32] - fused[32] >= probabilities
+
+
+def test_a_cuda_estimate_counts_fused_attention(minilm_dir) -> None:
+    """The same fp32 recipe: on a CUDA device the trace keeps no attention probabilities; under gradient
+    checkpointing (the per-layer formula) the 5·a·s/h term of the layer recomputed is dropped."""
+    from peftkit.hardware.auto import estimate_on
+    from peftkit.hardware.estimate import meta_model
+
+    gpu = devices.Device("cuda", "A100", 80 * 2**30, (8, 0))
+    labels = ["negative", "positive"]
+    heads = meta_model(tiny_estimate_recipe(minilm_dir), labels).config.num_attention_heads
+    for checkpointing in (False, True):
+        recipe = tiny_estimate_recipe(minilm_dir, train={"batch_size": 4, "eval_batch_size": 4, "precision": "fp32",
+                                                         "gradient_checkpointing": checkpointing})
+        on_cpu, on_gpu = (estimate_on(recipe, device, sequence_length=32, labels=labels) for device in (CPU, gpu))
+        assert on_cpu.activations_from == on_gpu.activations_from == ("formula" if checkpointing else "traced")
+        assert on_gpu.activations < on_cpu.activations
+    assert on_cpu.activations - on_gpu.activations == 32 * 4 * 5 * heads * 32 * 2  # s·b·5·a·s, fp32
+
+
 def test_cli_estimate_prints_every_term(write_recipe, capsys) -> None:
     from peftkit.cli import main
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from peftkit.bench.suite import expand, load_suite
 from peftkit.config.load import recipe_from_dict
 from peftkit.config.overrides import apply_overrides, parse_override
+from peftkit.errors import PeftkitError
 from peftkit.hardware import device as devices
 from peftkit.hardware.auto import estimate_on
 from peftkit.hardware.estimate import MemoryEstimate
@@ -33,6 +34,15 @@ TOLERANCE = 15.0
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return compare(argv)
+    except PeftkitError as exc:
+        print(f"estimate_cells: {exc}", file=sys.stderr)
+        return 2
+
+
+def compare(argv: list[str]) -> int:
+    """Print each recorded cell beside this checkout's prediction and the count within ±15 %; 2 if none matched."""
     parser = argparse.ArgumentParser(description="predict a suite's recorded cells again")
     parser.add_argument("suite", type=Path)
     parser.add_argument("results", type=Path)

@@ -39,7 +39,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
         print(f"  {name:<18} {value / mib:>10,.1f} MiB")
     print(f"  floor (weights + trainable state) {e.floor / mib:,.1f} MiB; "
           f"trainable parameters {e.trainable_params:,} of {e.total_params:,} (the model's own: {e.base_params:,})")
-    how = "saved tensors counted on the meta device" if e.activations_from == "traced" else "per-layer formula"
+    how = "saved tensors counted in a traced forward" if e.activations_from == "traced" else "per-layer formula"
     print(f"  evaluation: the larger of the training activations and an evaluation batch "
           f"({recipe.train.eval_batch_size} × {e.sequence_length}: {e.evaluation / mib:,.1f} MiB, of which "
           f"{e.eval_logits / mib:,.1f} MiB evaluation logits with their fp32 copies for the loss)")

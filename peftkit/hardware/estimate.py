@@ -3,8 +3,9 @@ runtime overhead.
 
 The model is built on the meta device (no weights allocated), the method applied to it, and every parameter
 counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state. Activations are
-the tensors autograd saves for the backward pass, counted by running one training batch through the meta model
-(no memory, no arithmetic); where that cannot run (gradient checkpointing, half precision, an architecture that
+the tensors autograd saves for the backward pass, counted by running one training batch through the model on fake
+CPU tensors (peftkit.hardware.trace: no memory, no arithmetic; a CPU run's autocast included, CUDA's fused
+attention modelled); where that cannot run (gradient checkpointing, half precision on a GPU, an architecture that
 reads values in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
 working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
 larger of the two counts. Runtime overhead is what a real run holds beyond those in the phase that peaks (train
@@ -23,7 +24,6 @@ the one prefetched; SHARD_GRAD_OP keeps every block gathered from forward to bac
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,7 +35,8 @@ from peftkit.config.sections import Recipe, auto_options
 from peftkit.data.pipeline import build_splits, padded_length
 from peftkit.errors import PeftkitError, first_line
 from peftkit.hardware import device as devices
-from peftkit.hardware.attention import FusedAttention, fuses_attention
+from peftkit.hardware.attention import fuses_attention
+from peftkit.hardware.trace import traced_activations
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.heads.lm_loss import CHUNK_TOKENS
 from peftkit.model.config import DTYPES, model_config
@@ -55,6 +56,8 @@ OPTIMIZER_BYTES: dict[str, float | str] = {"adamw_torch": "2 x parameter", "adam
 QUANT_WEIGHT_BYTES = {("4bit", True): 0.5 + 1 / 64 + 4 / (64 * 256), ("4bit", False): 0.5 + 4 / 64,
                       ("8bit", True): 1.0, ("8bit", False): 1.0}
 SKIPPED = (*KNOWN_HEAD_MODULES, "lm_head")
+#: The dtype a mixed-precision run computes in, by train.precision (the Trainer's autocast).
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 2**20
 #: Private memory a training run holds beyond weights, trainable state, activations and transients, by device
 #: kind: the Trainer, autograd's graph, the allocator's free lists, tokenized data, bitsandbytes' tables.
@@ -273,31 +276,6 @@ def _weight_bytes(model: nn.Module, recipe: Recipe) -> tuple[int, int, int, int,
     return int(plain), int(quantized), largest, widest, dequantized
 
 
-def traced_activations(model: nn.Module, batch: int, seq: int, device: str = "meta", fused_attention: bool = False,
-                       **kwargs: Any) -> int:
-    """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
-    (parameters and views of them excluded, shared storage counted once), plus the output; ``kwargs`` go to the
-    forward (``logits_to_keep=1``: the output layer on the last position only, as `train.lm_loss` chunked runs
-    it). With ``fused_attention`` sdpa keeps what CUDA's fused kernels keep (peftkit.hardware.attention). On the
-    meta device nothing is allocated; a forward that reads tensor values raises there."""
-    parameters = {p.untyped_storage()._cdata for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage._cdata not in parameters:
-            saved[storage._cdata] = max(saved.get(storage._cdata, 0), storage.nbytes())
-        return tensor
-
-    ids = torch.ones(batch, seq, dtype=torch.long, device=device)
-    model.train()
-    with FusedAttention() if fused_attention else nullcontext(), \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = model(input_ids=ids, **kwargs)
-    logits = output.logits if hasattr(output, "logits") else output[0]
-    return sum(saved.values()) + logits.numel() * logits.element_size()
-
-
 def _half(recipe: Recipe) -> bool:
     return recipe.train.precision != "fp32" or recipe.model.dtype != "float32"
 
@@ -348,12 +326,12 @@ def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, traina
     """Training activation bytes on ``device_kind`` and where they came from ("traced" or "formula")."""
     fused = fuses_attention(device_kind, model.config)
     formula = _activation_bytes(config, recipe, seq, trainable_body, causal, fused)
-    if _half(recipe) or recipe.train.gradient_checkpointing:
+    if recipe.train.gradient_checkpointing or (_half(recipe) and device_kind != "cpu"):
         return formula, "formula"
     chunked = causal and recipe.train.lm_loss != "full"
     try:
-        traced = traced_activations(model, recipe.train.batch_size, seq, fused_attention=fused,
-                                    **({"logits_to_keep": 1} if chunked else {}))
+        traced = traced_activations(model, recipe.train.batch_size, seq, autocast=AUTOCAST.get(recipe.train.precision),
+                                    fused_attention=fused, **({"logits_to_keep": 1} if chunked else {}))
     except Exception:  # any forward the meta device cannot run falls back to the formula
         return formula, "formula"
     text = getattr(config, "text_config", config)

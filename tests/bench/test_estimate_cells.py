@@ -78,3 +78,6 @@ def test_results_without_a_cell_of_the_suite_are_refused(tmp_path, tiny_bert, se
     results = _results(tmp_path / "results.csv", [("other-seed1", "other", "ok", "cuda_allocated", 1, 1)])
     assert estimate_cells.main([str(suite), str(results)]) == 2
     assert "no cell of" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("description: x\nquick_run: true\n", encoding="utf-8")
+    assert estimate_cells.main([str(tmp_path / "bad.yaml"), str(results)]) == 2
+    assert capsys.readouterr().err.startswith("estimate_cells: ")

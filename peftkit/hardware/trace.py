@@ -1,0 +1,62 @@
+"""Count the tensors a training forward saves for backward, without memory or arithmetic.
+
+The model's parameters and buffers are stood in for by fake CPU tensors (torch's FakeTensorMode: shapes, dtypes
+and the CPU's own kernel choices), so a forward under autocast casts as a CPU run's mixed precision does and sdpa
+takes the kernel a CPU takes (the math path, saving the attention probabilities, where attention dropout is on;
+the fused one, which does not, where it is off). ``fused_attention`` models CUDA's kernels instead
+(peftkit.hardware.attention).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from peftkit.hardware.attention import FusedAttention
+
+
+def _fake(mode: FakeTensorMode, tensor: torch.Tensor) -> torch.Tensor:
+    """A fake CPU tensor of ``tensor``'s shape, dtype and requires_grad (from a meta or a real tensor)."""
+    data = tensor.detach()
+    if data.is_meta:
+        fake = mode.fake_tensor_converter.from_meta_and_device(mode, data, "cpu")
+    else:
+        fake = mode.from_tensor(data.to("meta") if data.device.type != "cpu" else data)
+    return fake.requires_grad_(tensor.requires_grad)
+
+
+def traced_activations(model: nn.Module, batch: int, seq: int, autocast: torch.dtype | None = None,
+                       fused_attention: bool = False, **kwargs: Any) -> int:
+    """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
+    (parameters and views of them excluded, shared storage counted once), plus the output; ``model`` on the meta
+    device or a real one, left as it is. ``autocast``: the dtype a CPU run's mixed precision computes in (None:
+    none). ``kwargs`` go to the forward (``logits_to_keep=1``: the output layer on the last position only, as
+    `train.lm_loss` chunked runs it). A forward that reads tensor values raises."""
+    mode = FakeTensorMode()
+    state = {name: _fake(mode, tensor) for name, tensor in chain(model.named_parameters(), model.named_buffers())}
+    parameters = {tensor.untyped_storage()._cdata for tensor in state.values()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in parameters:
+            saved[storage._cdata] = max(saved.get(storage._cdata, 0), storage.nbytes())
+        return tensor
+
+    was_training = model.training
+    model.train()
+    try:
+        with mode, FusedAttention() if fused_attention else nullcontext(), \
+                torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            ids = torch.ones(batch, seq, dtype=torch.long)
+            output = torch.func.functional_call(model, state, (), {"input_ids": ids, **kwargs})
+    finally:
+        model.train(was_training)
+    logits = output.logits if hasattr(output, "logits") else output[0]
+    return sum(saved.values()) + logits.numel() * logits.element_size()

@@ -86,6 +86,15 @@ class Method:
         """Trainer callbacks the method needs during training (e.g. AdaLoRA's rank budget)."""
         return []
 
+    def learning_rate_factor(self, parameter_name: str) -> float:
+        """What the method multiplies ``train.learning_rate`` by for one trained parameter (LoRA+: its B matrices)."""
+        return 1.0
+
+    @property
+    def scales_learning_rates(self) -> bool:
+        """Whether ``learning_rate_factor`` is other than 1 for some parameter (the optimizer then gets groups)."""
+        return False
+
     def apply(self, model: nn.Module, head_modules: list[str], task_type: Any) -> nn.Module:
         """Make ``model`` trainable the method's way; ``head_modules`` must be trained and saved."""
         raise NotImplementedError

@@ -25,6 +25,10 @@ class LoraOptions(AdapterOptions):
     init_lora_weights: Literal["default", "gaussian", "pissa", "olora"] = option(
         "default", "initialisation of the LoRA matrices"
     )
+    loraplus_lr_ratio: float | None = option(
+        None, "LoRA+ (Hayou et al. 2024): the B matrices learn at train.learning_rate × this ratio (the paper "
+        "suggests 16), the A matrices and the head at train.learning_rate; empty = one rate", gt=0
+    )
 
 
 class LoraMethod(QuantizablePeftMethod):
@@ -51,6 +55,14 @@ class LoraMethod(QuantizablePeftMethod):
     def peft_fields(self, model: nn.Module) -> dict[str, Any]:
         init: bool | str = True if self.config.init_lora_weights == "default" else self.config.init_lora_weights
         return {**super().peft_fields(model), "init_lora_weights": init}
+
+    def learning_rate_factor(self, parameter_name: str) -> float:
+        ratio = self.config.loraplus_lr_ratio
+        return ratio if ratio is not None and ".lora_B." in f".{parameter_name}." else 1.0
+
+    @property
+    def scales_learning_rates(self) -> bool:
+        return self.config.loraplus_lr_ratio not in (None, 1.0)
 
 
 METHODS.register("lora")(LoraMethod)

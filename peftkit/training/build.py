@@ -27,7 +27,7 @@ from peftkit.model.loading import check_position_limit, load_base_model, load_to
 from peftkit.registry import plugins
 from peftkit.rundir.layout import CHECKPOINTS_DIR
 from peftkit.training import distributed, tracking
-from peftkit.training.optim import layerwise_groups
+from peftkit.training.optim import parameter_groups
 from peftkit.training.penalties import l1_penalty
 from peftkit.training.trainer import PeftkitTrainer
 
@@ -177,8 +177,9 @@ def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
         callbacks=callbacks,
         loss_fn=head.loss_fn(label_names, tokenized["train"]),
         penalties=[l1_penalty(recipe.train.l1)] if recipe.train.l1 else [],
-        param_groups=None if recipe.train.layerwise_lr_decay is None else layerwise_groups(
-            recipe.train.layerwise_lr_decay, args.learning_rate, args.weight_decay),
+        param_groups=parameter_groups(args.learning_rate, args.weight_decay, recipe.train.layerwise_lr_decay,
+                                      method.learning_rate_factor)
+        if recipe.train.layerwise_lr_decay is not None or method.scales_learning_rates else None,
         lm_loss=recipe.train.lm_loss if head.kind == "causal_lm" else "full",
         **head.trainer_kwargs(),
     )

@@ -1,8 +1,10 @@
-"""Layer-wise learning-rate decay (LLRD): optimizer parameter groups whose rate shrinks with depth.
+"""Optimizer parameter groups with their own learning rates: layer-wise decay and a method's factors.
 
-With decay d and N transformer layers (numbered 0 … N−1 in module names, ``layer.3.``): layer i learns at
-lr × d^(N−i), the embeddings at lr × d^(N+1), and everything above the layers (pooler, task head, final
-norm) at lr. Adapter weights inside a layer (``…layer.3.attention…lora_A…``) take that layer's rate.
+Layer-wise learning-rate decay (LLRD), with decay d and N transformer layers (numbered 0 … N−1 in module names,
+``layer.3.``): layer i learns at lr × d^(N−i), the embeddings at lr × d^(N+1), and everything above the layers
+(pooler, task head, final norm) at lr. Adapter weights inside a layer (``…layer.3.attention…lora_A…``) take that
+layer's rate. A method may scale a parameter's rate on top (``Method.learning_rate_factor``: LoRA+ trains the B
+matrices faster).
 """
 
 from __future__ import annotations
@@ -36,22 +38,20 @@ def count_layers(model: nn.Module) -> int:
     return max(found) + 1 if found else 0
 
 
-def layerwise_groups(decay: float, learning_rate: float, weight_decay: float) -> ParamGroups:
-    """A parameter-group builder for LLRD: one group per (depth, weight decay on/off) holding trainable weights."""
+def parameter_groups(learning_rate: float, weight_decay: float, layer_decay: float | None = None,
+                     factor: Callable[[str], float] = lambda name: 1.0) -> ParamGroups:
+    """A parameter-group builder: one group per (rate, weight decay on/off) holding trainable weights, each rate
+    ``learning_rate`` × the layer's decay (LLRD; none when ``layer_decay`` is None) × ``factor(name)``."""
 
     def groups(model: nn.Module, decay_names: Collection[str]) -> list[dict[str, Any]]:
         num_layers = count_layers(model)
-        by_key: dict[tuple[int, bool], list[nn.Parameter]] = {}
+        by_key: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                by_key.setdefault((layer_depth(name, num_layers), name in decay_names), []).append(parameter)
-        return [
-            {
-                "params": params,
-                "lr": learning_rate * decay ** (num_layers + 1 - depth),
-                "weight_decay": weight_decay if decays else 0.0,
-            }
-            for (depth, decays), params in sorted(by_key.items())
-        ]
+                depth = num_layers + 1 if layer_decay is None else layer_depth(name, num_layers)
+                rate = learning_rate * (layer_decay or 1.0) ** (num_layers + 1 - depth) * factor(name)
+                by_key.setdefault((rate, name in decay_names), []).append(parameter)
+        return [{"params": params, "lr": rate, "weight_decay": weight_decay if decays else 0.0}
+                for (rate, decays), params in sorted(by_key.items())]
 
     return groups

@@ -64,6 +64,35 @@ def test_without_layerwise_decay_every_group_has_the_base_rate(write_recipe, tmp
     assert set(rates.values()) == {LR}
 
 
+@pytest.mark.parametrize("layer_decay", [None, 0.5])
+def test_loraplus_trains_the_b_matrices_at_the_ratio(write_recipe, tmp_path: Path, layer_decay) -> None:
+    """LoRA+: every lora_B at lr × ratio (× its layer's decay under LLRD), lora_A and the head at the base rate."""
+    prepared = _prepared(write_recipe, tmp_path, **{
+        "method": {"name": "lora", "target_modules": ["query", "value"], "loraplus_lr_ratio": 16},
+        "train.layerwise_lr_decay": layer_decay})
+    rates = _group_lr(prepared.trainer.create_optimizer())
+    n = prepared.trainer.model.config.num_hidden_layers
+    trainable = {name: p for name, p in prepared.trainer.model.named_parameters() if p.requires_grad}
+    assert set(rates) == {id(p) for p in trainable.values()}
+    for name, parameter in trainable.items():
+        layer = n - int(name.split(".layer.")[1].split(".")[0]) if ".layer." in name else 0
+        expected = LR * (16 if ".lora_B." in name else 1) * (layer_decay or 1) ** layer
+        assert rates[id(parameter)] == pytest.approx(expected), name
+    assert any(".lora_B." in name for name in trainable) and any(".lora_A." in name for name in trainable)
+
+
+def test_loraplus_ratio_is_checked_and_saved_with_the_run(write_recipe, tmp_path: Path) -> None:
+    from peftkit.cli import main
+
+    with pytest.raises(PeftkitError, match=r"method\.loraplus_lr_ratio"):
+        load_recipe(write_recipe({"method": {"name": "lora", "loraplus_lr_ratio": 0}}))
+    assert main(["train", str(write_recipe({"method": {"name": "lora", "target_modules": ["query", "value"],
+                                                       "loraplus_lr_ratio": 16},
+                                            "output_dir": str(tmp_path / "run")}))]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text(encoding="utf-8"))
+    assert saved["method"]["loraplus_lr_ratio"] == 16
+
+
 def test_l1_adds_its_penalty_to_the_training_loss(write_recipe, tmp_path: Path) -> None:
     plain = _prepared(write_recipe, tmp_path).trainer
     penalised = _prepared(write_recipe, tmp_path, **{"train.l1": 1e-4}).trainer

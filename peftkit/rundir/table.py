@@ -34,7 +34,7 @@ MAX_DEPTH = 4
 LOWER_IS_BETTER = ("loss", "token_loss", "perplexity")
 SORT_KEYS = ("name", "status", "model", "method", "quantization", "head", "data", "metric", "trainable", "time",
              "date")
-COLUMNS = ("name", "status", "model", "method", "quantization", "head", "data", "metric", "trainable %",
+COLUMNS = ("name", "status", "model", "method", "quantization", "head (pooling)", "data", "metric", "trainable %",
            "train time", "date")
 
 
@@ -50,6 +50,7 @@ class RunRow:
     method: str | None = None
     quantization: str | None = None
     head: str | None = None
+    pooling: str | None = None  # a classification head's, as the run resolved it
     data: str | None = None
     metric: str | None = None
     metric_value: float | None = None
@@ -98,6 +99,8 @@ def _describe_recipe(row: RunRow, raw: dict[str, Any]) -> None:
     row.model = _short(model.get("name"))
     row.method = _short(method.get("name"))
     row.head = _short(task.get("head"))
+    pooling = task.get("pooling")
+    row.pooling = pooling if isinstance(pooling, str) else None
     files = _mapping(data, "files")
     row.data = _short(files.get("train") if files else data.get("source"))
     mode = quant.get("mode", "none")
@@ -268,7 +271,8 @@ def _duration(seconds: float | None) -> str:
 def _cells(row: RunRow) -> list[str]:
     metric = "-" if row.metric is None or row.metric_value is None else f"{row.metric} {row.metric_value:.4f}"
     trainable = "-" if row.trainable_percent is None else f"{row.trainable_percent:.3g}"
-    return [row.name, row.status, *(v or "-" for v in (row.model, row.method, row.quantization, row.head, row.data)),
+    head = f"{row.head} ({row.pooling})" if row.head and row.pooling else row.head
+    return [row.name, row.status, *(v or "-" for v in (row.model, row.method, row.quantization, head, row.data)),
             metric, trainable, _duration(row.train_seconds), row.date or "-", row.note]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from testkit import make_tiny, write_head_recipe
 from transformers import TrainerCallback, TrainerState
 
@@ -62,6 +63,9 @@ def test_table_lists_finished_unfinished_and_broken_runs(runs: Path, capsys) -> 
     assert sent["trainable_percent"] == metrics["parameters"]["trainable_percent"]
     assert sent["train_seconds"] == metrics["train"]["seconds"] and sent["steps"] == 8
     assert ner["metric"] == "f1" and ner["head"] == "ner" and ner["data"] == "ner.jsonl"
+    saved = yaml.safe_load((runs / "sent" / "recipe.yaml").read_text(encoding="utf-8"))
+    assert sent["pooling"] == saved["task"]["pooling"] in ("cls", "pooler", "mean", "last")  # resolved, not auto
+    assert ner["pooling"] is None  # a token head pools nothing
     assert ner["trainable_percent"] > sent["trainable_percent"]  # r=8 vs r=4
 
     assert rows["crashed"]["status"] == "unfinished"
@@ -92,7 +96,10 @@ def test_text_table_sorting_and_csv(runs: Path, capsys) -> None:
     assert table[0]["metric"] == "f1" and float(table[0]["trainable_percent"]) > float(table[1]["trainable_percent"])
 
     assert main(["runs", str(runs / "sent")]) == 0  # a run directory itself
-    assert capsys.readouterr().out.splitlines()[1].startswith("sent ")
+    header, sent = capsys.readouterr().out.splitlines()
+    assert sent.startswith("sent ") and "head (pooling)" in header
+    pooling = yaml.safe_load((runs / "sent" / "recipe.yaml").read_text(encoding="utf-8"))["task"]["pooling"]
+    assert f" sentiment ({pooling}) " in sent
 
 
 def test_bad_arguments_are_one_line(runs: Path, tmp_path: Path, capsys) -> None:

@@ -22,8 +22,17 @@ def _version(package: str) -> str | None:
         return None
 
 
+#: Names the commit of a copy whose own .git cannot (a container built from a source archive, a copy carried to a
+#: machine without the repository's history): provenance records it instead of asking git.
+COMMIT_VARIABLE = "PEFTKIT_COMMIT"
+
+
 def git_commit(directory: Path | None = None) -> str | None:
-    """The checkout's commit, with ``-dirty`` when tracked files are modified; None outside a checkout."""
+    """The checkout's commit, with ``-dirty`` when tracked files are modified (``$PEFTKIT_COMMIT`` when set); None
+    outside a checkout."""
+    named = os.environ.get(COMMIT_VARIABLE, "").strip()
+    if named:
+        return named
     cwd = directory or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)

@@ -4,6 +4,9 @@ PY=${PY:-python3}
 SITE=${SITE-$ROOT/gsite}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=$ROOT/hf PYTHONUNBUFFERED=1
 export PYTHONPATH=${SITE:+$SITE:}$ROOT/repo
+# the commit pack.sh packed (bench provenance; the copied .git is stale there)
+PEFTKIT_COMMIT=$(cat "$(dirname "${BASH_SOURCE[0]}")/commit" 2>/dev/null || true)
+export PEFTKIT_COMMIT
 JOBS_NER=${JOBS_NER:-9}
 JOBS_ZH=${JOBS_ZH:-10}
 QUICK=${QUICK:-}

@@ -22,6 +22,8 @@ split -b 42000000 -d -a 1 "$cache/models/minilm-l6/model.safetensors" "$work/min
 mv "$work/minilm.part0" .gpu/c1/ && mv "$work/minilm.part1" "$work/minilm.part2" .gpu/c2/
 split -b 50000000 -d -a 1 "$cache/models/m3e-small/model.safetensors" "$work/m3e.part"
 mv "$work/m3e.part0" .gpu/c3/ && mv "$work/m3e.part1" .gpu/c4/
+# the device's copy of the tree carries a stale .git: provenance takes the commit from here (env.sh exports it)
+echo "$(git rev-parse HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo -dirty)" > .gpu/bin/commit
 sha256sum "$cache/models/minilm-l6/model.safetensors" "$cache/models/m3e-small/model.safetensors" \
   | sed "s#$cache/##" > .gpu/bin/sums.txt
 du -sh .gpu/c*

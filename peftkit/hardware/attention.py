@@ -1,10 +1,9 @@
 """What scaled-dot-product attention keeps for backward on a CUDA device, for the memory estimate's trace.
 
-On the meta device ``F.scaled_dot_product_attention`` runs its math path, which saves the attention probabilities
-(batch × heads × sequence², before and after dropout). CUDA runs it as a fused kernel (flash or memory-efficient:
-masks and dropout included), whose backward recomputes them from what it keeps: query, key, value, the output,
-the mask and one fp32 log-sum-exp per query row. A CPU run with attention dropout takes the math path, as the
-meta trace does.
+A CPU runs ``F.scaled_dot_product_attention`` with attention dropout as its math path, which saves the attention
+probabilities (batch × heads × sequence², before and after dropout); the trace's fake CPU tensors take the same
+path. CUDA runs it as a fused kernel (flash or memory-efficient: masks and dropout included), whose backward
+recomputes them from what it keeps: query, key, value, the output, the mask and one fp32 log-sum-exp per query row.
 """
 
 from __future__ import annotations

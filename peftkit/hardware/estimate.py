@@ -332,7 +332,7 @@ def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, traina
     try:
         traced = traced_activations(model, recipe.train.batch_size, seq, autocast=AUTOCAST.get(recipe.train.precision),
                                     fused_attention=fused, **({"logits_to_keep": 1} if chunked else {}))
-    except Exception:  # any forward the meta device cannot run falls back to the formula
+    except Exception:  # any forward the trace cannot run (one that reads values) falls back to the formula
         return formula, "formula"
     text = getattr(config, "text_config", config)
     logits = training_logit_bytes(recipe, recipe.train.batch_size * seq, text.vocab_size) if causal else 0

@@ -21,13 +21,9 @@ from peftkit.hardware.attention import FusedAttention
 
 
 def _fake(mode: FakeTensorMode, tensor: torch.Tensor) -> torch.Tensor:
-    """A fake CPU tensor of ``tensor``'s shape, dtype and requires_grad (from a meta or a real tensor)."""
-    data = tensor.detach()
-    if data.is_meta:
-        fake = mode.fake_tensor_converter.from_meta_and_device(mode, data, "cpu")
-    else:
-        fake = mode.from_tensor(data.to("meta") if data.device.type != "cpu" else data)
-    return fake.requires_grad_(tensor.requires_grad)
+    """A fake CPU tensor of ``tensor``'s shape, dtype and requires_grad (from a tensor on any device)."""
+    meta = tensor.detach().to("meta")
+    return mode.fake_tensor_converter.from_meta_and_device(mode, meta, "cpu").requires_grad_(tensor.requires_grad)
 
 
 def traced_activations(model: nn.Module, batch: int, seq: int, autocast: torch.dtype | None = None,

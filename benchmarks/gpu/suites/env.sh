@@ -8,5 +8,8 @@ export PYTHONPATH=${SITE:+$SITE:}$ROOT/repo
 PEFTKIT_COMMIT=$(cat "$(dirname "${BASH_SOURCE[0]}")/commit" 2>/dev/null || true)
 export PEFTKIT_COMMIT
 JOBS_NER=${JOBS_NER:-9}
+# the suites (benchmarks/NAME.yaml) step 2 starts on MiniLM and step 4 on m3e-small
+NER_SUITES=${NER_SUITES-ner}
+ZH_SUITES=${ZH_SUITES-zh-news}
 JOBS_ZH=${JOBS_ZH:-10}
 QUICK=${QUICK:-}

@@ -1,6 +1,0 @@
-set -eu
-. .gpu/bin/env.sh
-cp .gpu/c2/minilm.part1 .gpu/c2/minilm.part2 $ROOT/parts/
-bash $ROOT/gbin/join.sh minilm-l6 minilm.part0 minilm.part1 minilm.part2
-bash .gpu/bin/start-suite.sh ner-3-epochs benchmarks/ner-3-epochs.yaml 6
-bash $ROOT/gbin/collect.sh ${DEADLINE:-300} bench-ner-3-epochs

@@ -59,8 +59,9 @@ def _tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
 
 
-def build_model(directory: Path, name: str, tiny: bool) -> None:
-    """A random-init causal LM (seed 0, bf16) of fixture ``name`` with the word-level tokenizer, in ``directory``."""
+def build_model(directory: Path, name: str, tiny: bool, weights: bool = True) -> None:
+    """A random-init causal LM (seed 0, bf16) of fixture ``name`` with the word-level tokenizer, in ``directory``;
+    without ``weights`` its config and tokenizer only (enough for `peftkit estimate`)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
@@ -73,11 +74,14 @@ def build_model(directory: Path, name: str, tiny: bool) -> None:
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **(TINY if tiny else {}))
     fields.pop("torch_dtype", None)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    tokenizer.save_pretrained(directory)
+    if not weights:
+        config.save_pretrained(directory)
+        return
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
     check_tokenizer(directory)
 
 

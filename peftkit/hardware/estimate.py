@@ -4,9 +4,9 @@ runtime overhead.
 The model is built on the meta device (no weights allocated), the method applied to it, and every parameter
 counted by where it ends up: quantized, frozen, or trained with gradients and optimizer state. Activations are
 the tensors autograd saves for the backward pass, counted by running one training batch through the model on fake
-CPU tensors (peftkit.hardware.trace: no memory, no arithmetic; a CPU run's autocast included, CUDA's fused
-attention modelled); where that cannot run (gradient checkpointing, half precision on a GPU, an architecture that
-reads values in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
+CPU tensors (peftkit.hardware.trace: no memory, no arithmetic; mixed precision under autocast's casting rules,
+CUDA's fused attention modelled); where that cannot run (gradient checkpointing, an architecture that reads values
+in its forward) a per-layer formula stands in. Evaluation may hold more than training: one layer's
 working set at the evaluation batch plus a causal LM's logits and their fp32 copies (``eval_logit_bytes``); the
 larger of the two counts. Runtime overhead is what a real run holds beyond those in the phase that peaks (train
 or evaluate): a constant per device kind (RUNTIME_OVERHEAD); in training, the share of freed activations the
@@ -326,7 +326,7 @@ def _activations(model: nn.Module, config: Any, recipe: Recipe, seq: int, traina
     """Training activation bytes on ``device_kind`` and where they came from ("traced" or "formula")."""
     fused = fuses_attention(device_kind, model.config)
     formula = _activation_bytes(config, recipe, seq, trainable_body, causal, fused)
-    if recipe.train.gradient_checkpointing or (_half(recipe) and device_kind != "cpu"):
+    if recipe.train.gradient_checkpointing:
         return formula, "formula"
     chunked = causal and recipe.train.lm_loss != "full"
     try:

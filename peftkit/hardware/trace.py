@@ -4,7 +4,9 @@ The model's parameters and buffers are stood in for by fake CPU tensors (torch's
 and the CPU's own kernel choices), so a forward under autocast casts as a CPU run's mixed precision does and sdpa
 takes the kernel a CPU takes (the math path, saving the attention probabilities, where attention dropout is on;
 the fused one, which does not, where it is off). ``fused_attention`` models CUDA's kernels instead
-(peftkit.hardware.attention).
+(peftkit.hardware.attention). A CUDA run's mixed precision is traced under CPU autocast's rules: both compute the
+linear layers in half precision and leave the residual stream, norms and losses in fp32, which is most of what a
+forward saves (their lists of fp32 operations differ in detail).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def traced_activations(model: nn.Module, batch: int, seq: int, autocast: torch.d
                        fused_attention: bool = False, **kwargs: Any) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
     (parameters and views of them excluded, shared storage counted once), plus the output; ``model`` on the meta
-    device or a real one, left as it is. ``autocast``: the dtype a CPU run's mixed precision computes in (None:
+    device or a real one, left as it is. ``autocast``: the dtype the run's mixed precision computes in (None:
     none). ``kwargs`` go to the forward (``logits_to_keep=1``: the output layer on the last position only, as
     `train.lm_loss` chunked runs it). A forward that reads tensor values raises."""
     mode = FakeTensorMode()

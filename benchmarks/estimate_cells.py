@@ -1,6 +1,6 @@
 """Predict a suite's recorded cells again with this checkout's estimate, beside the peaks they measured.
 
-    python benchmarks/estimate_cells.py SUITE.yaml RESULTS.csv [KEY=VALUE ...] [--gpu-gib 139] [--capability 9.0]
+    python benchmarks/estimate_cells.py SUITE.yaml RESULTS.csv [KEY=VALUE ...] [--gpu-gib 139.8] [--capability 9.0]
 
 RESULTS.csv is a `peftkit bench` CSV (for example benchmarks/results/ner-h200_results.csv with benchmarks/ner.yaml).
 Each cell's recipe is the suite's for that cell id, with KEY=VALUE overrides applied (for a run made when a default
@@ -31,6 +31,18 @@ from peftkit.hardware.estimate import MemoryEstimate
 
 MIB = 2**20
 TOLERANCE = 15.0
+H200 = (139.8, "9.0")  # the GiB and compute capability torch reports for the project's GPU
+
+
+def cuda_device(gib: float, capability: str) -> devices.Device:
+    """A CUDA device of ``gib`` GiB and compute capability ``MAJOR.MINOR``, to predict GPU cells for."""
+    major, minor = (int(part) for part in capability.split("."))
+    return devices.Device("cuda", "CUDA device", int(gib * 2**30), (major, minor))
+
+
+def within(errors: list[float]) -> str:
+    """The closing line: how many of the errors (%) are within the tolerance."""
+    return f"{sum(abs(e) <= TOLERANCE for e in errors)} of {len(errors)} cells within ±{TOLERANCE:.0f} %"
 
 
 def main(argv: list[str]) -> int:
@@ -47,12 +59,11 @@ def compare(argv: list[str]) -> int:
     parser.add_argument("suite", type=Path)
     parser.add_argument("results", type=Path)
     parser.add_argument("overrides", nargs="*", type=parse_override, help="KEY=VALUE, applied to every cell")
-    parser.add_argument("--gpu-gib", type=float, default=139.0)
-    parser.add_argument("--capability", default="9.0", help="the CUDA device's compute capability, MAJOR.MINOR")
+    parser.add_argument("--gpu-gib", type=float, default=H200[0])
+    parser.add_argument("--capability", default=H200[1], help="the CUDA device's compute capability, MAJOR.MINOR")
     args = parser.parse_args(argv)
-    major, minor = (int(part) for part in args.capability.split("."))
     here = devices.current()
-    targets = {"cuda_allocated": devices.Device("cuda", "CUDA device", int(args.gpu_gib * 2**30), (major, minor)),
+    targets = {"cuda_allocated": cuda_device(args.gpu_gib, args.capability),
                "private": here if here.kind == "cpu" else None}
     cells = {cell.id: apply_overrides(cell.recipe, dict(args.overrides)) for cell in expand(load_suite(args.suite))}
     predicted: dict[tuple[str, str], MemoryEstimate] = {}
@@ -76,7 +87,7 @@ def compare(argv: list[str]) -> int:
         print(f"{args.results}: no cell of {args.suite} with a measured peak this machine can predict "
               "(CPU cells are predicted on a CPU)")
         return 2
-    print(f"{sum(abs(e) <= TOLERANCE for e in errors)} of {len(errors)} cells within ±{TOLERANCE:.0f} %")
+    print(within(errors))
     return 0
 
 

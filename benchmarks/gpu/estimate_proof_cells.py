@@ -1,6 +1,6 @@
 """The GPU proof's cells predicted again by this checkout's estimate, beside the peaks a proof log recorded.
 
-    python -m benchmarks.gpu.estimate_proof_cells [LOG] [--gib 139.8] [--capability 9.0]   # from the checkout
+    python -m benchmarks.gpu.estimate_proof_cells [LOG] [--gpu-gib 139.8] [--capability 9.0]   # from the checkout
 
 LOG (default benchmarks/gpu/proof-h200.log) is what `bash benchmarks/gpu.sh` printed on a GPU: one line per cell
 with its allocated peak. Each cell that trained (not the A/B arms, not the out-of-memory cell) is predicted for a
@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.estimate_cells import H200, cuda_device, within
 from peftkit.config.load import recipe_from_dict
 from peftkit.hardware.auto import estimate_on
-from peftkit.hardware.device import Device
 from tools import gpu_fixtures, gpu_proof
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,15 +35,14 @@ def measured_peaks(log: Path) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="predict the GPU proof's cells again")
     parser.add_argument("log", nargs="?", type=Path, default=ROOT / "benchmarks" / "gpu" / "proof-h200.log")
-    parser.add_argument("--gib", type=float, default=139.8)
-    parser.add_argument("--capability", default="9.0", help="MAJOR.MINOR")
+    parser.add_argument("--gpu-gib", type=float, default=H200[0])
+    parser.add_argument("--capability", default=H200[1], help="the CUDA device's compute capability, MAJOR.MINOR")
     args = parser.parse_args(argv)
     if not args.log.is_file():
         print(f"estimate_proof_cells: {args.log}: no such file", file=sys.stderr)
         return 2
     peaks = measured_peaks(args.log)
-    major, minor = (int(part) for part in args.capability.split("."))
-    gpu = Device("cuda", "CUDA device", int(args.gib * GIB), (major, minor))
+    gpu = cuda_device(args.gpu_gib, args.capability)
     errors = []
     with tempfile.TemporaryDirectory() as folder:
         fixtures = Path(folder)
@@ -62,7 +61,7 @@ def main(argv: list[str]) -> int:
     if not errors:
         print(f"estimate_proof_cells: {args.log}: no cell line with an allocated peak", file=sys.stderr)
         return 2
-    print(f"{sum(abs(e) <= 15 for e in errors)} of {len(errors)} cells within ±15 %")
+    print(within(errors))
     return 0
 
 

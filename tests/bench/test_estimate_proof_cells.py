@@ -18,7 +18,7 @@ LOG_LINES = [
 
 
 def test_the_logged_cells_that_trained_are_read() -> None:
-    log = Path(estimate_proof_cells.ROOT / "benchmarks" / "gpu" / "proof-h200.log")
+    log = estimate_proof_cells.ROOT / "benchmarks" / "gpu" / "proof-h200.log"
     peaks = estimate_proof_cells.measured_peaks(log)
     assert peaks["lora-bf16"] == 6.6 and peaks["fp16-older"] == 1.8 and "oom" not in peaks
 

@@ -11,6 +11,7 @@ forward saves (their lists of fp32 operations differ in detail).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import nullcontext
 from itertools import chain
 from typing import Any
@@ -28,13 +29,40 @@ def _fake(mode: FakeTensorMode, tensor: torch.Tensor) -> torch.Tensor:
     return mode.fake_tensor_converter.from_meta_and_device(mode, meta, "cpu").requires_grad_(tensor.requires_grad)
 
 
+#: Traces already counted in this process, by model and arguments (one `peftkit estimate` traces the same model
+#: for several devices and for `auto` gradient checkpointing; a 7B model's trace takes seconds).
+_TRACED: OrderedDict[tuple, int] = OrderedDict()
+_TRACED_KEPT = 16
+
+
+def _signature(model: nn.Module) -> tuple:
+    """What a trace's result depends on: the model's structure (its repr: layers, shapes, dropout rates), config,
+    and every parameter's and buffer's name, shape, dtype and requires_grad."""
+    config = getattr(model, "config", None)
+    tensors = tuple((name, tuple(t.shape), str(t.dtype), t.requires_grad)
+                    for name, t in chain(model.named_parameters(), model.named_buffers()))
+    return repr(model), config.to_json_string() if hasattr(config, "to_json_string") else repr(config), tensors
+
+
 def traced_activations(model: nn.Module, batch: int, seq: int, autocast: torch.dtype | None = None,
                        fused_attention: bool = False, **kwargs: Any) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``batch`` × ``seq`` tokens
     (parameters and views of them excluded, shared storage counted once), plus the output; ``model`` on the meta
     device or a real one, left as it is. ``autocast``: the dtype the run's mixed precision computes in (None:
     none). ``kwargs`` go to the forward (``logits_to_keep=1``: the output layer on the last position only, as
-    `train.lm_loss` chunked runs it). A forward that reads tensor values raises."""
+    `train.lm_loss` chunked runs it). A forward that reads tensor values raises. Repeated calls with the same
+    model and arguments are answered from a small cache."""
+    key = (_signature(model), batch, seq, autocast, fused_attention, tuple(sorted(kwargs.items())))
+    if key not in _TRACED:
+        _TRACED[key] = _trace(model, batch, seq, autocast, fused_attention, kwargs)
+        while len(_TRACED) > _TRACED_KEPT:
+            _TRACED.popitem(last=False)
+    _TRACED.move_to_end(key)
+    return _TRACED[key]
+
+
+def _trace(model: nn.Module, batch: int, seq: int, autocast: torch.dtype | None, fused_attention: bool,
+           kwargs: dict[str, Any]) -> int:
     mode = FakeTensorMode()
     state = {name: _fake(mode, tensor) for name, tensor in chain(model.named_parameters(), model.named_buffers())}
     parameters = {tensor.untyped_storage()._cdata for tensor in state.values()}

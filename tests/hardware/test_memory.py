@@ -266,6 +266,21 @@ def test_traced_activations_match_a_real_forward(minilm_dir, dropout: float) -> 
         assert traced_activations(real, batch=4, seq=32, autocast=dtype) == expected
 
 
+def test_a_repeated_trace_comes_from_the_cache_and_a_changed_model_does_not(minilm_dir, monkeypatch) -> None:
+    from peftkit.hardware import trace
+    from peftkit.hardware.estimate import meta_model
+
+    traced = []
+    monkeypatch.setattr(trace, "_TRACED", type(trace._TRACED)())
+    monkeypatch.setattr(trace, "_trace", lambda *args: traced.append(args[1:]) or len(traced))
+    model = meta_model(tiny_estimate_recipe(minilm_dir), ["negative", "positive"])
+    first = trace.traced_activations(model, batch=4, seq=32)
+    assert trace.traced_activations(model, batch=4, seq=32) == first and len(traced) == 1
+    assert trace.traced_activations(model, batch=4, seq=48) == 2  # other arguments: traced again
+    next(m for m in model.modules() if type(m).__name__ == "BertSelfAttention").dropout.p = 0.0
+    assert trace.traced_activations(model, batch=4, seq=32) == 3  # a changed model: traced again
+
+
 def test_fused_attention_keeps_no_attention_probabilities(minilm_dir) -> None:
     """On CUDA sdpa runs fused: what it saves grows linearly with the sequence (inputs, output, one log-sum-exp a
     row); the math path a CPU takes under attention dropout also saves batch × heads × sequence² probabilities in

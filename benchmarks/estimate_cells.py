@@ -31,13 +31,20 @@ from peftkit.hardware.estimate import MemoryEstimate
 
 MIB = 2**20
 TOLERANCE = 15.0
-H200 = (139.8, "9.0")  # the GiB and compute capability torch reports for the project's GPU
+H200 = (139.8, (9, 0))  # the GiB and compute capability torch reports for the project's GPU
 
 
-def cuda_device(gib: float, capability: str) -> devices.Device:
-    """A CUDA device of ``gib`` GiB and compute capability ``MAJOR.MINOR``, to predict GPU cells for."""
-    major, minor = (int(part) for part in capability.split("."))
-    return devices.Device("cuda", "CUDA device", int(gib * 2**30), (major, minor))
+def compute_capability(text: str) -> tuple[int, int]:
+    """``MAJOR.MINOR`` as two integers (an argparse type: anything else is a one-line usage error)."""
+    major, dot, minor = text.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise argparse.ArgumentTypeError(f"'{text}': expected MAJOR.MINOR, e.g. 9.0")
+    return int(major), int(minor)
+
+
+def cuda_device(gib: float, capability: tuple[int, int]) -> devices.Device:
+    """A CUDA device of ``gib`` GiB and compute capability ``(major, minor)``, to predict GPU cells for."""
+    return devices.Device("cuda", "CUDA device", int(gib * 2**30), capability)
 
 
 def within(errors: list[float]) -> str:
@@ -60,8 +67,12 @@ def compare(argv: list[str]) -> int:
     parser.add_argument("results", type=Path)
     parser.add_argument("overrides", nargs="*", type=parse_override, help="KEY=VALUE, applied to every cell")
     parser.add_argument("--gpu-gib", type=float, default=H200[0])
-    parser.add_argument("--capability", default=H200[1], help="the CUDA device's compute capability, MAJOR.MINOR")
+    parser.add_argument("--capability", type=compute_capability, default=H200[1],
+                        help="the CUDA device's compute capability, MAJOR.MINOR")
     args = parser.parse_args(argv)
+    if not args.results.is_file():
+        print(f"estimate_cells: {args.results}: no such file", file=sys.stderr)
+        return 2
     here = devices.current()
     targets = {"cuda_allocated": cuda_device(args.gpu_gib, args.capability),
                "private": here if here.kind == "cpu" else None}

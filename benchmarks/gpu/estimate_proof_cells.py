@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.estimate_cells import H200, cuda_device, within
+from benchmarks.estimate_cells import H200, compute_capability, cuda_device, within
 from peftkit.config.load import recipe_from_dict
 from peftkit.hardware.auto import estimate_on
 from tools import gpu_fixtures, gpu_proof
@@ -36,7 +36,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="predict the GPU proof's cells again")
     parser.add_argument("log", nargs="?", type=Path, default=ROOT / "benchmarks" / "gpu" / "proof-h200.log")
     parser.add_argument("--gpu-gib", type=float, default=H200[0])
-    parser.add_argument("--capability", default=H200[1], help="the CUDA device's compute capability, MAJOR.MINOR")
+    parser.add_argument("--capability", type=compute_capability, default=H200[1],
+                        help="the CUDA device's compute capability, MAJOR.MINOR")
     args = parser.parse_args(argv)
     if not args.log.is_file():
         print(f"estimate_proof_cells: {args.log}: no such file", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import yaml
 from testkit import tiny_recipe
 
@@ -81,3 +82,8 @@ def test_results_without_a_cell_of_the_suite_are_refused(tmp_path, tiny_bert, se
     (tmp_path / "bad.yaml").write_text("description: x\nquick_run: true\n", encoding="utf-8")
     assert estimate_cells.main([str(tmp_path / "bad.yaml"), str(results)]) == 2
     assert capsys.readouterr().err.startswith("estimate_cells: ")
+    assert estimate_cells.main([str(suite), str(tmp_path / "missing.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"estimate_cells: {tmp_path / 'missing.csv'}: no such file"
+    with pytest.raises(SystemExit) as usage:
+        estimate_cells.main([str(suite), str(results), "--capability", "x"])
+    assert usage.value.code == 2 and "'x': expected MAJOR.MINOR" in capsys.readouterr().err

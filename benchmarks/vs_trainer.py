@@ -53,12 +53,13 @@ def write_rows(out: Path, train_rows: int, test_rows: int) -> tuple[Path, Path]:
 
 
 def peftkit_recipe(out: Path, train: Path, test: Path) -> Path:
-    """sentiment-lora on the CSV files, at the reference's settings (one epoch, no validation split, BERT's own
-    pooler, as AutoModelForSequenceClassification builds it)."""
+    """sentiment-lora on the CSV files, at the reference's settings (its LoRA, one epoch, no validation split,
+    BERT's own pooler, as AutoModelForSequenceClassification builds it)."""
     from peftkit.config.files import resolve_recipe_path
 
     recipe = yaml.safe_load(resolve_recipe_path("sentiment-lora").read_text())
     recipe["description"] = "sentiment-lora on the benchmark's CSV rows"
+    recipe["method"].update({"r": 8, "alpha": 16, "dropout": 0.1})  # the reference's LoRA, whatever the recipe's
     recipe["task"]["pooling"] = "pooler"  # the reference's model: BERT's own head on its pooler output
     recipe["data"] = {"files": {"train": str(train), "test": str(test)}, "validation_size": 0, "max_length": 96}
     recipe["train"].update({"epochs": 1, "batch_size": 32, "learning_rate": 1.0e-3, "warmup": 0.06,

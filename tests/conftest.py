@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """PEFTKIT_CACHE for the whole session, the subprocesses tests start included: the fetched catalogue (data/,
+    models/ and their staging folder .tmp/) of the cache the tests started with is linked in, while what runs
+    write (tokenized splits, random-init checkpoints of the session's tiny models) stays in a temporary folder."""
+    from peftkit.data.cache import cache_root
+
+    user, session = cache_root(), tmp_path_factory.mktemp("peftkit-cache")
+    for part in ("data", "models", ".tmp"):
+        (user / part).mkdir(parents=True, exist_ok=True)
+        (session / part).symlink_to(user / part, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFTKIT_CACHE", str(session))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _own_tokenized_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty tokenized-split cache of its own (its hits come from its own runs), unless it
-    points PEFTKIT_CACHE somewhere itself: the user's cache is neither read nor filled by the tests."""
+    points PEFTKIT_CACHE somewhere itself: the user's tokenized splits are neither read nor filled by the tests."""
     from peftkit.data import tokenized
     from peftkit.data.cache import cache_root
 

@@ -37,7 +37,7 @@ def write_rows(out: Path, train_rows: int, test_rows: int) -> tuple[Path, Path]:
     from peftkit.data.pipeline import build_splits
     from peftkit.registry import plugins
 
-    recipe = load_recipe("sentiment-lora")
+    recipe = load_recipe("sentiment-lora", ["data.max_train_samples=null"])  # every training row, then the first N
     head, _ = plugins(recipe)
     splits = build_splits(recipe, head, None, parts=()).text
     paths = []
@@ -53,13 +53,14 @@ def write_rows(out: Path, train_rows: int, test_rows: int) -> tuple[Path, Path]:
 
 
 def peftkit_recipe(out: Path, train: Path, test: Path) -> Path:
-    """sentiment-lora on the CSV files, at the reference's settings (its LoRA, one epoch, no validation split,
-    BERT's own pooler, as AutoModelForSequenceClassification builds it)."""
+    """sentiment-lora on the CSV files, at the reference's settings (its model and LoRA, one epoch, no validation
+    split, BERT's own pooler, as AutoModelForSequenceClassification builds it)."""
     from peftkit.config.files import resolve_recipe_path
 
     recipe = yaml.safe_load(resolve_recipe_path("sentiment-lora").read_text())
     recipe["description"] = "sentiment-lora on the benchmark's CSV rows"
-    recipe["method"].update({"r": 8, "alpha": 16, "dropout": 0.1})  # the reference's LoRA, whatever the recipe's
+    recipe["model"] = {"name": "minilm-l6"}  # the reference's model and LoRA, whatever the recipe's
+    recipe["method"].update({"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "key", "value", "dense"]})
     recipe["task"]["pooling"] = "pooler"  # the reference's model: BERT's own head on its pooler output
     recipe["data"] = {"files": {"train": str(train), "test": str(test)}, "validation_size": 0, "max_length": 96}
     recipe["train"].update({"epochs": 1, "batch_size": 32, "learning_rate": 1.0e-3, "warmup": 0.06,

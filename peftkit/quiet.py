@@ -69,6 +69,19 @@ def library_noise_filtered() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def logger_silenced(name: str) -> Iterator[None]:
+    """No record of logger ``name`` or its children for a block, errors included: for a call whose failure peftkit
+    reports itself in one line (datasets logs a parser's error before raising it)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def no_progress_bars() -> None:
     """No progress bars of datasets or transformers (loading weights, tokenizing) in this process."""
     import datasets

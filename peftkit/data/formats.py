@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from peftkit.config.paths import FORMATS
 from peftkit.data.conll import read_conll
 from peftkit.errors import PeftkitError, first_line
+from peftkit.quiet import logger_silenced
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -39,7 +40,8 @@ def read_file(path: str | Path) -> Dataset:
     from datasets import load_dataset
 
     try:
-        with tempfile.TemporaryDirectory(prefix="peftkit-data-") as cache:  # read into memory, cache nothing
+        # read into memory, cache nothing; a parser's error is reported below, not also logged by datasets
+        with logger_silenced("datasets"), tempfile.TemporaryDirectory(prefix="peftkit-data-") as cache:
             loaded = load_dataset(reader, data_files=str(path), split="train", cache_dir=cache,
                                   keep_in_memory=True, **kwargs)
     except UnicodeDecodeError as exc:

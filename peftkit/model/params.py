@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 #: again), so that `peftkit recipes` lists their sizes without importing torch and building each model.
 KNOWN_COUNTS = {
     "minilm-l6": 22_713_216,
+    "mpnet-base": 109_518_527,
     "m3e-small": 23_953_920,
     "smollm2-135m": 134_515_008,
     "FacebookAI/roberta-base": 124_697_433,

@@ -31,6 +31,7 @@ def test_the_reference_script_and_peftkit_train_the_same_rows(minilm_dir: Path, 
     assert (tmp_path / "peftkit" / "metrics.json").is_file()
     recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
     assert recipe["data"]["files"] == {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv")}
-    # the reference's work whatever the default recipe says: its LoRA (dropout included) and one epoch
-    assert ({k: recipe["method"][k] for k in ("r", "alpha", "dropout")}, recipe["train"]["epochs"]) == (
-        {"r": 8, "alpha": 16, "dropout": 0.1}, 1)
+    # the reference's work whatever the default recipe says: its model, its LoRA (dropout included), one epoch
+    method = {k: recipe["method"][k] for k in ("r", "alpha", "dropout", "target_modules")}
+    assert (recipe["model"], method, recipe["train"]["epochs"]) == ({"name": "minilm-l6"}, {
+        "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "key", "value", "dense"]}, 1)

@@ -110,6 +110,14 @@ def test_unsupported_format_and_bad_encoding(tmp_path: Path) -> None:
         load_splits(DataSection(source=str(latin)), HEAD, [])
 
 
+def test_a_file_that_does_not_parse_gives_only_peftkits_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "b.jsonl"
+    broken.write_text('{"text": "fine", "label": "positive"}\n{broken\n', encoding="utf-8")
+    with pytest.raises(PeftkitError, match=r"b\.jsonl': could not be read as json \(JSON parse error"):
+        load_splits(DataSection(source=str(broken)), HEAD, [])
+    assert "Failed to load JSON" not in capfd.readouterr().err  # datasets logged the parser's error too
+
+
 def test_one_label_in_the_training_split_is_refused_naming_file_and_label(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "one.csv", [{"text": f"film {i}", "label": "positive"} for i in range(30)])
     for declared in ([], ["negative", "positive"]):

@@ -29,6 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "reference" / "trainer_peft.py"
+MODEL = "minilm-l6"  # the catalogue model both sides train, whatever the default recipe's
 
 
 def write_rows(out: Path, train_rows: int, test_rows: int) -> tuple[Path, Path]:
@@ -59,7 +60,7 @@ def peftkit_recipe(out: Path, train: Path, test: Path) -> Path:
 
     recipe = yaml.safe_load(resolve_recipe_path("sentiment-lora").read_text())
     recipe["description"] = "sentiment-lora on the benchmark's CSV rows"
-    recipe["model"] = {"name": "minilm-l6"}  # the reference's model and LoRA, whatever the recipe's
+    recipe["model"] = {"name": MODEL}  # the reference's model and LoRA, whatever the recipe's
     recipe["method"].update({"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "key", "value", "dense"]})
     recipe["task"]["pooling"] = "pooler"  # the reference's model: BERT's own head on its pooler output
     recipe["data"] = {"files": {"train": str(train), "test": str(test)}, "validation_size": 0, "max_length": 96}
@@ -71,9 +72,9 @@ def peftkit_recipe(out: Path, train: Path, test: Path) -> Path:
 
 
 def model_path() -> str:
-    from peftkit.model.loading import resolve_model_path  # the catalogue's cached copy of minilm-l6
+    from peftkit.model.loading import resolve_model_path  # the catalogue's cached copy of MODEL
 
-    return str(resolve_model_path("minilm-l6"))
+    return str(resolve_model_path(MODEL))
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, dict]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from peftkit.config.sections import Recipe
 from peftkit.errors import PeftkitError
+from peftkit.heads.base import column_values
 from peftkit.registry import build_head
 
 #: Name a suite lists under ``baselines`` to get this row.
@@ -56,13 +57,14 @@ def run_tfidf(recipe: Recipe) -> dict[str, Any]:
     label2id = {name: i for i, name in enumerate(label_names)}
     train, test = splits["train"], splits["test"]
     started = time.perf_counter()
-    features = vectorizer(train["text"])
-    x_train = features.fit_transform(train["text"])
+    train_texts = column_values(train, "text")
+    features = vectorizer(train_texts)
+    x_train = features.fit_transform(train_texts)
     model = LogisticRegression(C=10.0, max_iter=2000, random_state=recipe.train.seed)
     model.fit(x_train, np.asarray(head.label_ids(train, label2id)))
     seconds = time.perf_counter() - started
     scores = np.zeros((len(test), len(label_names)))
-    scores[:, model.classes_] = model.predict_proba(features.transform(test["text"]))
+    scores[:, model.classes_] = model.predict_proba(features.transform(column_values(test, "text")))
     gold = np.asarray(head.label_ids(test, label2id))
     metrics = head.compute_metrics(label_names)(SimpleNamespace(predictions=scores, label_ids=gold))
     weights = model.coef_.size + model.intercept_.size

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from peftkit.config.sections import DataSection, Recipe
 from peftkit.data import SPLITS, augment, load_splits, preprocess
 from peftkit.data import tokenized as tokenized_cache
-from peftkit.heads.base import TOKENIZING_SPLIT, Head, tokenizing_label
+from peftkit.heads.base import TOKENIZING_SPLIT, Head, column_values, tokenizing_label
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _tokenize(head: Head, split: Dataset, name: str, tokenizer: PreTrainedTokeni
 def longest_input(tokenized: DatasetDict, splits: Sequence[str] | None = None) -> int:
     """Token count of the longest tokenized example of ``splits`` (every split by default)."""
     parts = [tokenized[name] for name in splits] if splits is not None else list(tokenized.values())
-    return max(len(ids) for part in parts for ids in part["input_ids"])
+    return max(len(ids) for part in parts for ids in column_values(part, "input_ids"))
 
 
 def padded_length(tokenized: DatasetDict, data: DataSection) -> int:

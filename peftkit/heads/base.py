@@ -163,6 +163,13 @@ class Head:
         raise NotImplementedError
 
 
+def column_values(dataset: Dataset, name: str) -> list[Any]:
+    """Every value of column ``name``, in row order, as a list. Since datasets 4, ``dataset[name]`` is a lazy column
+    that formats one row per step when iterated (15 s over THUCNews' 100,000 rows); a slice reads it in one Arrow
+    call, honouring ``select`` and ``shuffle``."""
+    return dataset[name][:]
+
+
 def require_columns(dataset: Dataset, split: str, columns: Iterable[tuple[str, str]]) -> None:
     """Refuse a data split without one of ``columns``: (column name, the option that names it) pairs."""
     for column, key in columns:

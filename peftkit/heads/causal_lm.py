@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns, tokenizing_label
+from peftkit.heads.base import Head, column_values, logits_only, require_columns, tokenizing_label
 from peftkit.registry import HEADS
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class CausalLMHead(Head):
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
         columns = {"prompt": self.config.prompt_column, "response": self.config.response_column}
         require_columns(dataset, split, ((column, f"task.{key}_column") for key, column in columns.items()))
-        values = {key: dataset[column] for key, column in columns.items()}
+        values = {key: column_values(dataset, column) for key, column in columns.items()}
         for key, column in columns.items():
             for row, value in enumerate(values[key], start=1):
                 if value is None or (isinstance(value, str) and not value.strip()):

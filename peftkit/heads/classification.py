@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns, sigmoid, softmax, tokenizing_label
+from peftkit.heads.base import Head, column_values, logits_only, require_columns, sigmoid, softmax, tokenizing_label
 from peftkit.registry import HEADS
 
 if TYPE_CHECKING:
@@ -79,13 +79,13 @@ class ClassificationHead(Head):
 
     def read_labels(self, dataset: Dataset, column: str) -> list[str]:
         if self.config.multi_label:
-            return sorted({name for cell in dataset[column] for name in cell})
-        return sorted({str(v) for v in dataset[column]})
+            return sorted({name for cell in column_values(dataset, column) for name in cell})
+        return sorted({str(v) for v in column_values(dataset, column)})
 
     def standardize(self, dataset: Dataset, data_cfg: Any, split: str) -> Dataset:
         text_col, label_col = data_cfg.text_column, data_cfg.label_column
         require_columns(dataset, split, ((text_col, "data.text_column"), (label_col, "data.label_column")))
-        texts, labels = dataset[text_col], dataset[label_col]
+        texts, labels = column_values(dataset, text_col), column_values(dataset, label_col)
         for row, (text, label) in enumerate(zip(texts, labels, strict=True), start=1):
             if not isinstance(text, str) or not text.strip():
                 raise PeftkitError(f"data ({split} split) row {row}: empty or missing text in column '{text_col}'")
@@ -120,7 +120,7 @@ class ClassificationHead(Head):
     def label_ids(self, dataset: Dataset, label2id: dict[str, int]) -> list[Any]:
         """Label ids per row (multi-hot float vectors for multi-label); a label outside ``label2id`` is an error."""
         ids: list[Any] = []
-        for cell, text in zip(dataset["label"], dataset["text"], strict=True):
+        for cell, text in zip(column_values(dataset, "label"), column_values(dataset, "text"), strict=True):
             names = cell if isinstance(cell, list) else [cell]
             found = [_label_id(name, label2id) for name in names]
             if None in found:
@@ -173,7 +173,7 @@ class ClassificationHead(Head):
             return [float(setting.get(name, 1.0)) for name in label_names]
         import numpy as np
 
-        labels = np.asarray(train["labels"])
+        labels = np.asarray(column_values(train, "labels"))
         if self.config.multi_label:
             positives = labels.sum(axis=0)
             return [float((len(labels) - p) / max(p, 1.0)) for p in positives]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
-from peftkit.heads.base import Head, logits_only, require_columns, softmax, tokenizing_label
+from peftkit.heads.base import Head, column_values, logits_only, require_columns, softmax, tokenizing_label
 from peftkit.registry import HEADS
 
 if TYPE_CHECKING:
@@ -92,11 +92,11 @@ class NerHead(Head):
     config: NerConfig
 
     def read_labels(self, dataset: Dataset, column: str) -> list[str]:
-        tags = {tag for row in dataset[column] for tag in row} - {"O"}
+        tags = {tag for row in column_values(dataset, column) for tag in row} - {"O"}
         return ["O", *sorted(tags, key=lambda t: (t[2:], t[0]))]
 
     def check_training_labels(self, train: Dataset, data_cfg: Any, source: str) -> None:
-        found = sorted({tag for row in train[self.label_field] for tag in row})
+        found = sorted({tag for row in column_values(train, self.label_field) for tag in row})
         if len(found) < 2:
             raise PeftkitError(
                 f"data '{source}' (train split): every tag in column '{data_cfg.tags_column}' is "
@@ -109,7 +109,7 @@ class NerHead(Head):
         require_columns(dataset, split, ((tokens_col, "data.tokens_column"), (tags_col, "data.tags_column")))
         names = getattr(getattr(dataset.features[tags_col], "feature", None), "names", None) or self.config.labels
         declared = set(self.config.labels)
-        all_tokens, all_tags = list(dataset[tokens_col]), list(dataset[tags_col])
+        all_tokens, all_tags = column_values(dataset, tokens_col), column_values(dataset, tags_col)
         for row, (tokens, tags) in enumerate(zip(all_tokens, all_tags, strict=True), start=1):
             where = f"data ({split} split) row {row}"
             if not isinstance(tokens, list) or not tokens:
@@ -144,7 +144,7 @@ class NerHead(Head):
                  label2id: dict[str, int]) -> Dataset:
         if not tokenizer.is_fast:
             raise PeftkitError(f"task.head ner needs a fast tokenizer (word ids); {tokenizer.name_or_path} has none")
-        unknown = sorted({tag for row in dataset["tags"] for tag in row} - set(label2id))
+        unknown = sorted({tag for row in column_values(dataset, "tags") for tag in row} - set(label2id))
         if unknown:
             raise PeftkitError(
                 f"data: tag '{unknown[0]}' is not one of the training tags ({', '.join(label2id)}); "

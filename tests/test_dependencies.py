@@ -3,6 +3,9 @@ bound, CI pins each one, and each pin lies inside the declared range (so CI test
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,25 @@ def test_a_package_named_in_several_extras_has_one_range() -> None:
     for req in REQUIREMENTS:
         ranges.setdefault(req.name, set()).add(str(req.specifier))
     assert {name: r for name, r in ranges.items() if len(r) > 1} == {}
+
+
+def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
+    """The slow tier's `--dist loadgroup` keeps each xdist_group on one worker (the torchrun launches one after
+    another; the guides that start from one page's run folder beside it): pytest-xdist 3.8 under pytest 9.2 spread
+    them over the workers without a word (pytest-dev/pytest-xdist#1386)."""
+    (tmp_path / "test_grouped.py").write_text(textwrap.dedent("""
+        import os
+        from pathlib import Path
+
+        import pytest
+
+        @pytest.mark.xdist_group("one")
+        @pytest.mark.parametrize("i", range(6))
+        def test_grouped(i: int) -> None:
+            Path(f"ran-{i}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+    """), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p",
+                           "no:cacheprovider", "test_grouped.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    workers = {path.read_text() for path in tmp_path.glob("ran-*")}
+    assert len(list(tmp_path.glob("ran-*"))) == 6 and len(workers) == 1, workers

@@ -140,8 +140,19 @@ def _ran(page: Path, factory: pytest.TempPathFactory) -> Path:
     return _RAN[page]
 
 
+def _guide_param(page: Path) -> object:
+    """``page`` as a test parameter; a page that runs after another shares that page's xdist group (`--dist
+    loadgroup` in the slow tier), so the page they start from runs once, on one worker, not once per worker."""
+    first = [m.group("page") for m in RUNS_AFTER.finditer(page.read_text(encoding="utf-8"))]
+    relative = page.relative_to(DOCS).as_posix()
+    followed = any(relative in RUNS_AFTER.findall(other.read_text(encoding="utf-8")) for other in GUIDES)
+    group = first[0] if first else relative if followed else None
+    return pytest.param(page, marks=pytest.mark.xdist_group(group)) if group else page
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("page", [p for p in GUIDES if _runnable(p)], ids=lambda p: p.relative_to(DOCS).as_posix())
+@pytest.mark.parametrize("page", [_guide_param(p) for p in GUIDES if _runnable(p)],
+                         ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_guide_blocks_run(page: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each page's runnable blocks, in order, in one folder, as a user would paste them; a page marked
     `<!-- runs after: PAGE -->` starts from what that page's blocks left (its run folder, say)."""

@@ -56,9 +56,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     if args.quiet or args.json:
         no_progress_bars()
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        result = train(recipe, overwrite=args.overwrite, protect=[args.recipe], quiet=args.quiet or args.json,
-                       name=Path(args.recipe).stem)
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = train(recipe, overwrite=args.overwrite, protect=[args.recipe], quiet=args.quiet or args.json,
+                           name=Path(args.recipe).stem)
+    finally:  # a torchrun worker: the command owns its process group
+        distributed.end_process_group()
     if not distributed.is_main_process():
         return
     if args.json:

@@ -35,6 +35,18 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def end_process_group() -> None:
+    """Shut down this process's torch.distributed group, if one is up, while the interpreter is still whole.
+
+    A gloo group left to interpreter finalization can abort the process with "terminate called without an
+    active exception" (SIGABRT) while its worker threads still hold tensors (pytorch/pytorch#190489, #179291).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def launch_args(nproc: int, argv: Sequence[str]) -> list[str]:
     """torchrun's arguments that run ``python -m peftkit <argv>`` in ``nproc`` local processes."""
     return ["--standalone", f"--nproc-per-node={nproc}", "--module", "peftkit", *argv]

@@ -98,6 +98,21 @@ def test_existing_output_is_refused_before_any_process_starts(write_recipe, tmp_
     assert (tmp_path / "run" / "keep.txt").read_text() == "x"
 
 
+@pytest.mark.parametrize("overrides", [{"train.max_steps": 2}, {"data.text_column": "sentence"}],
+                         ids=["trained", "refused"])
+def test_train_command_shuts_its_process_group_down(write_recipe, tmp_path: Path, overrides: dict) -> None:
+    """What a torchrun worker's `peftkit train` does last, whether it trained or failed: a gloo group left to
+    interpreter finalization can abort the worker (SIGABRT, "terminate called without an active exception")."""
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        code = main(["train", str(write_recipe(overrides)), "--output-dir", str(tmp_path / "run"), "--quiet"])
+        assert (code, dist.is_initialized()) == (2 if "data.text_column" in overrides else 0, False)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_launch_hands_off_to_torchrun() -> None:
     assert launch_args(4, ["train", "r.yaml", "--overwrite"]) == [
         "--standalone", "--nproc-per-node=4", "--module", "peftkit", "train", "r.yaml", "--overwrite"

@@ -259,8 +259,8 @@ def logits_of(model: Any, tokenizer: Any, texts: list[str], eval_mode: bool = Tr
     return logits
 
 
-#: Tests that launch torchrun: pytest-xdist (`--dist loadgroup`) runs them one after another on one worker (with two
-#: launches overlapping on a 2-core machine, an FSDP worker once aborted mid-run).
+#: Tests that launch torchrun: pytest-xdist (`--dist loadgroup`) runs them one after another on one worker (two
+#: launches of two processes each would share a 2-core machine four ways).
 TORCHRUN = pytest.mark.xdist_group("torchrun")
 
 #: Methods whose reload matches the trained logits under bf16 / fp16 autocast to that dtype's rounding, not bit for

@@ -120,11 +120,11 @@ class ClassificationHead(Head):
     def label_ids(self, dataset: Dataset, label2id: dict[str, int]) -> list[Any]:
         """Label ids per row (multi-hot float vectors for multi-label); a label outside ``label2id`` is an error."""
         ids: list[Any] = []
-        for cell, text in zip(column_values(dataset, "label"), column_values(dataset, "text"), strict=True):
+        for row, cell in enumerate(column_values(dataset, "label")):
             names = cell if isinstance(cell, list) else [cell]
             found = [_label_id(name, label2id) for name in names]
             if None in found:
-                bad = names[found.index(None)]
+                bad, text = names[found.index(None)], dataset[row]["text"]  # the text only to name the row
                 raise PeftkitError(
                     f"data: label '{bad}' (text {text[:40]!r}) is not one of the training labels "
                     f"({', '.join(label2id)}){_spelling_hint(bad, label2id) or '; list every label in task.labels'}"

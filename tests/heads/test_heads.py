@@ -42,6 +42,10 @@ def test_labels_not_in_declared_set_and_label_ids(tmp_path: Path) -> None:
     ids = write_csv(tmp_path / "ids.csv", [{"text": f"t {i}", "label": i % 2} for i in range(10)])
     splits, _ = load_splits(DataSection(source=str(ids), test_size=2, validation_size=2), head, ["neg", "pos"])
     assert head.label_ids(splits["train"], {"neg": 0, "pos": 1}) == [int(x) for x in splits["train"]["label"]]
+    unseen = Dataset.from_dict({"text": ["fine", "so so, really not sure"], "label": ["pos", "mixed"]})
+    with pytest.raises(PeftkitError, match=r"^data: label 'mixed' \(text 'so so, really not sure'\) is not one of the "
+                                           r"training labels \(neg, pos\)"):
+        head.label_ids(unseen, {"neg": 0, "pos": 1})
 
 
 def test_class_weighted_training_and_sentiment_predict(write_recipe) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import make_sentiment_rows, save_tiny_models, tiny_recipe, write_csv, write_recipe_file
+from testkit import make_sentiment_rows, save_tiny_models, tiny_recipe, tiny_tokenizer, write_csv, write_recipe_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -104,6 +105,16 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tiny_bert(tiny_models: dict[str, Path]) -> Path:
     """A tiny random-init BERT with a word-level tokenizer, saved to a directory (a recipe's model.name)."""
     return tiny_models["bert"]
+
+
+@pytest.fixture
+def case_keeping_bert(tiny_bert: Path, tmp_path: Path) -> Path:
+    """The tiny BERT with a tokenizer that keeps case over its lower-case vocabulary (m3e-small's kind): "GOOD" is
+    [UNK] to it as shipped."""
+    path = tmp_path / "case-keeping-bert"
+    shutil.copytree(tiny_bert, path)
+    tiny_tokenizer(lowercase=False).save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

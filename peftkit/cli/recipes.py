@@ -100,6 +100,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
         from peftkit.model.loading import recorded_pooling
 
         resolved["task.pooling"] = recorded_pooling(recipe.model) or "the architecture's own"
+    if recipe.model.lowercase == AUTO:  # read from the tokenizer's vocabulary, where it is on this machine
+        from peftkit.model.loading import lowercase_at_hand
+
+        lowercase = lowercase_at_hand(recipe.model)
+        resolved["model.lowercase"] = "read from the tokenizer once it is fetched" if lowercase is None else lowercase
     print(
         f"ok: {args.recipe} — model {recipe.model.name}, method {recipe.method.name}, "
         f"head {recipe.task.head}, data {recipe.data.source}, quantization {recipe.quantization.mode}"

@@ -44,6 +44,11 @@ class ModelSection(Section):
         "auto", "attention kernel; auto = flash_attention_2 where flash-attn is installed, the GPU is Ampere or "
         "newer and the model supports it, else sdpa (eager where neither works)"
     )
+    lowercase: bool | Literal["auto"] = option(
+        "auto", "lower-case text in the tokenizer's own normalizer (so the tokenizer a run saves does too); auto = "
+        "on where the tokenizer lower-cases already or its vocabulary has no capitals (m3e-small's keeps case, "
+        "so 'OK' and 'IBM' were [UNK]); false = the tokenizer as shipped"
+    )
 
     @model_validator(mode="after")
     def _overrides_need_random_init(self) -> ModelSection:

@@ -15,11 +15,12 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftkit.config.sections import AUTO, ModelSection, QuantizationSection
-from peftkit.data.cache import cache_root
+from peftkit.data.cache import cache_root, is_cached
 from peftkit.data.catalog import MODELS
 from peftkit.errors import PeftkitError, first_line
 from peftkit.heads.base import KNOWN_HEAD_MODULES, Head
 from peftkit.heads.pooling import apply_pooling, native
+from peftkit.model.casing import apply_lowercase
 from peftkit.model.config import DTYPES, hub_error, model_config, resolve_model_path
 from peftkit.model.dropout import dropout_kwargs
 from peftkit.model.heap import trim_heap
@@ -29,7 +30,8 @@ from peftkit.model.weights import release_checkpoint, require_safetensors
 
 
 def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTokenizerBase:
-    """The tokenizer of the recipe's model (or of ``path``, a saved run)."""
+    """The tokenizer of the recipe's model, `model.lowercase` resolved in place and applied (peftkit.model.casing),
+    or of ``path``, a saved run, as it was saved."""
     source = path or resolve_model_path(model.name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -41,7 +43,19 @@ def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTo
         if tokenizer.eos_token is None:
             raise PeftkitError(f"model.name '{model.name}': the tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
+    if path is None:
+        apply_lowercase(model, tokenizer)
     return tokenizer
+
+
+def lowercase_at_hand(model: ModelSection) -> bool | None:
+    """What `model.lowercase: auto` resolves to when the tokenizer is on this machine (a fetched catalogue model or
+    a directory), None when it would have to be fetched first."""
+    if not (is_cached("model", model.name) if model.name in MODELS else Path(model.name).expanduser().is_dir()):
+        return None
+    copy = model.model_copy()
+    load_tokenizer(copy)
+    return bool(copy.lowercase)
 
 
 def random_init_path(model: ModelSection) -> Path | None:

@@ -136,11 +136,14 @@ def prepare_recipe(recipe: Recipe, device: devices.Device) -> dict[str, Any]:
 
 def build_trainer(recipe: Recipe, output_dir: Path) -> Prepared:
     """Everything a run needs, with the seed set before any weight is initialised."""
+    lowercase = recipe.model.lowercase
     tokenizer = load_tokenizer(recipe.model)  # fetches a catalogue model, whose config `auto` attention reads
     device = devices.current()
     if recipe.train.cpu_heap == "compact" and device.kind == "cpu":
         compact_heap()  # before the model loads: quantizing churns the heap most
     resolved = prepare_recipe(recipe, device)
+    if lowercase == AUTO:  # resolved by the tokenizer's loader, which reads the vocabulary
+        resolved["model.lowercase"] = recipe.model.lowercase
     head, method = plugins(recipe)
     recipe.preprocess = preprocess.resolved(recipe.preprocess)  # stop words saved inline with the run
     data = build_splits(recipe, head, tokenizer, keep=False)  # cached once the model has loaded

@@ -48,6 +48,8 @@ def test_validate_ok_and_bad(capsys, tmp_path: Path, write_recipe) -> None:
     assert "task.pooling=mean" in out  # MiniLM-L6's catalogue entry records mean pooling
     assert "task.pooling" not in run(capsys, "validate", "sentiment-lora", "task.pooling=pooler")[1]  # not `auto`
     assert "task.pooling=the architecture's own" in run(capsys, "validate", str(write_recipe()))[1]
+    assert "model.lowercase=True" in run(capsys, "validate", str(write_recipe()))[1]  # the tiny BERT's lower-cases
+    assert "model.lowercase" not in run(capsys, "validate", str(write_recipe({"model.lowercase": False})))[1]
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epoch: 2\n", encoding="utf-8")
     code, out, err = run(capsys, "validate", str(bad))

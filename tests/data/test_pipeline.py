@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from testkit import make_sentiment_rows, tiny_tokenizer, write_csv
+from testkit import make_sentiment_rows, write_csv
 
 import peftkit
 from peftkit.cli import main
@@ -18,26 +18,19 @@ from peftkit.rundir.inference import evaluate_run, predict
 from peftkit.rundir.load import load_run
 
 
-@pytest.fixture
-def cased_bert(tiny_bert: Path, tmp_path: Path) -> Path:
-    """The tiny BERT with a case-sensitive tokenizer: an upper-case word is [UNK] to it."""
-    path = tmp_path / "cased-bert"
-    shutil.copytree(tiny_bert, path)
-    tiny_tokenizer(lowercase=False).save_pretrained(path)
-    return path
-
-
 def upper_case_csv(path: Path) -> Path:
     return write_csv(path, [{**r, "text": r["text"].upper()} for r in make_sentiment_rows(400)])
 
 
-def test_eval_and_export_parity_see_the_preprocessed_text(write_recipe, cased_bert: Path, tmp_path: Path) -> None:
+def test_eval_and_export_parity_see_the_preprocessed_text(write_recipe, case_keeping_bert: Path,
+                                                          tmp_path: Path) -> None:
     """Trained on upper-case text lower-cased by `preprocess`: without the step every word would be [UNK] to the
-    cased tokenizer and the model could not do better than chance, so eval reproducing the trained accuracy and
-    parity batches free of [UNK] show that both rebuilt the data through the same steps."""
+    cased tokenizer (kept as shipped: `model.lowercase: false`) and the model could not do better than chance, so
+    eval reproducing the trained accuracy and parity batches free of [UNK] show that both rebuilt the data through
+    the same steps."""
     data = upper_case_csv(tmp_path / "upper.csv")
-    recipe = write_recipe({"model.name": str(cased_bert), "data.source": str(data), "preprocess": ["lowercase"],
-                           "train.max_steps": 120})
+    recipe = write_recipe({"model.name": str(case_keeping_bert), "model.lowercase": False, "data.source": str(data),
+                           "preprocess": ["lowercase"], "train.max_steps": 120})
     result = peftkit.train(recipe)
     accuracy = result.metrics["test"]["accuracy"]
     assert accuracy >= 0.85, result.metrics["test"]

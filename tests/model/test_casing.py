@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from testkit import make_sentiment_rows, write_csv
+from testkit import make_sentiment_rows, tiny_bpe_tokenizer, write_csv
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizer
 
 import peftkit
@@ -45,6 +45,15 @@ def test_auto_leaves_a_cased_vocabulary_alone() -> None:
     apply_lowercase(model, tokenizer)
     assert model.lowercase is False
     assert tokenizer.tokenize("Good good") == ["Good", "good"]
+
+
+def test_true_adds_lower_casing_to_a_byte_level_tokenizer() -> None:
+    """A normalizer other than BERT's (here none) gets a Lowercase step after it."""
+    tokenizer = tiny_bpe_tokenizer()
+    assert _ids(tokenizer, "Good film") != _ids(tokenizer, "good film")
+    model = ModelSection(name="bpe", lowercase=True)
+    apply_lowercase(model, tokenizer)
+    assert _ids(tokenizer, "Good FILM") == _ids(tokenizer, "good film")
 
 
 def test_a_lower_casing_tokenizer_resolves_auto_to_true(tiny_bert: Path) -> None:

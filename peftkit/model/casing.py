@@ -1,8 +1,9 @@
 """`model.lowercase`: lower-casing in the tokenizer's own normalizer, for a vocabulary that has no capitals.
 
 m3e-small ships bert-base-chinese's uncased vocabulary with a normalizer that keeps case, so "OK", "IBM" and
-"T400" each become [UNK] (a sixth of its Chinese reviews and headlines hold one). Lower-casing goes into the
-normalizer rather than the data, so the tokenizer a run saves, and every export of it, does the same.
+"T400" each become [UNK] (about a sixth of the catalogue's Chinese reviews and headlines hold one). Lower-casing
+goes into the normalizer rather than the data, so the tokenizer a run saves, and every export of it, does the same.
+BERT's normalizer then also strips accents unless told otherwise, as uncased BERT's own does.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             result = train(recipe, overwrite=args.overwrite, protect=[args.recipe], quiet=args.quiet or args.json,
                            name=Path(args.recipe).stem)
-    finally:  # a torchrun worker: the command owns its process group
+        distributed.end_process_group(after_peers=True)
+    finally:  # a torchrun worker: the command owns its process group (a failed one: not waiting for its peers)
         distributed.end_process_group()
     if not distributed.is_main_process():
         return

@@ -35,15 +35,19 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def end_process_group() -> None:
-    """Shut down this process's torch.distributed group, if one is up, while the interpreter is still whole.
+def end_process_group(after_peers: bool = False) -> None:
+    """Shut down this process's torch.distributed group, if one is up, while the interpreter is still whole; with
+    ``after_peers`` (every process finished its work) only once all of them reach this point.
 
     A gloo group left to interpreter finalization can abort the process with "terminate called without an
-    active exception" (SIGABRT) while its worker threads still hold tensors (pytorch/pytorch#190489, #179291).
+    active exception" (SIGABRT) while its worker threads still hold tensors (pytorch/pytorch#190489, #179291);
+    so did a worker that tore its group down while the main process was still saving.
     """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if after_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from peftkit.config.sections import AUTO, ModelSection
 from peftkit.errors import PeftkitError
 
-_UPPER, _LOWER = re.compile("[A-Z]"), re.compile("[a-z]")
+_UPPER, _LOWER, _LETTER = re.compile("[A-Z]"), re.compile("[a-z]"), re.compile("[A-Za-z]")
 #: A vocabulary is cased when at least this share of its Latin-letter tokens holds a capital; m3e-small's has 2
 #: (`<S>`, `<T>`) of 3,792, SmolLM2's 13,928 of 40,000.
 CASED_SHARE = 0.01
@@ -28,7 +28,13 @@ def lowercases(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether the tokenizer lower-cases text before its vocabulary lookup (a slow tokenizer: its own flag)."""
     if not tokenizer.is_fast:
         return bool(getattr(tokenizer, "do_lower_case", False))
-    return _lowercases(json.loads(tokenizer.backend_tokenizer.to_str())["normalizer"])
+    return _lowercases(_normalizer_state(tokenizer))
+
+
+def _normalizer_state(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any] | None:
+    """The fast tokenizer's normalizer as its JSON state (that part alone, not the whole tokenizer), None if none."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    return None if normalizer is None else json.loads(normalizer.__getstate__())
 
 
 def _lowercases(normalizer: dict[str, Any] | None) -> bool:
@@ -42,7 +48,7 @@ def _lowercases(normalizer: dict[str, Any] | None) -> bool:
 def uncased_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether the vocabulary's Latin-letter tokens are (all but a few special ones) lower case."""
     special = set(tokenizer.all_special_tokens)
-    lettered = [t for t in tokenizer.get_vocab() if t not in special and re.search("[A-Za-z]", t)]
+    lettered = [t for t in tokenizer.get_vocab() if t not in special and _LETTER.search(t)]
     upper = sum(1 for t in lettered if _UPPER.search(t))
     return any(_LOWER.search(t) for t in lettered) and upper < CASED_SHARE * len(lettered)
 
@@ -50,15 +56,15 @@ def uncased_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
 def apply_lowercase(model: ModelSection, tokenizer: PreTrainedTokenizerBase) -> None:
     """Resolve `model.lowercase: auto` in place (on where the tokenizer lower-cases already or its vocabulary is
     uncased) and, where it is on, make the tokenizer's normalizer lower-case text if it does not."""
+    already = lowercases(tokenizer)
     if model.lowercase == AUTO:
-        model.lowercase = lowercases(tokenizer) or uncased_vocabulary(tokenizer)
-    if not model.lowercase or lowercases(tokenizer):
+        model.lowercase = already or uncased_vocabulary(tokenizer)
+    if not model.lowercase or already:
         return
     if not tokenizer.is_fast:
         raise PeftkitError(f"'model.lowercase': true needs a fast tokenizer; {model.name}'s is a slow one "
                            f"({type(tokenizer).__name__}); lower-case the text with preprocess.steps: [lowercase]")
-    backend = tokenizer.backend_tokenizer
-    state = json.loads(backend.to_str())["normalizer"]
+    backend, state = tokenizer.backend_tokenizer, _normalizer_state(tokenizer)
     if state and state["type"] == "BertNormalizer":
         backend.normalizer = normalizers.BertNormalizer(
             clean_text=state["clean_text"], handle_chinese_chars=state["handle_chinese_chars"],

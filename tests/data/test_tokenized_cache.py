@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import make_sentiment_rows, tiny_tokenizer, write_csv
+from testkit import make_sentiment_rows, write_csv
 
 import peftkit
 from peftkit.config.load import load_recipe
@@ -72,7 +72,7 @@ def test_training_from_a_hit_gives_the_same_metrics(write_recipe, cache: Path) -
 
 @pytest.mark.parametrize("change", ["max_length", "tokenizer", "one_row", "label_order", "head_config"])
 def test_what_decides_the_tokens_is_in_the_key(change: str, write_recipe, cache: Path, tmp_path: Path,
-                                                tiny_bert: Path) -> None:
+                                                request: pytest.FixtureRequest) -> None:
     data = write_csv(tmp_path / "d.csv", make_sentiment_rows(200))
     recipe = write_recipe({"data.source": str(data)})
     first = build(recipe)
@@ -83,9 +83,7 @@ def test_what_decides_the_tokens_is_in_the_key(change: str, write_recipe, cache:
     if change == "max_length":
         dotted["data.max_length"] = 12
     elif change == "tokenizer":
-        cased = tmp_path / "cased"
-        shutil.copytree(tiny_bert, cased)
-        tiny_tokenizer(lowercase=False).save_pretrained(cased)
+        cased = request.getfixturevalue("case_keeping_bert")
         dotted.update({"model.name": str(cased), "model.lowercase": False})  # as shipped: case-sensitive
     elif change == "one_row":
         rows = make_sentiment_rows(200)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -48,9 +49,21 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
 ALIAS_NODE_LIMIT = 10_000
 
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
 class _GuardedLoader(yaml.SafeLoader):
     """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently), aliases
-    that expand beyond ALIAS_NODE_LIMIT nodes and a node that contains itself (a self-referencing alias)."""
+    that expand beyond ALIAS_NODE_LIMIT nodes and a node that contains itself (a self-referencing alias).
+
+    Only ``true`` and ``false`` are booleans, as in YAML 1.2: YAML 1.1 also reads ``no``, ``off``, ``yes`` and
+    ``on`` as booleans, which turned ``eval_strategy: no`` into ``False``. A boolean option still accepts them,
+    as text."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def compose_document(self) -> yaml.Node:
         node = super().compose_document()
@@ -68,6 +81,9 @@ class _GuardedLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)) or key is None:
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_GuardedLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -39,6 +39,20 @@ def _describe_error(error: dict[str, Any], prefix: tuple[str, ...], fields: list
     return f"'{path}': {error['msg'].lower()} (got {shown})"
 
 
+def _wanted(error: dict[str, Any]) -> list[str]:
+    """What one member of a union accepts, from its error: ``'auto'``, ``a valid integer``, ``true``, ``false``."""
+    if error["type"].startswith("bool_"):
+        return ["true", "false"]
+    return [error["msg"].split(",")[0].removeprefix("Input should be ")]
+
+
+def _union_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """One error for a value every member of a union refused (``bool | Literal["auto"]``): what each accepts."""
+    wanted = list(dict.fromkeys(w for e in errors for w in _wanted(e)))
+    listed = ", ".join(wanted[:-1]) + f" or {wanted[-1]}"
+    return {**errors[0], "type": "union", "msg": f"Input should be {listed}"}
+
+
 def _validate(cls: type[Section], data: Any, prefix: tuple[str, ...], source: str) -> Section:
     if data is None:
         data = {}
@@ -50,7 +64,8 @@ def _validate(cls: type[Section], data: Any, prefix: tuple[str, ...], source: st
     except ValidationError as exc:
         errors = exc.errors()
         same = [e for e in errors if _key_path(e) == _key_path(errors[0])]  # one key failing each union member
-        first = next((e for e in same if e["type"] == "finite_number"), errors[0])
+        first = next((e for e in same if e["type"] == "finite_number"), None)
+        first = first or (_union_error(same) if len(same) > 1 else errors[0])
         errors = [first, *(e for e in errors if e not in same)]
         owner = cls
         for part in first["loc"][:-1]:  # suggest keys of the section the bad key sits in

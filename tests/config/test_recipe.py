@@ -55,6 +55,15 @@ def test_dotted_overrides_are_parsed_as_yaml_and_applied() -> None:
     assert raw == {"train": {"epochs": 1}}, "overrides must not modify the original mapping"
 
 
+def test_only_true_and_false_are_booleans(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("method: {name: lora, use_dora: yes}\ntrain: {eval_strategy: no, tf32: off}\n", encoding="utf-8")
+    recipe = load_recipe(path, ["train.save_strategy=no", "model.lowercase=on"])
+    assert (recipe.train.eval_strategy, recipe.train.save_strategy) == ("no", "no")
+    assert (recipe.method.use_dora, recipe.train.tf32, recipe.model.lowercase) == (True, False, True)
+    assert parse_override("x=no") == ("x", "no") and parse_override("x=False") == ("x", False)
+
+
 def test_overrides_on_a_named_recipe() -> None:
     recipe = load_recipe("sentiment-lora", ["train.epochs=2", "method.r=16", "output_dir=runs/x"])
     assert (recipe.train.epochs, recipe.method.r, recipe.output_dir) == (2, 16, "runs/x")
@@ -95,6 +104,8 @@ BAD_RECIPES = [
     ({"train": {"early_stopping_patience": 2, "eval_strategy": "no"}}, "needs train.eval_strategy"),
     ({"method": {"name": "lora", "dropout": 1.5}}, "'method.dropout': input should be less than 1"),
     ({"output_dir": ["a"]}, "'output_dir': input should be a valid string"),
+    ({"model": {"lowercase": "maybe"}}, "'model.lowercase': input should be true, false or 'auto' (got 'maybe')"),
+    ({"train": {"tf32": 3}}, "'train.tf32': input should be true, false or 'auto' (got 3)"),
 ]
 
 

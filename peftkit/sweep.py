@@ -76,6 +76,8 @@ def read_space(path: str | Path) -> dict[str, Any]:
             raise PeftkitError(f"{path}: '{key}': low and high must be numbers, got {spec['low']!r}, {spec['high']!r}")
         if spec["low"] > spec["high"]:
             raise PeftkitError(f"{path}: '{key}': low {spec['low']} is above high {spec['high']}")
+        if not isinstance(spec.get("log", False), bool):
+            raise PeftkitError(f"{path}: '{key}': log must be true or false, got {spec['log']!r}")
     return space
 
 
@@ -83,7 +85,7 @@ def suggest(trial: Any, key: str, spec: Any) -> Any:
     """One value for ``key`` from the trial: a choice, an integer range or a float range."""
     if isinstance(spec, list):
         return trial.suggest_categorical(key, spec)
-    log = bool(spec.get("log", False))
+    log = spec.get("log", False)
     if all(isinstance(spec.get(k, 1), int) for k in ("low", "high", "step")):
         return trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1), log=log)
     return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), step=spec.get("step"), log=log)

@@ -64,6 +64,8 @@ def test_bad_search_spaces_are_named(write_recipe, tmp_path: Path) -> None:
         read_space(_space(tmp_path, {"method.r": "8"}))
     with pytest.raises(PeftkitError, match=r"'train.warmup': low 0.5 is above high 0.1"):
         read_space(_space(tmp_path, {"train.warmup": {"low": 0.5, "high": 0.1}}))
+    with pytest.raises(PeftkitError, match=r"'train.warmup': log must be true or false, got 'no'"):
+        read_space(_space(tmp_path, {"train.warmup": {"low": 0.1, "high": 0.5, "log": "no"}}))
     with pytest.raises(PeftkitError, match=r"search space 'train.learnig_rate' = 0.001: .*unknown key "
                                            r"'train.learnig_rate'; did you mean 'train.learning_rate'"):
         sweep(recipe, _space(tmp_path, {"train.learnig_rate": [0.001]}), trials=1, output_dir=tmp_path / "x")

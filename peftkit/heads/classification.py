@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from peftkit.config.schema import HeadConfig, option
 from peftkit.errors import PeftkitError
 from peftkit.heads.base import Head, column_values, logits_only, require_columns, sigmoid, softmax, tokenizing_label
+from peftkit.heads.truncation import Cut, truncated_inputs
 from peftkit.registry import HEADS
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ class ClassificationConfig(HeadConfig):
         "auto", "the vector the classifier reads: cls (first token), pooler (BERT's tanh(dense(CLS))), mean (of "
         "the non-padding tokens), last (decoder LMs' last token); auto = what the catalogue model was trained with "
         "(mean for sentence encoders), else the architecture's own"
+    )
+    truncate: Cut = option(
+        "end", "which part of a text longer than data.max_length is cut: end (the start is kept), start (the end is "
+        "kept) or middle (the first quarter and the last three quarters of the tokens kept; long reviews)"
     )
 
 
@@ -142,7 +147,7 @@ class ClassificationHead(Head):
                  label2id: dict[str, int]) -> Dataset:
         labels = self.label_ids(dataset, label2id)
         encoded = dataset.map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+            lambda batch: truncated_inputs(tokenizer, batch["text"], max_length, self.config.truncate),
             batched=True, remove_columns=dataset.column_names, desc=tokenizing_label(),
         )
         return encoded.add_column("labels", labels)
@@ -248,7 +253,8 @@ class ClassificationHead(Head):
                       label_names: list[str], max_length: int, device: torch.device) -> list[dict[str, Any]]:
         """Best label (multi-label: every label over the threshold), its probability and every label's, per text;
         ``predict`` drops every label's probability again for single-label classification."""
-        inputs = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        encoded = truncated_inputs(tokenizer, texts, max_length, self.config.truncate)
+        inputs = tokenizer.pad(encoded, return_tensors="pt")
         logits = model(**inputs.to(device)).logits.float().cpu().numpy()
         probabilities = sigmoid(logits) if self.config.multi_label else softmax(logits)
         results: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ from peftkit.config.sections import Recipe
 from peftkit.data.cache import model_dir
 from peftkit.data.catalog import DATASETS, MODELS
 from peftkit.heads.pooling import pool
+from peftkit.heads.truncation import truncated_inputs
 from peftkit.registry import HEADS
 from peftkit.rundir.layout import CARD_FILE
 from peftkit.rundir.metrics import TIMING_KEYS
@@ -101,6 +102,25 @@ def pooling_code(recipe: Recipe, model: str) -> str:
             "with_kwargs=True)")
 
 
+def truncation_code(recipe: Recipe, tensors: str = "pt") -> tuple[str, str]:
+    """The card's lines that tokenize ``texts`` as the run did, and the definitions they need: transformers' own
+    truncation, or for a `task.truncate` that cuts the start or the middle, peftkit's function, printed."""
+    cut, length = getattr(recipe.task, "truncate", "end"), recipe.data.max_length
+    if cut == "end":
+        return "", (f"inputs = tokenizer(texts, padding=True, truncation=True, max_length={length}, "
+                    f"return_tensors={tensors!r})")
+    return (f"\n# task.truncate: {cut}: a text over {length} tokens loses its {cut}, as in training\n\n\n"
+            f"{inspect.getsource(truncated_inputs)}\n"), (
+        f"inputs = tokenizer.pad(truncated_inputs(tokenizer, texts, {length}, {cut!r}), return_tensors={tensors!r})")
+
+
+def truncated_example(recipe: Recipe) -> str:
+    """For a run whose `task.truncate` is not transformers' own: its function and a line that tokenizes with it,
+    appended to a card's loading code; else nothing."""
+    definitions, inputs = truncation_code(recipe)
+    return f"{definitions}\ntexts = [\"some text\"]\n{inputs}" if definitions else ""
+
+
 def _format(value: Any, spec: str = ".4g") -> str:
     """A card's number: floats by ``spec``, whole numbers with thousands separators."""
     if isinstance(value, float):
@@ -133,7 +153,7 @@ def write_model_card(directory: Path, recipe: Recipe, metrics: dict[str, Any], r
         f"from transformers import {auto}, AutoTokenizer")
     tokenizer = "" if recipe.method.name == "head_only" else "\ntokenizer = AutoTokenizer.from_pretrained(run)"
     if recipe.method.name != "head_only":
-        tokenizer += pooling_code(recipe, "base" if peft else "model")
+        tokenizer += pooling_code(recipe, "base" if peft else "model") + truncated_example(recipe)
     rows = _table(metrics.get("test", {}), ".4f", skip=())
     params = metrics.get("parameters", {})
     trainable, total = (_format(params.get(k, "?")) for k in ("trainable", "total"))
@@ -205,7 +225,7 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
         load = (f"from transformers import {auto}, AutoTokenizer\n"
                 f"model = {auto}.from_pretrained({_literal(out)})\n"
                 f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})"
-                f"{pooling_code(recipe, 'model')}")
+                f"{pooling_code(recipe, 'model')}{truncated_example(recipe)}")
         merge = f"the adapter merged into the {report['merged_into']}" if report["merged_into"] else (
             f"the weights of method {recipe.method.name}, re-saved")
         what = f"{merge}; plain transformers loads it{needs}"
@@ -217,7 +237,7 @@ def write_export_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[
                 f"{f', num_labels={len(recipe.task.labels)}' if recipe.task.labels else ''})\n"
                 f"model = PeftModel.from_pretrained(base, {_literal(out)})\n"
                 f"tokenizer = AutoTokenizer.from_pretrained({_literal(out)})"
-                f"{pooling_code(recipe, 'base')}")
+                f"{pooling_code(recipe, 'base')}{truncated_example(recipe)}")
         what = "the peft adapter and the trained task head (base model not included)"
     card = f"""---
 library_name: {"transformers" if merged else "peft"}
@@ -251,6 +271,7 @@ def write_onnx_card(directory: Path, out: Path, recipe: Recipe, metrics: dict[st
     check = (f"checked against tolerance {parity['tolerance']:g} × max(1, largest |logit|): passed" if parity["checked"]
              else "report only (the run's base was quantized or not fp32)")
     token_level = "Token" in HEADS.get(recipe.task.head).auto_class.__name__
+    definitions, inputs = truncation_code(recipe, "np")
     decode = ("for text, ids, mask in zip(texts, logits.argmax(-1), inputs[\"attention_mask\"]):\n"
               "    print(text, [id2label[str(i)] for i, m in zip(ids, mask) if m])  # one tag per sub-word token"
               if token_level else
@@ -281,13 +302,13 @@ import json
 
 import onnxruntime as ort
 from transformers import AutoTokenizer
-
+{definitions}
 out = {_literal(out)}
 tokenizer = AutoTokenizer.from_pretrained(out)
 session = ort.InferenceSession(f"{{out}}/model.onnx", providers=["CPUExecutionProvider"])
 id2label = json.load(open(f"{{out}}/config.json"))["id2label"]
 texts = ["first text", "second text"]
-inputs = tokenizer(texts, padding=True, truncation=True, max_length={recipe.data.max_length}, return_tensors="np")
+{inputs}
 feed = {{i.name: inputs[i.name] for i in session.get_inputs()}}
 logits = session.run(["logits"], feed)[0]
 {decode}

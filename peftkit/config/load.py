@@ -49,7 +49,7 @@ def _wanted(error: dict[str, Any]) -> list[str]:
 def _union_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """One error for a value every member of a union refused (``bool | Literal["auto"]``): what each accepts."""
     wanted = list(dict.fromkeys(w for e in errors for w in _wanted(e)))
-    listed = ", ".join(wanted[:-1]) + f" or {wanted[-1]}"
+    listed = ", ".join(wanted[:-1]) + f" or {wanted[-1]}" if len(wanted) > 1 else wanted[0]
     return {**errors[0], "type": "union", "msg": f"Input should be {listed}"}
 
 

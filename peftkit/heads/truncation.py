@@ -29,6 +29,7 @@ def truncated_inputs(tokenizer, texts, max_length, cut="end"):
         budget = max(max_length - (len(special) - len(content)), 0)
         head = budget // 4 if cut == "middle" else 0
         dropped = set(content[head:len(content) - (budget - head)]) if len(content) > budget else set()
+        positions = [i for i in range(len(special)) if i not in dropped]
         for name, values in full.items():
-            kept[name].append([v for i, v in enumerate(values[row]) if i not in dropped])
+            kept[name].append([values[row][i] for i in positions])
     return kept

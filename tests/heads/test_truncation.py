@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +68,7 @@ def test_a_run_that_keeps_both_ends_learns_what_only_the_end_says(write_recipe, 
     out = tmp_path / "onnx"
     report = export_onnx(run, out)
     assert report["parity"]["checked"] and report["parity"]["max_abs_logit_diff"] <= 1e-4
-    onnx_code = re.search(r"## Run it with onnxruntime\n```python\n(.*?)```",
-                          (out / "README.md").read_text(), re.S).group(1)
+    onnx_code = card_code(out / "README.md", heading="## Run it with onnxruntime")
     assert 'texts = ["first text", "second text"]' in onnx_code and "truncated_inputs(tokenizer, texts, 8" in onnx_code
     onnx_code = onnx_code.replace('texts = ["first text", "second text"]', f"texts = {texts!r}")
     done = subprocess.run([sys.executable, "-I", "-c", "import sys\nsys.modules['peftkit'] = None\n" + onnx_code],

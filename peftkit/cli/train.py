@@ -7,8 +7,12 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peftkit.cli.common import Verbs, positive_int, print_metrics, recipe_args, seed, verb
+
+if TYPE_CHECKING:  # the CLI imports training only when a command runs
+    from peftkit.training.run import RunResult
 
 
 def add_train(verbs: Verbs) -> None:
@@ -63,9 +67,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         distributed.end_process_group(after_peers=True)
     finally:  # a torchrun worker: the command owns its process group (a failed one: not waiting for its peers)
         distributed.end_process_group()
-    if not distributed.is_main_process():
-        return
-    if args.json:
+    if distributed.is_main_process():
+        _print_report(result, args.json)
+    if distributed.world_size() > 1:  # a launcher's worker: nothing may run after this (see leave_worker)
+        distributed.leave_worker()
+
+
+def _print_report(result: RunResult, as_json: bool) -> None:
+    """Print a finished run's test metrics, samples, figures and folder (or one JSON object)."""
+    if as_json:
         print(json.dumps({"output_dir": str(result.output_dir), **result.metrics}, default=str))
         return
     m = result.metrics

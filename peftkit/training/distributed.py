@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
@@ -49,6 +50,19 @@ def end_process_group(after_peers: bool = False) -> None:
         if after_peers:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def leave_worker() -> NoReturn:
+    """End this launcher's worker now with exit code 0, its output flushed, skipping interpreter finalization.
+
+    Called once the run is saved and every process has passed ``end_process_group``. Finalization still aborted
+    an FSDP worker in CI after that, now and then ("terminate called without an active exception", SIGABRT; most
+    likely a native thread taking the GIL while the interpreter is torn down, as in pytorch/pytorch#179291). Every
+    file of the run is written and closed, and the trackers are finished, before this point.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def launch_args(nproc: int, argv: Sequence[str]) -> list[str]:

@@ -113,6 +113,32 @@ def test_train_command_shuts_its_process_group_down(write_recipe, tmp_path: Path
             dist.destroy_process_group()
 
 
+def test_a_workers_train_command_reports_then_leaves_without_finalization(write_recipe, tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    """A launcher's worker ends in leave_worker once the main process has printed its report."""
+    from peftkit.training import distributed
+
+    class Left(Exception):
+        pass
+
+    def leave() -> None:
+        raise Left(capsys.readouterr().out)
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "leave_worker", leave)
+    with pytest.raises(Left) as left:
+        main(["train", str(write_recipe({"train.max_steps": 2})), "--output-dir", str(tmp_path / "run")])
+    assert f"run saved to {tmp_path / 'run'}" in str(left.value)
+
+
+def test_leave_worker_flushes_its_output_and_skips_finalization(tmp_path: Path) -> None:
+    """What finalization would run (an atexit hook here) does not; what was printed is not lost in the buffer."""
+    code = ("import atexit; from peftkit.training.distributed import leave_worker; "
+            "atexit.register(print, 'finalized'); print('report', end=''); leave_worker()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, "report")
+
+
 def test_launch_hands_off_to_torchrun() -> None:
     assert launch_args(4, ["train", "r.yaml", "--overwrite"]) == [
         "--standalone", "--nproc-per-node=4", "--module", "peftkit", "train", "r.yaml", "--overwrite"

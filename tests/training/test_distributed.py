@@ -131,7 +131,7 @@ def test_a_workers_train_command_reports_then_leaves_without_finalization(write_
     assert f"run saved to {tmp_path / 'run'}" in str(left.value)
 
 
-def test_leave_worker_flushes_its_output_and_skips_finalization(tmp_path: Path) -> None:
+def test_leave_worker_flushes_its_output_and_skips_finalization() -> None:
     """What finalization would run (an atexit hook here) does not; what was printed is not lost in the buffer."""
     code = ("import atexit; from peftkit.training.distributed import leave_worker; "
             "atexit.register(print, 'finalized'); print('report', end=''); leave_worker()")
